@@ -1,0 +1,1 @@
+"""flyby's Gymnasium envs. Importing this package imports no simulator."""

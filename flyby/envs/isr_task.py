@@ -1,0 +1,338 @@
+"""The batched ISR task shared by every flyby env.
+
+One :class:`ISRTask` holds ``num_envs`` drones in one shared world and runs the
+IsaacLab ``DirectRLEnv`` step template, batch-first::
+
+    step(actions)
+      _pre_physics_step(actions)      validate, clip, remember the previous action
+      _apply_action()                 motion model (direct dynamics here)
+      _update_perception()            ground-truth detections, every perception_interval steps
+      _get_dones()                    (terminated, truncated)
+      _get_rewards()                  sum_k scales[k] * term_k * step_dt
+      _reset_idx(done ids)            only when autoreset is on
+      _get_observations()
+
+The Gymnasium envs are thin shells around it: ``DirectISR-v0`` is a task with
+``num_envs=1``, ``MultiDroneISR-v0`` a task with ``num_envs=num_drones``. No
+simulator is touched on this path; pixels come from a backend only when a
+caller renders.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flyby.config import check
+from flyby.dynamics.direct import DirectDynamics
+from flyby.envs.isr_env_cfg import ISREnvCfg
+from flyby.mdp import observations as obs_mdp
+from flyby.mdp import rewards as rew_mdp
+from flyby.mdp import terminations as term_mdp
+from flyby.mdp.actions import ACTION_DIM, validate_actions
+from flyby.perception.camera import camera_poses_w, yaw_rotation
+from flyby.perception.gt import Detections, GroundTruthDetector
+from flyby.world.world import ISRWorld, generate_world
+
+
+@dataclass
+class StepResult:
+    """What :meth:`ISRTask.step` returns; arrays are (num_envs, ...) and owned by the caller.
+
+    ``final_obs`` holds the true last observation of each env that ended this
+    step (rows ``done_ids``), taken before the autoreset.
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    done_ids: np.ndarray
+    final_obs: np.ndarray | None
+    log: dict[str, float] = field(default_factory=dict)
+
+
+class ISRTask:
+    """Batched ISR surveillance task on the direct dynamics.
+
+    Args:
+        cfg: task configuration (validated here).
+        num_envs: number of drones N >= 1 (each one an env with its own episode).
+        world: the shared world; generated from ``cfg.world`` and
+            ``cfg.world_seed`` when None.
+
+    Raises:
+        ConfigError: ``cfg`` is invalid.
+    """
+
+    def __init__(self, cfg: ISREnvCfg, num_envs: int, world: ISRWorld | None = None) -> None:
+        self.cfg = check(cfg)
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = n = int(num_envs)
+        self.world = world if world is not None else generate_world(cfg.world, cfg.world_seed)
+        self.step_dt = cfg.step_dt
+        self.max_episode_length = cfg.max_episode_length
+        self.dynamics = DirectDynamics(cfg.dynamics, n)
+        self.detector = GroundTruthDetector.from_world(cfg.camera, self.world)
+        self.layout = obs_mdp.ObsLayout(cfg.observations.top_k)
+        self.rng = np.random.default_rng()
+
+        t = self.world.num_targets
+        self.actions = np.zeros((n, ACTION_DIM))
+        self.prev_actions = np.zeros((n, ACTION_DIM))
+        self.episode_step = np.zeros(n, dtype=np.int64)
+        self.world_time_s = 0.0
+        self.global_step = 0
+        self.seen = np.zeros((n, t), dtype=bool)
+        self.newly_seen = np.zeros((n, t), dtype=bool)
+        self.new_cells = np.zeros(n, dtype=np.int64)
+        self.detections = Detections(
+            boxes_px=np.zeros((n, t, 4), dtype=np.float32),
+            visible=np.zeros((n, t), dtype=bool),
+            depth_m=np.full((n, t), np.inf, dtype=np.float32),
+            in_frustum=np.zeros((n, t), dtype=bool),
+            occluded=np.zeros((n, t), dtype=bool),
+        )
+        self.target_pos_w, self.target_yaw_rad = self.world.target_poses(0.0)
+
+        # Coverage grid: (gx, gy) cells of coverage_cell_m over the area, flattened row-major;
+        # a footprint can touch at most the cells of a square stencil around its centre.
+        cell = cfg.rewards.coverage_cell_m
+        half = self.world.half_extent
+        self._grid_shape = np.ceil(2 * half / cell).astype(np.intp)
+        self.covered = np.zeros((n, int(self._grid_shape.prod())), dtype=bool)
+        r_cells = math.ceil(cfg.rewards.max_footprint_radius_m / cell) + 1
+        self._span = np.arange(-r_cells, r_cells + 1)[None, :]
+        self._tan_half_fov = math.tan(math.radians(cfg.camera.fovy_deg) / 2)
+
+        self.scales = {k: float(cfg.rewards.scales.get(k, 0.0)) for k in rew_mdp.REWARD_TERMS}
+        self.episode_sums = {k: np.zeros(n) for k in rew_mdp.REWARD_TERMS}
+        self._terminated = np.zeros(n, dtype=bool)
+        self._crashed = np.zeros(n, dtype=bool)
+        self._outside = np.zeros(n, dtype=bool)
+        self._obs = np.zeros((n, self.layout.dim), dtype=np.float32)
+        self._pos_scale = np.array([half[0], half[1], cfg.terminations.max_altitude_m])
+        d = cfg.dynamics
+        self._vel_scale = np.array([d.max_velocity, d.max_velocity, d.max_vertical_velocity])
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def obs_dim(self) -> int:
+        return self.layout.dim
+
+    def seed(self, seed: int | None) -> None:
+        """Reseed spawns and dynamics noise (None draws fresh OS entropy)."""
+        ss = np.random.SeedSequence(seed)
+        spawn_ss, dyn_ss = ss.spawn(2)
+        self.rng = np.random.default_rng(spawn_ss)
+        self.dynamics.rng = np.random.default_rng(dyn_ss)
+
+    def reset_all(self) -> np.ndarray:
+        """Reset every env and the world clock; return observations (N, obs_dim) float32 (a copy)."""
+        self.world_time_s = 0.0
+        self.global_step = 0
+        self.target_pos_w, self.target_yaw_rad = self.world.target_poses(0.0)
+        self.actions[:] = 0.0
+        self._reset_idx(np.arange(self.num_envs))
+        return self._get_observations().copy()
+
+    def step(self, actions: np.ndarray, *, autoreset: bool = True) -> StepResult:
+        """Advance every env by one control step of ``step_dt`` seconds.
+
+        Args:
+            actions: (N, 4) normalised actions (see :mod:`flyby.mdp.actions`).
+            autoreset: reset envs that ended, returning their reset observation
+                in ``obs`` and the pre-reset one in ``final_obs``.
+
+        Raises:
+            InvalidAction: wrong shape or NaN/inf.
+        """
+        self._pre_physics_step(actions)
+        self._apply_action()
+        self.world_time_s += self.step_dt
+        self.global_step += 1
+        self.episode_step += 1
+        self._update_perception()
+        terminated, truncated = self._get_dones()
+        reward = self._get_rewards()
+        done = terminated | truncated
+        done_ids = np.flatnonzero(done)
+        final_obs = None
+        log: dict[str, float] = {}
+        if done_ids.size:
+            log = self._episode_log(done_ids, terminated, truncated)
+            if autoreset:
+                final_obs = self._get_observations()[done_ids].copy()
+                self._reset_idx(done_ids)
+        obs = self._get_observations().copy()
+        return StepResult(obs, reward, terminated, truncated, done_ids, final_obs, log)
+
+    @property
+    def pos_w(self) -> np.ndarray:
+        """(N, 3) float64 drone positions, metres, world ENU."""
+        return self.dynamics.pos_w
+
+    @property
+    def yaw_rad(self) -> np.ndarray:
+        """(N,) float64 drone yaw angles, radians."""
+        return self.dynamics.yaw_rad
+
+    def camera_poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cam_pos_w (N, 3), rot_wc (N, 3, 3)) of every drone camera."""
+        return camera_poses_w(self.dynamics.pos_w, yaw_rotation(self.dynamics.yaw_rad), self.cfg.camera)
+
+    # ------------------------------------------------------------- step template
+
+    def _pre_physics_step(self, actions: np.ndarray) -> None:
+        a = validate_actions(actions, self.num_envs)
+        self.prev_actions[:] = self.actions
+        self.actions[:] = a
+
+    def _apply_action(self) -> None:
+        self.dynamics.step(self.actions, self.step_dt)
+
+    def _update_perception(self, ids: np.ndarray | None = None) -> None:
+        """Detections for envs ``ids`` (all when None), if this is a perception step or a reset."""
+        if ids is None:
+            self.newly_seen[:] = False
+            self.new_cells[:] = 0
+            if self.global_step % self.cfg.perception_interval != 0:
+                return  # reuse the last detections between perception steps
+        self.target_pos_w, self.target_yaw_rad = self.world.target_poses(self.world_time_s)
+        sel = slice(None) if ids is None else ids
+        pos = self.dynamics.pos_w[sel]
+        cam_pos, rot_wc = camera_poses_w(pos, yaw_rotation(self.dynamics.yaw_rad[sel]), self.cfg.camera)
+        det = self.detector.detect(
+            cam_pos, rot_wc, self.target_pos_w, self.target_yaw_rad, self.world.target_size_m
+        )
+        for mine, fresh in zip(self.detections, det):
+            mine[sel] = fresh
+        vis = det.visible
+        new = vis & ~self.seen[sel]
+        self.newly_seen[sel] = new
+        self.seen[sel] |= vis
+        self.new_cells[sel] = self._cover(sel, cam_pos, rot_wc)
+
+    def _cover(self, sel, cam_pos: np.ndarray, rot_wc: np.ndarray) -> np.ndarray:
+        """Mark ground cells inside each camera's footprint; return newly covered counts (k,)."""
+        axis = rot_wc[:, :, 2]
+        down = axis[:, 2] < -1e-3
+        t = np.where(down, -cam_pos[:, 2] / np.where(down, axis[:, 2], -1.0), np.inf)
+        ok = down & (t <= self.cfg.camera.far_m) & (cam_pos[:, 2] > 0)
+        ground = cam_pos[:, :2] + np.where(ok, t, 0.0)[:, None] * axis[:, :2]
+        radius = np.where(ok, np.minimum(t, 1e6) * self._tan_half_fov, -1.0)
+        radius = np.minimum(radius, self.cfg.rewards.max_footprint_radius_m)
+        cell = self.cfg.rewards.coverage_cell_m
+        half = self.world.half_extent
+        # Separable square stencil of cells around each footprint centre: (k, S) along x and y.
+        idx = np.floor((ground + half) / cell).astype(np.intp)
+        ix = idx[:, :1] + self._span
+        iy = idx[:, 1:] + self._span
+        dx = (ix + 0.5) * cell - half[0] - ground[:, :1]
+        dy = (iy + 0.5) * cell - half[1] - ground[:, 1:]
+        gx, gy = self._grid_shape
+        ok_x = (ix >= 0) & (ix < gx)
+        ok_y = (iy >= 0) & (iy < gy)
+        inside = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] <= (radius * radius)[:, None, None]
+        inside &= ok_x[:, :, None] & ok_y[:, None, :]
+        flat = np.clip(ix, 0, gx - 1)[:, :, None] * gy + np.clip(iy, 0, gy - 1)[:, None, :]
+        rows = np.broadcast_to(np.arange(self.num_envs)[sel][:, None, None], flat.shape)
+        r_in, f_in = rows[inside], flat[inside]
+        new = ~self.covered[r_in, f_in]
+        self.covered[r_in, f_in] = True
+        return np.bincount(r_in[new], minlength=self.num_envs)[sel]
+
+    def _get_dones(self) -> tuple[np.ndarray, np.ndarray]:
+        pos = self.dynamics.pos_w
+        tcfg = self.cfg.terminations
+        in_building = self.world.points_in_buildings(pos, tcfg.drone_radius_m)
+        self._crashed = term_mdp.crashed(pos, in_building, tcfg)
+        self._outside = term_mdp.outside_geofence(pos, self.world.half_extent, tcfg) & ~self._crashed
+        terminated = self._crashed | self._outside
+        truncated = term_mdp.time_out(self.episode_step, self.max_episode_length) & ~terminated
+        return terminated, truncated
+
+    def _get_rewards(self) -> np.ndarray:
+        terms = {
+            "new_targets": rew_mdp.new_targets(self.newly_seen),
+            "coverage": rew_mdp.coverage(self.new_cells),
+            "collision": rew_mdp.collision(self._crashed),
+            "geofence": rew_mdp.geofence(self._outside),
+            "energy": rew_mdp.energy(self.actions),
+            "jerk": rew_mdp.jerk(self.actions, self.prev_actions),
+        }
+        reward = np.zeros(self.num_envs)
+        for k, term in terms.items():
+            scale = self.scales[k]
+            if scale:
+                value = scale * term * self.step_dt
+                reward += value
+                self.episode_sums[k] += value
+        return reward
+
+    def _reset_idx(self, ids: np.ndarray) -> None:
+        k = ids.size
+        half = self.world.half_extent
+        scfg = self.cfg.spawn
+        margin = min(scfg.edge_margin_m, float(half.min()) - 1.0)
+        xy = self.rng.uniform(-half + margin, half - margin, size=(k, 2))
+        alt = self.rng.uniform(*scfg.altitude_m, size=k)
+        floor = self.world.height_at(xy) + scfg.building_clearance_m
+        z = np.minimum(np.maximum(alt, floor), self.cfg.terminations.max_altitude_m - 1.0)
+        yaw = self.rng.uniform(-np.pi, np.pi, size=k)
+        self.dynamics.reset(np.column_stack([xy, z]), yaw, ids)
+        self.actions[ids] = 0.0
+        self.prev_actions[ids] = 0.0
+        self.episode_step[ids] = 0
+        self.seen[ids] = False
+        self.covered[ids] = False
+        for sums in self.episode_sums.values():
+            sums[ids] = 0.0
+        self._update_perception(ids)
+        # Detections at the spawn are not rewarded; they only mark what is already in view.
+        self.newly_seen[ids] = False
+        self.new_cells[ids] = 0
+
+    def _get_observations(self) -> np.ndarray:
+        d = self.detections
+        idx, valid = obs_mdp.select_top_k(d.visible, d.boxes_px, self.newly_seen, self.layout.top_k)
+        cam = self.cfg.camera
+        det_enc = obs_mdp.encode_detections(
+            idx, valid, d.boxes_px, self.newly_seen, self.world.target_class, cam.width, cam.height
+        )
+        pos = self.dynamics.pos_w
+        progress = np.column_stack(
+            [
+                self.covered.sum(axis=1) / self.covered.shape[1],
+                self.seen.sum(axis=1) / max(self.seen.shape[1], 1),
+                self.episode_step / self.max_episode_length,
+            ]
+        )
+        return obs_mdp.build_observation(
+            self.layout,
+            pos_w=pos,
+            lin_vel_w=self.dynamics.lin_vel_w,
+            yaw_rad=self.dynamics.yaw_rad,
+            clearance_m=obs_mdp.clearance_patch(pos, self.world.height_at, self.cfg.observations.clearance_cell_m),
+            detections=det_enc,
+            progress=progress,
+            last_action=self.actions,
+            pos_scale=self._pos_scale,
+            vel_scale=self._vel_scale,
+            max_altitude_m=self.cfg.terminations.max_altitude_m,
+            out=self._obs,
+        )
+
+    def _episode_log(self, ids: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> dict[str, float]:
+        """Episode_Reward/<term> means over the envs that ended, and termination counts."""
+        log = {f"Episode_Reward/{k}": float(v[ids].mean()) for k, v in self.episode_sums.items()}
+        log["Episode_Termination/crash"] = int(self._crashed[ids].sum())
+        log["Episode_Termination/geofence"] = int(self._outside[ids].sum())
+        log["Episode_Termination/time_out"] = int(truncated[ids].sum())
+        log["Episode/targets_seen"] = float(self.seen[ids].sum(axis=1).mean())
+        log["Episode/coverage"] = float(self.covered[ids].mean())
+        return log

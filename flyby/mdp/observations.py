@@ -1,0 +1,201 @@
+"""The shared observation encoding (direct, multi-drone and full-fidelity envs).
+
+Observation (num_envs, OBS_DIM) float32, every entry clipped to [-1, 1]:
+
+| slice            | size   | content                                                        | normalised by              |
+|------------------|--------|----------------------------------------------------------------|----------------------------|
+| layout.pos       | 3      | position, world ENU                                            | half area size, max alt    |
+| layout.vel       | 3      | linear velocity, world ENU                                     | max (vertical) velocity    |
+| layout.yaw       | 2      | cos(yaw), sin(yaw)                                             | -                          |
+| layout.clearance | 9      | altitude above the tallest building in a 3x3 patch of cells    | max altitude               |
+|                  |        | around the drone (row-major, x then y, spacing `clearance_cell_m`) |                        |
+| layout.detections | K * 8  | top-K ground-truth detections, each DET_FIELDS (below)         | image size                 |
+| layout.progress  | 3      | area covered fraction, targets seen fraction, time used fraction | -                        |
+| layout.last_action | 4      | previous normalised action                                     | -                          |
+
+Each detection slot holds ``[present, is_vehicle, is_person, is_new, cx, cy,
+w, h]``: ``cx, cy`` in [-1, 1] from the image centre, ``w, h`` as fractions of
+the image size, ``is_new`` when the drone has not seen that target this episode.
+Slots are filled new-first, then by box area (largest first); empty slots are 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flyby.config import cfg_field
+from flyby.enums import TargetClass
+
+DET_FIELDS = 8
+DET_PRESENT, DET_VEHICLE, DET_PERSON, DET_NEW, DET_CX, DET_CY, DET_W, DET_H = range(DET_FIELDS)
+
+
+@dataclass(kw_only=True)
+class ObservationCfg:
+    """Observation encoding."""
+
+    top_k: int = cfg_field(5, ge=1, le=64)  # detection slots in the observation
+    clearance_cell_m: float = cfg_field(10.0, gt=0.0)  # m, spacing of the 3x3 clearance patch
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """Named slices of the observation vector for a given ``top_k``."""
+
+    top_k: int
+
+    @property
+    def pos(self) -> slice:
+        return slice(0, 3)
+
+    @property
+    def vel(self) -> slice:
+        return slice(3, 6)
+
+    @property
+    def yaw(self) -> slice:
+        return slice(6, 8)
+
+    @property
+    def clearance(self) -> slice:
+        return slice(8, 17)
+
+    @property
+    def detections(self) -> slice:
+        return slice(17, 17 + self.top_k * DET_FIELDS)
+
+    @property
+    def progress(self) -> slice:
+        end = self.detections.stop
+        return slice(end, end + 3)
+
+    @property
+    def last_action(self) -> slice:
+        end = self.progress.stop
+        return slice(end, end + 4)
+
+    @property
+    def dim(self) -> int:
+        return self.last_action.stop
+
+
+# 3x3 patch offsets in units of clearance_cell_m, row-major over (dx, dy).
+_PATCH = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], dtype=np.float64)
+
+
+def clearance_patch(pos_w: np.ndarray, height_at, cell_m: float) -> np.ndarray:
+    """Altitude above the tallest building at 9 points around each drone.
+
+    Args:
+        pos_w: (N, 3) metres, world ENU.
+        height_at: callable mapping (..., 2) xy to (...,) building heights (``ISRWorld.height_at``).
+        cell_m: spacing of the patch, metres.
+
+    Returns:
+        (N, 9) float64 metres (negative = a building taller than the drone is there).
+    """
+    xy = pos_w[:, None, :2] + _PATCH[None] * cell_m
+    return pos_w[:, 2:3] - height_at(xy)
+
+
+def select_top_k(
+    visible: np.ndarray, boxes_px: np.ndarray, new: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick up to ``k`` detections per drone: new targets first, then largest boxes.
+
+    Args:
+        visible: (N, T) bool.
+        boxes_px: (N, T, 4) x1, y1, x2, y2 pixels.
+        new: (N, T) bool, visible and not seen before this episode.
+
+    Returns:
+        idx: (N, k) int target indices (arbitrary where not valid).
+        valid: (N, k) bool.
+    """
+    n, t = visible.shape
+    if t == 0:
+        return np.zeros((n, k), dtype=np.intp), np.zeros((n, k), dtype=bool)
+    area = (boxes_px[..., 2] - boxes_px[..., 0]) * (boxes_px[..., 3] - boxes_px[..., 1])
+    score = np.where(visible, area + new * 1e7, -1.0)
+    kk = min(k, t)
+    if kk < t:
+        part = np.argpartition(-score, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(t), (n, t))
+    rows = np.arange(n)[:, None]
+    order = np.argsort(-score[rows, part], axis=1, kind="stable")
+    idx_k = part[rows, order]
+    valid_k = score[rows, idx_k] >= 0
+    if kk < k:
+        pad = k - kk
+        idx_k = np.concatenate([idx_k, np.zeros((n, pad), dtype=idx_k.dtype)], axis=1)
+        valid_k = np.concatenate([valid_k, np.zeros((n, pad), dtype=bool)], axis=1)
+    return idx_k, valid_k
+
+
+def encode_detections(
+    idx: np.ndarray,
+    valid: np.ndarray,
+    boxes_px: np.ndarray,
+    new: np.ndarray,
+    target_class: np.ndarray,
+    width: int,
+    height: int,
+) -> np.ndarray:
+    """Encode selected detections as (N, k * DET_FIELDS) float64 (see module docstring)."""
+    n, k = idx.shape
+    out = np.zeros((n, k, DET_FIELDS))
+    if boxes_px.shape[1] == 0:
+        return out.reshape(n, k * DET_FIELDS)
+    rows = np.arange(n)[:, None]
+    b = boxes_px[rows, idx]
+    cls = target_class[idx]
+    out[..., DET_PRESENT] = 1.0
+    out[..., DET_VEHICLE] = cls == TargetClass.VEHICLE
+    out[..., DET_PERSON] = cls == TargetClass.PERSON
+    out[..., DET_NEW] = new[rows, idx]
+    out[..., DET_CX] = (b[..., 0] + b[..., 2]) / width - 1.0
+    out[..., DET_CY] = (b[..., 1] + b[..., 3]) / height - 1.0
+    out[..., DET_W] = (b[..., 2] - b[..., 0]) / width
+    out[..., DET_H] = (b[..., 3] - b[..., 1]) / height
+    out *= valid[..., None]
+    return out.reshape(n, k * DET_FIELDS)
+
+
+def build_observation(
+    layout: ObsLayout,
+    *,
+    pos_w: np.ndarray,
+    lin_vel_w: np.ndarray,
+    yaw_rad: np.ndarray,
+    clearance_m: np.ndarray,
+    detections: np.ndarray,
+    progress: np.ndarray,
+    last_action: np.ndarray,
+    pos_scale: np.ndarray,
+    vel_scale: np.ndarray,
+    max_altitude_m: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Assemble the (N, layout.dim) float32 observation, clipped to [-1, 1].
+
+    Args:
+        pos_scale: (3,) metres dividing the position (half area x, y; max altitude).
+        vel_scale: (3,) m/s dividing the velocity.
+        progress: (N, 3) fractions in [0, 1].
+        out: optional preallocated (N, dim) float32 buffer.
+    """
+    n = pos_w.shape[0]
+    obs = np.empty((n, layout.dim), dtype=np.float32) if out is None else out
+    obs[:, layout.pos] = pos_w / pos_scale
+    obs[:, layout.vel] = lin_vel_w / vel_scale
+    obs[:, layout.yaw.start] = np.cos(yaw_rad)
+    obs[:, layout.yaw.start + 1] = np.sin(yaw_rad)
+    obs[:, layout.clearance] = clearance_m / max_altitude_m
+    obs[:, layout.detections] = detections
+    obs[:, layout.progress] = progress
+    obs[:, layout.last_action] = last_action
+    np.clip(obs, -1.0, 1.0, out=obs)
+    return obs

@@ -1,0 +1,45 @@
+"""Termination conditions: crash and geofence terminate; only the time limit truncates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flyby.config import cfg_field
+
+
+@dataclass(kw_only=True)
+class TerminationCfg:
+    """Crash and geofence limits."""
+
+    drone_radius_m: float = cfg_field(0.35, ge=0.0)  # m, buildings are grown by this for collisions (Iris span ~0.55 m)
+    min_altitude_m: float = cfg_field(0.5, ge=0.0)  # m, below this above ground is a ground crash
+    max_altitude_m: float = cfg_field(120.0, gt=0.0)  # m, ceiling of the geofence (about the 400 ft rule)
+    geofence_margin_m: float = cfg_field(0.0, ge=0.0)  # m, geofence is the area shrunk by this on each side
+
+    def validate(self) -> list[str]:
+        if self.max_altitude_m <= self.min_altitude_m:
+            return [f"max_altitude_m: {self.max_altitude_m} must exceed min_altitude_m ({self.min_altitude_m})"]
+        return []
+
+
+def crashed(pos_w: np.ndarray, in_building: np.ndarray, cfg: TerminationCfg) -> np.ndarray:
+    """(N,) bool: below the minimum altitude or inside a (grown) building.
+
+    Args:
+        pos_w: (N, 3) metres, world ENU.
+        in_building: (N,) bool from ``ISRWorld.points_in_buildings(pos_w, cfg.drone_radius_m)``.
+    """
+    return (pos_w[:, 2] < cfg.min_altitude_m) | in_building
+
+
+def outside_geofence(pos_w: np.ndarray, half_extent: np.ndarray, cfg: TerminationCfg) -> np.ndarray:
+    """(N,) bool: outside the area (shrunk by the margin) or above the ceiling."""
+    lim = half_extent - cfg.geofence_margin_m
+    return (np.abs(pos_w[:, :2]) > lim).any(axis=1) | (pos_w[:, 2] > cfg.max_altitude_m)
+
+
+def time_out(episode_step: np.ndarray, max_episode_length: int) -> np.ndarray:
+    """(N,) bool: the episode reached its step limit (truncation)."""
+    return episode_step >= max_episode_length

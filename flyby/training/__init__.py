@@ -1,0 +1,1 @@
+"""Training configuration and (later) training/evaluation pipelines."""
