@@ -1,0 +1,34 @@
+"""Shared fixtures: world seeds, small configs and output folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_DIR = REPO_ROOT / "output"
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    """The repo's ``output/`` folder (git-ignored), created on demand."""
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    return OUTPUT_DIR
+
+
+@pytest.fixture(scope="session")
+def world():
+    """The default ISR world (seed 0), shared read-only by tests."""
+    from flyby.world import generate_world
+
+    return generate_world(seed=0)
+
+
+@pytest.fixture(scope="session")
+def backend_kind() -> str:
+    """The simulator backend the tests render with (``FLYBY_BACKEND`` or automatic)."""
+    from flyby.sim.base import select_backend_kind
+
+    return select_backend_kind(os.environ.get("FLYBY_BACKEND") or None).value

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flyby.enums import TargetClass
+from flyby.errors import ConfigError
+from flyby.world import WorldCfg, generate_world
+
+ARRAYS = ("building_min_w", "building_max_w", "road_offset_m", "target_class", "target_size_m",
+          "target_pos0_w", "target_yaw0_rad", "target_road", "target_speed_mps", "height_map_m")
+
+
+def test_same_seed_same_world_bit_for_bit():
+    a, b = generate_world(seed=7), generate_world(seed=7)
+    for name in ARRAYS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name
+    c = generate_world(seed=8)
+    assert c.building_min_w.tobytes() != a.building_min_w.tobytes()
+
+
+def test_layout_is_physically_consistent(world):
+    half = world.half_extent
+    assert world.num_buildings == 40 and world.size_m == (200.0, 200.0)
+    lo, hi = world.building_min_w, world.building_max_w
+    assert (lo[:, :2] >= -half).all() and (hi[:, :2] <= half).all()
+    assert (lo[:, 2] == 0).all() and (hi[:, 2] >= 6.0).all() and (hi[:, 2] <= 35.0).all()
+    # No two buildings overlap.
+    for i in range(world.num_buildings):
+        others = np.delete(np.arange(world.num_buildings), i)
+        overlap = (lo[i, :2] < hi[others, :2]).all(1) & (hi[i, :2] > lo[others, :2]).all(1)
+        assert not overlap.any()
+    # No building stands on a road.
+    for axis, off in zip(world.road_axis, world.road_offset_m):
+        k = 1 - int(axis)
+        assert not ((lo[:, k] < off + world.road_width_m / 2) & (hi[:, k] > off - world.road_width_m / 2)).any()
+
+
+def test_targets_have_two_classes_with_metric_sizes(world):
+    classes = set(world.target_class.tolist())
+    assert classes == {TargetClass.VEHICLE, TargetClass.PERSON}
+    veh = world.target_class == TargetClass.VEHICLE
+    np.testing.assert_allclose(world.target_size_m[veh], [[4.5, 1.8, 1.5]] * veh.sum())
+    np.testing.assert_allclose(world.target_size_m[~veh], [[0.5, 0.5, 1.8]] * (~veh).sum())
+    # People stand in the open, not inside buildings.
+    assert not world.points_in_buildings(world.target_pos0_w[~veh]).any()
+
+
+def test_moving_vehicles_drive_along_their_road_at_their_speed(world):
+    moving = np.flatnonzero(world.moving)
+    assert moving.size == 12
+    p0, _ = world.target_poses(10.0)
+    p1, yaw1 = world.target_poses(10.1)
+    step = np.linalg.norm(p1[moving] - p0[moving], axis=1)
+    bounced = np.abs(step - world.target_speed_mps[moving] * 0.1) > 1e-9
+    assert bounced.sum() <= 1  # at most one turns round at the edge within 0.1 s
+    for t in np.linspace(0, 300, 31):
+        pos, yaw = world.target_poses(float(t))
+        axis = world.road_axis[world.target_road[moving]]
+        across = pos[moving, 1 - axis]  # coordinate that must stay on the road
+        road = world.road_offset_m[world.target_road[moving]]
+        assert (np.abs(across - road) <= world.road_width_m / 2).all()
+        assert (np.abs(pos[moving, :2]) <= world.half_extent).all()
+    static = np.flatnonzero(~world.moving)
+    np.testing.assert_array_equal(world.target_poses(50.0)[0][static], world.target_pos0_w[static])
+
+
+def test_height_map_matches_buildings(world):
+    centres = 0.5 * (world.building_min_w + world.building_max_w)
+    np.testing.assert_allclose(world.height_at(centres[:, :2]), world.building_max_w[:, 2], rtol=1e-6)
+    assert world.height_at(np.array([[1e4, 1e4]]))[0] == 0.0
+    inside = centres.copy()
+    inside[:, 2] = 1.0
+    assert world.points_in_buildings(inside).all()
+
+
+def test_bad_world_inputs_raise_config_error():
+    with pytest.raises(ConfigError, match="seed"):
+        generate_world(seed=-1)
+    with pytest.raises(ConfigError, match="building_height_m: min 40.0 is greater than max 10.0"):
+        generate_world(WorldCfg(building_height_m=(40.0, 10.0)))
+    with pytest.raises(ConfigError, match="need roads"):
+        generate_world(WorldCfg(roads_per_axis=0))
