@@ -1,0 +1,495 @@
+"""The per-test video recorder: overlays each frame, streams it to an MP4, and keeps metrics.
+
+:class:`VideoRecorder` is what the ``video_recorder`` fixture yields, but it does not depend on
+pytest and can be used directly::
+
+    with VideoRecorder("out/run.mp4", metrics_path="out/run.json", test_name="my run") as rec:
+        rec.set_header(backend="simulator X")
+        for batch in range(100):
+            ...                                   # run 16 steps
+            rec.count_steps(16)
+            rec.add_frame(image, metrics={"reward": r})
+
+Every output frame is the caller's frame with its boxes and texts, a metrics sidebar on the right, a
+header bar (test name, phase, UTC time, backend, flight stack, GPU) and a footer bar (steps/s,
+memory, frame counter, caller text); see :class:`~pytest_video_plugin.overlay.PanelLayout`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .encode import H264Writer
+from .errors import VideoEncodeError
+from .metrics import NO_GPU, MemorySampler, StepRate
+from .overlay import Box, PanelLayout, Text, compose_panels, validate_frame
+
+__all__ = ["DrawHook", "FrameAnnotations", "RecorderResult", "VideoRecorder", "utc_timestamp"]
+
+log = logging.getLogger(__name__)
+
+#: Shown for header fields that were never set.
+UNSPECIFIED = "unspecified"
+#: Bounds on the number of text lines in the header and footer bars.
+MIN_BAR_LINES, MAX_BAR_LINES = 2, 4
+
+MetricValue = int | float | bool | str | None
+
+
+def utc_timestamp(now: _dt.datetime | None = None) -> str:
+    """``"YYYY-mm-dd HH:MM:SS UTC"`` for ``now`` (default: the current time)."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return now.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True)
+class FrameAnnotations:
+    """What :meth:`VideoRecorder.add_frame` was asked to draw, handed to custom overlay hooks.
+
+    Attributes:
+        boxes, texts: as given, in caller-frame pixel coordinates.
+        metrics: sidebar values as given.
+        footer: caller footer text.
+        rendered: False when the caller marked the frame as a skipped render.
+        index: 1-based number of this frame in the video.
+        origin: (x, y) of the caller frame's top-left pixel in the composed frame; add it to
+            caller-frame coordinates to draw in the composed frame.
+        frame_size: (width, height) of the caller frame, pixels.
+    """
+
+    boxes: tuple[Box, ...]
+    texts: tuple[Text, ...]
+    metrics: Mapping[str, Any]
+    footer: str
+    rendered: bool
+    index: int
+    origin: tuple[int, int]
+    frame_size: tuple[int, int]
+
+
+#: Called after the built-in overlays as ``hook(frame=..., annotations=..., recorder=...)``; it may
+#: draw in place on ``frame``, the composed (H, W, 3) uint8 RGB output frame. Its return value is ignored.
+DrawHook = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class RecorderResult:
+    """Outcome of :meth:`VideoRecorder.finalize`.
+
+    Attributes:
+        video_path: the finished MP4, or None when no frame was added.
+        metrics_path: the metrics JSON, or None when the recorder had no metrics path.
+        summary: the metrics JSON content (see :meth:`VideoRecorder.summary`).
+        error: the encoder error met while finishing the video, if any (already logged).
+    """
+
+    video_path: Path | None
+    metrics_path: Path | None
+    summary: dict[str, Any]
+    error: VideoEncodeError | None = None
+
+    def user_properties(self) -> list[tuple[str, Any]]:
+        """(name, value) pairs for ``item.user_properties`` / JUnit XML: built-ins, then recorded metrics."""
+        keys = ("video", "fps", "steps", "wall_time_s", "frames", "rss_peak_bytes", "vram_peak_bytes", "vram")
+        props: list[tuple[str, Any]] = [(key, self.summary[key]) for key in keys]
+        if self.metrics_path is not None:
+            props.append(("metrics_json", str(self.metrics_path)))
+        props.extend(self.summary["metrics"].items())
+        return props
+
+
+def _json_scalar(name: str, value: Any) -> MetricValue:
+    """Validate a recorded metric and make it strict-JSON safe (non-finite floats become None)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    raise TypeError(
+        f"metric {name!r} must be an int, float, bool, str or None, got {type(value).__name__}: {value!r}"
+    )
+
+
+@dataclass
+class _FrameCounts:
+    total: int = 0
+    rendered: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.total - self.rendered
+
+
+@dataclass
+class _Header:
+    test_name: str
+    phase: str | None
+    backend: str = UNSPECIFIED
+    flight_stack: str = UNSPECIFIED
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class VideoRecorder:
+    """Records one overlaid H.264 video plus throughput and memory metrics.
+
+    Args:
+        video_path: MP4 to write; its folder must exist. Created on the first :meth:`add_frame`.
+        metrics_path: JSON summary written by :meth:`finalize`; None to skip. Its folder is created.
+        fps: video frame rate, frames/s.
+        test_name: shown first in the header.
+        phase: shown in the header (e.g. ``"phase3"``); None shows ``"phase: none"``.
+        draw_hook: extra overlay layer, see :data:`DrawHook`.
+        sample_interval_s: memory sampling period, seconds.
+        clock: monotonic time source for steps/s, seconds (injectable for tests).
+
+    Raises:
+        ValueError: ``fps`` or ``sample_interval_s`` not > 0.
+    """
+
+    def __init__(
+        self,
+        video_path: str | os.PathLike[str],
+        *,
+        metrics_path: str | os.PathLike[str] | None = None,
+        fps: float = 15.0,
+        test_name: str = "",
+        phase: str | None = None,
+        draw_hook: DrawHook | None = None,
+        sample_interval_s: float = 0.2,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0 frames/s, got {fps!r}")
+        self._video_path = Path(video_path)
+        self._metrics_path = None if metrics_path is None else Path(metrics_path)
+        self.video_fps = float(fps)
+        self._header = _Header(test_name=test_name, phase=phase)
+        self._draw_hook = draw_hook
+        self._rate = StepRate(clock)
+        self._sampler = MemorySampler(sample_interval_s)
+        self._writer: H264Writer | None = None
+        self._layouts: dict[tuple[int, int], PanelLayout] = {}
+        self._bar_lines: tuple[int, int] | None = None
+        self._frames = _FrameCounts()
+        self._metrics: dict[str, MetricValue] = {}
+        self._started_utc: str | None = None
+        self._result: RecorderResult | None = None
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        """Path of the MP4, or None before the first frame."""
+        return self._video_path if self._writer is not None else None
+
+    @property
+    def metrics_path(self) -> Path | None:
+        """Path of the metrics JSON written at finalize, or None."""
+        return self._metrics_path
+
+    @property
+    def fps(self) -> float | None:
+        """Counted steps per second so far (see :meth:`count_steps`), or None before two counts."""
+        return self._rate.fps
+
+    @property
+    def steps(self) -> int:
+        """All steps counted so far."""
+        return self._rate.steps
+
+    @property
+    def frames(self) -> int:
+        """Frames added so far."""
+        return self._frames.total
+
+    @property
+    def metrics(self) -> dict[str, MetricValue]:
+        """Copy of the values recorded with :meth:`record_metric`."""
+        return dict(self._metrics)
+
+    @property
+    def finalized(self) -> bool:
+        """True once :meth:`finalize` has run."""
+        return self._result is not None
+
+    def start(self) -> None:
+        """Start the memory sampler (idempotent; :meth:`add_frame` and :meth:`count_steps` call it)."""
+        self._check_open("start")
+        if self._started_utc is None:
+            self._started_utc = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            self._sampler.start()
+
+    def set_header(
+        self,
+        *,
+        backend: str | None = None,
+        flight_stack: str | None = None,
+        phase: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Set header fields; None leaves a field unchanged.
+
+        Args:
+            backend: e.g. ``"mujoco (EGL)"``; ``"unspecified"`` until set.
+            flight_stack: e.g. ``"PX4 v1.15 SITL"``; ``"unspecified"`` until set.
+            phase: overrides the phase found from the test's markers.
+            **fields: further ``name=value`` pairs shown as ``"name: value"`` (underscores shown as spaces).
+        """
+        if backend is not None:
+            self._header.backend = str(backend)
+        if flight_stack is not None:
+            self._header.flight_stack = str(flight_stack)
+        if phase is not None:
+            self._header.phase = str(phase)
+        self._header.extra.update({name: str(value) for name, value in fields.items() if value is not None})
+
+    def count_steps(self, steps: int) -> None:
+        """Count ``steps`` agent transitions completed since the previous call.
+
+        steps/s = steps counted after the first call / seconds from the first call to the latest.
+        The first call starts the clock (its own steps have no known start time): call
+        ``count_steps(0)`` right before a timed loop, or accept that the first batch is not timed.
+
+        Raises:
+            ValueError: ``steps`` is not an int >= 0.
+        """
+        self.start()
+        self._rate.count(steps)
+
+    def record_metric(self, name: str, value: Any) -> None:
+        """Record a scalar for the metrics JSON and the test's user properties (not drawn).
+
+        Args:
+            name: non-empty key; recording the same name again overwrites it.
+            value: int, float, bool, str, None or a numpy scalar; NaN/inf are stored as null.
+
+        Raises:
+            ValueError: empty name. TypeError: non-scalar value.
+        """
+        self._check_open("record_metric")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"metric name must be a non-empty str, got {name!r}")
+        self._metrics[name] = _json_scalar(name, value)
+
+    def add_frame(
+        self,
+        frame: np.ndarray,
+        *,
+        boxes: Iterable[Box] = (),
+        texts: Iterable[Text] = (),
+        metrics: Mapping[str, Any] | None = None,
+        footer: str = "",
+        rendered: bool = True,
+    ) -> None:
+        """Overlay and encode one frame.
+
+        Args:
+            frame: (H, W, 3) uint8 RGB. The first frame fixes the video size; later frames of
+                another size are letterboxed into it.
+            boxes: :class:`Box` es in ``frame`` pixel coordinates.
+            texts: :class:`Text` s in ``frame`` pixel coordinates.
+            metrics: key -> value lines for the sidebar (ints, floats, strings).
+            footer: extra footer text.
+            rendered: False marks a frame whose render was skipped (the counter says "skipped").
+
+        Raises:
+            ValueError: ``frame`` is not (H, W, 3) uint8; the message names its shape and dtype.
+            TypeError: a box or text is not a :class:`Box` / :class:`Text`.
+            RuntimeError: the recorder is finalized.
+            VideoEncodeError: the encoder failed (names the file).
+        """
+        self._check_open("add_frame")
+        frame = validate_frame(frame)
+        boxes, texts = tuple(boxes), tuple(texts)
+        _check_items(boxes, Box, "boxes")
+        _check_items(texts, Text, "texts")
+        self.start()
+        metrics = dict(metrics or {})
+        index = self._frames.total + 1
+        layout = self._layout_for(frame, footer)
+        out = compose_panels(
+            frame,
+            layout,
+            header=layout.wrap(self._header_segments()),
+            footer=self._footer_lines(layout, index, rendered, footer),
+            metrics=metrics,
+            boxes=boxes,
+            texts=texts,
+        )
+        if self._draw_hook is not None:
+            annotations = FrameAnnotations(
+                boxes=boxes,
+                texts=texts,
+                metrics=metrics,
+                footer=footer,
+                rendered=bool(rendered),
+                index=index,
+                origin=layout.origin,
+                frame_size=(frame.shape[1], frame.shape[0]),
+            )
+            self._draw_hook(frame=out, annotations=annotations, recorder=self)
+        if self._writer is None:
+            self._writer = H264Writer(self._video_path, self.video_fps)
+        self._writer.write(out)
+        self._frames.total = index
+        self._frames.rendered += bool(rendered)
+
+    def summary(self) -> dict[str, Any]:
+        """The metrics JSON content so far.
+
+        Keys: ``test``, ``phase``, ``backend``, ``flight_stack``, ``header`` (extra fields),
+        ``started_utc``, ``fps`` (steps/s or null), ``steps``, ``timed_steps``, ``wall_time_s``
+        (first to last count, s, or null), ``frames``, ``frames_rendered``, ``frames_skipped``,
+        ``video`` (path or null), ``video_fps``, ``video_size`` ([w, h] or null), ``rss_peak_bytes``,
+        ``vram_peak_bytes`` (null without GPU), ``vram_start_bytes``, ``vram`` (GPU or "no GPU"),
+        ``memory_samples``, ``metrics`` (every :meth:`record_metric` value).
+        """
+        sampler = self._sampler
+        size = self._writer.size if self._writer is not None else None
+        return {
+            "test": self._header.test_name,
+            "phase": self._header.phase,
+            "backend": self._header.backend,
+            "flight_stack": self._header.flight_stack,
+            "header": dict(self._header.extra),
+            "started_utc": self._started_utc,
+            "fps": self._rate.fps,
+            "steps": self._rate.steps,
+            "timed_steps": self._rate.timed_steps,
+            "wall_time_s": self._rate.elapsed_s,
+            "frames": self._frames.total,
+            "frames_rendered": self._frames.rendered,
+            "frames_skipped": self._frames.skipped,
+            "video": str(self.path) if self.path is not None else None,
+            "video_fps": self.video_fps,
+            "video_size": list(size) if size else None,
+            "rss_peak_bytes": sampler.rss_peak_bytes or None,
+            "vram_peak_bytes": sampler.vram_peak_bytes,
+            "vram_start_bytes": sampler.vram_start_bytes,
+            "vram": sampler.gpu_description if sampler.gpu_available else NO_GPU,
+            "memory_samples": sampler.samples,
+            "metrics": dict(self._metrics),
+        }
+
+    def finalize(self) -> RecorderResult:
+        """Stop sampling, close the video and write the metrics JSON. Idempotent.
+
+        An encoder error while closing does not stop the JSON from being written; it is logged and
+        returned in :attr:`RecorderResult.error` for the caller to report.
+
+        Returns:
+            The same :class:`RecorderResult` on every call.
+
+        Raises:
+            OSError: the metrics JSON cannot be written (names the path).
+        """
+        if self._result is not None:
+            return self._result
+        self._sampler.stop()
+        error: VideoEncodeError | None = None
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except VideoEncodeError as exc:
+                log.error("%s", exc)
+                error = exc
+        summary = self.summary()
+        if self._metrics_path is not None:
+            _write_json(self._metrics_path, summary)
+        video = self.path if self.path is not None and self.path.exists() else None
+        self._result = RecorderResult(video, self._metrics_path, summary, error)
+        return self._result
+
+    def __enter__(self) -> VideoRecorder:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        result = self.finalize()
+        if result.error is not None:
+            raise result.error
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _check_open(self, what: str) -> None:
+        if self._result is not None:
+            raise RuntimeError(
+                f"{what}() called on the video recorder of {self._header.test_name or self._video_path} "
+                "after it was finalized (the video is closed once the test body returns)"
+            )
+
+    def _header_segments(self) -> list[str]:
+        h = self._header
+        gpu = self._sampler.gpu_description if self._sampler.gpu_available else NO_GPU
+        segments = [
+            h.test_name,
+            f"phase: {h.phase or 'none'}",
+            utc_timestamp(),
+            f"backend: {h.backend}",
+            f"flight stack: {h.flight_stack}",
+            gpu if gpu == NO_GPU else f"GPU: {gpu}",
+        ]
+        segments += [f"{name.replace('_', ' ')}: {value}" for name, value in h.extra.items()]
+        return segments
+
+    def _status_segments(self, index: int, rendered: bool) -> list[str]:
+        fps = self._rate.fps
+        if fps is None:
+            fps_text = "FPS -- steps/s"
+        else:
+            fps_text = f"FPS {fps:,.0f} steps/s" if fps >= 100 else f"FPS {fps:.1f} steps/s"
+        return [
+            fps_text,
+            self._sampler.memory_label(),
+            f"frame {index} ({'rendered' if rendered else 'skipped'})",
+        ]
+
+    def _footer_lines(self, layout: PanelLayout, index: int, rendered: bool, footer: str) -> list[str]:
+        return layout.wrap(self._status_segments(index, rendered)) + (layout.wrap([footer]) if footer else [])
+
+    def _layout_for(self, frame: np.ndarray, footer: str) -> PanelLayout:
+        """Layout for this frame size; the bar line counts are fixed by the first frame."""
+        height, width = frame.shape[:2]
+        layout = self._layouts.get((height, width))
+        if layout is not None:
+            return layout
+        if self._bar_lines is None:
+            probe = PanelLayout.for_frame(height, width)
+            header_n = len(probe.wrap(self._header_segments()))
+            footer_n = len(self._footer_lines(probe, 10**6, False, footer))
+            self._bar_lines = (
+                min(max(header_n, MIN_BAR_LINES), MAX_BAR_LINES),
+                min(max(footer_n, MIN_BAR_LINES), MAX_BAR_LINES),
+            )
+        layout = PanelLayout.for_frame(height, width, *self._bar_lines)
+        self._layouts[(height, width)] = layout
+        return layout
+
+
+def _check_items(items: tuple[Any, ...], kind: type, what: str) -> None:
+    for i, item in enumerate(items):
+        if not isinstance(item, kind):
+            raise TypeError(f"{what}[{i}] must be a {kind.__name__}, got {type(item).__name__}: {item!r}")
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as strict, indented JSON to ``path`` (folder created), via a temp file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise OSError(f"cannot write video metrics JSON {path}: {exc}") from exc

@@ -1,0 +1,97 @@
+"""Unit tests of pytest_video_plugin.encode: the streaming H.264 writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_video_plugin import H264Writer, VideoEncodeError
+from pytest_video_plugin.encode import even_size, fit_frame
+from pytest_video_plugin.overlay import BACKGROUND
+
+Probe = Callable[[Path], dict[str, Any]]
+
+
+def _frame(h: int, w: int, t: int = 0) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([(x * 4 + t) % 256, (y * 4) % 256, np.full_like(x, 128)], -1).astype(np.uint8)
+
+
+def test_writes_browser_playable_h264(tmp_path: Path, ffprobe: Probe) -> None:
+    path = tmp_path / "clip.mp4"
+    with H264Writer(path, fps=10) as writer:
+        for t in range(25):
+            writer.write(_frame(48, 64, t))
+    info = ffprobe(path)
+    assert info["codec_name"] == "h264"
+    assert info["pix_fmt"] == "yuv420p"
+    assert (info["width"], info["height"]) == (64, 48)
+    assert info["nb_read_frames"] == 25
+    assert info["format_duration"] == pytest.approx(2.5, abs=0.05)  # 25 frames / 10 fps
+    assert info["moov_first"], "+faststart should put the moov atom before the media data"
+
+
+def test_odd_sized_frames_are_padded_to_even(tmp_path: Path, ffprobe: Probe) -> None:
+    path = tmp_path / "odd.mp4"
+    with H264Writer(path, fps=15) as writer:
+        for t in range(3):
+            writer.write(_frame(47, 63, t))
+        assert writer.size == (64, 48)
+    info = ffprobe(path)
+    assert (info["width"], info["height"]) == (64, 48)
+    assert info["nb_read_frames"] == 3
+
+
+def test_later_frames_of_another_size_are_letterboxed(tmp_path: Path, ffprobe: Probe) -> None:
+    path = tmp_path / "mixed.mp4"
+    with H264Writer(path, fps=15) as writer:
+        writer.write(_frame(48, 64))
+        writer.write(_frame(100, 100))  # squarer and larger
+        writer.write(_frame(10, 64))
+    info = ffprobe(path)
+    assert (info["width"], info["height"]) == (64, 48)
+    assert info["nb_read_frames"] == 3
+
+
+def test_fit_frame_keeps_aspect_and_centres() -> None:
+    frame = np.full((100, 100, 3), 255, np.uint8)
+    out = fit_frame(frame, (64, 48))
+    assert out.shape == (48, 64, 3)
+    assert (out[:, 8:56] == 255).all()  # 48x48 centred
+    assert tuple(out[0, 0]) == BACKGROUND and tuple(out[0, 63]) == BACKGROUND
+    assert fit_frame(frame, (100, 100)) is frame
+    assert even_size(63, 47) == (64, 48)
+
+
+def test_close_is_idempotent_and_no_frame_means_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mp4"
+    writer = H264Writer(path)
+    writer.close()
+    writer.close()
+    assert not path.exists()
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.write(_frame(8, 8))
+
+
+def test_encoder_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing-folder" / "clip.mp4"
+    writer = H264Writer(path)
+    with pytest.raises(VideoEncodeError, match=str(path)):
+        writer.write(_frame(16, 16))
+    assert writer.closed
+
+
+def test_wrong_frame_raises_value_error_naming_the_shape(tmp_path: Path) -> None:
+    writer = H264Writer(tmp_path / "x.mp4")
+    with pytest.raises(ValueError, match=r"\(16, 16, 4\)"):
+        writer.write(np.zeros((16, 16, 4), np.uint8))
+    writer.close()
+
+
+def test_fps_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fps"):
+        H264Writer(tmp_path / "x.mp4", fps=0)

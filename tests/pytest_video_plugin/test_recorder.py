@@ -1,0 +1,175 @@
+"""Unit tests of pytest_video_plugin.recorder.VideoRecorder, used directly without pytest hooks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_video_plugin import Box, FrameAnnotations, Text, VideoRecorder
+from pytest_video_plugin.recorder import utc_timestamp
+
+Probe = Callable[[Path], dict[str, Any]]
+
+SUMMARY_KEYS = {
+    "test", "phase", "backend", "flight_stack", "header", "started_utc", "fps", "steps", "timed_steps",
+    "wall_time_s", "frames", "frames_rendered", "frames_skipped", "video", "video_fps", "video_size",
+    "rss_peak_bytes", "vram_peak_bytes", "vram_start_bytes", "vram", "memory_samples", "metrics",
+}  # fmt: skip
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _frame(h: int = 60, w: int = 80) -> np.ndarray:
+    return np.full((h, w, 3), 90, np.uint8)
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Any:
+    rec = VideoRecorder(
+        tmp_path / "v.mp4", metrics_path=tmp_path / "m" / "v.json", fps=10, test_name="t.py::test_x"
+    )
+    yield rec
+    rec.finalize()
+
+
+@pytest.mark.parametrize(
+    ("frame", "shape"),
+    [
+        (np.zeros((60, 80, 3), np.float64), "(60, 80, 3)"),
+        (np.zeros((60, 80), np.uint8), "(60, 80)"),
+        (np.zeros((60, 80, 4), np.uint8), "(60, 80, 4)"),
+    ],
+    ids=["float64", "gray", "rgba"],
+)
+def test_add_frame_rejects_wrong_dtype_or_shape(
+    recorder: VideoRecorder, frame: np.ndarray, shape: str
+) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        recorder.add_frame(frame)
+    assert shape in str(excinfo.value)
+    assert str(frame.dtype) in str(excinfo.value)
+    assert recorder.path is None  # nothing was encoded
+
+
+def test_add_frame_rejects_non_box_annotations(recorder: VideoRecorder) -> None:
+    with pytest.raises(TypeError, match=r"boxes\[0\] must be a Box"):
+        recorder.add_frame(_frame(), boxes=[(0, 0, 1, 1)])  # type: ignore[list-item]
+
+
+def test_fps_is_counted_steps_over_time_between_counts(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rec = VideoRecorder(tmp_path / "v.mp4", clock=clock)
+    assert rec.fps is None
+    rec.count_steps(0)
+    clock.t = 0.5
+    rec.count_steps(100)
+    slow = rec.fps
+    clock.t = 1.0
+    rec.count_steps(400)  # faster second half
+    assert slow == pytest.approx(200.0)
+    assert rec.fps == pytest.approx(500 / 1.0)
+    assert rec.fps > slow > 0
+    assert rec.steps == 500
+    result = rec.finalize()
+    assert result.summary["fps"] == pytest.approx(500.0)
+    assert result.summary["wall_time_s"] == pytest.approx(1.0)
+
+
+def test_finalize_writes_video_and_metrics_json(tmp_path: Path, ffprobe: Probe) -> None:
+    rec = VideoRecorder(
+        tmp_path / "v.mp4", metrics_path=tmp_path / "metrics" / "v.json", fps=10, phase="phase2"
+    )
+    rec.set_header(backend="sim", flight_stack="none", gpu_note="n/a")
+    rec.count_steps(0)
+    for i in range(12):
+        rec.count_steps(8)
+        rec.add_frame(
+            _frame(),
+            boxes=[Box(5, 5, 30, 30, label="obj", confidence=0.5), Box(6, 6, 31, 31, style="dashed")],
+            texts=[Text("hello", 2, 10)],
+            metrics={"i": i},
+            footer="footer text",
+            rendered=i % 3 == 0,
+        )
+    rec.record_metric("throughput", np.float32(123.5))
+    rec.record_metric("label", "ok")
+    rec.record_metric("broken", float("nan"))
+    result = rec.finalize()
+    assert rec.finalize() is result  # idempotent
+    assert result.video_path == tmp_path / "v.mp4" == rec.path
+    data = json.loads((tmp_path / "metrics" / "v.json").read_text())
+    assert set(data) == SUMMARY_KEYS
+    assert data["frames"] == 12 and data["frames_rendered"] == 4 and data["frames_skipped"] == 8
+    assert data["steps"] == 96 and data["fps"] > 0
+    assert data["metrics"] == {"throughput": 123.5, "label": "ok", "broken": None}
+    assert data["phase"] == "phase2" and data["backend"] == "sim" and data["header"] == {"gpu_note": "n/a"}
+    assert data["rss_peak_bytes"] > 0
+    assert (data["vram_peak_bytes"] is None) == (data["vram"] == "no GPU")
+    assert data["video"] == str(tmp_path / "v.mp4")
+    info = ffprobe(result.video_path)
+    assert info["nb_read_frames"] == 12
+    assert [w % 2 for w in data["video_size"]] == [0, 0]
+    props = dict(result.user_properties())
+    assert props["throughput"] == 123.5 and props["frames"] == 12 and props["video"] == data["video"]
+
+
+def test_header_defaults_to_unspecified(recorder: VideoRecorder) -> None:
+    summary = recorder.summary()
+    assert summary["backend"] == "unspecified" and summary["flight_stack"] == "unspecified"
+
+
+def test_recorder_rejects_use_after_finalize(recorder: VideoRecorder) -> None:
+    recorder.finalize()
+    with pytest.raises(RuntimeError, match="after it was finalized"):
+        recorder.add_frame(_frame())
+    with pytest.raises(RuntimeError, match="after it was finalized"):
+        recorder.record_metric("x", 1)
+
+
+def test_record_metric_rejects_non_scalars(recorder: VideoRecorder) -> None:
+    with pytest.raises(TypeError, match="'arr'"):
+        recorder.record_metric("arr", [1, 2])
+    with pytest.raises(ValueError, match="non-empty"):
+        recorder.record_metric("", 1)
+
+
+def test_draw_hook_gets_the_composed_frame_and_annotations(tmp_path: Path) -> None:
+    seen: list[tuple[tuple[int, ...], FrameAnnotations]] = []
+
+    def hook(*, frame: np.ndarray, annotations: FrameAnnotations, recorder: VideoRecorder) -> None:
+        seen.append((frame.shape, annotations))
+        frame[:4, :4] = 255  # drawing in place must be allowed
+
+    with VideoRecorder(tmp_path / "v.mp4", draw_hook=hook) as rec:
+        rec.add_frame(_frame(), boxes=[Box(1, 1, 5, 5)], footer="f", rendered=False)
+    ((shape, annotations),) = seen
+    assert shape[0] > 60 and shape[1] > 80
+    assert annotations.index == 1 and annotations.rendered is False and annotations.footer == "f"
+    assert annotations.frame_size == (80, 60)
+    assert annotations.origin[1] > 0  # below the header
+
+
+def test_no_frames_means_no_video(tmp_path: Path) -> None:
+    with VideoRecorder(tmp_path / "v.mp4", metrics_path=tmp_path / "v.json") as rec:
+        rec.count_steps(3)
+    result = rec.finalize()
+    assert result.video_path is None and rec.path is None
+    assert json.loads((tmp_path / "v.json").read_text())["video"] is None
+
+
+def test_utc_timestamp_format() -> None:
+    import datetime as dt
+
+    stamp = utc_timestamp(dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+    assert stamp == "2025-01-02 03:04:05 UTC"
