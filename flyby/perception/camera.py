@@ -111,8 +111,9 @@ def _mount_rotation(pitch_deg: float) -> np.ndarray:
 
 def yaw_rotation(yaw_rad: np.ndarray) -> np.ndarray:
     """R_wb for level flight: (N, 3, 3) float64 rotations about world z by ``yaw_rad`` (N,)."""
+    yaw_rad = np.atleast_1d(yaw_rad)
     c, s = np.cos(yaw_rad), np.sin(yaw_rad)
-    rot = np.zeros((len(yaw_rad), 3, 3))
+    rot = np.zeros((yaw_rad.shape[0], 3, 3))
     rot[:, 0, 0], rot[:, 0, 1] = c, -s
     rot[:, 1, 0], rot[:, 1, 1] = s, c
     rot[:, 2, 2] = 1.0

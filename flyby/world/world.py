@@ -8,7 +8,7 @@ Layout: the area is centred on the world origin, ``x in [-size_x/2, size_x/2]``
 (east), ``y in [-size_y/2, size_y/2]`` (north), ground at ``z = 0``. Roads form
 a Manhattan grid of axis-aligned strips; buildings are axis-aligned boxes placed
 inside the blocks between roads; targets are vehicles (on roads, some driving
-back and forth along their road) and people (in open ground).
+back and forth along their road) and people (anywhere outside buildings, roads included).
 
 Same ``(cfg, seed)`` gives the same world bit for bit: one
 ``numpy.random.Generator(PCG64(seed))`` draws everything in a fixed order.
@@ -48,7 +48,7 @@ class WorldCfg:
     num_vehicles: int = cfg_field(24, ge=0, le=10000)  # vehicle targets (on roads)
     moving_vehicle_fraction: float = cfg_field(0.5, ge=0.0, le=1.0)  # share of vehicles that drive
     vehicle_speed_mps: tuple[float, float] = cfg_field((3.0, 12.0), ge=0.0)  # m/s, min/max driving speed
-    num_people: int = cfg_field(16, ge=0, le=10000)  # person targets (in open ground)
+    num_people: int = cfg_field(16, ge=0, le=10000)  # person targets (outside buildings)
 
     def validate(self) -> list[str]:
         problems = []
@@ -128,13 +128,16 @@ class ISRWorld:
         """
         pos = self.target_pos0_w.copy()
         yaw = self.target_yaw0_rad.copy()
-        mov, axis, half, length, u0 = self._motion
+        mov, axis, half, length, u0, road_centre, lane = self._motion
         if mov.size == 0:
             return pos, yaw
         u = np.mod(u0 + self.target_speed_mps[mov] * t_s, 2 * length)
-        going = u < length
+        going = u < length  # heading towards +axis
         s = np.where(going, u, 2 * length - u)
         pos[mov, axis] = s - half
+        # Keep right: heading +x the right-hand lane is at -y; heading +y it is at +x.
+        right = np.where(going, 1.0, -1.0) * np.where(axis == 0, -1.0, 1.0)
+        pos[mov, 1 - axis] = road_centre + right * lane
         yaw[mov] = axis * (np.pi / 2) + np.where(going, 0.0, np.pi)
         return pos, yaw
 
@@ -150,7 +153,9 @@ class ISRWorld:
         forward = np.cos(self.target_yaw0_rad[mov] - axis * (np.pi / 2)) >= 0
         # Unfold to a loop of length 2L: going forward covers [0, L), coming back [L, 2L).
         u0 = np.where(forward, s0, 2 * length - s0)
-        return mov, axis, half, length, u0
+        road_centre = self.road_offset_m[self.target_road[mov]]
+        lane = np.abs(self.target_pos0_w[mov, 1 - axis] - road_centre)
+        return mov, axis, half, length, u0, road_centre, lane
 
     def height_at(self, xy_w: np.ndarray) -> np.ndarray:
         """Tallest building height under each point, from the height map.

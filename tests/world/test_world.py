@@ -82,3 +82,16 @@ def test_bad_world_inputs_raise_config_error():
         generate_world(WorldCfg(building_height_m=(40.0, 10.0)))
     with pytest.raises(ConfigError, match="need roads"):
         generate_world(WorldCfg(roads_per_axis=0))
+
+
+def test_vehicles_keep_right_in_both_directions(world):
+    moving = np.flatnonzero(world.moving)
+    for t in np.linspace(0, 120, 61):
+        pos, yaw = world.target_poses(float(t))
+        axis = world.road_axis[world.target_road[moving]]
+        heading = np.stack([np.cos(yaw[moving]), np.sin(yaw[moving])], axis=1)
+        right = np.stack([heading[:, 1], -heading[:, 0]], axis=1)  # heading rotated -90 deg
+        centre = pos[moving, :2].copy()
+        centre[np.arange(moving.size), 1 - axis] = world.road_offset_m[world.target_road[moving]]
+        offset = ((pos[moving, :2] - centre) * right).sum(axis=1)
+        assert (offset > 0).all(), "a vehicle drives on the left"
