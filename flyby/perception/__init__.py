@@ -1,0 +1,15 @@
+"""Perception: the pinhole camera model and ground-truth (analytic) target detection."""
+
+from __future__ import annotations
+
+from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w, yaw_rotation
+from flyby.perception.gt import Detections, GroundTruthDetector
+
+__all__ = [
+    "CameraCfg",
+    "PinholeIntrinsics",
+    "camera_poses_w",
+    "yaw_rotation",
+    "Detections",
+    "GroundTruthDetector",
+]
