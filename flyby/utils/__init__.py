@@ -1,0 +1,1 @@
+"""Small utilities (GPU and memory telemetry)."""
