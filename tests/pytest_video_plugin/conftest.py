@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["pytester"]
 
 FFPROBE_MISSING = "ffprobe not found on PATH: install FFmpeg (Debian/Ubuntu: apt-get install -y ffmpeg)"
 
