@@ -239,6 +239,26 @@ def packaged_config_path(name: str) -> Path:
     return Path(str(resources.files("flyby") / "configs" / name))
 
 
+def read_yaml(path_or_name: str | Path) -> tuple[Any, Path]:
+    """Parse a YAML file: a filesystem path, or the bare name of a file shipped in ``flyby/configs``.
+
+    Returns:
+        (parsed data, resolved path).
+
+    Raises:
+        ConfigError: the file is missing or is not valid YAML.
+    """
+    path = Path(path_or_name)
+    if not path.exists() and path.parent == Path("."):
+        path = packaged_config_path(str(path_or_name))
+    if not path.exists():
+        raise ConfigError([f"<file>: {path_or_name!s} does not exist (give a path or a packaged config name)"])
+    try:
+        return yaml.safe_load(path.read_text()), path
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"<file>: not valid YAML: {exc}"], str(path)) from exc
+
+
 def load_yaml(cls: type[T], path_or_name: str | Path, *, section: str | None = None) -> T:
     """Load a YAML file into config ``cls``.
 
@@ -250,15 +270,7 @@ def load_yaml(cls: type[T], path_or_name: str | Path, *, section: str | None = N
     Raises:
         ConfigError: the file is missing, is not valid YAML, or has bad values.
     """
-    path = Path(path_or_name)
-    if not path.exists() and path.parent == Path("."):
-        path = packaged_config_path(str(path_or_name))
-    if not path.exists():
-        raise ConfigError([f"<file>: {path_or_name!s} does not exist (give a path or a packaged config name)"])
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"<file>: not valid YAML: {exc}"], str(path)) from exc
+    data, path = read_yaml(path_or_name)
     if section is not None:
         if not isinstance(data, Mapping) or section not in data:
             raise ConfigError([f"{section}: section missing"], str(path))

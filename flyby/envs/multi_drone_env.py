@@ -77,11 +77,12 @@ class MultiDroneISREnv(VectorEnv):
         self.metadata = {**self.metadata, "render_fps": round(1.0 / cfg.step_dt)}
         self._backend_kind = backend
         self._renderer = None
+        self._seeded = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset every drone and the world clock; returns (obs (N, obs_dim) float32, {})."""
         super().reset(seed=seed)
-        if seed is not None or not hasattr(self, "_seeded"):
+        if seed is not None or not self._seeded:  # otherwise continue the current random streams
             self._seeded = True
             self.task.seed(int(self.np_random.integers(2**63)))
         return self.task.reset_all(), {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flyby.config import from_dict, load_yaml, packaged_config_path
+from flyby.config import from_dict, load_yaml, read_yaml
 from flyby.dynamics.direct_cfg import DirectDynamicsCfg
 from flyby.envs.direct_env_cfg import DirectEnvCfg
 from flyby.envs.multi_drone_env_cfg import MultiDroneEnvCfg
@@ -37,17 +37,8 @@ def load_training_cfg(
             ``dynamics`` key inside the training file is refused (the model
             lives in the dynamics file only, so tuning has one place to write).
     """
-    import yaml
-
-    p = Path(path)
-    if not p.exists() and p.parent == Path("."):
-        p = packaged_config_path(str(path))
-    if not p.exists():
-        raise ConfigError([f"<file>: {path!s} does not exist"])
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"<file>: not valid YAML: {exc}"], str(p)) from exc
+    data, p = read_yaml(path)
+    data = data or {}
     problems = []
     if isinstance(data, dict):
         for section in ("direct_env", "multi_drone_env"):
