@@ -53,7 +53,7 @@ class SmoothPatrolPolicy:
         sq = np.sqrt(self.dt)
         self._vel += -theta * self._vel * self.dt + sigma * sq * self.rng.standard_normal((n, 2))
         norm = np.linalg.norm(self._vel, axis=1, keepdims=True)
-        self._vel *= np.clip(self.speed / np.maximum(norm, 1e-6), 0.5, 1.5)
+        self._vel *= np.minimum(np.maximum(self.speed / np.maximum(norm, 1e-6), 0.5), 1.5)
         self._yaw_rate += -theta * self._yaw_rate * self.dt + 0.6 * sq * self.rng.standard_normal(n)
         pos = obs[:, self.layout.pos]
         out_x = np.abs(pos[:, :2]) > self.edge_frac
@@ -61,6 +61,8 @@ class SmoothPatrolPolicy:
         self._vel = np.where(out_x, toward_centre, self._vel)
         actions = np.empty((n, 4), dtype=np.float32)
         actions[:, :2] = self._vel
-        actions[:, 2] = np.clip(4.0 * (self.altitude_frac - pos[:, 2]), -1.0, 1.0)
-        actions[:, 3] = np.clip(self._yaw_rate, -0.5, 0.5)
-        return np.clip(actions, -1.0, 1.0)
+        actions[:, 2] = 4.0 * (self.altitude_frac - pos[:, 2])
+        actions[:, 3] = 0.5 * np.tanh(2.0 * self._yaw_rate)
+        np.maximum(actions, -1.0, out=actions)
+        np.minimum(actions, 1.0, out=actions)
+        return actions

@@ -239,12 +239,15 @@ class ISRTask:
         ok_y = (iy >= 0) & (iy < gy)
         inside = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] <= (radius * radius)[:, None, None]
         inside &= ok_x[:, :, None] & ok_y[:, None, :]
-        flat = np.clip(ix, 0, gx - 1)[:, :, None] * gy + np.clip(iy, 0, gy - 1)[:, None, :]
-        rows = np.broadcast_to(np.arange(self.num_envs)[sel][:, None, None], flat.shape)
-        r_in, f_in = rows[inside], flat[inside]
-        new = ~self.covered[r_in, f_in]
-        self.covered[r_in, f_in] = True
-        return np.bincount(r_in[new], minlength=self.num_envs)[sel]
+        # Out-of-grid cells are masked out of `inside`; clamp their indices only to keep them valid.
+        flat = np.minimum(np.maximum(ix, 0), gx - 1)[:, :, None] * gy + np.minimum(np.maximum(iy, 0), gy - 1)[:, None, :]
+        rows = np.arange(self.num_envs)[sel]
+        cells = self.covered.shape[1]
+        hit = (flat + (rows * cells)[:, None, None])[inside]  # indices into covered.ravel()
+        covered = self.covered.reshape(-1)
+        new = hit[~covered[hit]]
+        covered[new] = True
+        return np.bincount(new // cells, minlength=self.num_envs)[rows]
 
     def _get_dones(self) -> tuple[np.ndarray, np.ndarray]:
         pos = self.dynamics.pos_w

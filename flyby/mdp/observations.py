@@ -197,5 +197,6 @@ def build_observation(
     obs[:, layout.detections] = detections
     obs[:, layout.progress] = progress
     obs[:, layout.last_action] = last_action
-    np.clip(obs, -1.0, 1.0, out=obs)
+    np.maximum(obs, -1.0, out=obs)
+    np.minimum(obs, 1.0, out=obs)
     return obs

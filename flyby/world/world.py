@@ -166,13 +166,17 @@ class ISRWorld:
         Returns:
             (...,) float32 heights, metres.
         """
-        xy = np.asarray(xy_w)
-        ij = np.floor((xy + self.half_extent) / self.height_map_cell_m).astype(np.intp)
-        gx, gy = self.height_map_m.shape
-        inside = (ij[..., 0] >= 0) & (ij[..., 0] < gx) & (ij[..., 1] >= 0) & (ij[..., 1] < gy)
-        i = np.clip(ij[..., 0], 0, gx - 1)
-        j = np.clip(ij[..., 1], 0, gy - 1)
-        return np.where(inside, self.height_map_m[i, j], np.float32(0.0))
+        # Index a copy of the map with a border of zero cells, clamping into the border: points
+        # off the map read 0 without a mask.
+        padded = self._padded_height_map
+        ij = np.floor((np.asarray(xy_w) + self.half_extent) / self.height_map_cell_m).astype(np.intp) + 1
+        np.maximum(ij, 0, out=ij)
+        np.minimum(ij, np.asarray(padded.shape) - 1, out=ij)
+        return padded[ij[..., 0], ij[..., 1]]
+
+    @cached_property
+    def _padded_height_map(self) -> np.ndarray:
+        return np.pad(self.height_map_m, 1)
 
     def points_in_buildings(self, pos_w: np.ndarray, margin_m: float = 0.0) -> np.ndarray:
         """(N,) bool: points (N, 3) inside any building box grown by ``margin_m``."""
