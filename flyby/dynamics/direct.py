@@ -30,6 +30,7 @@ import numpy as np
 from flyby.config import check
 from flyby.dynamics.direct_cfg import DirectDynamicsCfg
 from flyby.mdp.actions import scale_actions, validate_actions
+from flyby.perception.camera import yaw_rotation
 
 
 class DirectDynamics:
@@ -58,6 +59,15 @@ class DirectDynamics:
         self.lin_vel_w = np.zeros((self.num_drones, 3))
         self.yaw_rad = np.zeros(self.num_drones)
         self.rng = np.random.default_rng()
+
+    @property
+    def rot_wb(self) -> np.ndarray:
+        """(N, 3, 3) body-to-world rotations; the direct model flies level (yaw only)."""
+        return yaw_rotation(self.yaw_rad)
+
+    def seed(self, seed: int | np.random.SeedSequence | None) -> None:
+        """Reseed the domain-randomization noise."""
+        self.rng = np.random.default_rng(seed)
 
     def reset(
         self,

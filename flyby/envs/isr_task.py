@@ -5,7 +5,7 @@ IsaacLab ``DirectRLEnv`` step template, batch-first::
 
     step(actions)
       _pre_physics_step(actions)      validate, clip, remember the previous action
-      _apply_action()                 motion model (direct dynamics here)
+      _apply_action()                 the motion model (direct dynamics or flight stack + physics)
       _update_perception()            ground-truth detections, every perception_interval steps
       _get_dones()                    (terminated, truncated)
       _get_rewards()                  sum_k scales[k] * term_k * step_dt
@@ -32,7 +32,8 @@ from flyby.mdp import observations as obs_mdp
 from flyby.mdp import rewards as rew_mdp
 from flyby.mdp import terminations as term_mdp
 from flyby.mdp.actions import ACTION_DIM, validate_actions
-from flyby.perception.camera import camera_poses_w, yaw_rotation
+from flyby.dynamics.motion import MotionModel
+from flyby.perception.camera import camera_poses_w
 from flyby.perception.gt import Detections, GroundTruthDetector
 from flyby.world.world import ISRWorld, generate_world
 
@@ -55,19 +56,23 @@ class StepResult:
 
 
 class ISRTask:
-    """Batched ISR surveillance task on the direct dynamics.
+    """Batched ISR surveillance task on any motion model.
 
     Args:
         cfg: task configuration (validated here).
         num_envs: number of drones N >= 1 (each one an env with its own episode).
         world: the shared world; generated from ``cfg.world`` and
             ``cfg.world_seed`` when None.
+        motion: how actions move the drones (see :mod:`flyby.dynamics.motion`);
+            default: :class:`~flyby.dynamics.direct.DirectDynamics` from ``cfg.dynamics``.
 
     Raises:
         ConfigError: ``cfg`` is invalid.
     """
 
-    def __init__(self, cfg: ISREnvCfg, num_envs: int, world: ISRWorld | None = None) -> None:
+    def __init__(
+        self, cfg: ISREnvCfg, num_envs: int, world: ISRWorld | None = None, motion: MotionModel | None = None
+    ) -> None:
         self.cfg = check(cfg)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -75,7 +80,9 @@ class ISRTask:
         self.world = world if world is not None else generate_world(cfg.world, cfg.world_seed)
         self.step_dt = cfg.step_dt
         self.max_episode_length = cfg.max_episode_length
-        self.dynamics = DirectDynamics(cfg.dynamics, n)
+        self.dynamics: MotionModel = motion if motion is not None else DirectDynamics(cfg.dynamics, n)
+        if self.dynamics.num_drones != n:
+            raise ValueError(f"motion model has {self.dynamics.num_drones} drones, the task {n}")
         self.detector = GroundTruthDetector.from_world(cfg.camera, self.world)
         self.layout = obs_mdp.ObsLayout(cfg.observations.top_k)
         self.rng = np.random.default_rng()
@@ -129,7 +136,7 @@ class ISRTask:
         ss = np.random.SeedSequence(seed)
         spawn_ss, dyn_ss = ss.spawn(2)
         self.rng = np.random.default_rng(spawn_ss)
-        self.dynamics.rng = np.random.default_rng(dyn_ss)
+        self.dynamics.seed(dyn_ss)
 
     def reset_all(self) -> np.ndarray:
         """Reset every env and the world clock; return observations (N, obs_dim) float32 (a copy)."""
@@ -183,7 +190,7 @@ class ISRTask:
 
     def camera_poses(self) -> tuple[np.ndarray, np.ndarray]:
         """(cam_pos_w (N, 3), rot_wc (N, 3, 3)) of every drone camera."""
-        return camera_poses_w(self.dynamics.pos_w, yaw_rotation(self.dynamics.yaw_rad), self.cfg.camera)
+        return camera_poses_w(self.dynamics.pos_w, self.dynamics.rot_wb, self.cfg.camera)
 
     # ------------------------------------------------------------- step template
 
@@ -204,8 +211,7 @@ class ISRTask:
                 return  # reuse the last detections between perception steps
         self.target_pos_w, self.target_yaw_rad = self.world.target_poses(self.world_time_s)
         sel = slice(None) if ids is None else ids
-        pos = self.dynamics.pos_w[sel]
-        cam_pos, rot_wc = camera_poses_w(pos, yaw_rotation(self.dynamics.yaw_rad[sel]), self.cfg.camera)
+        cam_pos, rot_wc = camera_poses_w(self.dynamics.pos_w[sel], self.dynamics.rot_wb[sel], self.cfg.camera)
         det = self.detector.detect(
             cam_pos, rot_wc, self.target_pos_w, self.target_yaw_rad, self.world.target_size_m
         )
