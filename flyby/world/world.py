@@ -182,9 +182,17 @@ class ISRWorld:
         """(N,) bool: points (N, 3) inside any building box grown by ``margin_m``."""
         if self.num_buildings == 0:
             return np.zeros(pos_w.shape[0], dtype=bool)
+        lo, hi = self._grown_boxes(float(margin_m))
         p = pos_w[:, None, :]
-        inside = (p >= self.building_min_w[None] - margin_m) & (p <= self.building_max_w[None] + margin_m)
+        inside = (p >= lo) & (p <= hi)
         return inside.all(axis=2).any(axis=1)
+
+    def _grown_boxes(self, margin_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """(1, B, 3) box corners grown by ``margin_m``, cached per margin (the env asks every step)."""
+        cache = self.__dict__.setdefault("_grown_cache", {})
+        if margin_m not in cache:
+            cache[margin_m] = (self.building_min_w[None] - margin_m, self.building_max_w[None] + margin_m)
+        return cache[margin_m]
 
 
 def generate_world(cfg: WorldCfg | None = None, seed: int = 0) -> ISRWorld:
