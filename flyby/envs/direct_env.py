@@ -79,7 +79,14 @@ class DirectISREnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self.task.seed(int(self.np_random.integers(2**63)))
-        obs = self.task.reset_all()
+        options = options or {}
+        unknown = set(options) - {"pos_w", "yaw_rad"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; supported: 'pos_w' (3,) m ENU, 'yaw_rad'")
+        obs = self.task.reset_all(
+            None if options.get("pos_w") is None else np.reshape(options["pos_w"], (1, 3)),
+            None if options.get("yaw_rad") is None else np.reshape(options["yaw_rad"], (1,)),
+        )
         return obs[0], {}
 
     def step(self, action):

@@ -138,13 +138,24 @@ class ISRTask:
         self.rng = np.random.default_rng(spawn_ss)
         self.dynamics.seed(dyn_ss)
 
-    def reset_all(self) -> np.ndarray:
-        """Reset every env and the world clock; return observations (N, obs_dim) float32 (a copy)."""
+    def reset_all(self, pos_w: np.ndarray | None = None, yaw_rad: np.ndarray | None = None) -> np.ndarray:
+        """Reset every env and the world clock; return observations (N, obs_dim) float32 (a copy).
+
+        Args:
+            pos_w: optional (N, 3) start positions, metres, world ENU (default: random spawns).
+            yaw_rad: optional (N,) start yaw angles (default: random).
+
+        Raises:
+            ValueError: a start position or yaw of the wrong shape or not finite.
+        """
         self.world_time_s = 0.0
         self.global_step = 0
         self.target_pos_w, self.target_yaw_rad = self.world.target_poses(0.0)
         self.actions[:] = 0.0
-        self._reset_idx(np.arange(self.num_envs))
+        n = self.num_envs
+        start_pos = None if pos_w is None else _checked(pos_w, (n, 3), "pos_w")
+        start_yaw = None if yaw_rad is None else _checked(yaw_rad, (n,), "yaw_rad")
+        self._reset_idx(np.arange(n), start_pos, start_yaw)
         return self._get_observations().copy()
 
     def step(self, actions: np.ndarray, *, autoreset: bool = True) -> StepResult:
@@ -283,7 +294,9 @@ class ISRTask:
                 self.episode_sums[k] += value
         return reward
 
-    def _reset_idx(self, ids: np.ndarray) -> None:
+    def _reset_idx(
+        self, ids: np.ndarray, start_pos: np.ndarray | None = None, start_yaw: np.ndarray | None = None
+    ) -> None:
         k = ids.size
         half = self.world.half_extent
         scfg = self.cfg.spawn
@@ -292,8 +305,9 @@ class ISRTask:
         alt = self.rng.uniform(*scfg.altitude_m, size=k)
         floor = self.world.height_at(xy) + scfg.building_clearance_m
         z = np.minimum(np.maximum(alt, floor), self.cfg.terminations.max_altitude_m - 1.0)
-        yaw = self.rng.uniform(-np.pi, np.pi, size=k)
-        self.dynamics.reset(np.column_stack([xy, z]), yaw, ids)
+        yaw = self.rng.uniform(-np.pi, np.pi, size=k)  # drawn even when overridden: same stream either way
+        pos = np.column_stack([xy, z]) if start_pos is None else start_pos
+        self.dynamics.reset(pos, yaw if start_yaw is None else start_yaw, ids)
         self.actions[ids] = 0.0
         self.prev_actions[ids] = 0.0
         self.episode_step[ids] = 0
@@ -345,3 +359,10 @@ class ISRTask:
         log["Episode/targets_seen"] = float(self.seen[ids].sum(axis=1).mean())
         log["Episode/coverage"] = float(self.covered[ids].mean())
         return log
+
+
+def _checked(value, shape: tuple[int, ...], name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64).reshape(shape) if np.size(value) == np.prod(shape) else None
+    if arr is None or not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite with shape {shape}, got {np.asarray(value).shape}: {value!r}")
+    return arr

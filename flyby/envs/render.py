@@ -21,7 +21,10 @@ class TaskRenderer:
 
     Args:
         task: the task to mirror.
-        backend: backend kind (see :func:`flyby.sim.base.select_backend_kind`).
+        backend: backend kind (see :func:`flyby.sim.base.select_backend_kind`), or a
+            backend object that already exists (the full-fidelity env's physics
+            backend): it is used as is, its drone poses are left to its physics
+            and it is not closed here.
         render_interval: control steps between fresh renders (>= 1).
 
     Attributes:
@@ -33,11 +36,13 @@ class TaskRenderer:
         if render_interval < 1:
             raise ValueError(f"render_interval must be >= 1 step, got {render_interval}")
         self.task = task
-        self.backend_kind = backend
         self.render_interval = int(render_interval)
         self.rendered = 0
         self.skipped = 0
-        self._backend = None
+        if backend is None or isinstance(backend, (str, BackendKind)):
+            self.backend_kind, self._backend, self._owns_backend = backend, None, True
+        else:
+            self.backend_kind, self._backend, self._owns_backend = None, backend, False
         self._frames: np.ndarray | None = None
         self._last_step = -(10**9)
 
@@ -55,7 +60,8 @@ class TaskRenderer:
     def sync(self) -> None:
         """Copy drone and target poses from the task into the backend."""
         task = self.task
-        self.backend.set_drone_poses(task.pos_w, yaw_quat_wxyz(task.yaw_rad))
+        if self._owns_backend:  # a kinematic mirror; a physics backend already has the poses
+            self.backend.set_drone_poses(task.pos_w, yaw_quat_wxyz(task.yaw_rad))
         pos, yaw = task.world.target_poses(task.world_time_s)
         self.backend.set_target_poses(pos, yaw)
 
@@ -83,6 +89,6 @@ class TaskRenderer:
         return self.backend.render_overview()
 
     def close(self) -> None:
-        if self._backend is not None:
+        if self._backend is not None and self._owns_backend:
             self._backend.close()
-            self._backend = None
+        self._backend = None

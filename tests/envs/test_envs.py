@@ -183,3 +183,14 @@ def test_new_targets_are_rewarded_once_per_episode():
         assert (episode_new <= env.task.seen.sum(axis=1)).all()
         rewarded += env.task.newly_seen.sum()
     assert rewarded > 0
+
+
+def test_reset_options_place_the_drone():
+    env = DirectISREnv()
+    obs, _ = env.reset(seed=0, options={"pos_w": [10.0, -20.0, 30.0], "yaw_rad": 0.5})
+    np.testing.assert_allclose(env.task.pos_w[0], [10.0, -20.0, 30.0])
+    assert env.task.yaw_rad[0] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(options={"altitude": 3})
+    with pytest.raises(ValueError, match="pos_w must be finite"):
+        env.reset(options={"pos_w": [0.0, np.nan, 10.0]})
