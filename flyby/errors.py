@@ -51,3 +51,7 @@ class PX4Unavailable(FlybyError, RuntimeError):
 
 class InvalidAction(FlybyError, ValueError):
     """An action has the wrong shape, dtype, or contains NaN/inf."""
+
+
+class PhysicsUnstable(FlybyError, RuntimeError):
+    """The physics engine diverged (NaN or huge accelerations); the message names the drone."""

@@ -7,6 +7,10 @@ and rotate the drone body frame (FLU) into the world frame.
 
 Backends are imported lazily by :func:`make_backend`, so ``import flyby`` never
 imports mujoco or isaacsim.
+
+A backend built in dynamic mode (MuJoCo: ``dynamic=MultirotorCfg()``) also
+implements :class:`DynamicSimBackend`: drones are rigid bodies moved by a body
+wrench and stepped by physics, and ``set_drone_poses`` is refused.
 """
 
 from __future__ import annotations
@@ -24,12 +28,20 @@ from flyby.enums import BackendKind
 from flyby.errors import BackendUnavailable, ConfigError
 
 if TYPE_CHECKING:
+    from flyby.dynamics.multirotor import DroneState
     from flyby.perception.camera import CameraCfg
     from flyby.world.world import ISRWorld
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKEND_ENV_VAR", "SimBackend", "make_backend", "nvidia_gpu_visible", "select_backend_kind"]
+__all__ = [
+    "BACKEND_ENV_VAR",
+    "DynamicSimBackend",
+    "SimBackend",
+    "make_backend",
+    "nvidia_gpu_visible",
+    "select_backend_kind",
+]
 
 #: Environment variable that picks the backend when no explicit choice is given.
 BACKEND_ENV_VAR = "FLYBY_BACKEND"
@@ -138,6 +150,41 @@ class SimBackend(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+@runtime_checkable
+class DynamicSimBackend(SimBackend, Protocol):
+    """A backend in dynamic mode: drones are free rigid bodies stepped by physics.
+
+    Frames and units as :class:`SimBackend`; wrenches are body FLU at the centre
+    of mass, newtons and newton metres. Rendering keeps working and draws the
+    drones where the physics put them. ``isinstance`` only checks that the
+    methods exist; the MuJoCo backend is in dynamic mode when its ``dynamic``
+    attribute is not None.
+    """
+
+    @property
+    def physics_dt(self) -> float:
+        """Physics step, seconds (0.004 = 250 Hz by default)."""
+        ...
+
+    def reset_drone_states(
+        self, pos_w: np.ndarray, quat_wxyz: np.ndarray, ids: np.ndarray | None = None
+    ) -> None:
+        """Place drones ``ids`` (None: all) at rest at (n, 3) pos_w, (n, 4) quat_wxyz; zero their wrench."""
+        ...
+
+    def apply_body_wrench(self, force_b: np.ndarray, torque_b: np.ndarray) -> None:
+        """Set every drone's (N, 3) force and torque, body FLU, held until changed."""
+        ...
+
+    def step_physics(self, n: int = 1) -> None:
+        """Advance the physics by ``n`` steps of ``physics_dt`` without rendering."""
+        ...
+
+    def drone_state(self) -> DroneState:
+        """Rigid-body state after the last step (:class:`~flyby.dynamics.multirotor.DroneState`)."""
+        ...
+
+
 def _parse_kind(value: BackendKind | str, source: str | None) -> BackendKind:
     if isinstance(value, BackendKind):
         return value
@@ -223,7 +270,8 @@ def make_backend(
         world: the ISR world to build the scene from.
         num_drones: N >= 1.
         camera: drone camera mount and resolution preset.
-        **kwargs: backend-specific options (MuJoCo: ``overview_size``, ``shadows``).
+        **kwargs: backend-specific options (MuJoCo: ``overview_size``, ``shadows``, and
+            ``dynamic=MultirotorCfg()``, ``physics_dt`` for dynamic mode).
 
     Raises:
         ConfigError: ``kind`` is not a backend name.

@@ -1,8 +1,19 @@
 """The embedded MuJoCo backend: the ISR world as an MJCF scene, rendered offscreen.
 
-Kinematic only: drones and targets are mocap bodies whose poses the caller
-writes; nothing is stepped. Before a render the backend runs forward kinematics
-once (``mj_kinematics`` + ``mj_camlight``) if a pose changed.
+Two modes:
+
+- Kinematic (default): drones and targets are mocap bodies whose poses the
+  caller writes; nothing is stepped and nothing collides.
+- Dynamic (``dynamic=MultirotorCfg(...)``): each drone is a free rigid body with
+  the airframe's mass and inertia, an invisible collision box, and a body-frame
+  wrench input; gravity is on, and the ground and every building (one invisible
+  collision box each, the merged visual meshes are not used for contact)
+  collide with the drones. :meth:`MujocoBackend.step_physics` advances the
+  physics at ``physics_dt`` (250 Hz by default) without rendering. Drones do
+  not collide with each other.
+
+Before a render the backend runs forward kinematics once (``mj_kinematics`` +
+``mj_camlight``) if a pose changed or physics stepped.
 
 Rendering uses one GL context (EGL, else OSMesa; see :mod:`flyby.sim.gl`) and
 one offscreen framebuffer. All drone cameras of a batch are drawn as
@@ -22,7 +33,13 @@ Scene groups (MuJoCo geom/skin groups):
 - 0: ground, roads, buildings, targets (seen by every camera);
 - 3: drone bodies (hidden from drone cameras, so a drone never sees its own
   rotors; also skipped by the overview, where they sit inside their markers);
-- 4: one bright 2 m marker sphere per drone (overview camera only).
+- 4: one bright 2 m marker sphere per drone (overview camera only);
+- 5: collision-only geoms of dynamic mode (drone and building boxes; never drawn).
+
+Collision filter (dynamic mode): world geoms (ground plane, building boxes)
+have ``contype=1 conaffinity=2``, drone collision boxes ``contype=2
+conaffinity=1``; every other geom has both 0. So drones hit the world, the
+world never tests against itself, and drones pass through each other.
 
 Frames: world ENU, metres; drone quaternions wxyz rotate body FLU into world.
 The drone camera is the MuJoCo ``<camera>`` mounted at ``camera.offset_b`` with
@@ -40,8 +57,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flyby.config import check
+from flyby.dynamics.multirotor import STANDARD_GRAVITY, DroneState, MultirotorCfg, rotate_inverse
 from flyby.enums import BackendKind, TargetClass
-from flyby.errors import BackendUnavailable, DependencyNotInstalled
+from flyby.errors import BackendUnavailable, DependencyNotInstalled, PhysicsUnstable
 from flyby.perception.camera import (
     CameraCfg,
     PinholeIntrinsics,
@@ -67,12 +86,17 @@ except ImportError as err:  # mujoco is a core dependency; only a broken install
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MujocoBackend", "OverviewCamera", "build_mjcf"]
+__all__ = ["MujocoBackend", "OverviewCamera", "PhysicsUnstable", "build_mjcf"]
 
 # Geom groups (see the module docstring).
 GROUP_WORLD = 0
 GROUP_DRONE_BODY = 3
 GROUP_DRONE_MARKER = 4
+GROUP_COLLISION = 5
+
+# Collision filter bits (dynamic mode, see the module docstring).
+_WORLD_COLLISION = 'contype="1" conaffinity="2"'
+_DRONE_COLLISION = 'contype="2" conaffinity="1"'
 
 # Largest offscreen framebuffer side we ask for, pixels (llvmpipe allows 16384;
 # a larger batch of cameras is rendered in several passes).
@@ -186,7 +210,8 @@ def _rgba(rgb, alpha: float = 1.0) -> str:
     return _fmt([*rgb, alpha])
 
 
-def _drone_xml(i: int, camera: CameraCfg, pos_w: np.ndarray) -> str:
+def _drone_xml(i: int, camera: CameraCfg, pos_w: np.ndarray, dynamic: MultirotorCfg | None = None) -> str:
+    """One drone body: a mocap body (kinematic) or a free body with inertia and a collision box (dynamic)."""
     rgb = DRONE_RGB[i % len(DRONE_RGB)]
     arm = 0.16  # m, rotor centre distance along x and y from the body centre (0.5 m span)
     rotors = "\n".join(
@@ -200,7 +225,20 @@ def _drone_xml(i: int, camera: CameraCfg, pos_w: np.ndarray) -> str:
         f'rgba="0.2 0.2 0.22 1" group="{GROUP_DRONE_BODY}"/>'
         for a in (math.pi / 4, -math.pi / 4)
     )
-    return f"""    <body name="drone_{i}" mocap="true" pos="{_fmt(pos_w)}">
+    if dynamic is None:
+        head = f'    <body name="drone_{i}" mocap="true" pos="{_fmt(pos_w)}">'
+        physics = ""
+    else:
+        # Free body: centre of mass at the body origin, principal axes = body FLU axes. The
+        # wrench actuators act at site drone_{i}_com in the body frame (see build_mjcf).
+        head = f'    <body name="drone_{i}" pos="{_fmt(pos_w)}">'
+        physics = f"""
+      <freejoint name="drone_{i}_joint"/>
+      <inertial pos="0 0 0" mass="{dynamic.mass_kg:.10g}" diaginertia="{_fmt(dynamic.inertia_kgm2)}"/>
+      <geom name="drone_{i}_collision" type="box" size="{_fmt(dynamic.collision_half_extent_m)}"
+            {_DRONE_COLLISION} group="{GROUP_COLLISION}" rgba="0 0 0 0"/>
+      <site name="drone_{i}_com" pos="0 0 0" group="{GROUP_COLLISION}"/>"""
+    return f"""{head}{physics}
       <geom type="box" size="0.09 0.06 0.035" rgba="0.12 0.12 0.14 1" group="{GROUP_DRONE_BODY}"/>
       <geom type="box" size="0.07 0.045 0.006" pos="0 0 0.04" rgba="{_rgba(rgb)}" group="{GROUP_DRONE_BODY}"/>
 {arms}
@@ -281,6 +319,8 @@ def build_mjcf(
     offscreen_size: tuple[int, int],
     drone_pos0_w: np.ndarray,
     antialias: bool = False,
+    dynamic: MultirotorCfg | None = None,
+    physics_dt: float = 0.004,
 ) -> str:
     """MJCF text of the scene (see the module docstring for groups and frames).
 
@@ -292,6 +332,11 @@ def build_mjcf(
         offscreen_size: (width, height) of the offscreen framebuffer, pixels.
         drone_pos0_w: (N, 3) initial drone positions, metres, world ENU.
         antialias: 4x multisampling of the offscreen buffer (about 2x slower on llvmpipe).
+        dynamic: None for the kinematic scene; else free-body drones with these mass and
+            inertia, gravity, collision boxes for drones and buildings, and per drone six
+            ``motor`` actuators (``drone_<i>_fx`` ... ``drone_<i>_tz``) applying a wrench
+            in the body frame at the centre of mass.
+        physics_dt: physics step, seconds (dynamic mode).
     """
     hx, hy = (float(v) for v in world.half_extent)
     diag = 2.0 * math.hypot(hx, hy)
@@ -359,7 +404,29 @@ def build_mjcf(
             + "\n".join(bones)
             + "\n    </skin>"
         )
-    drones = [_drone_xml(i, camera, drone_pos0_w[i]) for i in range(num_drones)]
+    drones = [_drone_xml(i, camera, drone_pos0_w[i], dynamic) for i in range(num_drones)]
+    if dynamic is None:
+        option = '<option gravity="0 0 0"/>'
+        ground_collision = ""
+        actuators = ""
+    else:
+        option = f'<option timestep="{physics_dt:.10g}" gravity="0 0 {-STANDARD_GRAVITY:.10g}"/>'
+        ground_collision = f" {_WORLD_COLLISION}"
+        # One invisible box per building for contact (the merged visual meshes are not convex).
+        for b in range(world.num_buildings):
+            lo, hi = world.building_min_w[b], world.building_max_w[b]
+            static_geoms.append(
+                f'    <geom name="building_collision_{b}" type="box" pos="{_fmt(0.5 * (lo + hi))}" '
+                f'size="{_fmt(0.5 * (hi - lo))}" {_WORLD_COLLISION} group="{GROUP_COLLISION}" '
+                'rgba="0 0 0 0"/>'
+            )
+        axes = ("fx", "fy", "fz", "tx", "ty", "tz")
+        motors = [
+            f'    <motor name="drone_{i}_{a}" site="drone_{i}_com" gear="{_ints(np.eye(6)[k])}"/>'
+            for i in range(num_drones)
+            for k, a in enumerate(axes)
+        ]
+        actuators = "  <actuator>\n" + "\n".join(motors) + "\n  </actuator>\n"
     over_quat = rotation_to_quat_wxyz(mujoco_camera_xmat(overview.rot_wc[None])[0])
     over_fovy_deg = math.degrees(2 * math.atan(0.5 * overview.intrinsics.height / overview.intrinsics.fy))
     ground_half = (hx + _GROUND_MARGIN_M, hy + _GROUND_MARGIN_M)
@@ -367,7 +434,7 @@ def build_mjcf(
     nl = "\n"
     return f"""<mujoco model="flyby_isr_seed{world.seed}">
   <compiler angle="radian"/>
-  <option gravity="0 0 0"/>
+  {option}
   <statistic center="0 0 0" extent="{extent:g}"/>
   <visual>
     <global offwidth="{offscreen_size[0]}" offheight="{offscreen_size[1]}" fovy="45"/>
@@ -393,13 +460,13 @@ def build_mjcf(
   <worldbody>
     <light name="sun" directional="true" pos="0 0 200" dir="-0.35 -0.5 -1" diffuse="0.55 0.55 0.52"
            specular="0 0 0" castshadow="true"/>
-    <geom name="ground" type="plane" size="{_fmt(ground_half)} 10" material="ground"/>
+    <geom name="ground" type="plane" size="{_fmt(ground_half)} 10" material="ground"{ground_collision}/>
 {nl.join(static_geoms)}
     <camera name="overview" pos="{_fmt(overview.pos_w)}" quat="{_fmt(over_quat)}" fovy="{over_fovy_deg:.8g}"/>
 {nl.join(targets)}
 {nl.join(drones)}
   </worldbody>
-  <deformable>
+{actuators}  <deformable>
 {nl.join(skins)}
   </deformable>
 </mujoco>
@@ -454,9 +521,11 @@ class _GLResources:
 
 
 class MujocoBackend:
-    """MuJoCo scene of an ISR world with ``num_drones`` camera drones (kinematic, offscreen).
+    """MuJoCo scene of an ISR world with ``num_drones`` camera drones (offscreen rendering).
 
-    Implements :class:`flyby.sim.base.SimBackend`.
+    Implements :class:`flyby.sim.base.SimBackend`. Kinematic by default; with
+    ``dynamic`` the drones are rigid bodies driven by :meth:`apply_body_wrench`
+    and :meth:`step_physics` (see the module docstring).
 
     Args:
         world: the ISR world (buildings, roads, targets at ``target_poses(0)``).
@@ -467,9 +536,15 @@ class MujocoBackend:
             redrawn for every viewport (16 x 80x80 cameras: about 9 ms -> 140 ms on llvmpipe).
         antialias: 4x multisample anti-aliasing (about 2x slower on a CPU renderer).
         overview_pitch_deg: downward pitch of the overview camera looking north, degrees.
+        dynamic: airframe of the free-body drones (dynamic mode), or None for kinematic
+            mocap drones.
+        physics_dt: physics step of dynamic mode, seconds (0.004 = 250 Hz, the IMU rate
+            PX4 expects).
 
     Raises:
-        ValueError: ``num_drones < 1``, or an overview or camera size over 4096 px.
+        ValueError: ``num_drones < 1``, an overview or camera size over 4096 px, or
+            ``physics_dt`` not in (0, 0.02].
+        ConfigError: ``dynamic`` has invalid values.
         BackendUnavailable: no OpenGL context can be created.
 
     A backend is used from one thread at a time (it makes its GL context current
@@ -487,9 +562,20 @@ class MujocoBackend:
         shadows: bool = False,
         antialias: bool = False,
         overview_pitch_deg: float = 60.0,
+        dynamic: MultirotorCfg | None = None,
+        physics_dt: float = 0.004,
     ) -> None:
         if int(num_drones) < 1:
             raise ValueError(f"num_drones={num_drones} must be >= 1")
+        if not 0.0 < physics_dt <= 0.02:
+            raise ValueError(
+                f"physics_dt={physics_dt} s must be in (0, 0.02] (MuJoCo's default contact "
+                "time constant 0.02 s needs at least two steps per constant); use 0.004 for 250 Hz"
+            )
+        if dynamic is not None:
+            check(dynamic)
+        self._dynamic = dynamic
+        self._physics_dt = float(physics_dt)
         ow, oh = (int(v) for v in overview_size)
         if ow < 1 or oh < 1 or ow > _MAX_BUFFER_PX or oh > _MAX_BUFFER_PX:
             raise ValueError(f"overview_size={overview_size} must be within 1..{_MAX_BUFFER_PX} px per side")
@@ -513,7 +599,15 @@ class MujocoBackend:
         x0 = (np.arange(self._num_drones) - 0.5 * (self._num_drones - 1)) * 5.0
         drone_pos0 = np.stack([x0, np.zeros_like(x0), np.full_like(x0, 30.0)], axis=1)
         self.mjcf = build_mjcf(
-            world, self._num_drones, camera, self._overview, (buf_w, buf_h), drone_pos0, antialias=antialias
+            world,
+            self._num_drones,
+            camera,
+            self._overview,
+            (buf_w, buf_h),
+            drone_pos0,
+            antialias=antialias,
+            dynamic=dynamic,
+            physics_dt=self._physics_dt,
         )
         self.model = mujoco.MjModel.from_xml_string(self.mjcf)
         self.data = mujoco.MjData(self.model)
@@ -521,9 +615,10 @@ class MujocoBackend:
         def body(name: str) -> int:
             return mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)
 
-        self._drone_mocap = np.array(
-            [self.model.body_mocapid[body(f"drone_{i}")] for i in range(self._num_drones)], dtype=np.intp
-        )
+        self._drone_body = np.array([body(f"drone_{i}") for i in range(self._num_drones)], dtype=np.intp)
+        self._drone_mocap = self.model.body_mocapid[self._drone_body].astype(np.intp)
+        if dynamic is not None:
+            self._init_dynamic()
         self._target_mocap = np.array(
             [self.model.body_mocapid[body(f"target_{t}")] for t in range(world.num_targets)], dtype=np.intp
         )
@@ -643,7 +738,14 @@ class MujocoBackend:
 
         Raises:
             ValueError: wrong shapes, ids out of range, non-finite values or a zero quaternion.
+            RuntimeError: the backend is in dynamic mode (drones move by physics; use
+                :meth:`reset_drone_states`).
         """
+        if self._dynamic is not None:
+            raise RuntimeError(
+                "set_drone_poses is for kinematic drones; this backend is in dynamic mode, where "
+                "drones move by physics: use reset_drone_states(pos_w, quat_wxyz, ids) to place them"
+            )
         ids = self._check_ids(ids)
         pos = np.asarray(pos_w, dtype=np.float64)
         quat = np.asarray(quat_wxyz, dtype=np.float64)
@@ -683,7 +785,206 @@ class MujocoBackend:
 
     def drone_poses(self) -> tuple[np.ndarray, np.ndarray]:
         """Current drone poses: (N, 3) float64 pos_w (metres, ENU) and (N, 4) float64 quat_wxyz."""
+        if self._dynamic is not None:
+            return self._qpos[:, :3].copy(), self._qpos[:, 3:].copy()
         return self.data.mocap_pos[self._drone_mocap].copy(), self.data.mocap_quat[self._drone_mocap].copy()
+
+    # ------------------------------------------------------------------ dynamic mode
+
+    def _init_dynamic(self) -> None:
+        """Index views into MjData for the free-body drones (called once from __init__)."""
+        n = self._num_drones
+        m = self.model
+        # Drones are the only jointed bodies, one free joint each, in drone order: qpos is
+        # (N, 7) [pos_w, quat_wxyz] and qvel (N, 6) [lin_vel_w, ang_vel_b] without gathers.
+        assert m.njnt == n and m.nq == 7 * n and m.nv == 6 * n and m.nu == 6 * n, (
+            "unexpected dynamic model layout"
+        )
+        assert (m.jnt_bodyid == self._drone_body).all() and (m.jnt_qposadr == 7 * np.arange(n)).all()
+        self._qpos = self.data.qpos.reshape(n, 7)
+        self._qvel = self.data.qvel.reshape(n, 6)
+        self._qacc = self.data.qacc.reshape(n, 6)
+        self._ctrl = self.data.ctrl.reshape(n, 6)  # [force_b, torque_b] per drone (site actuators)
+        geom_drone = np.full(m.ngeom, -1, dtype=np.intp)
+        for i in range(n):
+            geom_drone[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"drone_{i}_collision")] = i
+        self._geom_drone = geom_drone
+        self._contact = np.zeros(n, dtype=bool)
+        self._gravity_w = np.array([0.0, 0.0, -STANDARD_GRAVITY])
+        # MuJoCo resets the whole state on these warnings; step_physics turns them into errors.
+        warn = mujoco.mjtWarning
+        self._blow_up_warnings = [
+            self.data.warning[w] for w in (warn.mjWARN_BADQPOS, warn.mjWARN_BADQVEL, warn.mjWARN_BADQACC)
+        ]
+        self._blow_ups_seen = [w.number for w in self._blow_up_warnings]
+        mujoco.mj_forward(m, self.data)
+        self._update_contact(reset=True)
+
+    @property
+    def dynamic(self) -> MultirotorCfg | None:
+        """The airframe of the free-body drones, or None in kinematic mode."""
+        return self._dynamic
+
+    @property
+    def physics_dt(self) -> float:
+        """Physics step, seconds (dynamic mode)."""
+        return self._physics_dt
+
+    @property
+    def sim_time_s(self) -> float:
+        """Simulated time, seconds, since the backend was built (advanced by :meth:`step_physics`)."""
+        return float(self.data.time)
+
+    def _require_dynamic(self, what: str) -> None:
+        if self._dynamic is None:
+            raise RuntimeError(
+                f"{what} needs dynamic mode: build the backend with dynamic=MultirotorCfg() "
+                "(from flyby.dynamics.multirotor)"
+            )
+
+    def _update_contact(self, reset: bool = False) -> None:
+        """OR the drones touching the world in the current contact list into the contact flags."""
+        if reset:
+            self._contact[:] = False
+        ncon = self.data.ncon
+        if ncon:
+            drones = self._geom_drone[self.data.contact.geom[:ncon].ravel()]
+            self._contact[drones[drones >= 0]] = True
+
+    def reset_drone_states(
+        self, pos_w: np.ndarray, quat_wxyz: np.ndarray, ids: np.ndarray | None = None
+    ) -> None:
+        """Place drones at rest (zero velocity) and clear their wrench (dynamic mode).
+
+        Runs ``mj_forward`` so :meth:`drone_state` is valid at once (specific force,
+        contact flags of the new poses).
+
+        Args:
+            pos_w: (n, 3) float, metres, world ENU, centre of mass.
+            quat_wxyz: (n, 4) float, body FLU -> world, wxyz; normalised here.
+            ids: (n,) int in ``[0, N)``, or None for all N in order.
+
+        Raises:
+            ValueError: wrong shapes, ids out of range, non-finite values or a zero quaternion.
+            RuntimeError: kinematic mode.
+        """
+        self._require_dynamic("reset_drone_states")
+        ids = self._check_ids(ids)
+        pos = np.asarray(pos_w, dtype=np.float64)
+        quat = np.asarray(quat_wxyz, dtype=np.float64)
+        if pos.shape != (ids.size, 3) or quat.shape != (ids.size, 4):
+            raise ValueError(
+                f"expected pos_w ({ids.size}, 3) and quat_wxyz ({ids.size}, 4); "
+                f"got {pos.shape} and {quat.shape}"
+            )
+        norm = np.linalg.norm(quat, axis=1, keepdims=True)
+        if not (np.isfinite(pos).all() and np.isfinite(quat).all() and (norm > 1e-9).all()):
+            raise ValueError("drone poses must be finite and quaternions non-zero")
+        self._qpos[ids, :3] = pos
+        self._qpos[ids, 3:] = quat / norm
+        self._qvel[ids] = 0.0
+        self._ctrl[ids] = 0.0
+        self.data.qacc_warmstart.reshape(self._num_drones, 6)[ids] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+        self._update_contact(reset=True)
+        self._dirty = True
+
+    def apply_body_wrench(self, force_b: np.ndarray, torque_b: np.ndarray) -> None:
+        """Set the wrench on every drone, held (in the body frame) until changed (dynamic mode).
+
+        The wrench acts at the centre of mass through six MuJoCo ``motor``
+        actuators on a body site, so it turns with the drone during the
+        physics steps of :meth:`step_physics` (``xfrc_applied`` stays free for
+        external disturbances).
+
+        Args:
+            force_b: (N, 3) float, newtons, body FLU (e.g. ``RotorModel.wrench_b``).
+            torque_b: (N, 3) float, newton metres, body FLU.
+
+        Raises:
+            ValueError: wrong shapes, or values non-finite or beyond MuJoCo's 1e10.
+            RuntimeError: kinematic mode.
+        """
+        self._require_dynamic("apply_body_wrench")
+        n = self._num_drones
+        force_b = np.asarray(force_b, dtype=np.float64)
+        torque_b = np.asarray(torque_b, dtype=np.float64)
+        if force_b.shape != (n, 3) or torque_b.shape != (n, 3):
+            raise ValueError(
+                f"expected force_b ({n}, 3) and torque_b ({n}, 3); got {force_b.shape} and {torque_b.shape}"
+            )
+        ctrl = self._ctrl
+        ctrl[:, :3] = force_b
+        ctrl[:, 3:] = torque_b
+        if not np.abs(ctrl).max() < mujoco.mjMAXVAL:  # also catches NaN
+            ctrl[:] = 0.0
+            raise ValueError(
+                f"the body wrench must be finite and below {mujoco.mjMAXVAL:g} (MuJoCo's limit); "
+                "the wrench was cleared to zero"
+            )
+
+    def step_physics(self, n: int = 1) -> None:
+        """Advance the physics by ``n`` steps of ``physics_dt`` (``mj_step``, no rendering).
+
+        The contact flags of :meth:`drone_state` then say which drones touched the
+        ground or a building during any of these ``n`` steps.
+
+        Raises:
+            ValueError: ``n`` < 1.
+            RuntimeError: kinematic mode.
+            PhysicsUnstable: MuJoCo met NaN or huge accelerations (e.g. from a wrench far
+                beyond the airframe's, or an uncontrolled spin) and reset every body to
+                its initial state; place the drones again with :meth:`reset_drone_states`.
+        """
+        self._require_dynamic("step_physics")
+        if n < 1:
+            raise ValueError(f"n must be >= 1 physics steps, got {n}")
+        model, data = self.model, self.data
+        self._contact[:] = False
+        for _ in range(n):
+            mujoco.mj_step(model, data)
+            if data.ncon:
+                self._update_contact()
+        self._dirty = True
+        blow_ups = [w.number for w in self._blow_up_warnings]
+        if blow_ups != self._blow_ups_seen:
+            changed = next(k for k, (a, b) in enumerate(zip(blow_ups, self._blow_ups_seen)) if a != b)
+            self._blow_ups_seen = blow_ups
+            dof = self._blow_up_warnings[changed].lastinfo
+            raise PhysicsUnstable(
+                f"MuJoCo found NaN or huge positions, velocities or accelerations (> {mujoco.mjMAXVAL:g}) "
+                f"at degree of freedom {dof} (drone {dof // 6}) and reset the whole simulation to its "
+                f"initial state (sim time now {data.time:.3f} s). Check the body wrench (within the "
+                "airframe's thrust) and place the drones again with reset_drone_states."
+            )
+
+    def drone_state(self) -> DroneState:
+        """The drones' rigid-body state after the last physics step (dynamic mode).
+
+        ``specific_force_b`` is ``R_wb^T (a_w - g_w)`` with ``a_w`` the linear
+        acceleration MuJoCo computed for the last step (``qacc``: thrust, drag,
+        contacts and gravity), so it reads (0, 0, +9.81) at rest on level ground
+        or in steady hover, and 0 in free fall. ``contact`` covers every step of
+        the last :meth:`step_physics` call (or the pose set by
+        :meth:`reset_drone_states`).
+
+        Returns:
+            A :class:`~flyby.dynamics.multirotor.DroneState` of (N, ...) float64 copies.
+
+        Raises:
+            RuntimeError: kinematic mode.
+        """
+        self._require_dynamic("drone_state")
+        qpos, qvel = self._qpos, self._qvel
+        quat = qpos[:, 3:].copy()
+        return DroneState(
+            pos_w=qpos[:, :3].copy(),
+            quat_wxyz=quat,
+            lin_vel_w=qvel[:, :3].copy(),
+            ang_vel_b=qvel[:, 3:].copy(),
+            specific_force_b=rotate_inverse(quat, self._qacc[:, :3] - self._gravity_w),
+            contact=self._contact.copy(),
+        )
 
     # ------------------------------------------------------------------ rendering
 
@@ -803,4 +1104,6 @@ class MujocoBackend:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"MujocoBackend(num_drones={self._num_drones}, preset={self._camera.preset.value}, {state})"
+        mode = "kinematic" if self._dynamic is None else f"dynamic, physics_dt={self._physics_dt:g}"
+        preset = self._camera.preset.value
+        return f"MujocoBackend(num_drones={self._num_drones}, preset={preset}, {mode}, {state})"

@@ -1,0 +1,707 @@
+"""Built-in cascade flight controller: PX4's multicopter control chain, batched in numpy.
+
+Used by the full-fidelity env when PX4 SITL is absent. It takes the same
+offboard input PX4 takes from the policy (a world velocity setpoint and a yaw
+rate, SET_POSITION_TARGET_LOCAL_NED type_mask 1479) and returns normalised
+motor commands in PX4 motor order, like PX4's HIL_ACTUATOR_CONTROLS. Per call
+(one physics step, 250 Hz):
+
+1. **Velocity** (PX4 ``mc_pos_control`` ``PositionControl``): setpoint clamped
+   to ``MPC_XY_VEL_MAX`` / ``MPC_Z_VEL_MAX_UP`` / ``MPC_Z_VEL_MAX_DN``; PID with
+   ``MPC_XY_VEL_P/I/D_ACC``, ``MPC_Z_VEL_P/I/D_ACC`` (D on the measured
+   velocity derivative, low-passed at ``MPC_VELD_LP``) -> acceleration setpoint.
+2. **Acceleration -> thrust vector**: body z along ``(a_x, a_y, g)``, tilt
+   limited to ``MPC_TILTMAX_AIR``; collective thrust
+   ``(a_z + g) * MPC_THR_HOVER / g / cos(tilt)`` limited by ``MPC_THR_MIN``,
+   ``MPC_THR_MAX`` with the horizontal margin ``MPC_THR_XY_MARG``; PX4's
+   vertical anti-windup and horizontal tracking anti-windup.
+3. **Attitude setpoint**: from the thrust direction and the yaw setpoint. As in
+   PX4 offboard with a yaw-rate setpoint (yaw NaN), the yaw setpoint is the
+   current heading and the yaw rate (clamped to ``MC_YAWRATE_MAX``) is fed
+   forward; ``integrate_yaw_sp=True`` holds an integrated yaw setpoint instead.
+4. **Attitude** (PX4 ``mc_att_control`` ``AttitudeControl``): quaternion
+   error with yaw de-prioritised by ``MC_YAW_WEIGHT``, P gains ``MC_ROLL_P``,
+   ``MC_PITCH_P``, ``MC_YAW_P``, yaw-rate feed-forward, rates limited by
+   ``MC_ROLLRATE_MAX`` / ``MC_PITCHRATE_MAX`` / ``MC_YAWRATE_MAX``.
+5. **Rate** (PX4 ``mc_rate_control`` ``RateControl``): PID ``MC_*RATE_P/I/D``
+   (D on the measured angular acceleration, low-passed at
+   ``IMU_DGYRO_CUTOFF``), integrator limits ``MC_RR/PR/YR_INT_LIM`` and PX4's
+   I-factor; yaw torque low-passed at ``MC_YAW_TQ_CUTOFF``.
+6. **Mixer** (PX4 ``control_allocator``, pseudo-inverse with PX4's
+   normalisation): normalised torque and collective thrust -> per-rotor
+   thrust in [0, 1] with airmode-off desaturation (thrust is only ever
+   reduced; roll/pitch, then yaw, are scaled back to fit), then the thrust
+   model ``THR_MDL_FAC`` -> motor command ``u``.
+
+Differences from PX4 (documented rather than hidden): no EKF (the controller
+reads the true state), no land detector or takeoff ramp, no hover-thrust
+estimator (``MPC_THR_HOVER`` defaults to the exact value from mass and
+``k_f``), first-order instead of second-order derivative filters, a simplified
+desaturation, and no mixer-saturation feedback into the rate integrator.
+``MPC_ACC_HOR`` does not limit offboard velocity control in PX4 (it shapes
+the auto/position-mode trajectory generators); it is applied here only with
+``limit_acc_hor=True``.
+
+Gains and limits are PX4 defaults (``src/modules/mc_pos_control``,
+``mc_att_control``, ``mc_rate_control`` parameter files; MC_ROLL_P/MC_PITCH_P
+6.5 as in the PX4 v1.14-v1.16 releases).
+
+Frames: world ENU, body FLU, quaternions wxyz body -> world. PX4's maths is
+frame-agnostic once written with "up" thrust, so ENU/FLU is used throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from flyby.config import cfg_field, check
+from flyby.dynamics.multirotor import STANDARD_GRAVITY, DroneState, MultirotorCfg, quat_wxyz_to_rot
+
+__all__ = ["CascadeCfg", "CascadeController", "px4_mixer_matrix"]
+
+_MEMORY_SIZE = 20  # floats of controller state per drone
+
+
+@dataclass(kw_only=True)
+class CascadeCfg:
+    """PX4 default gains and limits; field names are the lower-case PX4 parameter names."""
+
+    # mc_pos_control: velocity PID (multicopter_position_control_gain_params)
+    mpc_xy_vel_p_acc: float = cfg_field(1.8, gt=0.0)  # (m/s^2)/(m/s), MPC_XY_VEL_P_ACC
+    mpc_xy_vel_i_acc: float = cfg_field(0.4, ge=0.0)  # (m/s^2)/m, MPC_XY_VEL_I_ACC
+    mpc_xy_vel_d_acc: float = cfg_field(0.2, ge=0.0)  # (m/s^2)/(m/s^2), MPC_XY_VEL_D_ACC
+    mpc_z_vel_p_acc: float = cfg_field(4.0, gt=0.0)  # (m/s^2)/(m/s), MPC_Z_VEL_P_ACC
+    mpc_z_vel_i_acc: float = cfg_field(2.0, ge=0.0)  # (m/s^2)/m, MPC_Z_VEL_I_ACC
+    mpc_z_vel_d_acc: float = cfg_field(0.0, ge=0.0)  # (m/s^2)/(m/s^2), MPC_Z_VEL_D_ACC
+    mpc_veld_lp: float = cfg_field(5.0, gt=0.0)  # Hz, MPC_VELD_LP, velocity derivative low-pass
+    # mc_pos_control: limits (multicopter_position_control_limits_params)
+    mpc_xy_vel_max: float = cfg_field(12.0, gt=0.0)  # m/s, MPC_XY_VEL_MAX, horizontal setpoint limit
+    mpc_z_vel_max_up: float = cfg_field(3.0, gt=0.0)  # m/s, MPC_Z_VEL_MAX_UP, climb setpoint limit
+    mpc_z_vel_max_dn: float = cfg_field(1.5, gt=0.0)  # m/s, MPC_Z_VEL_MAX_DN, descent setpoint limit
+    mpc_tiltmax_air: float = cfg_field(45.0, gt=0.0, lt=89.0)  # deg, MPC_TILTMAX_AIR
+    mpc_acc_hor: float = cfg_field(3.0, gt=0.0)  # m/s^2, MPC_ACC_HOR (only with limit_acc_hor)
+    limit_acc_hor: bool = False  # clamp the xy acceleration setpoint to mpc_acc_hor (PX4 offboard: no)
+    mpc_thr_hover: float | None = cfg_field(None, gt=0.0, lt=1.0)  # 1, MPC_THR_HOVER; None: from mass, k_f
+    mpc_thr_min: float = cfg_field(0.12, ge=0.0, lt=1.0)  # 1, MPC_THR_MIN, collective thrust floor
+    mpc_thr_max: float = cfg_field(1.0, gt=0.0, le=1.0)  # 1, MPC_THR_MAX, collective thrust ceiling
+    mpc_thr_xy_marg: float = cfg_field(0.3, ge=0.0, le=0.5)  # 1, MPC_THR_XY_MARG, thrust kept for xy
+    # mc_att_control (mc_att_control_params)
+    mc_roll_p: float = cfg_field(6.5, ge=0.0)  # (rad/s)/rad, MC_ROLL_P
+    mc_pitch_p: float = cfg_field(6.5, ge=0.0)  # (rad/s)/rad, MC_PITCH_P
+    mc_yaw_p: float = cfg_field(2.8, ge=0.0)  # (rad/s)/rad, MC_YAW_P
+    mc_yaw_weight: float = cfg_field(0.4, gt=0.0, le=1.0)  # 1, MC_YAW_WEIGHT, yaw vs roll/pitch priority
+    mc_rollrate_max: float = cfg_field(220.0, gt=0.0)  # deg/s, MC_ROLLRATE_MAX
+    mc_pitchrate_max: float = cfg_field(220.0, gt=0.0)  # deg/s, MC_PITCHRATE_MAX
+    mc_yawrate_max: float = cfg_field(200.0, gt=0.0)  # deg/s, MC_YAWRATE_MAX (also the yaw-rate setpoint)
+    # mc_rate_control (mc_rate_control_params); MC_*RATE_K = 1, MC_*RATE_FF = 0
+    mc_rollrate_p: float = cfg_field(0.15, ge=0.0)  # 1/(rad/s), MC_ROLLRATE_P
+    mc_rollrate_i: float = cfg_field(0.2, ge=0.0)  # 1/rad, MC_ROLLRATE_I
+    mc_rollrate_d: float = cfg_field(0.003, ge=0.0)  # 1/(rad/s^2), MC_ROLLRATE_D
+    mc_rr_int_lim: float = cfg_field(0.3, ge=0.0)  # 1, MC_RR_INT_LIM
+    mc_pitchrate_p: float = cfg_field(0.15, ge=0.0)  # 1/(rad/s), MC_PITCHRATE_P
+    mc_pitchrate_i: float = cfg_field(0.2, ge=0.0)  # 1/rad, MC_PITCHRATE_I
+    mc_pitchrate_d: float = cfg_field(0.003, ge=0.0)  # 1/(rad/s^2), MC_PITCHRATE_D
+    mc_pr_int_lim: float = cfg_field(0.3, ge=0.0)  # 1, MC_PR_INT_LIM
+    mc_yawrate_p: float = cfg_field(0.2, ge=0.0)  # 1/(rad/s), MC_YAWRATE_P
+    mc_yawrate_i: float = cfg_field(0.1, ge=0.0)  # 1/rad, MC_YAWRATE_I
+    mc_yawrate_d: float = cfg_field(0.0, ge=0.0)  # 1/(rad/s^2), MC_YAWRATE_D
+    mc_yr_int_lim: float = cfg_field(0.3, ge=0.0)  # 1, MC_YR_INT_LIM
+    mc_yaw_tq_cutoff: float = cfg_field(2.0, ge=0.0)  # Hz, MC_YAW_TQ_CUTOFF, yaw torque low-pass (0: off)
+    imu_dgyro_cutoff: float = cfg_field(20.0, gt=0.0)  # Hz, IMU_DGYRO_CUTOFF, angular accel. low-pass
+    # control_allocator
+    thr_mdl_fac: float = cfg_field(0.0, ge=0.0, le=1.0)  # 1, THR_MDL_FAC: rotor thrust = f u^2 + (1 - f) u
+    # flyby: yaw setpoint handling (not PX4 parameters)
+    integrate_yaw_sp: bool = False  # hold a yaw setpoint integrated from the rate (PX4 offboard: no)
+    yaw_error_max_rad: float = cfg_field(0.5, gt=0.0, le=math.pi)  # rad, integrated setpoint's error bound
+
+
+def px4_mixer_matrix(multirotor: MultirotorCfg) -> np.ndarray:
+    """PX4's normalised allocation matrix for the airframe's rotor geometry.
+
+    The effectiveness of each rotor (rows roll, pitch, yaw torque and thrust in
+    the body FLU frame, per unit rotor thrust) is inverted by pseudo-inverse and
+    normalised as PX4's ``ControlAllocationPseudoInverse`` does: roll and pitch
+    columns share one scale (``sqrt(|col|^2 / (nonzero / 2))``), yaw is scaled
+    by its largest entry and thrust by the mean rotor thrust norm.
+
+    Returns:
+        (4, 4) float64: per-rotor normalised thrust = matrix @ (roll, pitch, yaw, thrust).
+    """
+    pos = np.asarray(multirotor.rotor_pos_b, dtype=np.float64)
+    spin = np.asarray(multirotor.rotor_dir, dtype=np.float64)
+    effectiveness = np.stack([pos[:, 1], -pos[:, 0], -spin * multirotor.k_m, np.ones(4)])
+    mix = np.linalg.pinv(effectiveness)
+    nonzero_r = np.count_nonzero(np.abs(mix[:, 0]) > 1e-3)
+    nonzero_p = np.count_nonzero(np.abs(mix[:, 1]) > 1e-3)
+    rp_scale = max(
+        math.sqrt(float(mix[:, 0] @ mix[:, 0]) / (nonzero_r / 2.0)),
+        math.sqrt(float(mix[:, 1] @ mix[:, 1]) / (nonzero_p / 2.0)),
+    )
+    mix[:, :2] /= rp_scale
+    mix[:, 2] /= mix[:, 2].max()
+    mix[:, 3] /= np.abs(mix[:, 3]).mean()
+    mix[np.abs(mix) < 1e-3] = 0.0
+    return mix
+
+
+class CascadeController:
+    """Batched PX4-style cascade for ``num_drones`` multirotors (see the module docstring).
+
+    Args:
+        cfg: gains and limits (PX4 defaults).
+        multirotor: the airframe (mass and ``k_f`` give the hover thrust, rotor
+            geometry the mixer).
+        num_drones: N >= 1.
+
+    Raises:
+        ConfigError: invalid ``cfg`` or ``multirotor``.
+        ValueError: ``num_drones`` < 1.
+    """
+
+    def __init__(self, cfg: CascadeCfg, multirotor: MultirotorCfg, num_drones: int) -> None:
+        self.cfg = check(cfg)
+        self.multirotor = check(multirotor)
+        if int(num_drones) < 1:
+            raise ValueError(f"num_drones must be >= 1, got {num_drones}")
+        n = self.num_drones = int(num_drones)
+        c = cfg
+        if c.mpc_thr_hover is None:
+            u = multirotor.hover_u
+            self.thr_hover = c.thr_mdl_fac * u * u + (1.0 - c.thr_mdl_fac) * u
+        else:
+            self.thr_hover = float(c.mpc_thr_hover)
+        self._vel_p = np.array([c.mpc_xy_vel_p_acc, c.mpc_xy_vel_p_acc, c.mpc_z_vel_p_acc])
+        self._vel_i = np.array([c.mpc_xy_vel_i_acc, c.mpc_xy_vel_i_acc, c.mpc_z_vel_i_acc])
+        self._vel_d = np.array([c.mpc_xy_vel_d_acc, c.mpc_xy_vel_d_acc, c.mpc_z_vel_d_acc])
+        self._att_p = np.array([c.mc_roll_p, c.mc_pitch_p, c.mc_yaw_p / c.mc_yaw_weight])
+        self._rate_max = np.radians([c.mc_rollrate_max, c.mc_pitchrate_max, c.mc_yawrate_max])
+        self._rate_p = np.array([c.mc_rollrate_p, c.mc_pitchrate_p, c.mc_yawrate_p])
+        self._rate_i = np.array([c.mc_rollrate_i, c.mc_pitchrate_i, c.mc_yawrate_i])
+        self._rate_d = np.array([c.mc_rollrate_d, c.mc_pitchrate_d, c.mc_yawrate_d])
+        self._rate_int_lim = np.array([c.mc_rr_int_lim, c.mc_pr_int_lim, c.mc_yr_int_lim])
+        self._vel_sp_hi = np.array([np.inf, np.inf, c.mpc_z_vel_max_up])
+        self._vel_sp_lo = np.array([-np.inf, -np.inf, -c.mpc_z_vel_max_dn])
+        self._inv_rate_400 = 1.0 / math.radians(400.0)  # PX4 RateControl I-factor scale
+        self._cos_tilt_max = math.cos(math.radians(c.mpc_tiltmax_air))
+        self._sin_tilt_max = math.sin(math.radians(c.mpc_tiltmax_air))
+        mix = px4_mixer_matrix(multirotor)
+        self._mix_rp = np.ascontiguousarray(mix[:, :2].T)  # (2, 4)
+        self._mix_yaw = mix[:, 2].copy()  # (4,)
+        self._mix_thrust = mix[:, 3].copy()  # (4,)
+
+        # Controller state: one (N, 20) float64 array (one read and one write per call on the
+        # single-drone path), exposed as (N, ...) views.
+        self._memory = np.zeros((n, _MEMORY_SIZE))
+        mem = self._memory
+        self.vel_int = mem[:, 0:3]  # m/s^2, velocity integrator (PX4 _vel_int)
+        self.vel_dot = mem[:, 3:6]  # m/s^2, filtered velocity derivative
+        self.rate_int = mem[:, 6:9]  # 1, rate integrator (PX4 _rate_int)
+        self.ang_acc = mem[:, 9:12]  # rad/s^2, filtered angular acceleration
+        self.yaw_torque = mem[:, 12]  # 1, low-passed yaw torque
+        self.yaw_sp = mem[:, 13]  # rad, yaw setpoint of the last update
+        self._vel_prev = mem[:, 14:17]  # m/s, velocity of the last update
+        self._rate_prev = mem[:, 17:20]  # rad/s, body rate of the last update
+        self._fresh = np.ones(n, dtype=bool)  # take the first state as "previous" after a reset
+        self._scalar_cfg: _ScalarCfg | None = None
+        # Diagnostics of the last update: acceleration, thrust, rate and torque setpoints.
+        self._last: tuple = (np.zeros((n, 3)),) * 4
+
+    def reset(self, ids: np.ndarray | None = None) -> None:
+        """Clear integrators and filters of drones ``ids`` (all when None).
+
+        The next :meth:`update` takes their state as the filters' previous value
+        and their current heading as the yaw setpoint.
+        """
+        idx = slice(None) if ids is None else np.asarray(ids)
+        self._memory[idx] = 0.0
+        self._fresh[idx] = True
+
+    def update(
+        self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
+    ) -> np.ndarray:
+        """One control step: velocity setpoint -> motor commands.
+
+        One drone runs a scalar (plain Python float) copy of the batched numpy
+        code, about ten times faster at N = 1; the two agree to rounding
+        (tests/control/test_cascade.py checks it).
+
+        Args:
+            vel_sp_w: (N, 3) velocity setpoint, m/s, world ENU (clamped to the MPC_* limits).
+            yaw_rate_sp: (N,) yaw-rate setpoint, rad/s, counter-clockwise seen from above
+                (clamped to MC_YAWRATE_MAX).
+            state: the drones' state (true state; PX4 would use its EKF's estimate).
+            dt: seconds since the last update, > 0 (call once per physics step: 0.004 s).
+
+        Returns:
+            (N, 4) float64 normalised motor commands in [0, 1], PX4 motor order.
+
+        Raises:
+            ValueError: wrong shapes or ``dt`` <= 0.
+        """
+        if self.num_drones == 1:
+            return self._update_single(vel_sp_w, yaw_rate_sp, state, dt)
+        return self._update_batch(vel_sp_w, yaw_rate_sp, state, dt)
+
+    @property
+    def last_acc_sp_w(self) -> np.ndarray:
+        """(N, 3) acceleration setpoint of the last update, m/s^2, world ENU."""
+        return np.array(self._last[0], dtype=np.float64).reshape(self.num_drones, 3)
+
+    @property
+    def last_thrust_sp_w(self) -> np.ndarray:
+        """(N, 3) normalised thrust vector of the last update, world ENU."""
+        return np.array(self._last[1], dtype=np.float64).reshape(self.num_drones, 3)
+
+    @property
+    def last_rate_sp_b(self) -> np.ndarray:
+        """(N, 3) body-rate setpoint of the last update, rad/s, body FLU."""
+        return np.array(self._last[2], dtype=np.float64).reshape(self.num_drones, 3)
+
+    @property
+    def last_torque_sp_b(self) -> np.ndarray:
+        """(N, 3) normalised torque setpoint of the last update, body FLU."""
+        return np.array(self._last[3], dtype=np.float64).reshape(self.num_drones, 3)
+
+    def _update_batch(
+        self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
+    ) -> np.ndarray:
+        """Batched numpy implementation of :meth:`update`."""
+        # Written for few, large numpy operations: at N = 1 the cost is the number of calls.
+        n = self.num_drones
+        c = self.cfg
+        g = STANDARD_GRAVITY
+        vel_sp = np.array(vel_sp_w, dtype=np.float64)  # a copy: clamped in place
+        yaw_rate = np.asarray(yaw_rate_sp, dtype=np.float64)
+        if vel_sp.shape != (n, 3) or yaw_rate.shape != (n,):
+            raise ValueError(
+                f"expected vel_sp_w ({n}, 3) and yaw_rate_sp ({n},); got {vel_sp.shape} and {yaw_rate.shape}"
+            )
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 seconds, got {dt}")
+        vel = state.lin_vel_w
+        rate = state.ang_vel_b
+        rot = quat_wxyz_to_rot(state.quat_wxyz)  # (N, 3, 3) R_wb
+        yaw = np.arctan2(rot[:, 1, 0], rot[:, 0, 0])
+        if self._fresh.any():
+            f = self._fresh
+            self._vel_prev[f] = vel[f]
+            self._rate_prev[f] = rate[f]
+            self.yaw_sp[f] = yaw[f]
+            f[:] = False
+
+        # ---- 1. velocity setpoint limits (PositionControl::_positionControl)
+        speed_xy = np.hypot(vel_sp[:, 0], vel_sp[:, 1])
+        if (speed_xy > c.mpc_xy_vel_max).any():
+            vel_sp[:, :2] *= np.minimum(c.mpc_xy_vel_max / np.maximum(speed_xy, 1e-9), 1.0)[:, None]
+        np.minimum(vel_sp, self._vel_sp_hi, out=vel_sp)
+        np.maximum(vel_sp, self._vel_sp_lo, out=vel_sp)
+
+        # velocity derivative, first-order low-pass at MPC_VELD_LP
+        vel_dot = self.vel_dot
+        vel_dot += (1.0 - math.exp(-2.0 * math.pi * c.mpc_veld_lp * dt)) * (
+            (vel - self._vel_prev) / dt - vel_dot
+        )
+        self._vel_prev[:] = vel
+
+        # ---- 2. velocity PID -> acceleration (PositionControl::_velocityControl)
+        vel_err = vel_sp - vel
+        acc_sp = vel_err * self._vel_p
+        acc_sp += self.vel_int
+        acc_sp -= vel_dot * self._vel_d
+        if c.limit_acc_hor:
+            acc_xy = np.hypot(acc_sp[:, 0], acc_sp[:, 1])
+            acc_sp[:, :2] *= np.minimum(c.mpc_acc_hor / np.maximum(acc_xy, 1e-9), 1.0)[:, None]
+
+        # acceleration -> thrust vector (PositionControl::_accelerationControl)
+        body_z = acc_sp.copy()
+        body_z[:, 2] = g
+        body_z /= np.sqrt(np.einsum("ij,ij->i", body_z, body_z))[:, None]
+        tilted = body_z[:, 2] < self._cos_tilt_max  # ControlMath::limitTilt
+        if tilted.any():
+            h = body_z[tilted, :2]
+            h *= (self._sin_tilt_max / np.hypot(h[:, 0], h[:, 1]))[:, None]
+            body_z[tilted, :2] = h
+            body_z[tilted, 2] = self._cos_tilt_max
+        hover = self.thr_hover
+        collective = acc_sp[:, 2] + g
+        collective *= hover / g
+        collective /= body_z[:, 2]
+        np.maximum(collective, c.mpc_thr_min, out=collective)
+        thr = body_z * collective[:, None]
+
+        # vertical integrator anti-windup
+        thr_max = c.mpc_thr_max
+        thr_z = thr[:, 2]
+        stop_z = ((thr_z <= c.mpc_thr_min) & (vel_err[:, 2] <= 0.0)) | (
+            (thr_z >= thr_max) & (vel_err[:, 2] >= 0.0)
+        )
+        if stop_z.any():
+            vel_err[stop_z, 2] = 0.0
+        # vertical priority with a horizontal margin
+        thr_xy2 = np.einsum("ij,ij->i", thr[:, :2], thr[:, :2])
+        allocated_xy = np.minimum(thr_xy2, c.mpc_thr_xy_marg**2)
+        np.minimum(thr_z, np.sqrt(thr_max * thr_max - allocated_xy), out=thr_z)
+        thr_max_xy2 = thr_max * thr_max - thr_z * thr_z
+        sat_xy = thr_xy2 > thr_max_xy2
+        if sat_xy.any():
+            thr[sat_xy, :2] *= np.sqrt(np.maximum(thr_max_xy2[sat_xy], 0.0) / thr_xy2[sat_xy])[:, None]
+        # horizontal tracking anti-windup (Rundqwist): only where the output saturated
+        acc_prod_xy = thr[:, :2] * (g / hover)
+        acc_sp_xy = acc_sp[:, :2]
+        limited = np.einsum("ij,ij->i", acc_sp_xy, acc_sp_xy) > np.einsum(
+            "ij,ij->i", acc_prod_xy, acc_prod_xy
+        )
+        if limited.any():
+            vel_err[limited, :2] -= (2.0 / c.mpc_xy_vel_p_acc) * (acc_sp_xy[limited] - acc_prod_xy[limited])
+        vel_err *= self._vel_i
+        vel_err *= dt
+        self.vel_int += vel_err
+        vel_int_z = self.vel_int[:, 2]
+        np.minimum(vel_int_z, g, out=vel_int_z)
+        np.maximum(vel_int_z, -g, out=vel_int_z)
+
+        # ---- 3. attitude setpoint: thrust direction + integrated yaw (PX4 bodyzToAttitude)
+        rate_max = self._rate_max
+        yaw_rate = np.minimum(np.maximum(yaw_rate, -rate_max[2]), rate_max[2])
+        if c.integrate_yaw_sp:
+            yaw_err = (self.yaw_sp + yaw_rate * dt - yaw + math.pi) % (2.0 * math.pi) - math.pi
+            np.minimum(yaw_err, c.yaw_error_max_rad, out=yaw_err)
+            np.maximum(yaw_err, -c.yaw_error_max_rad, out=yaw_err)
+            yaw_sp = (yaw + yaw_err + math.pi) % (2.0 * math.pi) - math.pi
+        else:  # PX4 offboard with yaw = NaN: yaw setpoint = current heading, the rate is feed-forward
+            yaw_sp = yaw
+        self.yaw_sp[:] = yaw_sp
+        collective = np.sqrt(np.einsum("ij,ij->i", thr, thr))
+        z_d = thr / collective[:, None]
+        # x_d = normalise(y_C x z_d), y_C = (-sin yaw, cos yaw, 0); columns [x_d, z_d] in (N, 3, 2)
+        cy, sy = np.cos(yaw_sp), np.sin(yaw_sp)
+        xz = np.empty((n, 3, 2))
+        xz[:, 0, 0] = cy * z_d[:, 2]
+        xz[:, 1, 0] = sy * z_d[:, 2]
+        xz[:, 2, 0] = -(sy * z_d[:, 1] + cy * z_d[:, 0])
+        xz[:, :, 0] /= np.sqrt(z_d[:, 2] * z_d[:, 2] + xz[:, 2, 0] * xz[:, 2, 0])[:, None]
+        xz[:, :, 1] = z_d
+
+        # ---- 4. attitude control (AttitudeControl::update with MC_REF_FF = 0), in closed form:
+        # x_e, z_b: desired x and z axes in the body frame. The tilt error q_tb takes e_z to
+        # z_b; the remaining rotation about z (angle delta) is weighted by MC_YAW_WEIGHT:
+        # q_err = q_tb * (cos(w delta / 2), 0, 0, sin(w delta / 2)), rate_sp = 2 q_err.xyz * P.
+        e = np.matmul(rot.transpose(0, 2, 1), xz)
+        zb0, zb1, zb2 = e[:, 0, 1], e[:, 1, 1], e[:, 2, 1]
+        v0, v1, v2 = e[:, 0, 0], e[:, 1, 0], e[:, 2, 0]
+        one_c = np.maximum(1.0 + zb2, 1e-9)
+        # R_tb^T x_e by Rodrigues with u = z_b x e_z = (zb1, -zb0, 0), cos = zb2
+        uv = (zb1 * v0 - zb0 * v1) / one_c
+        xp0 = zb2 * v0 - zb0 * v2 + zb1 * uv
+        xp1 = zb2 * v1 - zb1 * v2 - zb0 * uv
+        half_yaw = (0.5 * c.mc_yaw_weight) * np.arctan2(xp1, xp0)
+        cos_h, sin_h = np.cos(half_yaw), np.sin(half_yaw)
+        inv_norm = 2.0 / np.sqrt(2.0 * one_c)  # 2 / |q_tb| before normalisation
+        rate_sp = np.empty((n, 3))
+        rate_sp[:, 0] = (zb0 * sin_h - zb1 * cos_h) * inv_norm
+        rate_sp[:, 1] = (zb0 * cos_h + zb1 * sin_h) * inv_norm
+        rate_sp[:, 2] = one_c * sin_h * inv_norm
+        rate_sp *= self._att_p
+        # yaw-rate feed-forward: world z in the body frame is the third row of R_wb
+        rate_sp += rot[:, 2, :] * yaw_rate[:, None]
+        np.minimum(rate_sp, rate_max, out=rate_sp)
+        np.maximum(rate_sp, -rate_max, out=rate_sp)
+
+        # ---- 5. rate control (RateControl::update)
+        ang_acc = self.ang_acc
+        ang_acc += (1.0 - math.exp(-2.0 * math.pi * c.imu_dgyro_cutoff * dt)) * (
+            (rate - self._rate_prev) / dt - ang_acc
+        )
+        self._rate_prev[:] = rate
+        rate_err = rate_sp - rate
+        torque = rate_err * self._rate_p
+        torque += self.rate_int
+        torque -= ang_acc * self._rate_d
+        i_factor = rate_err * self._inv_rate_400
+        i_factor *= i_factor
+        np.maximum(1.0 - i_factor, 0.0, out=i_factor)
+        i_factor *= rate_err
+        i_factor *= self._rate_i * dt
+        rate_int = self.rate_int
+        rate_int += i_factor
+        np.minimum(rate_int, self._rate_int_lim, out=rate_int)
+        np.maximum(rate_int, -self._rate_int_lim, out=rate_int)
+        if c.mc_yaw_tq_cutoff > 0.0:
+            self.yaw_torque += (1.0 - math.exp(-2.0 * math.pi * c.mc_yaw_tq_cutoff * dt)) * (
+                torque[:, 2] - self.yaw_torque
+            )
+            torque[:, 2] = self.yaw_torque
+        np.minimum(torque, 1.0, out=torque)
+        np.maximum(torque, -1.0, out=torque)
+
+        self._last = (acc_sp, thr, rate_sp, torque)
+        return self._mix(torque, collective)
+
+    def _update_single(
+        self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
+    ) -> np.ndarray:
+        """Scalar implementation of :meth:`update` for one drone: the batched code line by line."""
+        vel_sp = np.asarray(vel_sp_w, dtype=np.float64)
+        yaw_rate_arr = np.asarray(yaw_rate_sp, dtype=np.float64)
+        if vel_sp.shape != (1, 3) or yaw_rate_arr.shape != (1,):
+            raise ValueError(
+                f"expected vel_sp_w (1, 3) and yaw_rate_sp (1,); got {vel_sp.shape} and {yaw_rate_arr.shape}"
+            )
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 seconds, got {dt}")
+        k = self._scalar_cfg or self._make_scalar_cfg()
+        c = self.cfg
+        g = STANDARD_GRAVITY
+        sx, sy, sz = vel_sp[0].tolist()
+        yr = float(yaw_rate_arr[0])
+        qw, qx, qy, qz = np.asarray(state.quat_wxyz, dtype=np.float64)[0].tolist()
+        vx, vy, vz = np.asarray(state.lin_vel_w, dtype=np.float64)[0].tolist()
+        wx, wy, wz = np.asarray(state.ang_vel_b, dtype=np.float64)[0].tolist()
+        (ix, iy, iz, dx, dy, dz, rix, riy, riz, aax, aay, aaz, ytq, ysp, pvx, pvy, pvz, pwx, pwy, pwz) = (
+            self._memory[0].tolist()
+        )
+        # R_wb, homogeneous quadratic form (as quat_wxyz_to_rot)
+        ww, xx, yy, zz = qw * qw, qx * qx, qy * qy, qz * qz
+        r00 = ww + xx - yy - zz
+        r10 = 2.0 * (qx * qy + qw * qz)
+        r20 = 2.0 * (qx * qz - qw * qy)
+        r01 = 2.0 * (qx * qy - qw * qz)
+        r11 = ww - xx + yy - zz
+        r21 = 2.0 * (qy * qz + qw * qx)
+        r02 = 2.0 * (qx * qz + qw * qy)
+        r12 = 2.0 * (qy * qz - qw * qx)
+        r22 = ww - xx - yy + zz
+        yaw = math.atan2(r10, r00)
+        if self._fresh[0]:
+            pvx, pvy, pvz = vx, vy, vz
+            pwx, pwy, pwz = wx, wy, wz
+            ysp = yaw
+            self._fresh[0] = False
+
+        # 1. velocity setpoint limits
+        speed_xy = math.hypot(sx, sy)
+        if speed_xy > c.mpc_xy_vel_max:
+            f = min(c.mpc_xy_vel_max / max(speed_xy, 1e-9), 1.0)
+            sx *= f
+            sy *= f
+        sz = max(min(sz, c.mpc_z_vel_max_up), -c.mpc_z_vel_max_dn)
+        alpha = 1.0 - math.exp(-2.0 * math.pi * c.mpc_veld_lp * dt)
+        dx += alpha * ((vx - pvx) / dt - dx)
+        dy += alpha * ((vy - pvy) / dt - dy)
+        dz += alpha * ((vz - pvz) / dt - dz)
+        pvx, pvy, pvz = vx, vy, vz
+
+        # 2. velocity PID -> acceleration
+        ex, ey, ez = sx - vx, sy - vy, sz - vz
+        ax = ex * k.vel_p_xy + ix - dx * k.vel_d_xy
+        ay = ey * k.vel_p_xy + iy - dy * k.vel_d_xy
+        az = ez * k.vel_p_z + iz - dz * k.vel_d_z
+        if c.limit_acc_hor:
+            f = min(c.mpc_acc_hor / max(math.hypot(ax, ay), 1e-9), 1.0)
+            ax *= f
+            ay *= f
+        norm = math.sqrt(ax * ax + ay * ay + g * g)
+        bx, by, bz = ax / norm, ay / norm, g / norm
+        if bz < k.cos_tilt_max:
+            f = k.sin_tilt_max / math.hypot(bx, by)
+            bx *= f
+            by *= f
+            bz = k.cos_tilt_max
+        hover = self.thr_hover
+        collective = max((az + g) * (hover / g) / bz, c.mpc_thr_min)
+        tx, ty, tz = bx * collective, by * collective, bz * collective
+        thr_max = c.mpc_thr_max
+        if (tz <= c.mpc_thr_min and ez <= 0.0) or (tz >= thr_max and ez >= 0.0):
+            ez = 0.0
+        thr_xy2 = tx * tx + ty * ty
+        tz = min(tz, math.sqrt(thr_max * thr_max - min(thr_xy2, c.mpc_thr_xy_marg**2)))
+        thr_max_xy2 = thr_max * thr_max - tz * tz
+        if thr_xy2 > thr_max_xy2:
+            f = math.sqrt(max(thr_max_xy2, 0.0) / thr_xy2)
+            tx *= f
+            ty *= f
+        px, py = tx * (g / hover), ty * (g / hover)
+        if ax * ax + ay * ay > px * px + py * py:
+            ex -= (2.0 / c.mpc_xy_vel_p_acc) * (ax - px)
+            ey -= (2.0 / c.mpc_xy_vel_p_acc) * (ay - py)
+        ix += ex * k.vel_i_xy * dt
+        iy += ey * k.vel_i_xy * dt
+        iz = max(min(iz + ez * k.vel_i_z * dt, g), -g)
+
+        # 3. attitude setpoint
+        yr = max(min(yr, k.rate_max_z), -k.rate_max_z)
+        if c.integrate_yaw_sp:
+            yaw_err = (ysp + yr * dt - yaw + math.pi) % (2.0 * math.pi) - math.pi
+            yaw_err = max(min(yaw_err, c.yaw_error_max_rad), -c.yaw_error_max_rad)
+            ysp = (yaw + yaw_err + math.pi) % (2.0 * math.pi) - math.pi
+        else:
+            ysp = yaw
+        collective = math.sqrt(tx * tx + ty * ty + tz * tz)
+        z0, z1, z2 = tx / collective, ty / collective, tz / collective
+        cy, sy_ = math.cos(ysp), math.sin(ysp)
+        x2 = -(sy_ * z1 + cy * z0)
+        nx = math.sqrt(z2 * z2 + x2 * x2)
+        x0, x1, x2 = cy * z2 / nx, sy_ * z2 / nx, x2 / nx
+
+        # 4. attitude control (closed form, see _update_batch)
+        v0 = r00 * x0 + r10 * x1 + r20 * x2
+        v1 = r01 * x0 + r11 * x1 + r21 * x2
+        v2 = r02 * x0 + r12 * x1 + r22 * x2
+        zb0 = r00 * z0 + r10 * z1 + r20 * z2
+        zb1 = r01 * z0 + r11 * z1 + r21 * z2
+        zb2 = r02 * z0 + r12 * z1 + r22 * z2
+        one_c = max(1.0 + zb2, 1e-9)
+        uv = (zb1 * v0 - zb0 * v1) / one_c
+        xp0 = zb2 * v0 - zb0 * v2 + zb1 * uv
+        xp1 = zb2 * v1 - zb1 * v2 - zb0 * uv
+        half_yaw = (0.5 * c.mc_yaw_weight) * math.atan2(xp1, xp0)
+        cos_h, sin_h = math.cos(half_yaw), math.sin(half_yaw)
+        inv_norm = 2.0 / math.sqrt(2.0 * one_c)
+        rsx = (zb0 * sin_h - zb1 * cos_h) * inv_norm * k.att_p[0] + r20 * yr
+        rsy = (zb0 * cos_h + zb1 * sin_h) * inv_norm * k.att_p[1] + r21 * yr
+        rsz = one_c * sin_h * inv_norm * k.att_p[2] + r22 * yr
+        rm = k.rate_max
+        rsx = max(min(rsx, rm[0]), -rm[0])
+        rsy = max(min(rsy, rm[1]), -rm[1])
+        rsz = max(min(rsz, rm[2]), -rm[2])
+
+        # 5. rate control
+        alpha = 1.0 - math.exp(-2.0 * math.pi * c.imu_dgyro_cutoff * dt)
+        aax += alpha * ((wx - pwx) / dt - aax)
+        aay += alpha * ((wy - pwy) / dt - aay)
+        aaz += alpha * ((wz - pwz) / dt - aaz)
+        pwx, pwy, pwz = wx, wy, wz
+        p, i_gain, d, lim = k.rate_p, k.rate_i, k.rate_d, k.rate_int_lim
+        errs = (rsx - wx, rsy - wy, rsz - wz)
+        torque = [
+            errs[0] * p[0] + rix - aax * d[0],
+            errs[1] * p[1] + riy - aay * d[1],
+            errs[2] * p[2] + riz - aaz * d[2],
+        ]
+        ints = [rix, riy, riz]
+        for j in range(3):
+            fi = errs[j] * self._inv_rate_400
+            fi = max(1.0 - fi * fi, 0.0) * errs[j] * (i_gain[j] * dt)
+            ints[j] = max(min(ints[j] + fi, lim[j]), -lim[j])
+        rix, riy, riz = ints
+        if c.mc_yaw_tq_cutoff > 0.0:
+            ytq += (1.0 - math.exp(-2.0 * math.pi * c.mc_yaw_tq_cutoff * dt)) * (torque[2] - ytq)
+            torque[2] = ytq
+        t0, t1, t2 = (max(min(t, 1.0), -1.0) for t in torque)
+
+        self._memory[0] = (
+            ix,
+            iy,
+            iz,
+            dx,
+            dy,
+            dz,
+            rix,
+            riy,
+            riz,
+            aax,
+            aay,
+            aaz,
+            ytq,
+            ysp,
+            pvx,
+            pvy,
+            pvz,
+            pwx,
+            pwy,
+            pwz,
+        )
+        self._last = ((ax, ay, az), (tx, ty, tz), (rsx, rsy, rsz), (t0, t1, t2))
+
+        # 6. mixer (as _mix)
+        base = [collective * m for m in k.mix_thrust]
+        rp = [t0 * m0 + t1 * m1 for m0, m1 in k.mix_rp]
+        t = [b + r for b, r in zip(base, rp)]
+        if max(t) > 1.0 or min(t) < 0.0:
+            rp_max, rp_min = max(rp), min(rp)
+            span = max(rp_max - rp_min, 1.0)
+            rp = [r / span for r in rp]
+            rp_max /= span
+            rp_min /= span
+            shift = max(base[0] + rp_max - 1.0, 0.0)
+            base = [b - shift for b in base]
+            if base[0] + rp_min < 0.0:
+                k_rp = base[0] / -rp_min
+                rp = [r * k_rp for r in rp]
+            t = [b + r for b, r in zip(base, rp)]
+        y = [t2 * m for m in k.mix_yaw]
+        out = [a + b for a, b in zip(t, y)]
+        if max(out) > 1.0 or min(out) < 0.0:
+            room = min(
+                (1.0 - ti) / yi if yi > 0.0 else (ti / -yi if yi < 0.0 else math.inf) for ti, yi in zip(t, y)
+            )
+            k_y = min(max(room, 0.0), 1.0)
+            out = [ti + yi * k_y for ti, yi in zip(t, y)]
+        out = [max(min(o, 1.0), 0.0) for o in out]
+        f = c.thr_mdl_fac
+        if f > 0.0:
+            out = [(math.sqrt((1.0 - f) ** 2 + 4.0 * f * o) - (1.0 - f)) / (2.0 * f) for o in out]
+        return np.array([out])
+
+    def _make_scalar_cfg(self) -> _ScalarCfg:
+        self._scalar_cfg = _ScalarCfg(self)
+        return self._scalar_cfg
+
+    def _mix(self, torque: np.ndarray, collective: np.ndarray) -> np.ndarray:
+        """Normalised torque (N, 3) and collective thrust (N,) -> motor commands (N, 4) in [0, 1].
+
+        Airmode off (PX4's default): roll/pitch spread at most the full range, thrust is
+        reduced (never raised) to fit the top, roll/pitch are scaled back to fit the
+        bottom, then yaw is scaled to the head-room left.
+        """
+        base = collective[:, None] * self._mix_thrust  # (N, 4)
+        rp = torque[:, :2] @ self._mix_rp  # (N, 4)
+        t = base + rp
+        if ((t > 1.0) | (t < 0.0)).any():
+            rp_max, rp_min = rp.max(axis=1), rp.min(axis=1)
+            span = np.maximum(rp_max - rp_min, 1.0)
+            rp /= span[:, None]
+            rp_max /= span
+            rp_min /= span
+            base = base - np.maximum(base[:, 0] + rp_max - 1.0, 0.0)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                k_rp = np.where(base[:, 0] + rp_min < 0.0, base[:, 0] / -rp_min, 1.0)
+            rp *= k_rp[:, None]
+            t = base + rp
+        y = torque[:, 2:3] * self._mix_yaw  # (N, 4)
+        out = t + y
+        if ((out > 1.0) | (out < 0.0)).any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                room = np.where(y > 0.0, (1.0 - t) / y, np.where(y < 0.0, t / -y, np.inf))
+            k_y = np.minimum(np.maximum(room.min(axis=1), 0.0), 1.0)
+            out = t + y * k_y[:, None]
+        np.minimum(out, 1.0, out=out)
+        np.maximum(out, 0.0, out=out)
+        f = self.cfg.thr_mdl_fac
+        if f > 0.0:  # invert rotor thrust = f u^2 + (1 - f) u
+            out = (np.sqrt((1.0 - f) ** 2 + 4.0 * f * out) - (1.0 - f)) / (2.0 * f)
+        return out
+
+
+class _ScalarCfg:
+    """Gains of a :class:`CascadeController` as plain floats for the single-drone path."""
+
+    def __init__(self, ctrl: CascadeController) -> None:
+        self.vel_p_xy, _, self.vel_p_z = ctrl._vel_p.tolist()
+        self.vel_i_xy, _, self.vel_i_z = ctrl._vel_i.tolist()
+        self.vel_d_xy, _, self.vel_d_z = ctrl._vel_d.tolist()
+        self.cos_tilt_max = ctrl._cos_tilt_max
+        self.sin_tilt_max = ctrl._sin_tilt_max
+        self.att_p = ctrl._att_p.tolist()
+        self.rate_max = ctrl._rate_max.tolist()
+        self.rate_max_z = self.rate_max[2]
+        self.rate_p = ctrl._rate_p.tolist()
+        self.rate_i = ctrl._rate_i.tolist()
+        self.rate_d = ctrl._rate_d.tolist()
+        self.rate_int_lim = ctrl._rate_int_lim.tolist()
+        self.mix_thrust = ctrl._mix_thrust.tolist()
+        self.mix_rp = ctrl._mix_rp.T.tolist()  # per rotor (roll, pitch)
+        self.mix_yaw = ctrl._mix_yaw.tolist()
