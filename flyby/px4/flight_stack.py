@@ -1,0 +1,511 @@
+"""PX4 SITL as a flyby flight stack: the same ``update`` as the built-in cascade controller.
+
+:class:`PX4FlightStack` runs one PX4 SITL instance per drone (instance ``i0 + k`` for
+drone ``k``) and exposes :class:`flyby.control.cascade.CascadeController`'s interface::
+
+    u = stack.update(vel_sp_w, yaw_rate_sp, state, dt)   # (N, 4) rotor commands in [0, 1]
+    stack.armed                                           # (N,) bool: PX4's arming state
+    stack.reset(ids)                                      # next update boots fresh PX4s for ids
+    stack.close()
+
+Call :meth:`~PX4FlightStack.update` once per physics step (``dt`` = ``physics_dt``, 4 ms
+at PX4's 250 Hz lockstep): each call is one lockstep step. It advances each PX4's clock
+by ``dt``, sends HIL_STATE_QUATERNION (ground truth), HIL_GPS (when due, ``gps_rate_hz``),
+the velocity setpoint on the offboard link (when due, ``setpoint_rate_hz``) and
+HIL_SENSOR, then waits (bounded) for every PX4's HIL_ACTUATOR_CONTROLS.
+
+Start-up: the first ``update`` after construction or :meth:`~PX4FlightStack.reset` runs
+PX4's start-up while holding every drone at rest at the pose in ``state`` (sensors are
+synthesised from that pose; physics does not step): HIL_SENSOR at real-time pace until
+PX4's first reply, then lockstep as fast as PX4 answers until its onboard MAVLink link is
+up, the SITL parameters (``SITL_PARAMS``) are confirmed, OFFBOARD is engaged with a
+zero-velocity setpoint streaming and the vehicle is armed (PX4 refuses until its
+estimator has converged). All of it is bounded by ``startup_timeout_s``; PX4's
+STATUSTEXT lines and log path are in the error. Drones should start on the ground: PX4
+arms there and takes off from the velocity setpoints.
+
+A reset restarts the PX4 processes of the reset drones (a fresh working directory each
+time): PX4's estimator cannot follow a teleported vehicle.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from flyby.errors import PX4Unavailable
+from flyby.px4.bridge import DEFAULT_HOME, LockstepBridge
+from flyby.px4.launcher import PX4Launcher
+from flyby.px4.offboard import SITL_PARAMS, OffboardClient
+
+log = logging.getLogger(__name__)
+
+STANDARD_GRAVITY = 9.80665  # m/s^2, PX4 CONSTANTS_ONE_G
+
+
+class LauncherLike(Protocol):
+    """What the flight stack needs from a PX4 process (:class:`PX4Launcher`, or a CI test double)."""
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def describe(self) -> str: ...
+
+
+LauncherFactory = Callable[[int, int, int], LauncherLike]
+"""``factory(instance, sim_tcp_port, offboard_udp_port) -> launcher``."""
+
+
+class Phase(enum.Enum):
+    """Start-up phase of one PX4 instance."""
+
+    CONNECTING = "waiting for PX4 to connect to the simulator port"
+    BOOTING = "waiting for PX4's first HIL_ACTUATOR_CONTROLS"
+    LINKING = "waiting for PX4's HEARTBEAT on the offboard port"
+    PARAMS = "setting SITL parameters"
+    ARMING = "switching to OFFBOARD and arming"
+    READY = "armed in OFFBOARD"
+
+
+@dataclass
+class _Instance:
+    row: int
+    px4_instance: int
+    bridge: LockstepBridge
+    client: OffboardClient
+    process: LauncherLike
+    phase: Phase = Phase.CONNECTING
+    time_usec: int = 0
+    next_gps_usec: int = 0
+    next_setpoint_usec: int = 0
+    next_request_usec: int = 0
+    stream_since_usec: int | None = None
+    used: bool = False
+    warned_disarm: bool = False
+
+    def where(self) -> str:
+        return self.process.describe()
+
+
+class PX4FlightStack:
+    """PX4 SITL flight stack for ``num_drones`` drones (one PX4 instance each).
+
+    Args:
+        num_drones: N >= 1.
+        px4: object with ``px4_dir`` (str, '' = $PX4_DIR then PATH), ``instance`` (first PX4
+            instance) and ``timeout_s`` (bound on each reply wait and on shutdown), e.g.
+            :class:`flyby.envs.px4_env_cfg.PX4Cfg`; None = defaults ('' / 0 / 5 s).
+        sensors: a :class:`flyby.sensors.SensorCfg` (a :class:`flyby.sensors.SensorSuite` is
+            built from it and ``seed``), a ready sensor suite, or None (default ``SensorCfg``).
+        physics_dt: s, expected ``dt`` of :meth:`update` (PX4's IMU period; 0.004 = 250 Hz).
+        seed: sensor-noise seed.
+        startup_timeout_s: s (wall), bound on PX4's start-up after it connected (boot, estimator, arming).
+        connect_timeout_s: s (wall), bound on PX4 connecting to the simulator port after it starts.
+        reply_timeout_s: s, bound on each HIL_ACTUATOR_CONTROLS wait (then the last command is kept);
+            None: ``min(px4.timeout_s, 0.5)``.
+        setpoint_rate_hz: Hz of sim time, offboard setpoint stream rate (PX4 needs >= 2 Hz).
+        gps_rate_hz: Hz of sim time, HIL_GPS rate (PX4 expects 5-10 Hz); None: the sensor
+            config's GPS rate, else 10.
+        params: PX4 parameters set at every start-up (ints are sent bit-cast).
+        launcher_factory: ``factory(instance, sim_port, offboard_port)`` making a process with
+            ``start/stop/poll/describe``; None = :class:`PX4Launcher` (real PX4 SITL).
+        ephemeral_ports: listen on any free ports instead of 4560+i / 14540+i (only with a
+            ``launcher_factory`` whose peers are told the ports; real PX4 uses the fixed ones).
+
+    Raises:
+        PX4Unavailable: PX4 not found (the message says how to set PX4_DIR), not starting, or
+            not connecting within the bound; from :meth:`update` when PX4 dies or stops answering.
+    """
+
+    label = "PX4 SITL (MAVLink lockstep, offboard velocity control)"
+
+    def __init__(
+        self,
+        num_drones: int,
+        *,
+        px4: Any = None,
+        sensors: Any = None,
+        physics_dt: float = 0.004,
+        seed: int = 0,
+        startup_timeout_s: float = 120.0,
+        connect_timeout_s: float = 30.0,
+        reply_timeout_s: float | None = None,
+        setpoint_rate_hz: float = 50.0,
+        gps_rate_hz: float | None = None,
+        params: Mapping[str, int | float] = SITL_PARAMS,
+        launcher_factory: LauncherFactory | None = None,
+        ephemeral_ports: bool = False,
+    ) -> None:
+        if int(num_drones) < 1:
+            raise ValueError(f"num_drones must be >= 1, got {num_drones}")
+        if ephemeral_ports and launcher_factory is None:
+            raise ValueError(
+                "ephemeral_ports needs a launcher_factory: real PX4 connects to 4560+i and sends to 14540+i"
+            )
+        self.num_drones = int(num_drones)
+        px4_dir = (getattr(px4, "px4_dir", "") or None) if px4 is not None else None
+        first_instance = int(getattr(px4, "instance", 0)) if px4 is not None else 0
+        self.timeout_s = float(getattr(px4, "timeout_s", 5.0)) if px4 is not None else 5.0
+        self.physics_dt = float(physics_dt)
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.reply_timeout_s = (
+            float(reply_timeout_s) if reply_timeout_s is not None else min(self.timeout_s, 0.5)
+        )
+        self.params = dict(params)
+        self._sensor_cfg, self._given_suite = _sensor_source(sensors)
+        self._seed = seed
+        self.home = _home_of(self._sensor_cfg)
+        self._setpoint_period_usec = round(1e6 / float(setpoint_rate_hz))
+        if gps_rate_hz is None:
+            gps_rate_hz = float(getattr(self._sensor_cfg, "gps_rate_hz", 10.0) or 10.0)
+        self._gps_period_usec = round(1e6 / float(gps_rate_hz))
+        self._request_period_usec = 1_000_000  # resend mode/arm requests every second of PX4 time
+        if launcher_factory is None:
+            last = first_instance + self.num_drones - 1
+            if last > 9:
+                raise ValueError(
+                    f"PX4 instances {first_instance}..{last}: PX4 SITL sends the offboard link of instances above 9 "
+                    "to one shared UDP port (14549), so flyby runs instances 0..9 only"
+                )
+
+            def launcher_factory(instance: int, _sim_port: int, _offboard_port: int) -> LauncherLike:
+                return PX4Launcher(instance, px4_dir, stop_timeout_s=self.timeout_s)
+
+        self._factory = launcher_factory
+        self._armed = np.zeros(self.num_drones, dtype=bool)
+        self._u = np.zeros((self.num_drones, 4))
+        self._warned_dt = False
+        self._instances: list[_Instance] = []
+        self._closed = False
+        self._suite_obj = None
+        try:
+            for k in range(self.num_drones):
+                i = first_instance + k
+                bridge = LockstepBridge(
+                    i,
+                    self.reply_timeout_s,
+                    port=0 if ephemeral_ports else None,
+                    dead_after_s=max(self.timeout_s, self.reply_timeout_s),
+                    home=self.home,
+                )
+                client = OffboardClient(i, port=0 if ephemeral_ports else None, timeout_s=self.timeout_s)
+                process = launcher_factory(i, bridge.port, client.port)
+                bridge.process = process
+                self._instances.append(_Instance(k, i, bridge, client, process))
+            for inst in self._instances:
+                inst.process.start()
+            self._wait_connected(self._instances, timeout_s=self.connect_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- public API -------------------------------------------------------------------------------
+
+    @property
+    def armed(self) -> np.ndarray:
+        """(N,) bool, PX4's arming state from its latest HIL_ACTUATOR_CONTROLS (``mode & 128``)."""
+        return self._armed.copy()
+
+    @property
+    def ready(self) -> np.ndarray:
+        """(N,) bool, the drone's PX4 is armed in OFFBOARD (start-up done)."""
+        return np.array([inst.phase is Phase.READY for inst in self._instances])
+
+    @property
+    def log_paths(self) -> list[Any]:
+        """PX4 log path per drone (None for test doubles without one)."""
+        return [getattr(inst.process, "log_path", None) for inst in self._instances]
+
+    def round_trip_times_s(self) -> np.ndarray:
+        """Lockstep round-trip times (HIL_SENSOR sent -> reply parsed) of all instances, seconds."""
+        return np.concatenate([np.asarray(inst.bridge.rtt_s, dtype=np.float64) for inst in self._instances])
+
+    def seed(self, seed: int | None) -> None:
+        """Reseed the sensor noise."""
+        self._seed = seed
+        reseed = getattr(self._suite(), "reseed", None)
+        if callable(reseed):
+            reseed(seed)
+
+    def reset(self, ids: Iterable[int] | np.ndarray | None = None) -> None:
+        """Restart the PX4s of drones ``ids`` (all when None); the next :meth:`update` boots and arms them.
+
+        A running PX4 that has not flown since it started is kept as is (no restart cost).
+
+        Raises:
+            PX4Unavailable: a restarted PX4 does not start or connect within the bounds.
+        """
+        self._check_open()
+        rows = range(self.num_drones) if ids is None else [int(i) for i in np.atleast_1d(ids)]
+        restarted = []
+        for r in rows:
+            inst = self._instances[r]
+            self._armed[r] = False
+            self._u[r] = 0.0
+            if not inst.used and inst.phase is not Phase.READY and inst.process.poll() is None:
+                continue  # a live PX4 that has not flown yet keeps its (partial) start-up
+            inst.process.stop()
+            inst.bridge.disconnect()
+            inst.client.close()
+            inst.client = OffboardClient(inst.px4_instance, port=inst.client.port, timeout_s=self.timeout_s)
+            inst.phase = Phase.CONNECTING
+            inst.time_usec = 0
+            inst.used = False
+            inst.warned_disarm = False
+            inst.stream_since_usec = None
+            inst.next_gps_usec = inst.next_setpoint_usec = inst.next_request_usec = 0
+            inst.process.start()
+            restarted.append(inst)
+        if restarted:
+            self._wait_connected(restarted, timeout_s=self.connect_timeout_s)
+
+    def update(self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state, dt: float) -> np.ndarray:
+        """One lockstep step of every PX4: setpoints and sensors out, rotor commands back.
+
+        Args:
+            vel_sp_w: (N, 3) velocity setpoints, m/s, world ENU.
+            yaw_rate_sp: (N,) yaw-rate setpoints, rad/s, about world up.
+            state: :class:`flyby.dynamics.multirotor.DroneState` at the current time.
+            dt: s, the physics step (PX4's clock advances by it; call once per physics step).
+
+        Returns:
+            (N, 4) float64 rotor commands in [0, 1], PX4 motor order (zeros while disarmed;
+            see :attr:`armed`).
+
+        Raises:
+            PX4Unavailable: a PX4 died, stopped answering or failed to start up (its log path
+                in the message).
+        """
+        self._check_open()
+        dt_usec = round(float(dt) * 1e6)
+        if dt_usec <= 0:
+            raise ValueError(f"dt must be >= 1 us, got {dt} s")
+        if not self._warned_dt and abs(dt - self.physics_dt) > 1e-9:
+            self._warned_dt = True
+            log.warning(
+                "PX4FlightStack.update called with dt=%g s, physics_dt=%g s: PX4's IMU runs at 1/dt; "
+                "call update once per physics step", dt, self.physics_dt,
+            )  # fmt: skip
+        vel_sp_w = np.asarray(vel_sp_w, dtype=np.float64).reshape(self.num_drones, 3)
+        yaw_rate_sp = np.asarray(yaw_rate_sp, dtype=np.float64).reshape(self.num_drones)
+        pending = [inst for inst in self._instances if inst.phase is not Phase.READY]
+        if pending:
+            self._start_up(pending, state, dt_usec)
+        readings = self._read_sensors(state)
+        for inst in self._instances:
+            self._send_step(inst, state, readings, dt_usec, vel_sp_w[inst.row], float(yaw_rate_sp[inst.row]))
+        for inst in self._instances:
+            reply = inst.bridge.receive_actuators()
+            self._u[inst.row] = reply.controls
+            self._armed[inst.row] = reply.armed
+            inst.used = True
+            if (not reply.armed or not inst.client.offboard) and not inst.warned_disarm:
+                inst.warned_disarm = True
+                recent = "; ".join(list(inst.client.statustext)[-3:]) or "no message"
+                log.warning(
+                    "PX4 instance %d left armed OFFBOARD flight (armed=%s, offboard=%s; PX4 said: %s); "
+                    "it no longer follows the setpoints; %s",
+                    inst.px4_instance, reply.armed, inst.client.offboard, recent, inst.where(),
+                )  # fmt: skip
+        return self._u.copy()
+
+    def close(self) -> None:
+        """Stop every PX4 (SIGINT, then SIGKILL after the bound) and close the sockets. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for inst in self._instances:
+            for closer in (inst.process.stop, inst.bridge.close, inst.client.close):
+                try:
+                    closer()
+                except Exception:
+                    log.exception("closing PX4 instance %d", inst.px4_instance)
+
+    def __enter__(self) -> PX4FlightStack:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- one lockstep step ------------------------------------------------------------------------
+
+    def _send_step(
+        self, inst: _Instance, state, readings, dt_usec: int, vel_sp: np.ndarray, yaw_rate: float
+    ) -> None:
+        accel, gyro, mag, baro, gps = readings
+        r = inst.row
+        inst.time_usec += dt_usec
+        t = inst.time_usec
+        bridge = inst.bridge
+        bridge.send_ground_truth(t, state, r)
+        if t >= inst.next_gps_usec:
+            inst.next_gps_usec = t + self._gps_period_usec
+            fix = gps() if callable(gps) else gps
+            bridge.send_gps(
+                t, float(fix.lat_deg[r]), float(fix.lon_deg[r]), float(fix.alt_m[r]), fix.vel_enu[r]
+            )
+        if inst.client.connected and t >= inst.next_setpoint_usec:
+            inst.next_setpoint_usec = t + self._setpoint_period_usec
+            inst.client.stream_velocity(vel_sp, yaw_rate, time_boot_ms=t // 1000)
+            if inst.stream_since_usec is None:
+                inst.stream_since_usec = t
+            inst.client.poll()
+        bridge.send_sensors(t, (accel[r], gyro[r]), mag[r], tuple(float(b[r]) for b in baro))
+
+    # -- sensors ----------------------------------------------------------------------------------
+
+    def _suite(self):
+        if self._suite_obj is None:
+            if self._given_suite is not None:
+                self._suite_obj = self._given_suite
+            else:
+                from flyby.sensors import SensorSuite
+
+                self._suite_obj = SensorSuite(self._sensor_cfg, self.num_drones, seed=self._seed)
+        return self._suite_obj
+
+    def _read_sensors(self, state):
+        """(accel_b, gyro_b, mag_b, baro (3 arrays), gps thunk) for all drones, flyby frames."""
+        suite = self._suite()
+        accel, gyro = suite.imu(state)
+        mag = suite.mag(state)
+        baro = suite.baro(state)
+        return accel, gyro, mag, baro, (lambda: suite.gps(state))
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def _wait_connected(self, instances: list[_Instance], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for inst in instances:
+            inst.bridge.wait_for_connection(max(0.0, deadline - time.monotonic()))
+            inst.phase = Phase.BOOTING
+
+    def _start_up(self, pending: list[_Instance], state, dt_usec: int) -> None:
+        """Boot, configure, engage OFFBOARD and arm ``pending`` while holding the drones at rest."""
+        t0 = time.monotonic()
+        deadline = t0 + self.startup_timeout_s
+        zero = np.zeros(3)
+        for inst in pending:
+            if inst.phase is Phase.CONNECTING:
+                inst.bridge.wait_for_connection(max(0.1, deadline - time.monotonic()))
+                inst.phase = Phase.BOOTING
+        booting_since = time.monotonic()
+        booted_usec = {id(inst): inst.time_usec for inst in pending}
+        held = _at_rest(state)
+        while pending:
+            readings = self._read_sensors(held)
+            for inst in pending:
+                self._send_step(inst, held, readings, dt_usec, zero, 0.0)
+            for inst in pending:
+                reply = inst.bridge.receive_actuators()
+                self._u[inst.row] = reply.controls
+                self._armed[inst.row] = reply.armed
+                inst.client.poll()
+                self._advance(inst)
+            pending = [inst for inst in pending if inst.phase is not Phase.READY]
+            now = time.monotonic()
+            if now > deadline:
+                inst = pending[0]
+                recent = "; ".join(list(inst.client.statustext)[-5:]) or "none"
+                raise PX4Unavailable(
+                    f"PX4 instance {inst.px4_instance} did not finish start-up within {self.startup_timeout_s:g} s: "
+                    f"still {inst.phase.value} at PX4 time {inst.time_usec / 1e6:.1f} s "
+                    f"(PX4 said: {recent}); {inst.where()}"
+                )
+            booting = [inst for inst in pending if inst.phase is Phase.BOOTING]
+            if booting:
+                # Until PX4 answers, pace HIL_SENSOR at real time as a simulator would while PX4 boots.
+                sim_s = max((inst.time_usec - booted_usec[id(inst)]) for inst in booting) / 1e6
+                ahead_s = sim_s - (now - booting_since)
+                if ahead_s > 0:
+                    time.sleep(min(ahead_s, 0.05))
+        for inst in self._instances:
+            log.info(
+                "PX4 instance %d ready (armed, OFFBOARD) at PX4 time %.2f s",
+                inst.px4_instance,
+                inst.time_usec / 1e6,
+            )
+
+    def _advance(self, inst: _Instance) -> None:
+        """Move one instance's start-up state machine on after a lockstep step."""
+        client, t = inst.client, inst.time_usec
+        if inst.phase is Phase.BOOTING and inst.bridge.started:
+            inst.phase = Phase.LINKING
+        if inst.phase is Phase.LINKING and client.connected:
+            inst.phase = Phase.PARAMS
+            inst.next_request_usec = 0
+        if inst.phase is Phase.PARAMS:
+            missing = {k: v for k, v in self.params.items() if not _param_confirmed(client.params.get(k), v)}
+            if not missing:
+                inst.phase = Phase.ARMING
+                inst.next_request_usec = t + self._request_period_usec  # stream setpoints >= 1 s first
+            elif t >= inst.next_request_usec:
+                inst.next_request_usec = t + self._request_period_usec
+                for name, value in missing.items():
+                    client.send_param(name, value)
+        if inst.phase is Phase.ARMING:
+            if client.offboard and client.armed:
+                inst.phase = Phase.READY
+            elif t >= inst.next_request_usec and inst.stream_since_usec is not None:
+                inst.next_request_usec = t + self._request_period_usec
+                if not client.offboard:
+                    client.request_offboard()
+                else:
+                    client.request_arm()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PX4Unavailable("this PX4FlightStack is closed; make a new one")
+
+
+def _param_confirmed(reported: float | None, wanted: float) -> bool:
+    if reported is None:
+        return False
+    if isinstance(wanted, float) or isinstance(reported, float):
+        return abs(float(reported) - float(wanted)) <= 1e-6 * max(1.0, abs(float(wanted)))
+    return int(reported) == int(wanted)
+
+
+def _at_rest(state):
+    """The same poses, at rest: zero velocities, accelerometer reading gravity's reaction."""
+    from flyby.dynamics.multirotor import rotate_inverse
+
+    n = np.asarray(state.pos_w).shape[0]
+    up = np.tile(np.array([0.0, 0.0, STANDARD_GRAVITY]), (n, 1))
+    return state._replace(
+        lin_vel_w=np.zeros((n, 3)),
+        ang_vel_b=np.zeros((n, 3)),
+        specific_force_b=rotate_inverse(state.quat_wxyz, up),
+    )
+
+
+def _sensor_source(sensors: Any) -> tuple[Any, Any]:
+    """(config or None, ready suite or None) from the ``sensors`` argument."""
+    if sensors is not None and callable(getattr(sensors, "imu", None)):
+        return getattr(sensors, "cfg", None), sensors
+    if sensors is None:
+        from flyby.sensors import SensorCfg
+
+        sensors = SensorCfg()
+    return sensors, None
+
+
+def _home_of(cfg: Any) -> tuple[float, float, float]:
+    if cfg is None:
+        return DEFAULT_HOME
+    names = (("home_lat_deg", "lat_deg"), ("home_lon_deg", "lon_deg"), ("home_alt_m", "alt_m"))
+    out = []
+    for candidates, default in zip(names, DEFAULT_HOME):
+        value = next((getattr(cfg, n) for n in candidates if hasattr(cfg, n)), default)
+        out.append(float(value))
+    return tuple(out)

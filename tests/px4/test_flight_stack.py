@@ -1,0 +1,119 @@
+"""PX4FlightStack (the env's ``flight_stack="px4"``) end to end on MAVLink test doubles instead of PX4."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from mavlink_double import DoubleFactory
+from px4_rig import RigidBodySim, make_sensors
+from px4_scenarios import assert_took_off_and_hovered, takeoff_hover
+
+from flyby.errors import PX4Unavailable
+from flyby.px4.flight_stack import PX4FlightStack
+
+
+def _stack(factory: DoubleFactory, num_drones: int = 1, **kwargs) -> PX4FlightStack:
+    return PX4FlightStack(
+        num_drones,
+        sensors=make_sensors(num_drones),
+        launcher_factory=factory,
+        ephemeral_ports=True,
+        startup_timeout_s=20.0,
+        **kwargs,
+    )
+
+
+def test_takeoff_hover_reset_and_close():
+    factory = DoubleFactory(arm_after_s=1.0, first_reply_after=10)
+    stack = _stack(factory)
+    try:
+        sim = RigidBodySim(1)
+        result = takeoff_hover(stack, sim, climb_s=2.0, hover_s=3.0)
+        assert_took_off_and_hovered(result)
+        double = factory.doubles[0]
+        assert double.violations == []
+        assert double.params == {
+            "COM_RCL_EXCEPT": 4,
+            "COM_DISARM_PRFLT": -1.0,
+            "NAV_RCL_ACT": 0,
+            "NAV_DLL_ACT": 0,
+        }
+        assert double.offboard and double.armed and stack.ready.all()
+        # Setpoints streamed at 50 Hz of PX4 time, before and during OFFBOARD (the double stamps
+        # UDP arrivals with its lockstep clock, so one 4 ms step of jitter).
+        gaps = np.diff(double.setpoint_times_us)
+        assert gaps.max() <= 24_000 and len(gaps) > 200
+        assert stack.round_trip_times_s().size > 1000
+
+        # A reset restarts the PX4 instance (a fresh boot) and the next update arms it again.
+        stack.reset()
+        assert double.starts == 2 and not stack.armed.any()
+        sim.reset()
+        assert_took_off_and_hovered(takeoff_hover(stack, sim, climb_s=1.5, hover_s=2.0), min_alt_m=0.9)
+        assert double.violations == []
+    finally:
+        stack.close()
+    stack.close()  # idempotent
+    assert factory.doubles[0].poll() is not None
+    with pytest.raises(PX4Unavailable, match="closed"):
+        stack.update(np.zeros((1, 3)), np.zeros(1), sim.state(), 0.004)
+
+
+def test_two_drones_two_instances():
+    factory = DoubleFactory(arm_after_s=0.5)
+    with _stack(factory, num_drones=2) as stack:
+        sim = RigidBodySim(2, pos_w=[[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
+        vel = np.zeros((2, 3))
+        for k in range(500):
+            vel[:, 2] = [1.0, 0.0] if k < 300 else [0.0, 0.0]  # drone 0 climbs, drone 1 stays down
+            u = stack.update(vel, np.zeros(2), sim.state(), 0.004)
+            sim.step(u, stack.armed, 0.004)
+        assert set(factory.doubles) == {0, 1}
+        assert sim.pos_w[0, 2] > 0.6 and sim.pos_w[1, 2] < 0.05
+        assert factory.violations() == []
+
+
+def test_px4_dying_mid_episode_is_a_clear_error():
+    factory = DoubleFactory(arm_after_s=0.2, die_after=600)
+    with _stack(factory) as stack:
+        sim = RigidBodySim(1)
+        t0 = time.monotonic()
+        with pytest.raises(PX4Unavailable) as info:
+            takeoff_hover(stack, sim, climb_s=5.0, hover_s=5.0)
+        assert time.monotonic() - t0 < 15.0
+        assert "MAVLink test double instance 0" in str(info.value)
+
+
+def test_peer_never_connecting_fails_at_construction():
+    class Silent:
+        def start(self):
+            return self
+
+        def stop(self):
+            return None
+
+        def poll(self):
+            return None
+
+        def describe(self):
+            return "silent peer; log: /nowhere.log"
+
+    t0 = time.monotonic()
+    with pytest.raises(PX4Unavailable, match="did not connect.*/nowhere.log"):
+        PX4FlightStack(1, sensors=make_sensors(1), launcher_factory=lambda *a: Silent(), ephemeral_ports=True,
+                       connect_timeout_s=0.3)  # fmt: skip
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_missing_px4_fails_at_construction(monkeypatch, tmp_path):
+    monkeypatch.delenv("PX4_DIR", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PX4Unavailable, match="PX4_DIR"):
+        PX4FlightStack(1, sensors=make_sensors(1))
+    # Nothing leaked: the fixed ports are free again.
+    with pytest.raises(PX4Unavailable, match="PX4_DIR"):
+        PX4FlightStack(1, sensors=make_sensors(1))
+    assert "PX4_DIR" not in os.environ
