@@ -10,6 +10,30 @@ import pytest
 pytest_plugins = ["pytester"]  # the plugin's own tests drive pytest in a sandbox
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FLIGHT_PROFILES = ("takeoff", "hover", "box", "detection")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--flight-profile",
+        choices=(*FLIGHT_PROFILES, "all"),
+        default="all",
+        help="functions-check flight profile to run (default: all). Not --profile: pytest-profiling owns it.",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect functions-check profiles other than --flight-profile."""
+    chosen = config.getoption("--flight-profile")
+    if chosen == "all":
+        return
+    keep, drop = [], []
+    for item in items:
+        profile = getattr(item, "callspec", None) and item.callspec.params.get("profile")
+        (drop if profile is not None and profile != chosen else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 OUTPUT_DIR = REPO_ROOT / "output"
 
 

@@ -26,6 +26,21 @@ class Phase3GateCfg:
     video_frames: int = cfg_field(60, ge=1)  # rendered frames in the video
 
 
+@dataclass(kw_only=True)
+class Phase1GateCfg:
+    """Phase 1: render skipping and resolution presets in the full-fidelity env."""
+
+    steps: int = cfg_field(200, ge=8)  # control steps of the scripted episode
+    min_speedup: float = cfg_field(2.0, gt=0.0)  # B steps/s over A steps/s, same run
+    min_steps_per_s: float = cfg_field(120.0, gt=0.0)  # B steps/s floor
+    skip_render_interval: int = cfg_field(4, ge=2)  # run B's render interval
+
+
+@pytest.fixture(scope="session")
+def phase1_cfg() -> Phase1GateCfg:
+    return load_yaml(Phase1GateCfg, PHASE_CONFIG, section="phase1")
+
+
 @pytest.fixture(scope="session")
 def phase3_cfg() -> Phase3GateCfg:
     return load_yaml(Phase3GateCfg, PHASE_CONFIG, section="phase3")

@@ -1,0 +1,217 @@
+"""``flyby/PX4ISR-v0``: the full-fidelity ISR env (flight stack -> rotors -> rigid-body physics)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from flyby.enums import FlightStack
+from flyby.envs.isr_task import ISRTask
+from flyby.envs.px4_env_cfg import PX4Cfg, PX4EnvCfg
+from flyby.errors import InvalidAction, PX4Unavailable
+from flyby.mdp.actions import ACTION_DIM
+from flyby.world.world import generate_world
+
+FLIGHT_STACK_LABELS = {
+    FlightStack.CASCADE: "built-in cascade (PX4 default gains), no PX4",
+    FlightStack.PX4: "PX4 SITL (lockstep over MAVLink)",
+}
+
+
+def resolve_flight_stack(requested: FlightStack | str, px4: PX4Cfg) -> FlightStack:
+    """``auto`` -> PX4 when a PX4 binary is found, else the cascade.
+
+    Raises:
+        PX4Unavailable: ``px4`` was requested and no binary is found (the message says how to set ``PX4_DIR``).
+        ValueError: an unknown flight stack name.
+    """
+    try:
+        stack = FlightStack(requested)
+    except ValueError:
+        raise ValueError(f"flight_stack must be one of 'px4', 'cascade', 'auto', got {requested!r}") from None
+    if stack is FlightStack.DIRECT:
+        raise ValueError("flight_stack 'direct' is the training envs' model; PX4ISR-v0 takes 'px4', 'cascade' or 'auto'")
+    if stack is FlightStack.CASCADE:
+        return stack
+    from flyby.px4.launcher import find_px4
+
+    try:
+        find_px4(px4.px4_dir or None)
+    except PX4Unavailable:
+        if stack is FlightStack.PX4:
+            raise
+        return FlightStack.CASCADE
+    return FlightStack.PX4
+
+
+class PX4ISREnv(gym.Env):
+    """The ISR task on a rotor-level drone flown by a real flight stack.
+
+    Same action space, observation encoding, rewards and terminations as
+    ``flyby/DirectISR-v0`` (all from :mod:`flyby.mdp`): a policy trained on the
+    direct or multi-drone env runs here unchanged. Each control step
+    (``step_dt = physics_dt * decimation``, 25 Hz by default) holds the
+    velocity + yaw-rate setpoint while the flight stack, the rotor model and
+    MuJoCo physics advance ``decimation`` substeps (250 Hz).
+
+    Flight stack (``flight_stack``): ``"cascade"`` the built-in PX4-style cascade,
+    ``"px4"`` PX4 SITL over MAVLink lockstep (``PX4Unavailable`` at construction
+    when PX4 is not found), ``"auto"`` PX4 when found, else the cascade.
+    ``self.flight_stack`` says which one runs; ``info["flight_stack"]`` carries it.
+
+    Rendering (``render_mode="rgb_array"``): the drone camera is rendered every
+    ``render_interval`` control steps at the ``render.preset`` resolution
+    (``training`` 128x128, ``evaluation`` 320x240, ``full`` 640x480). On a
+    rendered step ``info["camera"]`` holds the (H, W, 3) uint8 image and
+    ``info["rendered"]`` is True; on skipped steps only the state observation
+    is produced. Observations never depend on rendering: ground-truth
+    detections use the perception camera (``cfg.camera``).
+
+    Args:
+        cfg: env config (default: ``px4_env`` of the packaged ``evaluation_config.yaml``).
+        flight_stack: ``"px4"``, ``"cascade"`` or ``"auto"``.
+        render_mode: ``None`` or ``"rgb_array"``.
+        px4_kwargs: extra keyword arguments for :class:`flyby.px4.flight_stack.PX4FlightStack`
+            (e.g. ``launcher_factory`` and ``ephemeral_ports`` to fly against a MAVLink test
+            double instead of a PX4 binary; then ``flight_stack="px4"`` needs no PX4 build).
+
+    With PX4, start episodes on the ground (``reset(options={"pos_w": ...})``):
+    PX4 boots, arms and takes off from a climb setpoint, and every reset
+    restarts it (its estimator cannot follow a teleported drone).
+
+    Raises:
+        PX4Unavailable: PX4 requested but not found or not starting.
+        ConfigError: invalid config.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
+
+    def __init__(
+        self,
+        cfg: PX4EnvCfg | None = None,
+        flight_stack: FlightStack | str = FlightStack.AUTO,
+        render_mode: str | None = None,
+        px4_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if cfg is None:
+            from flyby.training.evaluation_cfg import load_evaluation_cfg
+
+            cfg = load_evaluation_cfg().px4_env
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        from flyby.config import check
+
+        self.cfg = check(cfg)
+        self.render_mode = render_mode
+        self._px4_kwargs = dict(px4_kwargs or {})
+        if self._px4_kwargs.get("launcher_factory") is not None and FlightStack(flight_stack) is FlightStack.PX4:
+            self.flight_stack = FlightStack.PX4  # a stand-in launcher: no binary to find
+        else:
+            self.flight_stack = resolve_flight_stack(flight_stack, cfg.px4)
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / cfg.step_dt)}
+
+        from flyby.dynamics.flight_stack_motion import FlightStackMotion
+        from flyby.dynamics.multirotor import RotorModel
+        from flyby.sim.base import make_backend
+
+        world = generate_world(cfg.world, cfg.world_seed)
+        render_camera = replace(cfg.camera, preset=cfg.render.preset)
+        self.backend = make_backend(
+            "mujoco", world, 1, render_camera,
+            dynamic=cfg.multirotor, physics_dt=cfg.physics_dt,
+            shadows=cfg.render.shadows, antialias=cfg.render.antialias,
+        )
+        try:
+            controller = self._make_flight_stack()
+        except BaseException:
+            self.backend.close()
+            raise
+        self._controller = controller
+        motion = FlightStackMotion(
+            self.backend, controller, RotorModel(cfg.multirotor, 1), cfg.dynamics, cfg.physics_dt, cfg.decimation
+        )
+        self.task = ISRTask(cfg, num_envs=1, world=world, motion=motion)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (self.task.obs_dim,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32)
+        from flyby.envs.render import TaskRenderer
+
+        self.renderer = TaskRenderer(self.task, self.backend, cfg.render_interval)
+        self._frame: np.ndarray | None = None
+
+    @property
+    def flight_stack_label(self) -> str:
+        """Human-readable flight stack, for video headers and reports."""
+        return FLIGHT_STACK_LABELS[self.flight_stack]
+
+    def _make_flight_stack(self):
+        cfg = self.cfg
+        if self.flight_stack is FlightStack.CASCADE:
+            from flyby.control.cascade import CascadeController
+
+            return CascadeController(cfg.cascade, cfg.multirotor, 1)
+        from flyby.px4.flight_stack import PX4FlightStack
+
+        return PX4FlightStack(
+            num_drones=1, px4=cfg.px4, sensors=cfg.sensors, physics_dt=cfg.physics_dt, **self._px4_kwargs
+        )
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.task.seed(int(self.np_random.integers(2**63)))
+        options = options or {}
+        unknown = set(options) - {"pos_w", "yaw_rad"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; supported: 'pos_w' (3,) m ENU, 'yaw_rad'")
+        obs = self.task.reset_all(
+            None if options.get("pos_w") is None else np.reshape(options["pos_w"], (1, 3)),
+            None if options.get("yaw_rad") is None else np.reshape(options["yaw_rad"], (1,)),
+        )
+        info = self._render_info(force=True)
+        return obs[0], info
+
+    def step(self, action):
+        a = np.asarray(action)
+        if a.shape != (ACTION_DIM,):
+            raise InvalidAction(f"action must have shape (4,) = [vx, vy, vz, yaw_rate], got {a.shape}")
+        res = self.task.step(a[None], autoreset=False)
+        info = self._render_info()
+        if res.log:
+            info["log"] = res.log
+        return res.obs[0], float(res.reward[0]), bool(res.terminated[0]), bool(res.truncated[0]), info
+
+    def _render_info(self, force: bool = False) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "flight_stack": self.flight_stack.value,
+            "sim_time_s": self.task.world_time_s,
+            "rendered": False,
+        }
+        if self.render_mode is not None:
+            due = force or self.task.global_step % self.cfg.render_interval == 0
+            if due:
+                frames, _ = self.renderer.cameras(force=True)
+                self._frame = frames[0]
+                info["camera"] = self._frame
+                info["rendered"] = True
+        return info
+
+    def render(self) -> np.ndarray | None:
+        """The latest rendered camera image, (H, W, 3) uint8 at the render preset, or None without render_mode."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'")
+            return None
+        if self._frame is None:
+            self._frame = self.renderer.cameras(force=True)[0][0]
+        return self._frame
+
+    def close(self) -> None:
+        closer = getattr(getattr(self, "_controller", None), "close", None)
+        if callable(closer):
+            closer()
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
+            self.backend = None
+        super().close()
