@@ -1,11 +1,14 @@
 """pytest_video_plugin: record overlaid H.264 videos and metrics from tests and attach them to pytest-html.
 
 The plugin is generic: it knows frames, overlays, metrics and reports. A test requests the
-``video_recorder`` fixture (see :class:`~pytest_video_plugin.recorder.VideoRecorder`); options are
-``--video-dir`` / ini ``video_dir`` and ``--video-fps`` / ini ``video_fps``.
+``video_recorder`` fixture (see :class:`~pytest_video_plugin.recorder.VideoRecorder`) and may declare
+thresholds with the ``min_fps``, ``max_vram`` and ``max_rss`` markers and per-test settings with
+``video(...)`` (:mod:`.markers`). Options (each also an ini key): ``--video-dir``, ``--video-mode``,
+``--video-fps``, ``--video-every-n``, ``--video-embed``, ``--video-embed-max-mb`` (:mod:`.plugin`).
+See ``README.md`` in this folder.
 
-The drawing (:mod:`.overlay`), encoding (:mod:`.encode`) and telemetry (:mod:`.metrics`) modules do
-not import pytest and work as a library.
+The drawing (:mod:`.overlay`), encoding (:mod:`.encode`), telemetry (:mod:`.metrics`) and recorder
+(:mod:`.recorder`) modules do not import pytest and work as a library.
 """
 
 from __future__ import annotations

@@ -61,12 +61,18 @@ def chromium_path() -> str:
 
 
 def play_report_videos(
-    report: Path, *, screenshot: Path | None = None, play_s: float = 0.3, timeout_ms: int = 15_000
+    report: Path,
+    *,
+    screenshot: Path | None = None,
+    play_s: float = 0.3,
+    timeout_ms: int = 15_000,
+    screenshot_from: str | None = None,
 ) -> list[VideoState]:
     """Open ``report`` (a pytest-html file), load and play every ``<video>``, return their states.
 
     Expands all result rows first (pytest-html collapses passed tests). Saves a full-page
-    screenshot to ``screenshot`` when given.
+    screenshot to ``screenshot`` when given; with ``screenshot_from`` (a CSS selector, e.g.
+    ``".summary"``) the screenshot starts at the top of that element instead of the page's.
 
     Raises:
         BrowserUnavailable: Chromium or Playwright is missing.
@@ -110,7 +116,16 @@ def play_report_videos(
                 states.append(VideoState(info["src"], int(info["ready"]), float(info["duration"]), now - start))
             if screenshot is not None:
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(screenshot), full_page=True)
+                page.evaluate("window.scrollTo(0, 0)")
+                clip = None
+                if screenshot_from is not None:
+                    box = page.locator(screenshot_from).first.bounding_box()
+                    if box is None:
+                        raise RuntimeError(f"{screenshot_from!r} is not shown in {report}")
+                    root = "document.documentElement"
+                    size = page.evaluate(f"[{root}.scrollWidth, {root}.scrollHeight]")
+                    clip = {"x": 0, "y": box["y"], "width": size[0], "height": size[1] - box["y"]}
+                page.screenshot(path=str(screenshot), full_page=True, clip=clip)
         finally:
             browser.close()
     return states

@@ -25,7 +25,7 @@ import numpy as np
 from .errors import VideoEncodeError, import_optional
 from .overlay import BACKGROUND, validate_frame
 
-__all__ = ["H264Writer", "even_size", "fit_frame"]
+__all__ = ["H264Writer", "even_size", "fit_frame", "thumbnail_png"]
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +223,48 @@ class H264Writer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def thumbnail_png(path: str | os.PathLike[str], width: int = 240) -> bytes:
+    """A PNG still of the video's middle frame, scaled to ``width`` pixels wide (aspect kept).
+
+    Used for the phase-gate summary of the HTML report. Seeks to the keyframe before the middle and
+    decodes forward to the middle, so the cost is bounded by the keyframe interval, not the length.
+
+    Args:
+        path: an MP4 written by :class:`H264Writer` (any video PyAV can decode works).
+        width: thumbnail width, pixels (>= 16).
+
+    Returns:
+        PNG bytes.
+
+    Raises:
+        VideoEncodeError: the file cannot be opened or holds no decodable frame (names the file).
+    """
+    av, cv2 = _av(), _cv2()
+    frame = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            middle_s = (container.duration or 0) / 2e6  # container.duration is in microseconds
+            if middle_s > 0:
+                container.seek(int(middle_s * 1e6))  # lands on the keyframe at or before the middle
+            for candidate in container.decode(stream):
+                frame = candidate
+                if candidate.time is None or candidate.time >= middle_s - 1e-6:
+                    break
+            if frame is None:  # nothing after the seek point: start over from the first frame
+                container.seek(0)
+                frame = next(container.decode(stream), None)
+            image = None if frame is None else frame.to_ndarray(format="rgb24")
+    except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
+        raise VideoEncodeError(f"cannot read a thumbnail frame from {path}: {exc}") from exc
+    if image is None:
+        raise VideoEncodeError(f"cannot read a thumbnail frame from {path}: no decodable video frame")
+    width = max(16, int(width))
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise VideoEncodeError(f"cannot encode a PNG thumbnail of {path}")
+    return png.tobytes()

@@ -6,13 +6,14 @@ import hashlib
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .errors import VideoDirError
+from .markers import TestPlan
 from .recorder import RecorderResult, VideoRecorder
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ensure_writable_dir",
     "find_phase",
     "finish_recording",
+    "plan_key",
     "settings_key",
     "state_key",
     "video_recorder",
@@ -40,10 +42,23 @@ class VideoSettings:
     Attributes:
         video_dir: absolute folder for MP4s.
         fps: video frame rate, frames/s.
+        mode: ``"on"``, ``"off"`` (metrics only, no video) or ``"retain-on-failure"`` (videos of
+            tests whose call phase passed are deleted).
+        embed: ``"link"`` or ``"inline"`` (base64 inside a ``--self-contained-html`` report).
+        every_n: encode every Nth frame handed to ``add_frame``.
+        embed_max_bytes: cap on the inline videos of one report, bytes.
     """
 
     video_dir: Path
     fps: float
+    mode: str = "on"
+    embed: str = "link"
+    every_n: int = 1
+    embed_max_bytes: int = 25 * 10**6
+
+    def with_overrides(self, overrides: dict[str, Any]) -> VideoSettings:
+        """Copy with the given fields replaced (``video(...)`` marker values, already validated)."""
+        return replace(self, **overrides) if overrides else self
 
     @property
     def metrics_dir(self) -> Path:
@@ -57,15 +72,19 @@ class VideoTestState:
 
     Attributes:
         recorder: the test's recorder.
+        settings: the test's settings (session settings with its ``video(...)`` markers applied).
         properties_added: True once the metrics were appended to ``item.user_properties``.
     """
 
     recorder: VideoRecorder
+    settings: VideoSettings | None = None
     properties_added: bool = False
 
 
 settings_key = pytest.StashKey[VideoSettings]()
 state_key = pytest.StashKey[VideoTestState]()
+#: The test's parsed markers, stored at setup by ``pytest_runtest_setup``.
+plan_key = pytest.StashKey[TestPlan]()
 
 
 def video_stem(nodeid: str) -> str:
@@ -153,6 +172,7 @@ def video_recorder(request: pytest.FixtureRequest) -> Iterator[VideoRecorder]:
 
     The MP4 is ``<video-dir>/<stem>.mp4`` and the metrics JSON ``<video-dir>/../metrics/<stem>.json``
     with ``stem = video_stem(nodeid)``; a video left by an earlier run under that name is deleted.
+    Settings come from the ini file, then the command line, then the test's ``video(...)`` markers.
     The recorder is finalized right after the test body (in ``pytest_runtest_makereport``), even when
     the test fails, so the video is attached to the call report; this fixture's teardown finalizes
     it too, as a safety net for interrupted runs.
@@ -161,12 +181,15 @@ def video_recorder(request: pytest.FixtureRequest) -> Iterator[VideoRecorder]:
         VideoDirError: the video or metrics folder cannot be created or written.
     """
     item = request.node
-    settings = request.config.stash[settings_key]
+    plan = item.stash.get(plan_key, None)
+    settings = request.config.stash[settings_key].with_overrides(dict(plan.video) if plan else {})
     stem = video_stem(item.nodeid)
-    ensure_writable_dir(settings.video_dir, "video")
+    if settings.mode != "off":
+        ensure_writable_dir(settings.video_dir, "video")
     ensure_writable_dir(settings.metrics_dir, "metrics")
     video_path = settings.video_dir / f"{stem}.mp4"
-    video_path.unlink(missing_ok=True)
+    if video_path.parent.is_dir():  # with --video-mode=off the folder need not exist
+        video_path.unlink(missing_ok=True)
     recorder = VideoRecorder(
         video_path,
         metrics_path=settings.metrics_dir / f"{stem}.json",
@@ -174,8 +197,10 @@ def video_recorder(request: pytest.FixtureRequest) -> Iterator[VideoRecorder]:
         test_name=display_name(item.nodeid),
         phase=find_phase(item),
         draw_hook=item.ihook.pytest_video_draw_overlays,
+        every_n=settings.every_n,
+        record_video=settings.mode != "off",
     )
-    item.stash[state_key] = VideoTestState(recorder)
+    item.stash[state_key] = VideoTestState(recorder, settings)
     recorder.start()
     try:
         yield recorder

@@ -36,6 +36,8 @@ __all__ = [
     "draw_text",
     "fit_text",
     "format_value",
+    "legend_rows",
+    "needs_legend",
     "side_by_side",
     "validate_frame",
     "wrap_segments",
@@ -332,27 +334,35 @@ def draw_text(
     _put_text(img, text, (x, y), color, scale, thickness)
 
 
+def _dashed_line(
+    img: np.ndarray, a: tuple[int, int], b: tuple[int, int], color: Color, thickness: int
+) -> None:
+    """Draw a dashed straight line from ``a`` to ``b`` in place; dash and gap are ``4 * thickness + 2`` px."""
+    cv2 = _cv2()
+    dash = 4 * thickness + 2
+    (ax, ay), (bx, by) = a, b
+    length = max(abs(bx - ax), abs(by - ay))
+    for start in range(0, max(length, 1), 2 * dash):
+        end = min(start + dash, length)
+        t0, t1 = start / max(length, 1), end / max(length, 1)
+        cv2.line(
+            img,
+            (round(ax + (bx - ax) * t0), round(ay + (by - ay) * t0)),
+            (round(ax + (bx - ax) * t1), round(ay + (by - ay) * t1)),
+            color,
+            thickness,
+            cv2.LINE_AA,
+        )
+
+
 def _dashed_rectangle(
     img: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color: Color, thickness: int
 ) -> None:
     """Draw a dashed rectangle outline in place; dash and gap are ``4 * thickness + 2`` px."""
-    cv2 = _cv2()
-    dash = 4 * thickness + 2
     (x1, y1), (x2, y2) = p1, p2
     corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)]
-    for (ax, ay), (bx, by) in itertools.pairwise(corners):
-        length = max(abs(bx - ax), abs(by - ay))
-        for start in range(0, max(length, 1), 2 * dash):
-            end = min(start + dash, length)
-            t0, t1 = start / max(length, 1), end / max(length, 1)
-            cv2.line(
-                img,
-                (round(ax + (bx - ax) * t0), round(ay + (by - ay) * t0)),
-                (round(ax + (bx - ax) * t1), round(ay + (by - ay) * t1)),
-                color,
-                thickness,
-                cv2.LINE_AA,
-            )
+    for a, b in itertools.pairwise(corners):
+        _dashed_line(img, a, b, color, thickness)
 
 
 def _label_text_color(color: Color) -> Color:
@@ -500,11 +510,64 @@ def _metric_line(key: str, value: str, max_width: int, style: OverlayStyle) -> s
     return line  # value alone is too wide: shortened at the end when drawn
 
 
-def _draw_sidebar(img: np.ndarray, metrics: Mapping[str, Any], layout: PanelLayout) -> None:
+#: Legend entries drawn at the bottom of the sidebar when a frame has both box styles.
+LEGEND_ENTRIES: tuple[tuple[BoxStyle, str], ...] = (("solid", "prediction"), ("dashed", "ground truth"))
+
+
+def needs_legend(boxes: Sequence[Box]) -> bool:
+    """True when ``boxes`` mix solid (prediction) and dashed (ground-truth) boxes."""
+    styles = {box.style for box in boxes}
+    return len(styles) > 1
+
+
+def legend_rows(layout: PanelLayout) -> int:
+    """Sidebar rows the box-style legend takes: a title and one row per style, or 0 when it cannot fit.
+
+    The legend needs the title row of the metrics list plus its own rows; a sidebar shorter than
+    that (a caller frame under about 80 px high) shows no legend.
+    """
+    rows = max(0, (layout.frame_h - layout.style.pad) // layout.style.line_height)
+    need = 1 + len(LEGEND_ENTRIES)
+    return need if rows >= need + 1 else 0
+
+
+def _draw_legend(img: np.ndarray, layout: PanelLayout) -> None:
+    """Draw the box-style legend in the bottom rows of the sidebar: a line sample and its meaning.
+
+    The samples are drawn in :data:`FOREGROUND` (box colours are the caller's, per class), with the
+    same outline width and dash pattern as :func:`draw_box` uses at this frame size.
+    """
+    s = layout.style
+    n = legend_rows(layout)
+    if n == 0:
+        return
+    x0 = layout.frame_w + s.pad
+    width = layout.sidebar_w - 2 * s.pad
+    top = layout.header_h + layout.frame_h - n * s.line_height - s.pad // 2
+    _draw_lines(img, ["boxes"], top, x0, width, s, MUTED)
+    sample_w = max(16, round(3 * s.ascent))
+    for i, (box_style, meaning) in enumerate(LEGEND_ENTRIES, start=1):
+        row_top = top + i * s.line_height
+        baseline_y = row_top + s.pad // 2 + (s.line_height - s.ascent) // 2 + s.ascent
+        mid_y = baseline_y - s.ascent // 2
+        if box_style == "dashed":
+            _dashed_line(img, (x0, mid_y), (x0 + sample_w, mid_y), FOREGROUND, s.box_thickness)
+        else:
+            _cv2().line(img, (x0, mid_y), (x0 + sample_w, mid_y), FOREGROUND, s.box_thickness, _cv2().LINE_AA)
+        text_x = x0 + sample_w + max(s.pad, s.ascent // 2)
+        _put_text(
+            img, fit_text(meaning, width - (text_x - x0), s), (text_x, baseline_y), FOREGROUND,
+            s.font_scale, s.thickness,
+        )  # fmt: skip
+
+
+def _draw_sidebar(
+    img: np.ndarray, metrics: Mapping[str, Any], layout: PanelLayout, reserved_rows: int = 0
+) -> None:
     s = layout.style
     x0, y0 = layout.frame_w, layout.header_h
     width = layout.sidebar_w - 2 * s.pad
-    rows = max(0, (layout.frame_h - s.pad) // s.line_height)
+    rows = max(0, (layout.frame_h - s.pad) // s.line_height - reserved_rows)
     if rows == 0:
         return
     lines = [_metric_line(str(key), format_value(value), width, s) for key, value in metrics.items()]
@@ -532,7 +595,9 @@ def compose_panels(
         header, footer: already wrapped text lines; extra lines are merged into the last one and
             every line is shortened with ``"..."`` to fit.
         metrics: key -> value shown as ``"key: value"`` lines in the sidebar, in order.
-        boxes, texts: drawn on the caller-frame region in its own pixel coordinates.
+        boxes, texts: drawn on the caller-frame region in its own pixel coordinates. When the boxes
+            mix solid (prediction) and dashed (ground-truth) styles, a legend of the two line styles
+            is drawn at the bottom of the sidebar (:data:`LEGEND_ENTRIES`).
 
     Returns:
         (layout.out_h, layout.out_w, 3) uint8 RGB array.
@@ -554,7 +619,10 @@ def compose_panels(
         draw_box(view, box, s)
     for text in texts:
         draw_text(view, text.text, (text.x, text.y), color=text.color, scale=text.scale)
-    _draw_sidebar(out, metrics or {}, layout)
+    legend = needs_legend(boxes)
+    _draw_sidebar(out, metrics or {}, layout, reserved_rows=legend_rows(layout) if legend else 0)
+    if legend:
+        _draw_legend(out, layout)
     _draw_lines(
         out, _fit_line_count(list(header), layout.header_lines), 0, s.pad, layout.text_width_px, s, FOREGROUND
     )

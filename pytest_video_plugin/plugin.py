@@ -1,12 +1,29 @@
 """pytest entry point of ``pytest_video_plugin`` (registered as the ``video`` pytest11 plugin).
 
-* options: group "video" with ``--video-dir`` / ini ``video_dir`` and ``--video-fps`` / ini ``video_fps``;
-* fixture: ``video_recorder`` (from :mod:`.fixtures`);
+* options: group "video", each also an ini key; precedence ini < command line < ``video(...)`` marker:
+
+  ============================ ====================== =============================================
+  option                       ini key                meaning
+  ============================ ====================== =============================================
+  ``--video-dir=DIR``          ``video_dir``          MP4 folder (metrics JSON in ``DIR/../metrics``)
+  ``--video-mode=MODE``        ``video_mode``         ``on`` | ``off`` | ``retain-on-failure``
+  ``--video-fps=FPS``          ``video_fps``          frame rate of the videos
+  ``--video-every-n=N``        ``video_every_n``      encode every Nth frame handed to ``add_frame``
+  ``--video-embed=HOW``        ``video_embed``        ``link`` | ``inline`` (``--self-contained-html``)
+  ``--video-embed-max-mb=MB``  ``video_embed_max_mb`` cap on a report's inline videos (25 MB)
+  ============================ ====================== =============================================
+
+* markers: ``video(...)``, ``min_fps(...)``, ``max_vram(...)``, ``max_rss(...)`` (see :mod:`.markers`),
+  validated when each test is set up;
+* fixture: ``video_recorder`` (from :mod:`.fixtures`); a test with a threshold marker gets it even
+  without asking, so its memory is sampled;
 * hook: ``pytest_video_draw_overlays`` (spec in :mod:`.hooks`);
-* reporting: right after the test body, the recorder is finalized and, for the ``call`` report,
-  the video and metrics JSON are attached to pytest-html (when installed and ``--html`` is given)
-  and the metrics added to ``user_properties`` (JUnit XML). Everything rides on the report, so it
-  works under pytest-xdist, where only the controller writes the HTML report and its assets.
+* reporting: right after the test body the recorder is finalized, the thresholds are judged (a
+  missed one fails the test's ``call`` report), and the video, the metrics JSON and the verdict
+  are attached to the call report: as pytest-html extras, as ``user_properties`` (JUnit XML) and as
+  the ``pytest_video`` report attribute (a dict of JSON types). Everything rides on the report, so
+  it works under pytest-xdist, where only the controller (:mod:`.reporting`) cleans the video
+  folder, writes the report columns and the phase-gate summary.
 """
 
 from __future__ import annotations
@@ -21,13 +38,49 @@ from typing import Any
 import pytest
 
 from . import hooks
-from .fixtures import VideoSettings, finish_recording, settings_key, video_recorder  # noqa: F401 - fixture
-from .recorder import RecorderResult
+from .encode import thumbnail_png
+from .errors import VideoPluginError
+from .fixtures import (  # noqa: F401 - video_recorder is the fixture pytest collects from this plugin
+    VideoSettings,
+    find_phase,
+    finish_recording,
+    plan_key,
+    settings_key,
+    state_key,
+    video_recorder,
+)
+from .markers import (
+    EMBED_CHOICES,
+    MARKER_HELP,
+    MODE_CHOICES,
+    MarkerError,
+    ThresholdResult,
+    evaluate,
+    parse_every_n,
+    parse_fps,
+    plan_for,
+    verdict,
+)
+from .recorder import RecorderResult, _write_json
+from .reporting import (
+    INLINE_BYTES_KEY,
+    LINK_KEY,
+    REPORT_ATTR,
+    VideoSessionReport,
+    inline_refusal,
+    relative_link,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VIDEO_DIR = "output/videos"
 DEFAULT_FPS = 15.0
+DEFAULT_MODE = "on"
+DEFAULT_EMBED = "link"
+DEFAULT_EVERY_N = 1
+DEFAULT_EMBED_MAX_MB = 25.0
+#: Width of the phase-gate thumbnails in the HTML summary, pixels.
+THUMBNAIL_WIDTH = 240
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -47,6 +100,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"Default: ini video_dir, else {DEFAULT_VIDEO_DIR} under the rootdir.",
     )
     group.addoption(
+        "--video-mode",
+        dest="video_mode",
+        choices=MODE_CHOICES,
+        default=None,
+        help="on: record every test using video_recorder; off: metrics and thresholds only, no video; "
+        "retain-on-failure: record, then delete the videos of tests that passed "
+        f"(default: ini video_mode, else {DEFAULT_MODE}).",
+    )
+    group.addoption(
         "--video-fps",
         dest="video_fps",
         metavar="FPS",
@@ -54,114 +116,320 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help=f"frame rate of recorded videos, frames/s (default: ini video_fps, else {DEFAULT_FPS:g}).",
     )
+    group.addoption(
+        "--video-every-n",
+        dest="video_every_n",
+        metavar="N",
+        default=None,
+        help="encode every Nth frame handed to add_frame (frame counter and metrics still count all; "
+        f"default: ini video_every_n, else {DEFAULT_EVERY_N}).",
+    )
+    group.addoption(
+        "--video-embed",
+        dest="video_embed",
+        choices=EMBED_CHOICES,
+        default=None,
+        help="link: the report links the MP4 (an assets/ copy, or the file itself with "
+        "--self-contained-html); inline: with --self-contained-html the MP4 is embedded as base64, "
+        f"up to --video-embed-max-mb per report (default: ini video_embed, else {DEFAULT_EMBED}).",
+    )
+    group.addoption(
+        "--video-embed-max-mb",
+        dest="video_embed_max_mb",
+        metavar="MB",
+        type=float,
+        default=None,
+        help="cap on the inline videos of one report, megabytes; videos beyond it are refused and linked "
+        f"(default: ini video_embed_max_mb, else {DEFAULT_EMBED_MAX_MB:g}).",
+    )
     parser.addini(
         "video_dir",
         help=f"folder for test videos, relative to the rootdir (default {DEFAULT_VIDEO_DIR}).",
         default=DEFAULT_VIDEO_DIR,
     )
     parser.addini(
+        "video_mode", help=f"on | off | retain-on-failure (default {DEFAULT_MODE}).", default=DEFAULT_MODE
+    )
+    parser.addini(
         "video_fps",
         help=f"frame rate of recorded videos (default {DEFAULT_FPS:g}).",
         default=str(DEFAULT_FPS),
     )
+    parser.addini(
+        "video_every_n",
+        help=f"encode every Nth frame handed to add_frame (default {DEFAULT_EVERY_N}).",
+        default=str(DEFAULT_EVERY_N),
+    )
+    parser.addini("video_embed", help=f"link | inline (default {DEFAULT_EMBED}).", default=DEFAULT_EMBED)
+    parser.addini(
+        "video_embed_max_mb",
+        help=f"cap on the inline videos of one report, MB (default {DEFAULT_EMBED_MAX_MB:g}).",
+        default=str(DEFAULT_EMBED_MAX_MB),
+    )
+
+
+def _option_or_ini(config: pytest.Config, name: str) -> tuple[Any, str]:
+    """The command-line value of ``name`` if given, else the ini value; plus where it came from."""
+    value = config.getoption(name)
+    if value is not None:
+        return value, f"--{name.replace('_', '-')}"
+    return config.getini(name), f"ini {name}"
 
 
 def resolve_settings(config: pytest.Config) -> VideoSettings:
-    """Options > ini > defaults. ``--video-dir`` is relative to the invocation folder, ini to the rootdir.
+    """Command line > ini > defaults. ``--video-dir`` is relative to the invocation folder, ini to the rootdir.
 
     Raises:
-        pytest.UsageError: the frame rate is not a number > 0.
+        pytest.UsageError: a value is out of range; the message names the option or ini key.
     """
     cli_dir = config.getoption("video_dir")
     if cli_dir:
         video_dir = Path(config.invocation_params.dir, os.path.expanduser(cli_dir))
     else:
         video_dir = Path(config.rootpath, os.path.expanduser(str(config.getini("video_dir"))))
-    raw_fps = config.getoption("video_fps")
-    if raw_fps is None:
-        raw_fps = config.getini("video_fps")
+    raw_fps, fps_from = _option_or_ini(config, "video_fps")
+    raw_mode, mode_from = _option_or_ini(config, "video_mode")
+    raw_embed, embed_from = _option_or_ini(config, "video_embed")
+    raw_every_n, every_n_from = _option_or_ini(config, "video_every_n")
+    raw_cap, cap_from = _option_or_ini(config, "video_embed_max_mb")
     try:
-        fps = float(raw_fps)
-    except (TypeError, ValueError):
-        fps = float("nan")
-    if not fps > 0:
-        raise pytest.UsageError(f"--video-fps / ini video_fps must be a number > 0 frames/s, got {raw_fps!r}")
-    return VideoSettings(video_dir=video_dir.resolve(), fps=fps)
+        fps = parse_fps(raw_fps, fps_from)
+        every_n = parse_every_n(raw_every_n, every_n_from)
+        if raw_mode not in MODE_CHOICES:
+            raise ValueError(f"{mode_from} must be one of {', '.join(MODE_CHOICES)}, got {raw_mode!r}")
+        if raw_embed not in EMBED_CHOICES:
+            raise ValueError(f"{embed_from} must be one of {', '.join(EMBED_CHOICES)}, got {raw_embed!r}")
+        try:
+            cap_mb = float(raw_cap)
+        except (TypeError, ValueError):
+            cap_mb = float("nan")
+        if not cap_mb > 0:
+            raise ValueError(f"{cap_from} must be a number of megabytes > 0, got {raw_cap!r}")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return VideoSettings(
+        video_dir=video_dir.resolve(),
+        fps=fps,
+        mode=raw_mode,
+        embed=raw_embed,
+        every_n=every_n,
+        embed_max_bytes=round(cap_mb * 1e6),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Resolve the options once per session into ``config.stash``."""
+    """Resolve the options, register the markers, and (on the controller only) the report plugin."""
     config.stash[settings_key] = resolve_settings(config)
+    for help_line in MARKER_HELP.values():
+        config.addinivalue_line("markers", help_line)
+    if not hasattr(config, "workerinput"):  # xdist workers only run tests; the controller reports
+        config.pluginmanager.register(VideoSessionReport(config), VideoSessionReport.NAME)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    """One header line: where videos go and at which frame rate."""
-    settings = config.stash[settings_key]
-    return f"video: dir={settings.video_dir}, fps={settings.fps:g}"
+    """One header line: where videos go and how they are recorded."""
+    s = config.stash[settings_key]
+    return (
+        f"video: dir={s.video_dir}, fps={s.fps:g}, mode={s.mode}, every_n={s.every_n}, embed={s.embed} "
+        f"(inline cap {s.embed_max_bytes / 1e6:g} MB)"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Parse and validate the plugin's markers before any fixture runs (a bad marker is a setup error)."""
+    item.stash[plan_key] = plan_for(item)
+
+
+@pytest.fixture(autouse=True)
+def _video_thresholds_need_a_recorder(request: pytest.FixtureRequest) -> None:
+    """A test with ``min_fps``/``max_vram``/``max_rss`` gets ``video_recorder`` (its memory sampler)
+    even when it does not ask for it; without it no threshold could be judged."""
+    plan = request.node.stash.get(plan_key, None)
+    if plan is not None and plan.thresholds:
+        request.getfixturevalue("video_recorder")
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """After the test body: finalize the recorder and attach video and metrics to the call report."""
+    """After the test body: finalize the recorder, judge thresholds, attach video and metrics."""
     report = yield
+    phase = find_phase(item)
+    if report.when == "setup" and call.excinfo is not None and isinstance(call.excinfo.value, MarkerError):
+        report.longrepr = f"pytest_video_plugin usage error: {call.excinfo.value}"
     if report.when != "call":
+        if phase is not None:
+            setattr(report, REPORT_ATTR, {"phase": phase})
         return report
     try:
         finished = finish_recording(item)
     except OSError as exc:
-        _report_problem(report, f"pytest_video_plugin could not finish the recording: {exc}")
-        return report
+        _fail_call(report, [f"pytest_video_plugin could not finish the recording: {exc}"])
+        finished = None
     if finished is None:
+        if phase is not None:
+            setattr(report, REPORT_ATTR, {"phase": phase})
         return report
     result, new_properties = finished
+    state = item.stash[state_key]
+    settings = state.settings or item.config.stash[settings_key]
     report.user_properties.extend(new_properties)
-    if result.error is not None:
-        _report_problem(report, f"pytest_video_plugin: {result.error}")
-    html_extras = _html_extras(item.config, result)
-    if html_extras:
-        report.extras = [*getattr(report, "extras", []), *html_extras]
+
+    problems = [] if result.error is None else [f"pytest_video_plugin: {result.error}"]
+    plan = item.stash.get(plan_key, None)
+    judged = plan is not None and not report.skipped  # a skipped (or xfailed) body is not judged
+    results = [evaluate(t, result.summary) for t in plan.thresholds] if judged else []
+    missed = [r for r in results if r.status == "fail"]
+    if missed:
+        problems.append(_threshold_longrepr(item.nodeid, results, result, settings))
+    elif results:
+        report.sections.append(("pytest_video_plugin thresholds", "\n".join(r.text for r in results)))
+    if missed and not report.passed:  # already failed: keep its own longrepr, add ours as a section
+        report.sections.append(("pytest_video_plugin thresholds", problems.pop()))
+    _fail_call(report, problems)
+
+    video_path = result.video_path
+    deleted = None
+    if settings.mode == "retain-on-failure" and video_path is not None and report.passed:
+        video_path.unlink(missing_ok=True)
+        deleted = "deleted: the test passed (video mode retain-on-failure)"
+        video_path = None
+        for props in (report.user_properties, item.user_properties):
+            props[:] = [("video", None) if name == "video" else (name, v) for name, v in props]
+    final_verdict = verdict(report.outcome, [r.as_dict() for r in results])
+    threshold_props = [(f"threshold {r.source}", r.text) for r in results]
+    extra_props = [*threshold_props, ("verdict", final_verdict)]
+    report.user_properties.extend(extra_props)
+    item.user_properties.extend(extra_props)
+
+    data: dict[str, Any] = {
+        "phase": phase,
+        "video": None if video_path is None else str(video_path),
+        "video_deleted": deleted,
+        "metrics_json": None if result.metrics_path is None else str(result.metrics_path),
+        "mode": settings.mode,
+        "every_n": settings.every_n,
+        "fps": result.summary["fps"],
+        "steps": result.summary["steps"],
+        "frames": result.summary["frames"],
+        "vram_peak_bytes": result.summary["vram_peak_bytes"],
+        "vram": result.summary["vram"],
+        "rss_peak_bytes": result.summary["rss_peak_bytes"],
+        "thresholds": [r.as_dict() for r in results],
+        "verdict": final_verdict,
+        "thumbnail_png": None,
+        "embed_refused": None,
+    }
+    summary = {
+        **result.summary, "video": data["video"], "video_deleted": deleted, "video_mode": settings.mode,
+        "thresholds": data["thresholds"], "verdict": final_verdict,
+    }  # fmt: skip
+    if result.metrics_path is not None:
+        try:
+            _write_json(result.metrics_path, summary)
+        except OSError as exc:
+            _fail_call(report, [f"pytest_video_plugin could not update the metrics JSON: {exc}"])
+    if item.config.getoption("htmlpath", None):
+        html_extras, refusal = _html_extras(item.config, item.nodeid, summary, settings, video_path)
+        if html_extras:
+            report.extras = [*getattr(report, "extras", []), *html_extras]
+        if refusal is not None:
+            data["embed_refused"] = refusal
+            report.sections.append(("pytest_video_plugin", refusal))
+        if phase is not None and video_path is not None:
+            data["thumbnail_png"] = _thumbnail(video_path)
+    setattr(report, REPORT_ATTR, data)
     return report
 
 
-def _report_problem(report: pytest.TestReport, message: str) -> None:
-    """Fail a passed report with ``message``; for an already failed or skipped one, add a section."""
-    log.error("%s", message)
+def _threshold_longrepr(
+    nodeid: str, results: list[ThresholdResult], result: RecorderResult, settings: VideoSettings
+) -> str:
+    """The failure text of a missed threshold: every threshold's measured vs required, and the config."""
+    summary = result.summary
+    header = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.get("header", {}).items())
+    wall = summary.get("wall_time_s")
+    lines = [
+        f"pytest_video_plugin: {nodeid} missed its threshold(s):",
+        *(f"  {r.text}" for r in results),
+        "config: "
+        + "; ".join(
+            part
+            for part in (
+                f"backend: {summary.get('backend')}",
+                f"flight stack: {summary.get('flight_stack')}",
+                header,
+                f"GPU: {summary.get('vram')}",
+                f"{summary.get('steps', 0):,} steps counted"
+                + (f", {summary.get('timed_steps', 0):,} timed over {wall:.3f} s" if wall else ""),
+                f"video mode={settings.mode}, fps={settings.fps:g}, every_n={settings.every_n}",
+                f"metrics JSON: {result.metrics_path}",
+            )
+            if part
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _fail_call(report: pytest.TestReport, problems: list[str]) -> None:
+    """Fail a passed call report with ``problems``; for an already failed or skipped one, add sections."""
+    if not problems:
+        return
+    for message in problems:
+        log.error("%s", message)
     if report.passed:
         report.outcome = "failed"
-        report.longrepr = message
+        report.longrepr = "\n".join(problems)
     else:
-        report.sections.append(("pytest_video_plugin", message))
+        for message in problems:
+            report.sections.append(("pytest_video_plugin", message))
 
 
-def _html_extras(config: pytest.Config, result: RecorderResult) -> list[dict[str, Any]]:
-    """pytest-html extras for the video and the metrics JSON; empty without pytest-html or ``--html``.
+def _thumbnail(video_path: Path) -> str | None:
+    """Base64 PNG thumbnail of the video, or None (logged) when it cannot be read."""
+    try:
+        return base64.b64encode(thumbnail_png(video_path, THUMBNAIL_WIDTH)).decode("ascii")
+    except VideoPluginError as exc:
+        log.warning("no thumbnail for the report summary: %s", exc)
+        return None
 
-    The video is passed as base64 so pytest-html writes it into ``assets/`` next to the report and
-    links it relatively. With ``--self-contained-html`` the video would become a data URI, which
-    makes large reports crash browsers, so there the video is linked relative to the report instead.
+
+def _html_extras(
+    config: pytest.Config, nodeid: str, summary: dict[str, Any], settings: VideoSettings, video: Path | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """pytest-html extras for the video and the metrics JSON (none without pytest-html or ``--html``),
+    and the message refusing ``inline`` for a video bigger than the cap on its own (else None).
+
+    Without ``--self-contained-html`` the video is passed as base64, so pytest-html writes it into
+    ``assets/`` next to the report and links it relatively (``--video-embed`` does not matter). With
+    ``--self-contained-html``, ``link`` (default) links the video relative to the report, and
+    ``inline`` embeds it as base64 unless that would take the report's inline videos over the cap
+    (checked here for this video alone, and on the controller for the whole report).
     """
     html_path = config.getoption("htmlpath", None)
     if not html_path:
-        return []
+        return [], None
     try:
         from pytest_html import extras
     except ImportError:
-        return []
+        return [], None
     attached: list[dict[str, Any]] = []
-    if result.video_path is not None:
-        if config.getoption("self_contained_html", False):
-            content = _relative_link(result.video_path, Path(os.path.expandvars(html_path)).expanduser())
+    refusal = None
+    if video is not None:
+        name = f"video: {video.name}"
+        if not config.getoption("self_contained_html", False):
+            attached.append(extras.video(base64.b64encode(video.read_bytes()).decode("ascii"), name=name))
         else:
-            content = base64.b64encode(result.video_path.read_bytes()).decode("ascii")
-        attached.append(extras.video(content, name=f"video: {result.video_path.name}"))
-    attached.append(extras.json(result.summary, name="metrics"))
-    return attached
-
-
-def _relative_link(target: Path, report_path: Path) -> str:
-    """Path of ``target`` relative to the report's folder, always starting with ``./`` or ``../``.
-
-    The prefix also keeps pytest-html from mistaking the path for base64 data.
-    """
-    relative = Path(os.path.relpath(target.resolve(), report_path.resolve().parent)).as_posix()
-    return relative if relative.startswith("../") else f"./{relative}"
+            link = relative_link(video, Path(os.path.expandvars(html_path)).expanduser())
+            size = video.stat().st_size
+            if settings.embed == "inline" and size <= settings.embed_max_bytes:
+                extra = extras.video(base64.b64encode(video.read_bytes()).decode("ascii"), name=name)
+                extra[INLINE_BYTES_KEY], extra[LINK_KEY] = size, link
+                attached.append(extra)
+            else:
+                if settings.embed == "inline":
+                    refusal = inline_refusal(nodeid, size, size, settings.embed_max_bytes, link)
+                    log.warning("%s", refusal)
+                attached.append(extras.video(link, name=name))
+    attached.append(extras.json(summary, name="metrics"))
+    return attached, refusal

@@ -124,8 +124,9 @@ def _json_scalar(name: str, value: Any) -> MetricValue:
 
 @dataclass
 class _FrameCounts:
-    total: int = 0
-    rendered: int = 0
+    total: int = 0  # handed to add_frame
+    rendered: int = 0  # of those, marked rendered
+    recorded: int = 0  # of those, encoded into the video
 
     @property
     def skipped(self) -> int:
@@ -153,9 +154,13 @@ class VideoRecorder:
         draw_hook: extra overlay layer, see :data:`DrawHook`.
         sample_interval_s: memory sampling period, seconds.
         clock: monotonic time source for steps/s, seconds (injectable for tests).
+        every_n: encode every Nth frame handed to :meth:`add_frame` (frames 1, 1+N, 1+2N, ...);
+            the others are counted (frame counter, rendered/skipped totals) but neither drawn nor
+            encoded, which is what makes recording cheap on a fast loop.
+        record_video: False counts frames and keeps metrics but writes no video at all.
 
     Raises:
-        ValueError: ``fps`` or ``sample_interval_s`` not > 0.
+        ValueError: ``fps`` or ``sample_interval_s`` not > 0, ``every_n`` not an int >= 1.
     """
 
     def __init__(
@@ -169,9 +174,15 @@ class VideoRecorder:
         draw_hook: DrawHook | None = None,
         sample_interval_s: float = 0.2,
         clock: Callable[[], float] = time.perf_counter,
+        every_n: int = 1,
+        record_video: bool = True,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0 frames/s, got {fps!r}")
+        if isinstance(every_n, bool) or not isinstance(every_n, int) or every_n < 1:
+            raise ValueError(f"every_n must be an int >= 1 (record every Nth frame), got {every_n!r}")
+        self.every_n = every_n
+        self.record_video = bool(record_video)
         self._video_path = Path(video_path)
         self._metrics_path = None if metrics_path is None else Path(metrics_path)
         self.video_fps = float(fps)
@@ -199,6 +210,26 @@ class VideoRecorder:
         """Path of the metrics JSON written at finalize, or None."""
         return self._metrics_path
 
+    def set_name(self, stem: str) -> None:
+        """Name the outputs ``<stem>.mp4`` and ``<stem>.json`` in the same folders.
+
+        For tests whose evidence has a conventional file name (for example
+        ``functions_check_hover``); the caller keeps names unique across tests.
+
+        Raises:
+            ValueError: ``stem`` is empty or has characters other than letters, digits, ``_ . -``.
+            RuntimeError: called after the first frame (the file is already open).
+        """
+        if not stem or not all(c.isascii() and (c.isalnum() or c in "_.-") for c in stem):
+            raise ValueError(f"video name {stem!r} must be non-empty and use only letters, digits, '_', '.', '-'")
+        if self._writer is not None:
+            raise RuntimeError(f"set_name({stem!r}) must come before the first add_frame(); {self._video_path} is open")
+        self._video_path = self._video_path.with_name(f"{stem}.mp4")
+        if self._video_path.parent.is_dir():
+            self._video_path.unlink(missing_ok=True)  # a stale video from an earlier run
+        if self._metrics_path is not None:
+            self._metrics_path = self._metrics_path.with_name(f"{stem}.json")
+
     @property
     def fps(self) -> float | None:
         """Counted steps per second so far (see :meth:`count_steps`), or None before two counts."""
@@ -211,8 +242,13 @@ class VideoRecorder:
 
     @property
     def frames(self) -> int:
-        """Frames added so far."""
+        """Frames added so far (all of them, recorded or not; see :attr:`frames_recorded`)."""
         return self._frames.total
+
+    @property
+    def frames_recorded(self) -> int:
+        """Frames encoded into the video so far: about ``frames / every_n``, 0 when not recording."""
+        return self._frames.recorded
 
     @property
     def metrics(self) -> dict[str, MetricValue]:
@@ -293,7 +329,7 @@ class VideoRecorder:
         footer: str = "",
         rendered: bool = True,
     ) -> None:
-        """Overlay and encode one frame.
+        """Overlay and encode one frame (or only count it: see ``every_n`` and ``record_video``).
 
         Args:
             frame: (H, W, 3) uint8 RGB. The first frame fixes the video size; later frames of
@@ -316,8 +352,12 @@ class VideoRecorder:
         _check_items(boxes, Box, "boxes")
         _check_items(texts, Text, "texts")
         self.start()
-        metrics = dict(metrics or {})
         index = self._frames.total + 1
+        if not self.record_video or (index - 1) % self.every_n:
+            self._frames.total = index
+            self._frames.rendered += bool(rendered)
+            return
+        metrics = dict(metrics or {})
         layout = self._layout_for(frame, footer)
         out = compose_panels(
             frame,
@@ -345,14 +385,16 @@ class VideoRecorder:
         self._writer.write(out)
         self._frames.total = index
         self._frames.rendered += bool(rendered)
+        self._frames.recorded += 1
 
     def summary(self) -> dict[str, Any]:
         """The metrics JSON content so far.
 
         Keys: ``test``, ``phase``, ``backend``, ``flight_stack``, ``header`` (extra fields),
         ``started_utc``, ``fps`` (steps/s or null), ``steps``, ``timed_steps``, ``wall_time_s``
-        (first to last count, s, or null), ``frames``, ``frames_rendered``, ``frames_skipped``,
-        ``video`` (path or null), ``video_fps``, ``video_size`` ([w, h] or null), ``rss_peak_bytes``,
+        (first to last count, s, or null), ``frames`` (all handed in), ``frames_rendered``,
+        ``frames_skipped``, ``frames_recorded`` (encoded), ``every_n``, ``recording`` (False when
+        recording is off), ``video`` (path or null), ``video_fps``, ``video_size`` ([w, h] or null), ``rss_peak_bytes``,
         ``vram_peak_bytes`` (null without GPU), ``vram_start_bytes``, ``vram`` (GPU or "no GPU"),
         ``memory_samples``, ``metrics`` (every :meth:`record_metric` value).
         """
@@ -372,6 +414,9 @@ class VideoRecorder:
             "frames": self._frames.total,
             "frames_rendered": self._frames.rendered,
             "frames_skipped": self._frames.skipped,
+            "frames_recorded": self._frames.recorded,
+            "every_n": self.every_n,
+            "recording": self.record_video,
             "video": str(self.path) if self.path is not None else None,
             "video_fps": self.video_fps,
             "video_size": list(size) if size else None,
@@ -450,11 +495,10 @@ class VideoRecorder:
             fps_text = "FPS -- steps/s"
         else:
             fps_text = f"FPS {fps:,.0f} steps/s" if fps >= 100 else f"FPS {fps:.1f} steps/s"
-        return [
-            fps_text,
-            self._sampler.memory_label(),
-            f"frame {index} ({'rendered' if rendered else 'skipped'})",
-        ]
+        counter = f"frame {index} ({'rendered' if rendered else 'skipped'})"
+        if self.every_n > 1:
+            counter += f", 1 in {self.every_n} recorded"
+        return [fps_text, self._sampler.memory_label(), counter]
 
     def _footer_lines(self, layout: PanelLayout, index: int, rendered: bool, footer: str) -> list[str]:
         return layout.wrap(self._status_segments(index, rendered)) + (layout.wrap([footer]) if footer else [])

@@ -10,17 +10,23 @@
     drones labelled; the footer carries the aggregate FPS and memory.
 
 Everything is measured and recorded before anything is asserted, so a missed
-floor still leaves its video, its metrics and its table.
+floor still leaves its video, its metrics and its table. The floors are markers
+read from ``phase_config.yaml``: the plugin judges them after the body returns
+(``min_fps`` reads the rate counted with ``video_recorder.count_steps`` inside
+the timed loop; ``max_vram`` is "not measurable here" without a GPU) and fails
+the test itself, with measured vs required, when one is missed.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from flyby.bench import format_table, machine_info, measure_vector_env, scaling_table
+from flyby.config import read_yaml
 from flyby.enums import TargetClass
 from flyby.envs.multi_drone_env import MultiDroneISREnv
 from flyby.policies import SmoothPatrolPolicy
@@ -32,9 +38,13 @@ CLASS_STYLE = {
     int(TargetClass.PERSON): ("person", (255, 60, 200)),
 }
 TILE_SCALE = 2  # 80x80 tiles drawn at 160x160 so labels stay legible
+# The gate's floors, for the plugin's threshold markers (the phase3_cfg fixture validates the same section).
+PHASE3_FLOORS = read_yaml(Path(__file__).with_name("phase_config.yaml"))[0]["phase3"]
 
 
 @pytest.mark.phase3
+@pytest.mark.min_fps(float(PHASE3_FLOORS["min_drone_steps_per_s"]), metric="fps")
+@pytest.mark.max_vram(f"{float(PHASE3_FLOORS['max_vram_gb']):g} GB")
 def test_phase3_multi_drone_throughput(video_recorder, phase3_cfg, stack_strings, output_dir, backend_kind):
     gate = phase3_cfg
     env_cfg = load_training_cfg().multi_drone_env
@@ -51,6 +61,7 @@ def test_phase3_multi_drone_throughput(video_recorder, phase3_cfg, stack_strings
         f"{env_cfg.perception_interval} step(s), {env.task.world.num_targets} targets, "
         f"{env.task.world.num_buildings} buildings, render skipped"
     )
+    video_recorder.set_header(config=config_line)  # in the video and in the threshold verdicts
     print(f"\nPhase 3 throughput ({config_line}): {headline.drone_steps_per_s:,.0f} drone-steps/s "
           f"(floor {gate.min_drone_steps_per_s:,.0f}), {headline.sim_s_per_wall_s:,.0f}x real time")
     video_recorder.record_metric("drone_steps_per_s", headline.drone_steps_per_s)
@@ -105,18 +116,9 @@ def test_phase3_multi_drone_throughput(video_recorder, phase3_cfg, stack_strings
     finally:
         env.close()
 
-    # Verdicts, after the evidence is safe.
-    summary = video_recorder.summary()
-    vram = summary.get("vram_peak_bytes")
-    if vram is None:
-        print(f"VRAM: not measurable here (no GPU); host peak RSS {summary.get('rss_peak_bytes', 0) / 2**30:.2f} GiB")
-    else:
-        assert vram < gate.max_vram_gb * 1e9, f"peak VRAM {vram / 1e9:.2f} GB >= {gate.max_vram_gb} GB"
+    # Verdicts, after the evidence is safe. The FPS floor and the VRAM ceiling are the markers above,
+    # judged by the plugin once this body returns.
     assert video_recorder.frames == gate.video_frames
-    assert headline.drone_steps_per_s >= gate.min_drone_steps_per_s, (
-        f"MultiDroneISR-v0 reached {headline.drone_steps_per_s:,.0f} drone-steps/s with {gate.num_drones} drones, "
-        f"below the phase 3 floor of {gate.min_drone_steps_per_s:,.0f} ({config_line})"
-    )
     # Batching must pay: per-drone cost at 16 drones well below the single-drone cost, same run.
     by_n = {r.num_drones: r.drone_steps_per_s for r in rows}
     if 1 in by_n and 16 in by_n:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pytest_video_plugin import H264Writer, VideoEncodeError
-from pytest_video_plugin.encode import even_size, fit_frame
+from pytest_video_plugin.encode import even_size, fit_frame, thumbnail_png
 from pytest_video_plugin.overlay import BACKGROUND
 
 Probe = Callable[[Path], dict[str, Any]]
@@ -95,3 +95,23 @@ def test_wrong_frame_raises_value_error_naming_the_shape(tmp_path: Path) -> None
 def test_fps_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fps"):
         H264Writer(tmp_path / "x.mp4", fps=0)
+
+
+def test_thumbnail_is_a_small_png_of_the_middle_frame(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.mp4"
+    with H264Writer(path, fps=10, gop_seconds=1.0) as writer:
+        for value in range(0, 250, 5):  # 50 grey frames getting brighter
+            writer.write(np.full((120, 160, 3), value, np.uint8))
+    png = thumbnail_png(path, width=80)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 5_000
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (60, 80, 3)
+    assert 60 < int(image.mean()) < 190  # from the middle of the clip, not its first or last frame
+
+
+def test_thumbnail_of_a_broken_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(b"not a video")
+    with pytest.raises(VideoEncodeError, match="broken.mp4"):
+        thumbnail_png(path)

@@ -16,6 +16,8 @@ from pytest_video_plugin.overlay import (
     draw_box,
     fit_text,
     format_value,
+    legend_rows,
+    needs_legend,
     validate_frame,
     wrap_segments,
 )
@@ -211,3 +213,47 @@ def test_sidebar_with_too_many_metrics_ends_with_a_more_line() -> None:
     assert few.shape == full.shape  # the sidebar never grows
     x, y = layout.frame_w, layout.header_h
     assert (full[y : y + 60, x:] != few[y : y + 60, x:]).any()
+
+
+@pytest.mark.parametrize(("h", "w"), [(240, 320), (720, 1280)])
+def test_legend_appears_only_when_both_box_styles_are_present(h: int, w: int) -> None:
+    frame = np.full((h, w, 3), 60, np.uint8)
+    layout = PanelLayout.for_frame(h, w)
+    pred = Box(20, 20, 120, 100, label="vehicle", confidence=0.87, color=(255, 140, 0))
+    truth = Box(24, 24, 124, 104, label="truth", color=(0, 255, 0), style="dashed")
+    both = compose_panels(frame, layout, boxes=[pred, truth], metrics={"reward": 1.5})
+    solid_only = compose_panels(frame, layout, boxes=[pred], metrics={"reward": 1.5})
+    dashed_only = compose_panels(frame, layout, boxes=[truth], metrics={"reward": 1.5})
+    rows = legend_rows(layout)
+    assert rows == 3  # title + one row per style, at both sizes
+    s = layout.style
+    top = layout.header_h + layout.frame_h - rows * s.line_height - s.pad // 2
+    legend = (slice(top, layout.header_h + layout.frame_h), slice(layout.frame_w, layout.out_w))
+    assert (both[legend] != BACKGROUND).any(axis=-1).sum() > 50  # line samples and words
+    assert not (solid_only[legend] != BACKGROUND).any() and not (dashed_only[legend] != BACKGROUND).any()
+    # the metrics above the legend are drawn the same way
+    metrics_area = (slice(layout.header_h, top), slice(layout.frame_w, layout.out_w))
+    np.testing.assert_array_equal(both[metrics_area], solid_only[metrics_area])
+    # legible: the legend words are at least as big as the sidebar's other text
+    assert s.font_scale >= 0.4
+
+
+def test_legend_sample_lines_are_solid_and_dashed() -> None:
+    layout = PanelLayout.for_frame(240, 320)
+    boxes = [Box(2, 2, 20, 20), Box(3, 3, 21, 21, style="dashed")]
+    out = compose_panels(np.zeros((240, 320, 3), np.uint8), layout, boxes=boxes)
+    s = layout.style
+    x0 = layout.frame_w + s.pad
+    top = layout.header_h + layout.frame_h - 3 * s.line_height - s.pad // 2
+    runs = []
+    for i in (1, 2):
+        row = out[top + i * s.line_height : top + (i + 1) * s.line_height, x0 : x0 + max(16, 3 * s.ascent)]
+        lit = (row > 150).all(axis=-1).any(axis=0)  # columns crossed by the sample line
+        runs.append(int(np.count_nonzero(np.diff(lit.astype(int)) != 0)))
+    assert runs[0] <= 2 < runs[1]  # one unbroken stroke, then dashes with gaps
+
+
+def test_needs_legend() -> None:
+    assert not needs_legend([])
+    assert not needs_legend([Box(0, 0, 1, 1), Box(1, 1, 2, 2)])
+    assert needs_legend([Box(0, 0, 1, 1), Box(1, 1, 2, 2, style="dashed")])

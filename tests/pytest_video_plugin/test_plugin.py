@@ -75,7 +75,7 @@ def test_passing_test_writes_h264_video_with_all_frames(pytester: pytest.Pyteste
     _write_tests(pytester, frames=30)
     result = pytester.runpytest("--video-fps=15")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["video: dir=*output*videos, fps=15"])
+    result.stdout.fnmatch_lines(["video: dir=*output*videos, fps=15, mode=on, every_n=1, embed=link*"])
     info = ffprobe(_video(pytester))
     assert info["codec_name"] == "h264"
     assert info["pix_fmt"] == "yuv420p"
@@ -229,7 +229,8 @@ def test_plain():
     formats = [e["format_type"] for e in _call_extras(_report_data(report), "test_gen.py::test_video")]
     assert formats == ["json"]
     assert _call_extras(_report_data(report), "test_gen.py::test_plain") == []
-    assert sorted(p.name for p in (pytester.path / "output" / "metrics").iterdir()) == [f"{STEM}.json"]
+    written = sorted(p.name for p in (pytester.path / "output" / "metrics").iterdir())
+    assert written == [".pytest-video-manifest.json", f"{STEM}.json"]
 
 
 def test_draw_overlays_hook_runs_after_the_builtins(pytester: pytest.Pytester) -> None:

@@ -17,7 +17,8 @@ Probe = Callable[[Path], dict[str, Any]]
 
 SUMMARY_KEYS = {
     "test", "phase", "backend", "flight_stack", "header", "started_utc", "fps", "steps", "timed_steps",
-    "wall_time_s", "frames", "frames_rendered", "frames_skipped", "video", "video_fps", "video_size",
+    "wall_time_s", "frames", "frames_rendered", "frames_skipped", "frames_recorded", "every_n", "recording",
+    "video", "video_fps", "video_size",
     "rss_peak_bytes", "vram_peak_bytes", "vram_start_bytes", "vram", "memory_samples", "metrics",
 }  # fmt: skip
 
@@ -173,3 +174,58 @@ def test_utc_timestamp_format() -> None:
 
     stamp = utc_timestamp(dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
     assert stamp == "2025-01-02 03:04:05 UTC"
+
+
+def test_every_n_encodes_every_nth_frame_and_counts_all(tmp_path: Path, ffprobe: Probe) -> None:
+    calls: list[int] = []
+    rec = VideoRecorder(
+        tmp_path / "v.mp4", fps=10, every_n=3, draw_hook=lambda **kw: calls.append(kw["annotations"].index)
+    )
+    for i in range(10):
+        rec.add_frame(_frame(), rendered=i % 2 == 0)
+    assert (rec.frames, rec.frames_recorded) == (10, 4)
+    result = rec.finalize()
+    assert calls == [1, 4, 7, 10]  # the hook sees the frames that are drawn, numbered among all
+    assert ffprobe(tmp_path / "v.mp4")["nb_read_frames"] == 4
+    s = result.summary
+    assert (s["frames"], s["frames_recorded"], s["frames_rendered"], s["every_n"]) == (10, 4, 5, 3)
+
+
+def test_record_video_false_counts_frames_and_writes_no_file(tmp_path: Path) -> None:
+    rec = VideoRecorder(tmp_path / "v.mp4", metrics_path=tmp_path / "v.json", record_video=False)
+    rec.count_steps(0)
+    for _ in range(5):
+        rec.count_steps(2)
+        rec.add_frame(_frame())
+    result = rec.finalize()
+    assert result.video_path is None and not (tmp_path / "v.mp4").exists()
+    summary = result.summary
+    assert (summary["frames"], summary["frames_recorded"], summary["recording"]) == (5, 0, False)
+    assert summary["steps"] == 10
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_every_n_must_be_a_positive_int(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match="every_n must be an int >= 1"):
+        VideoRecorder(tmp_path / "v.mp4", every_n=bad)  # type: ignore[arg-type]
+
+
+def test_footer_says_how_many_frames_are_recorded(tmp_path: Path) -> None:
+    rec = VideoRecorder(tmp_path / "v.mp4", every_n=4)
+    assert rec._status_segments(9, True)[-1] == "frame 9 (rendered), 1 in 4 recorded"
+    assert VideoRecorder(tmp_path / "w.mp4")._status_segments(2, False)[-1] == "frame 2 (skipped)"
+
+
+def test_set_name_renames_video_and_metrics_before_the_first_frame(tmp_path: Path) -> None:
+    rec = VideoRecorder(tmp_path / "auto_name.mp4", metrics_path=tmp_path / "m" / "auto_name.json")
+    rec.start()
+    rec.set_name("functions_check_hover")
+    rec.add_frame(np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(RuntimeError, match="before the first add_frame"):
+        rec.set_name("too_late")
+    rec.finalize()
+    assert (tmp_path / "functions_check_hover.mp4").stat().st_size > 0
+    assert (tmp_path / "m" / "functions_check_hover.json").is_file()
+    assert not (tmp_path / "auto_name.mp4").exists()
+    with pytest.raises(ValueError, match="must be non-empty"):
+        VideoRecorder(tmp_path / "x.mp4").set_name("../escape")
