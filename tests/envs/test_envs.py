@@ -20,7 +20,7 @@ def short_multi_cfg(**kw):
 
 
 def make_env(env_id: str, n: int = 4):
-    if env_id == "flyby/DirectISR-v0":
+    if env_id in flyby.SINGLE_ENV_IDS:
         return gym.make(env_id)
     return gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point")
 
@@ -53,7 +53,7 @@ def test_random_rollout_has_no_nan_and_stays_in_bounds(env_id):
         obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
         assert np.isfinite(obs).all() and np.isfinite(reward).all()
         assert space.contains(obs)
-        if env_id == "flyby/DirectISR-v0" and (terminated or truncated):
+        if env_id in flyby.SINGLE_ENV_IDS and (terminated or truncated):
             obs, _ = env.reset()
     env.close()
 
