@@ -45,6 +45,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results["multi_drone"] = [r.as_dict() for r in rows]
     if not args.no_render:
         results["render"] = _bench_render(args)
+    if not args.no_full_fidelity:
+        results["full_fidelity"] = _bench_full_fidelity(args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
@@ -100,6 +102,46 @@ def _bench_render(args: argparse.Namespace) -> dict:
     return out
 
 
+def _bench_full_fidelity(args: argparse.Namespace) -> list[dict]:
+    from dataclasses import replace
+
+    from flyby.enums import ResolutionPreset
+    from flyby.envs.px4_env import PX4ISREnv
+    from flyby.policies import SmoothPatrolPolicy
+    from flyby.training.evaluation_cfg import load_evaluation_cfg
+
+    base = load_evaluation_cfg().px4_env
+    cases = [
+        ("render off", base, None),
+        ("render every 4th, training 128x128", replace(
+            base, render_interval=4, render=replace(base.render, preset=ResolutionPreset.TRAINING)), "rgb_array"),
+        ("render every step, evaluation 320x240", replace(
+            base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.EVALUATION)), "rgb_array"),
+        ("render every step, full 640x480", replace(
+            base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL)), "rgb_array"),
+    ]
+    steps = max(50, args.steps // 5)
+    rows = []
+    label = None
+    for name, cfg, mode in cases:
+        env = PX4ISREnv(cfg, flight_stack="cascade", render_mode=mode)
+        label = env.flight_stack_label
+        obs, _ = env.reset(seed=0, options={"pos_w": [0.0, 0.0, 40.0], "yaw_rad": 0.0})
+        policy = SmoothPatrolPolicy(1, env.task.layout, seed=0)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            obs, *_ = env.step(policy(obs[None])[0])
+        wall = time.perf_counter() - t0
+        env.close()
+        rows.append({"case": name, "steps": steps, "steps_per_s": steps / wall,
+                     "real_time_factor": steps * cfg.step_dt / wall})
+    print(f"\nPX4ISR-v0 full fidelity ({label}; {1 / base.physics_dt:.0f} Hz physics, "
+          f"{1 / base.step_dt:.0f} Hz control), {steps} steps:")
+    for r in rows:
+        print(f"  {r['case']:<40} {r['steps_per_s']:8.1f} steps/s  {r['real_time_factor']:6.1f}x real time")
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flyby", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--drones", default="1,4,16,32", help="comma-separated drone counts (default 1,4,16,32)")
     bench.add_argument("--render-frames", type=int, default=20, help="rendered frames to time (default 20)")
     bench.add_argument("--no-render", action="store_true", help="skip the rendering and encoding figures")
+    bench.add_argument("--no-full-fidelity", action="store_true", help="skip the PX4ISR-v0 (cascade) figures")
     bench.add_argument("--backend", default=None, help="mujoco or isaac (default: automatic)")
     bench.add_argument("--json", default=None, help="also write the figures to this JSON file")
     bench.set_defaults(func=_cmd_bench)
