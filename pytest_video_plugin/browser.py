@@ -68,7 +68,7 @@ def play_report_videos(
     timeout_ms: int = 15_000,
     screenshot_from: str | None = None,
 ) -> list[VideoState]:
-    """Open ``report`` (a pytest-html file), load and play every ``<video>``, return their states.
+    """Open ``report`` (a pytest-html file), load and play every ``<video>`` with a source, return their states.
 
     Expands all result rows first (pytest-html collapses passed tests). Saves a full-page
     screenshot to ``screenshot`` when given; with ``screenshot_from`` (a CSS selector, e.g.
@@ -95,10 +95,15 @@ def play_report_videos(
             page.goto(Path(report).resolve().as_uri())
             if page.locator("#show_all_details").count():
                 page.click("#show_all_details")
-            videos = page.locator("video")
+            # pytest-html 4.x puts an empty <video> into every row's media template: only those with a
+            # source are videos of the report.
+            videos = page.locator("video:has(source[src]:not([src=''])), video[src]:not([src=''])")
             for i in range(videos.count()):
                 video = videos.nth(i).element_handle()
                 try:
+                    # Browsers defer media loads on long pages: bring the video into view and ask for it.
+                    video.scroll_into_view_if_needed()
+                    video.evaluate("v => { if (v.readyState < 2) { v.preload = 'auto'; v.load(); } }")
                     page.wait_for_function("v => v.readyState >= 2 || v.error", arg=video, timeout=timeout_ms)
                     info = video.evaluate(
                         "v => ({src: v.currentSrc, ready: v.readyState, duration: v.duration,"
@@ -112,7 +117,6 @@ def play_report_videos(
                     now = video.evaluate("v => { v.pause(); return v.currentTime; }")
                 except PlaywrightError as exc:
                     raise RuntimeError(f"video {i} in {report} did not load or play: {exc}") from exc
-                video.scroll_into_view_if_needed()
                 states.append(VideoState(info["src"], int(info["ready"]), float(info["duration"]), now - start))
             if screenshot is not None:
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
