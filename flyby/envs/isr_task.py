@@ -366,3 +366,24 @@ def _checked(value, shape: tuple[int, ...], name: str) -> np.ndarray:
     if arr is None or not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite with shape {shape}, got {np.asarray(value).shape}: {value!r}")
     return arr
+
+
+RESET_OPTIONS = ("pos_w", "yaw_rad")
+
+
+def start_pose_options(options: dict | None, num_envs: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Start poses from Gymnasium ``reset(options=...)``: ``pos_w`` (num_envs, 3) m ENU and ``yaw_rad``.
+
+    Raises:
+        ValueError: an unknown option (the message lists the supported ones).
+    """
+    options = options or {}
+    unknown = set(options) - set(RESET_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown reset options {sorted(unknown)}; supported: 'pos_w' (3,) m ENU, 'yaw_rad'")
+    pos = options.get("pos_w")
+    yaw = options.get("yaw_rad")
+    return (
+        None if pos is None else np.reshape(np.asarray(pos, dtype=np.float64), (num_envs, 3)),
+        None if yaw is None else np.reshape(np.asarray(yaw, dtype=np.float64), (num_envs,)),
+    )

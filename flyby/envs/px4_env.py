@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from flyby.enums import FlightStack
-from flyby.envs.isr_task import ISRTask
+from flyby.envs.isr_task import ISRTask, start_pose_options
 from flyby.envs.px4_env_cfg import PX4Cfg, PX4EnvCfg
 from flyby.errors import InvalidAction, PX4Unavailable
 from flyby.mdp.actions import ACTION_DIM
@@ -161,14 +161,7 @@ class PX4ISREnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self.task.seed(int(self.np_random.integers(2**63)))
-        options = options or {}
-        unknown = set(options) - {"pos_w", "yaw_rad"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; supported: 'pos_w' (3,) m ENU, 'yaw_rad'")
-        obs = self.task.reset_all(
-            None if options.get("pos_w") is None else np.reshape(options["pos_w"], (1, 3)),
-            None if options.get("yaw_rad") is None else np.reshape(options["yaw_rad"], (1,)),
-        )
+        obs = self.task.reset_all(*start_pose_options(options, 1))
         info = self._render_info(force=True)
         return obs[0], info
 

@@ -746,6 +746,19 @@ class MujocoBackend:
                 "set_drone_poses is for kinematic drones; this backend is in dynamic mode, where "
                 "drones move by physics: use reset_drone_states(pos_w, quat_wxyz, ids) to place them"
             )
+        ids, pos, quat = self._check_poses(pos_w, quat_wxyz, ids)
+        self.data.mocap_pos[self._drone_mocap[ids]] = pos
+        self.data.mocap_quat[self._drone_mocap[ids]] = quat
+        self._dirty = True
+
+    def _check_poses(
+        self, pos_w: np.ndarray, quat_wxyz: np.ndarray, ids: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validated (ids, pos (k, 3), unit quat (k, 4)) for ``set_drone_poses``/``reset_drone_states``.
+
+        Raises:
+            ValueError: wrong shapes, ids out of range, non-finite values or a zero quaternion.
+        """
         ids = self._check_ids(ids)
         pos = np.asarray(pos_w, dtype=np.float64)
         quat = np.asarray(quat_wxyz, dtype=np.float64)
@@ -757,9 +770,7 @@ class MujocoBackend:
         norm = np.linalg.norm(quat, axis=1, keepdims=True)
         if not (np.isfinite(pos).all() and np.isfinite(quat).all() and (norm > 1e-9).all()):
             raise ValueError("drone poses must be finite and quaternions non-zero")
-        self.data.mocap_pos[self._drone_mocap[ids]] = pos
-        self.data.mocap_quat[self._drone_mocap[ids]] = quat / norm
-        self._dirty = True
+        return ids, pos, quat / norm
 
     def set_target_poses(self, pos_w: np.ndarray, yaw_rad: np.ndarray) -> None:
         """Place all T targets. See :meth:`flyby.sim.base.SimBackend.set_target_poses`.
@@ -869,19 +880,9 @@ class MujocoBackend:
             RuntimeError: kinematic mode.
         """
         self._require_dynamic("reset_drone_states")
-        ids = self._check_ids(ids)
-        pos = np.asarray(pos_w, dtype=np.float64)
-        quat = np.asarray(quat_wxyz, dtype=np.float64)
-        if pos.shape != (ids.size, 3) or quat.shape != (ids.size, 4):
-            raise ValueError(
-                f"expected pos_w ({ids.size}, 3) and quat_wxyz ({ids.size}, 4); "
-                f"got {pos.shape} and {quat.shape}"
-            )
-        norm = np.linalg.norm(quat, axis=1, keepdims=True)
-        if not (np.isfinite(pos).all() and np.isfinite(quat).all() and (norm > 1e-9).all()):
-            raise ValueError("drone poses must be finite and quaternions non-zero")
+        ids, pos, quat = self._check_poses(pos_w, quat_wxyz, ids)
         self._qpos[ids, :3] = pos
-        self._qpos[ids, 3:] = quat / norm
+        self._qpos[ids, 3:] = quat
         self._qvel[ids] = 0.0
         self._ctrl[ids] = 0.0
         self.data.qacc_warmstart.reshape(self._num_drones, 6)[ids] = 0.0
