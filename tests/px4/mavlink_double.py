@@ -284,7 +284,6 @@ class MavlinkDouble:
         return None
 
     def _on_ground_truth(self, msg) -> None:
-        self.ground_truth_received += 1
         q_ned = np.asarray(msg.attitude_quaternion, dtype=np.float64)
         if abs(np.linalg.norm(q_ned) - 1.0) > 1e-3:
             self._violation(f"HIL_STATE_QUATERNION quaternion not unit: {q_ned}")
@@ -309,9 +308,9 @@ class MavlinkDouble:
         self._still_count = self._still_count + 1 if still else 0
         gt["at_rest"] = self._still_count >= 10
         self._gt = gt
+        self.ground_truth_received += 1  # after _gt: readers wait on this counter, then read _gt
 
     def _check_gps(self, msg) -> None:
-        self.gps_received += 1
         self.gps_times.append(int(msg.time_usec))
         if msg.fix_type != 3:
             self._violation(f"HIL_GPS fix_type {msg.fix_type} != 3")
@@ -328,6 +327,7 @@ class MavlinkDouble:
             v_gt = frames.enu_to_ned(self._gt["lin_vel_w"])
             if np.linalg.norm(v_ned - v_gt) > 1.0:
                 self._violation(f"HIL_GPS velocity {v_ned} (NED m/s) far from ground truth {v_gt}")
+        self.gps_received += 1  # last: a reader that sees the count also sees its checks
 
     def _on_sensor(self, msg) -> int | None:
         t = int(msg.time_usec)
