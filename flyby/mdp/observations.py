@@ -115,7 +115,7 @@ def select_top_k(
         valid: (N, k) bool.
     """
     n, t = visible.shape
-    if t == 0:
+    if t == 0 or not visible.any():  # nothing in view (the common case): no ranking needed
         return np.zeros((n, k), dtype=np.intp), np.zeros((n, k), dtype=bool)
     area = (boxes_px[..., 2] - boxes_px[..., 0]) * (boxes_px[..., 3] - boxes_px[..., 1])
     score = np.where(visible, area + new * 1e7, -1.0)
@@ -147,7 +147,7 @@ def encode_detections(
     """Encode selected detections as (N, k * DET_FIELDS) float64 (see module docstring)."""
     n, k = idx.shape
     out = np.zeros((n, k, DET_FIELDS))
-    if boxes_px.shape[1] == 0:
+    if boxes_px.shape[1] == 0 or not valid.any():
         return out.reshape(n, k * DET_FIELDS)
     rows = np.arange(n)[:, None]
     b = boxes_px[rows, idx]
