@@ -1,6 +1,7 @@
 # flyby: two commands do all set-up themselves on a fresh machine.
 #   make gates   run the phase gates on the embedded default (MuJoCo) -> output/report.html, output/videos/*.mp4
-#   make test    run the whole test suite (gates included)            -> output/test-report.html
+#   make test    run the whole test suite (gates included, `slow` full configurations excluded) -> output/test-report.html
+#   make slow    the full configurations (minutes to tens of minutes): pytest -m slow
 # System libraries (Debian/Ubuntu, once): make system-deps
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.flyby-installed
 PYTEST := $(PY) -m pytest
 HTML_OPTS := --video-dir output/videos
 
-.PHONY: gates test venv system-deps bench clean constraints
+.PHONY: gates test slow venv system-deps bench clean constraints
 
 venv: $(STAMP)
 
@@ -22,11 +23,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 gates: $(STAMP)
 	mkdir -p output
-	$(PYTEST) tests/fullstack -m "phase1 or phase2 or phase3 or phase4" $(HTML_OPTS) --html output/report.html
+	$(PYTEST) tests/fullstack -m "(phase1 or phase2 or phase3 or phase4) and not slow" $(HTML_OPTS) --html output/report.html
 
 test: $(STAMP)
 	mkdir -p output
-	$(PYTEST) tests $(HTML_OPTS) --html output/test-report.html
+	$(PYTEST) tests -m "not slow" $(HTML_OPTS) --html output/test-report.html
+
+slow: $(STAMP)
+	mkdir -p output
+	$(PYTEST) tests -m slow $(HTML_OPTS) --html output/slow-report.html
 
 bench: $(STAMP)
 	$(VENV)/bin/flyby bench --json output/metrics/bench.json

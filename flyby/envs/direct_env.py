@@ -37,7 +37,8 @@ class DirectISREnv(gym.Env):
     | last_action    | 4    | previous normalised action                            |
 
     ## Rewards
-    ``sum_k scales[k] * term_k * step_dt`` over new targets, new coverage,
+    events (new targets, new coverage, crash, geofence) pay ``scales[k]`` each; energy
+    and jerk cost ``scales[k] * term * step_dt`` per step; over new targets, new coverage,
     collision, geofence, energy, jerk (:mod:`flyby.mdp.rewards`); ``info["log"]``
     carries ``Episode_Reward/<term>`` when an episode ends.
 

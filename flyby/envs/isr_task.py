@@ -8,7 +8,7 @@ IsaacLab ``DirectRLEnv`` step template, batch-first::
       _apply_action()                 the motion model (direct dynamics or flight stack + physics)
       _update_perception()            ground-truth detections, every perception_interval steps
       _get_dones()                    (terminated, truncated)
-      _get_rewards()                  sum_k scales[k] * term_k * step_dt
+      _get_rewards()                  events x scale + rate terms x scale x step_dt
       _reset_idx(done ids)            only when autoreset is on
       _get_observations()
 
@@ -116,6 +116,8 @@ class ISRTask:
         self._tan_half_fov = math.tan(math.radians(cfg.camera.fovy_deg) / 2)
 
         self.scales = {k: float(cfg.rewards.scales.get(k, 0.0)) for k in rew_mdp.REWARD_TERMS}
+        # Events pay once each; rate terms are per second (see flyby.mdp.rewards).
+        self._term_dt = {k: (self.step_dt if k in rew_mdp.RATE_TERMS else 1.0) for k in rew_mdp.REWARD_TERMS}
         self.episode_sums = {k: np.zeros(n) for k in rew_mdp.REWARD_TERMS}
         self._terminated = np.zeros(n, dtype=bool)
         self._crashed = np.zeros(n, dtype=bool)
@@ -289,7 +291,7 @@ class ISRTask:
         for k, term in terms.items():
             scale = self.scales[k]
             if scale:
-                value = scale * term * self.step_dt
+                value = scale * term * self._term_dt[k]
                 reward += value
                 self.episode_sums[k] += value
         return reward

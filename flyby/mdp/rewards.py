@@ -1,11 +1,16 @@
 """Reward terms: pure functions returning (num_envs,) float64.
 
-The env combines them as ``reward = sum_k scales[k] * term_k * step_dt`` (the
-IsaacLab convention, so scales are "per second" rates and do not change with
-the control rate) and logs each term's episode sum as ``Episode_Reward/<k>``.
-Event terms (a new target, a crash) are counts per step, so their scale is
-divided by ``step_dt`` in effect: with ``step_dt = 0.05`` s a scale of 20 pays
-1.0 per newly observed target.
+Two kinds of term, so that a reward means the same at any control rate (the
+direct env runs at 20 Hz, the full-fidelity env at 25 Hz, and a policy must
+transfer between them):
+
+- **event terms** (``EVENT_TERMS``: a newly seen target, a newly covered cell, a
+  crash, leaving the geofence) are counts; each event pays ``scales[k]`` once;
+- **rate terms** (``RATE_TERMS``: energy, jerk) are costs per second, paid as
+  ``scales[k] * term * step_dt`` each step (the IsaacLab convention).
+
+The env sums them into the step reward and logs each term's episode sum as
+``Episode_Reward/<k>``.
 """
 
 from __future__ import annotations
@@ -16,17 +21,19 @@ import numpy as np
 
 from flyby.config import cfg_field
 
-REWARD_TERMS = ("new_targets", "coverage", "collision", "geofence", "energy", "jerk")
+EVENT_TERMS = ("new_targets", "coverage", "collision", "geofence")
+RATE_TERMS = ("energy", "jerk")
+REWARD_TERMS = EVENT_TERMS + RATE_TERMS
 
 
 def _default_scales() -> dict[str, float]:
     return {
-        "new_targets": 20.0,  # per target first seen this episode (1.0 each at 20 Hz)
-        "coverage": 2.0,  # per newly covered ground cell (0.1 each at 20 Hz)
-        "collision": -200.0,  # crash into a building or the ground (-10 at 20 Hz)
-        "geofence": -200.0,  # leaving the area or the altitude band (-10 at 20 Hz)
-        "energy": -0.05,  # squared normalised command, per second
-        "jerk": -0.5,  # squared change of the normalised command, per second
+        "new_targets": 1.0,  # per target first seen this episode
+        "coverage": 0.1,  # per newly covered ground cell
+        "collision": -10.0,  # per crash into a building or the ground
+        "geofence": -10.0,  # per exit from the area or the altitude band
+        "energy": -0.05,  # per second of squared normalised command
+        "jerk": -0.5,  # per second of squared change of the normalised command
     }
 
 
@@ -34,7 +41,7 @@ def _default_scales() -> dict[str, float]:
 class RewardCfg:
     """Reward scales and the coverage grid."""
 
-    scales: dict[str, float] = field(default_factory=_default_scales)  # 1/s, weight of each term in REWARD_TERMS
+    scales: dict[str, float] = field(default_factory=_default_scales)  # per event (EVENT_TERMS) or per second (RATE_TERMS)
     coverage_cell_m: float = cfg_field(10.0, gt=0.0)  # m, side of a coverage cell on the ground
     max_footprint_radius_m: float = cfg_field(40.0, gt=0.0)  # m, cap on the camera footprint radius
 

@@ -112,7 +112,7 @@ def test_building_collision_terminates_only_that_drone(world):
             break
     assert term[0] and not term[1]
     assert infos["log"]["Episode_Termination/crash"] == 1
-    assert rew[0] < -5.0  # collision penalty (-200 * 0.05)
+    assert rew[0] < -5.0  # collision penalty (-10 per crash)
 
 
 def test_sb3_adapter_keeps_the_true_terminal_observation():
@@ -194,3 +194,19 @@ def test_reset_options_place_the_drone():
         env.reset(options={"altitude": 3})
     with pytest.raises(ValueError, match="pos_w must be finite"):
         env.reset(options={"pos_w": [0.0, np.nan, 10.0]})
+
+
+@pytest.mark.parametrize("step_dt", [0.025, 0.04, 0.05])
+def test_events_pay_the_same_at_any_control_rate(step_dt):
+    """A crash costs -10 and a new target pays +1 whether the env runs at 20, 25 or 40 Hz."""
+    from flyby.envs.isr_task import ISRTask
+
+    task = ISRTask(short_multi_cfg(step_dt=step_dt), num_envs=2)
+    task.reset_all()
+    task.actions[:] = task.prev_actions[:] = 0.0  # no energy or jerk cost
+    task._crashed = np.array([True, False])
+    task._outside = np.array([False, False])
+    task.newly_seen[:] = False
+    task.newly_seen[1, :3] = True
+    task.new_cells[:] = 0
+    np.testing.assert_allclose(task._get_rewards(), [-10.0, 3.0])
