@@ -1,4 +1,5 @@
-"""The ``flyby`` command line: ``flyby info``, ``flyby bench``."""
+"""The ``flyby`` command line: ``flyby info``, ``flyby bench``, ``flyby record``, ``flyby tune``,
+``flyby train``, ``flyby evaluate``."""
 
 from __future__ import annotations
 
@@ -142,6 +143,97 @@ def _bench_full_fidelity(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _cmd_record(args: argparse.Namespace) -> int:
+    if not args.duration > 0:
+        print(f"flyby record: --duration must be > 0 seconds, got {args.duration}", file=sys.stderr)
+        return 2
+    from flyby.envs.px4_env import PX4ISREnv
+    from flyby.training.record import excitation_sequences, record_trajectories, save_log
+
+    env = PX4ISREnv(flight_stack=args.flight_stack)
+    try:
+        step_dt = env.cfg.step_dt
+        commands = excitation_sequences(args.kind, args.duration, step_dt, args.seed)
+        print(f"flight stack : {env.flight_stack_label}")
+        print(f"excitation   : {args.kind}, {len(commands)} steps of {step_dt} s (seed {args.seed})")
+        what = f"{args.kind} {args.duration:g} s seed {args.seed}"
+        log = record_trajectories(env, commands, seed=args.seed, progress=True, excitation=what)
+    finally:
+        env.close()
+    path = save_log(log, args.out or f"output/logs/excitation_seed{args.seed}.npz")
+    print(f"recorded     : {log.duration_s:.1f} s in {log.meta['episodes']} episode(s), "
+          f"config fingerprint {log.meta['fingerprint']}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from flyby.training.tune_dynamics import run_tuning
+
+    run_tuning(
+        args.logs, held_out=args.held_out, out=args.out, plot=args.plot, dynamics_path=args.dynamics,
+        ablation=args.ablation,
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flyby.training.train import FULL_NUM_ENVS, check_budget, load_ppo_cfg, save_model, train_ppo
+
+    check_budget(args.budget_s)
+    ppo_cfg = load_ppo_cfg(args.ppo_config)
+    num_envs = args.num_envs or (16 if args.env == "direct" else FULL_NUM_ENVS)
+    out = args.out or f"output/models/{args.env}.zip"
+    label = "MultiDroneISR-v0 (direct dynamics)" if args.env == "direct" else "PX4ISR-v0 (cascade, render off)"
+    print(f"PPO on {label}, {num_envs} parallel env(s), budget {args.budget_s:g} s wall clock, seed {args.seed}")
+    result = train_ppo(
+        args.env, budget_s=args.budget_s, seed=args.seed, total_timesteps_cap=args.timesteps_cap,
+        ppo_kwargs=ppo_cfg, num_drones=num_envs, num_envs_full=num_envs, episode_length_s=args.episode_length_s,
+    )
+    path = save_model(result, out)
+    last = result.learning_curve[-1].mean_return if result.learning_curve else float("nan")
+    print(f"trained: {result.env_steps:,} env steps, {result.episodes} episodes in {result.wall_s:.1f} s "
+          f"({result.env_steps / result.wall_s:,.0f} steps/s); last mean training return {last:+.2f}")
+    print(f"wrote {path} (and {path.with_suffix('.json').name})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from flyby.training.evaluate import (
+        RandomPolicy, ZeroPolicy, evaluate_policy_full_fidelity, parse_seeds, reference_return,
+    )
+
+    seeds = parse_seeds(args.seeds)
+    if args.model in ("random", "zero"):
+        policy, label = (RandomPolicy(), "random") if args.model == "random" else (ZeroPolicy(), "zero-action")
+    else:
+        if not Path(args.model).is_file():
+            print(f"flyby evaluate: no model at {args.model!r}; train one with `flyby train` "
+                  "or pass 'random' / 'zero'", file=sys.stderr)
+            return 2
+        from flyby.training.train import require_sb3
+
+        require_sb3()
+        from stable_baselines3 import PPO
+
+        policy, label = PPO.load(args.model, device="cpu"), Path(args.model).stem
+    kw = {"episode_length_s": args.episode_length_s, "flight_stack": args.flight_stack}
+    print(f"PX4ISR-v0 ({args.flight_stack}), {len(seeds)} episode(s), seeds {args.seeds}:")
+    results = [evaluate_policy_full_fidelity(policy, seeds, deterministic=not args.stochastic, label=label,
+                                             progress=True, **kw)]
+    print(results[0].describe())
+    if not args.no_references and args.model not in ("random", "zero"):
+        for ref in (RandomPolicy(), ZeroPolicy()):
+            results.append(evaluate_policy_full_fidelity(ref, seeds, label=ref.label, **kw))
+            print(results[-1].describe())
+        print(f"reference (better of random and zero-action): {reference_return(results[1], results[2]):+.2f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"seeds": seeds, "results": [r.as_dict() for r in results]}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flyby", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +249,51 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", default=None, help="mujoco or isaac (default: automatic)")
     bench.add_argument("--json", default=None, help="also write the figures to this JSON file")
     bench.set_defaults(func=_cmd_bench)
+    record = sub.add_parser("record", help="fly the full-fidelity env on an excitation set and log the trajectory")
+    record.add_argument("--duration", type=float, default=120.0, help="seconds of excitation (default 120)")
+    record.add_argument("--seed", type=int, default=0, help="excitation and reset seed (default 0)")
+    record.add_argument("--kind", default="all", choices=("all", "steps", "ramps", "chirps", "ou"),
+                        help="excitation kind (default all: every kind in turn)")
+    record.add_argument("--flight-stack", default="auto", choices=("auto", "cascade", "px4"),
+                        help="flight stack of PX4ISR-v0 (default auto: PX4 when found, else the cascade)")
+    record.add_argument("--out", default=None, help="log file (default output/logs/excitation_seed<seed>.npz)")
+    record.set_defaults(func=_cmd_record)
+    tune = sub.add_parser("tune", help="fit the direct dynamics to recorded logs; write dynamics_config.yaml")
+    tune.add_argument("logs", nargs="+", help="training logs (.npz from `flyby record`)")
+    tune.add_argument("--held-out", required=True, help="log kept out of the fit, for the reported errors")
+    tune.add_argument("--out", default="output/tuned/dynamics_config.yaml", help="tuned YAML to write (default output/tuned/dynamics_config.yaml)")
+    tune.add_argument("--plot", default="output/tuned/tuning.png", help="PNG of matched trajectories (default output/tuned/tuning.png; '' for none)")
+    tune.add_argument("--dynamics", default="dynamics_config.yaml",
+                      help="current dynamics config: action scale and noise are kept from it (default: packaged)")
+    tune.add_argument("--ablation", action="store_true",
+                      help="also refit with each model extension left out and print what each one buys (slower)")
+    tune.set_defaults(func=_cmd_tune)
+    train = sub.add_parser("train", help="train PPO on the direct or full-fidelity env within a wall-clock budget")
+    train.add_argument("--env", required=True, choices=("direct", "full"),
+                       help="direct: MultiDroneISR-v0 (direct dynamics); full: PX4ISR-v0 (cascade, render off)")
+    train.add_argument("--budget-s", type=float, default=60.0, help="wall-clock training budget in s (default 60)")
+    train.add_argument("--seed", type=int, default=0, help="seed of PPO and the training envs (default 0)")
+    train.add_argument("--out", default=None, help="model zip to write (default output/models/<env>.zip)")
+    train.add_argument("--num-envs", type=int, default=None,
+                       help="parallel envs: drones for direct (default 16), PX4ISR-v0 copies for full (default 4)")
+    train.add_argument("--episode-length-s", type=float, default=None,
+                       help="training episode length in s (default: the env config's)")
+    train.add_argument("--timesteps-cap", type=int, default=None, help="also stop after this many env steps")
+    train.add_argument("--ppo-config", default="ppo_config.yaml",
+                       help="YAML with a ppo: section (default: the packaged ppo_config.yaml)")
+    train.set_defaults(func=_cmd_train)
+    evaluate = sub.add_parser("evaluate", help="score a model in PX4ISR-v0 over fixed seeds (mean return, 95%% CI)")
+    evaluate.add_argument("model", help="model zip from `flyby train`, or 'random' / 'zero' for a reference policy")
+    evaluate.add_argument("--seeds", default="0..9", help="episode seeds: '0..9' (inclusive), '1,4,7' (default 0..9)")
+    evaluate.add_argument("--episode-length-s", type=float, default=None,
+                          help="episode length in s (default: evaluation_config.yaml's)")
+    evaluate.add_argument("--flight-stack", default="cascade", choices=("cascade", "px4", "auto"),
+                          help="flight stack of PX4ISR-v0 (default cascade)")
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
+    evaluate.add_argument("--no-references", action="store_true",
+                          help="skip the random-policy and zero-action references")
+    evaluate.add_argument("--json", default=None, help="also write the per-episode results to this JSON file")
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 
 

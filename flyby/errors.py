@@ -55,3 +55,11 @@ class InvalidAction(FlybyError, ValueError):
 
 class PhysicsUnstable(FlybyError, RuntimeError):
     """The physics engine diverged (NaN or huge accelerations); the message names the drone."""
+
+
+class TuningDataError(FlybyError, ValueError):
+    """Trajectory logs unfit for tuning: too little flight, unreadable, or from a different config.
+
+    The message says how much data is needed (and how much was given), or names
+    the differing value in the log and in the current config.
+    """

@@ -1,16 +1,26 @@
-"""Direct dynamics: a batched first-order velocity-response model (no PX4 in the loop).
+"""Direct dynamics: a batched velocity-response model (no PX4 in the loop).
 
 The policy's normalised action ``a = [vx, vy, vz, yaw_rate]`` in ``[-1, 1]`` is a
 velocity setpoint in the world ENU frame plus a yaw-rate setpoint, the same
 quantities PX4 offboard control takes (SET_POSITION_TARGET_LOCAL_NED with
 type_mask 1479), so a policy trained here drives the full-fidelity env
-unchanged. Per drone and step of length ``dt``::
+unchanged. Per drone and step of length ``dt``, with ``r = dt / dt_ref`` (a
+retention ``x`` per reference step is ``x ** r`` for this step)::
 
-    v_target = a[:3] * (v_max, v_max, v_z_max)            # m/s, world ENU
-    d_dt     = d ** (dt / dt_ref)                         # damping for this step
-    v       <- d_dt * v + (1 - d_dt) * v_target + n_v     # n_v ~ N(0, s_v^2 * dt/dt_ref)
-    p       <- p + v * dt + n_p                           # n_p ~ N(0, s_p^2 * dt/dt_ref)
-    yaw     <- wrap(yaw + a[3] * yaw_rate_max * dt)        # rad, in [-pi, pi)
+    v_cmd    = a[:3] * (v_max, v_max, v_z_max)                      # m/s ENU: the shared action scale
+    v_cmd[:2] *= min(1, v_xy_lim / |v_cmd[:2]|)                     # horizontal speed limit
+    v_target = v_cmd * (k_xy, k_xy, k_z)                            # steady-state gains
+    v_target[2] = clip(v_target[2], -v_down, v_up)                  # climb / descent limits
+    dv     = (1 - (d_xy, d_xy, d_z) ** r) * (v_target - v)          # first-order response per axis
+    # horizontal only, each line active when its field is set:
+    f      = dv_xy / dt + c_drag * v_xy                              # thrust acceleration wanted
+    f      = f * min(1, a_max / |f|)                                 # tilt limit on thrust, not on drag
+    acc   <- acc + clip_norm((1 - d_a ** r) * (f - acc), j_max * dt) # attitude lag, tilt-rate (jerk) limit
+    dv_xy  = (rot(w * t_yaw) @ acc - c_drag * v_xy) * dt             # yawing turns the thrust; drag
+    v     <- v + dv + n_v                                            # n_v ~ N(0, s_v^2 * r)
+    p     <- p + v * dt + n_p                                        # n_p ~ N(0, s_p^2 * r)
+    w     <- d_w ** r * w + (1 - d_w ** r) * k_w * a[3] * w_max      # yaw rate, rad/s
+    yaw   <- wrap(yaw + w * dt)                                      # rad, in [-pi, pi)
 
 Noise variances scale with ``dt / dt_ref`` so the random walk per second does
 not depend on the control rate. Noise is domain randomization, drawn from the
@@ -18,7 +28,55 @@ generator seeded by :meth:`DirectDynamics.reset`.
 
 Source: the flyby seed plan's direct model (max_velocity 10 m/s,
 max_vertical_velocity 5 m/s, max_yaw_rate 90 deg/s, velocity_damping 0.95,
-position_noise_std 0.02 m, velocity_noise_std 0.1 m/s).
+position_noise_std 0.02 m, velocity_noise_std 0.1 m/s). The seed model is the
+config defaults: ``k = 1``, ``d_z = d_xy``, no limits, ``c_drag = 0``,
+``d_a = d_w = 0`` (no lag), ``t_yaw = 0``; then the seed's own update runs.
+
+Phase-2 extensions, fitted by ``flyby tune`` (:mod:`flyby.training.tune_dynamics`)
+to 300 s of excitation flight in the full-fidelity env (built-in cascade, PX4
+default gains). Each one is there because the seed model's 5 s open-loop
+rollouts showed the systematic error it removes, and refitting without it
+raises the training error (``flyby tune --ablation``; mean position error over
+282 windows at 1 s / 5 s: seed 0.60 / 3.00 m, tuned 0.22 / 1.00 m):
+
+- *Vertical time constant* ``d_z``: PX4's vertical velocity loop
+  (``MPC_Z_VEL_P_ACC`` 4.0, thrust acts at once) settles with tau about 0.19 s,
+  the horizontal one (``MPC_XY_VEL_P_ACC`` 1.8 behind the attitude loop) with
+  about 0.63 s. Without it: 0.30 / 1.22 m (vertical error at 5 s 0.54 m, not 0.25).
+- *Climb / descent limits*: PX4 clamps the vertical setpoint to
+  ``MPC_Z_VEL_MAX_UP`` 3 m/s and ``MPC_Z_VEL_MAX_DN`` 1.5 m/s, below the 5 m/s
+  action scale; the fit finds 3.08 and 1.61 m/s. The seed model climbs and
+  sinks at up to 5 m/s (its vertical error at 5 s: 1.77 m). Without: 0.36 / 1.53 m.
+- *Horizontal speed limit*: ``MPC_XY_VEL_MAX`` (12 m/s) cuts the norm of
+  diagonal setpoints (up to 14.1 m/s); in diagonal cruise the model ran ahead
+  of the vehicle. Without: 0.22 / 1.05 m.
+- *Velocity gains* ``k``: within a window the horizontal speed settles at about
+  0.93 of its setpoint (drag, and the velocity integrator's slow tail); the
+  effective maximum speed is ``k x action scale``, the action scale stays
+  fixed. Without: 0.24 / 1.12 m.
+- *Thrust limit with drag*: the tilt limit (``MPC_TILTMAX_AIR`` 45 deg) caps
+  the horizontal thrust acceleration (fitted 8.0 m/s^2); linear drag (fitted
+  0.40 1/s; the Iris's rotor drag is 0.56 N/(m/s) / 1.5 kg = 0.37 1/s) adds to
+  braking and holds back speeding up. A first-order model follows full-scale
+  steps and reversals much faster than the vehicle. Without: 0.28 / 1.36 m.
+- *Attitude lag and jerk limit*: the attitude loop (``MC_*_P`` 6.5) and the
+  tilt-rate limit (``MC_*RATE_MAX`` 220 deg/s) delay and ramp each change of
+  thrust direction. Without the jerk limit: 0.24 / 1.19 m; without the lag:
+  0.25 / 1.01 m. The lag state stands in for a command delay: a pure delay of
+  2-4 control steps, tried on top, changed the held-out 5 s error by 2-5 %,
+  so no command buffer is kept.
+- *Yaw coupling*: while yawing, the attitude lag turns the thrust direction
+  with the body (a full-speed step with full yaw rate drifts 0.7 m/s sideways
+  in the full-fidelity env). Without: 0.23 / 1.06 m.
+- *Yaw-rate gain and first-order yaw response*: the yaw rate follows its
+  setpoint through the rate loop, not instantly (yaw error at 5 s 0.201 rad,
+  0.212 without). It does not move the position.
+
+Tried and not kept: a velocity-error integrator (its gain fitted to zero), a
+slow second velocity time constant (fitted to 18 s: no effect in 5 s), a
+climb while tilting (no held-out gain). Like the seed model, the update is
+explicit once per step: between 25 Hz (where it is fitted) and 20 Hz (the
+training envs) a 5 s prediction moves by a few centimetres.
 """
 
 from __future__ import annotations
@@ -40,6 +98,9 @@ class DirectDynamics:
         pos_w: (N, 3) metres.
         lin_vel_w: (N, 3) m/s.
         yaw_rad: (N,) radians in [-pi, pi).
+        lin_acc_w: (N, 3) m/s^2, the lagged horizontal thrust acceleration (z unused; only
+            updated when ``acceleration_damping`` or ``max_horizontal_jerk`` is set).
+        yaw_rate: (N,) rad/s, the yaw rate of the last step.
 
     Args:
         cfg: model parameters.
@@ -54,11 +115,26 @@ class DirectDynamics:
         self.cfg = check(cfg)
         if int(num_drones) < 1:
             raise ValueError(f"num_drones must be >= 1, got {num_drones}")
-        self.num_drones = int(num_drones)
-        self.pos_w = np.zeros((self.num_drones, 3))
-        self.lin_vel_w = np.zeros((self.num_drones, 3))
-        self.yaw_rad = np.zeros(self.num_drones)
+        self.num_drones = n = int(num_drones)
+        self.pos_w = np.zeros((n, 3))
+        self.lin_vel_w = np.zeros((n, 3))
+        self.yaw_rad = np.zeros(n)
+        self.lin_acc_w = np.zeros((n, 3))
+        self.yaw_rate = np.zeros(n)
         self.rng = np.random.default_rng()
+        c = cfg
+        gains = (c.velocity_gain, c.velocity_gain, c.vertical_velocity_gain)
+        self._gain = None if gains == (1.0, 1.0, 1.0) else np.array(gains)
+        self._limit_z = c.max_climb_rate is not None or c.max_descent_rate is not None
+        self._z_lo = -math.inf if c.max_descent_rate is None else -c.max_descent_rate
+        self._z_hi = math.inf if c.max_climb_rate is None else c.max_climb_rate
+        d_z = c.velocity_damping if c.vertical_velocity_damping is None else c.vertical_velocity_damping
+        d_xy = c.velocity_damping
+        self._damping = d_xy if d_z == d_xy else np.array([d_xy, d_xy, d_z])  # scalar: the seed's update
+        self._acc_state = c.acceleration_damping > 0.0 or c.max_horizontal_jerk is not None
+        self._shaped = self._acc_state or c.max_horizontal_acceleration is not None or c.yaw_coupling_s > 0.0
+        self._cache_dt = math.nan
+        self._cache: tuple = ()
 
     @property
     def rot_wb(self) -> np.ndarray:
@@ -80,6 +156,8 @@ class DirectDynamics:
     ) -> None:
         """Place drones ``ids`` (all when None) at rest at ``pos_w`` (k, 3) with ``yaw_rad`` (k,).
 
+        The lagged acceleration and the yaw rate are zeroed (a vehicle hovering at rest).
+
         Args:
             seed: reseeds the noise generator (whole batch) when given.
         """
@@ -89,6 +167,23 @@ class DirectDynamics:
         self.pos_w[idx] = pos_w
         self.yaw_rad[idx] = _wrap(np.asarray(yaw_rad, dtype=np.float64))
         self.lin_vel_w[idx] = 0.0 if lin_vel_w is None else lin_vel_w
+        self.lin_acc_w[idx] = 0.0
+        self.yaw_rate[idx] = 0.0
+
+    def _rates(self, dt: float) -> tuple:
+        """Per-step values for ``dt``: velocity retention (scalar or (3,)), 1 - acceleration
+        retention, yaw-rate retention, noise scale."""
+        if dt != self._cache_dt:
+            c = self.cfg
+            ratio = dt / c.damping_reference_dt
+            self._cache = (
+                self._damping**ratio,
+                1.0 - c.acceleration_damping**ratio,
+                c.yaw_rate_damping**ratio,
+                math.sqrt(ratio),
+            )
+            self._cache_dt = dt
+        return self._cache
 
     def step(self, actions: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Advance every drone by ``dt`` seconds.
@@ -109,22 +204,189 @@ class DirectDynamics:
         a = validate_actions(actions, self.num_drones)
         if not dt > 0:
             raise ValueError(f"dt must be > 0 seconds, got {dt}")
+        if self.num_drones == 1:
+            return self._step_single(a[0].tolist(), dt)
+        return self._step_batch(a, dt)
+
+    def _step_batch(self, a: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`step` for validated, clipped actions ``a`` (N, 4), batched in numpy."""
         cfg = self.cfg
-        ratio = dt / cfg.damping_reference_dt
-        d = cfg.velocity_damping**ratio
-        v_target, yaw_rate = scale_actions(a, cfg.max_velocity, cfg.max_vertical_velocity, cfg.max_yaw_rate)
+        d, lag, d_yaw, noise_scale = self._rates(dt)
+        v_target, yaw_cmd = scale_actions(a, cfg.max_velocity, cfg.max_vertical_velocity, cfg.max_yaw_rate)
+        if cfg.max_horizontal_speed is not None:
+            _clip_norm(v_target[:, :2], cfg.max_horizontal_speed)
+        if self._gain is not None:
+            v_target *= self._gain
+        if self._limit_z:
+            z = v_target[:, 2]
+            np.maximum(z, self._z_lo, out=z)
+            np.minimum(z, self._z_hi, out=z)
+        if cfg.yaw_rate_gain != 1.0:
+            yaw_cmd *= cfg.yaw_rate_gain
         v = self.lin_vel_w
+        noisy = cfg.velocity_noise_std > 0 or cfg.position_noise_std > 0
+        if self._shaped:
+            dv = v_target - v
+            dv *= 1.0 - d
+            self._shape_horizontal(dv[:, :2], v[:, :2], lag, dt)
+            v += dv
+            self.pos_w += v * dt
+            self._yaw_step(yaw_cmd, d_yaw, dt)
+            if noisy:
+                n = self.rng.standard_normal((self.num_drones, 6))
+                n_v = n[:, :3] * (cfg.velocity_noise_std * noise_scale)
+                v += n_v
+                self.pos_w += n_v * dt + n[:, 3:] * (cfg.position_noise_std * noise_scale)
+            self.yaw_rad = _wrap(self.yaw_rad)
+            return self.pos_w, self.yaw_rad
+        # The seed model's update, bit for bit (plus the first-order yaw response when set).
         v *= d
         v += (1.0 - d) * v_target
-        noise_scale = math.sqrt(ratio)
-        if cfg.velocity_noise_std > 0 or cfg.position_noise_std > 0:
+        if noisy:
             n = self.rng.standard_normal((self.num_drones, 6))
             v += n[:, :3] * (cfg.velocity_noise_std * noise_scale)
             self.pos_w += v * dt + n[:, 3:] * (cfg.position_noise_std * noise_scale)
         else:
             self.pos_w += v * dt
-        self.yaw_rad = _wrap(self.yaw_rad + yaw_rate * dt)
+        self._yaw_step(yaw_cmd, d_yaw, dt)
+        self.yaw_rad = _wrap(self.yaw_rad)
         return self.pos_w, self.yaw_rad
+
+    def _yaw_step(self, yaw_cmd: np.ndarray, d_yaw: float, dt: float) -> None:
+        """Yaw rate (first order when ``d_yaw`` > 0, else the command) and unwrapped yaw over ``dt``."""
+        if d_yaw > 0.0:
+            w = self.yaw_rate
+            w *= d_yaw
+            w += (1.0 - d_yaw) * yaw_cmd
+        else:
+            self.yaw_rate = yaw_cmd
+        self.yaw_rad = self.yaw_rad + self.yaw_rate * dt
+
+    def _step_single(self, a: list[float], dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`step` for one drone in plain Python floats (about 5x faster than numpy at N = 1).
+
+        The same operations in the same order as the batched code, so both give the
+        same numbers (tests/dynamics/test_direct.py checks it).
+        """
+        cfg = self.cfg
+        d, lag, d_yaw, noise_scale = self._rates(dt)
+        d_xy, d_z = (d, d) if isinstance(d, float) else (float(d[0]), float(d[2]))
+        tx = a[0] * cfg.max_velocity
+        ty = a[1] * cfg.max_velocity
+        tz = a[2] * cfg.max_vertical_velocity
+        if cfg.max_horizontal_speed is not None:
+            tx, ty = _clip_norm_2(tx, ty, cfg.max_horizontal_speed)
+        if self._gain is not None:
+            k_xy, k_z = cfg.velocity_gain, cfg.vertical_velocity_gain
+            tx, ty, tz = tx * k_xy, ty * k_xy, tz * k_z
+        if self._limit_z:
+            tz = min(max(tz, self._z_lo), self._z_hi)
+        w_cmd = a[3] * math.radians(cfg.max_yaw_rate)
+        if cfg.yaw_rate_gain != 1.0:
+            w_cmd *= cfg.yaw_rate_gain
+        vx, vy, vz = self.lin_vel_w[0].tolist()
+        px, py, pz = self.pos_w[0].tolist()
+        w, yaw = float(self.yaw_rate[0]), float(self.yaw_rad[0])
+        noisy = cfg.velocity_noise_std > 0 or cfg.position_noise_std > 0
+        if self._shaped:
+            acc_x, acc_y = float(self.lin_acc_w[0, 0]), float(self.lin_acc_w[0, 1])
+            dx = (tx - vx) * (1.0 - d_xy)
+            dy = (ty - vy) * (1.0 - d_xy)
+            dz = (tz - vz) * (1.0 - d_z)
+            fx, fy = dx * (1.0 / dt), dy * (1.0 / dt)  # thrust acceleration = change / dt + drag
+            gx = gy = 0.0
+            if cfg.drag_coefficient > 0.0:
+                gx, gy = cfg.drag_coefficient * vx, cfg.drag_coefficient * vy
+                fx, fy = fx + gx, fy + gy
+            if cfg.max_horizontal_acceleration is not None:
+                fx, fy = _clip_norm_2(fx, fy, cfg.max_horizontal_acceleration)
+            if self._acc_state:
+                cx, cy = fx - acc_x, fy - acc_y
+                if lag > 0.0:
+                    cx, cy = cx * lag, cy * lag
+                if cfg.max_horizontal_jerk is not None:
+                    cx, cy = _clip_norm_2(cx, cy, cfg.max_horizontal_jerk * dt)
+                acc_x, acc_y = acc_x + cx, acc_y + cy
+                fx, fy = acc_x, acc_y
+            if cfg.yaw_coupling_s > 0.0:
+                angle = w * cfg.yaw_coupling_s
+                cos, sin = math.cos(angle), math.sin(angle)
+                fx, fy = cos * fx - sin * fy, sin * fx + cos * fy
+            if cfg.drag_coefficient > 0.0:
+                fx, fy = fx - gx, fy - gy
+            dx, dy = fx * dt, fy * dt
+            vx, vy, vz = vx + dx, vy + dy, vz + dz
+            px, py, pz = px + vx * dt, py + vy * dt, pz + vz * dt
+            w = w * d_yaw + (1.0 - d_yaw) * w_cmd if d_yaw > 0.0 else w_cmd
+            yaw = yaw + w * dt
+            self.lin_acc_w[0, 0] = acc_x
+            self.lin_acc_w[0, 1] = acc_y
+            if noisy:
+                n = self.rng.standard_normal((1, 6))[0].tolist()
+                sv, sp = cfg.velocity_noise_std * noise_scale, cfg.position_noise_std * noise_scale
+                nx, ny, nz = n[0] * sv, n[1] * sv, n[2] * sv
+                vx, vy, vz = vx + nx, vy + ny, vz + nz
+                px, py, pz = px + (nx * dt + n[3] * sp), py + (ny * dt + n[4] * sp), pz + (nz * dt + n[5] * sp)
+        else:  # the seed model's update, bit for bit
+            vx = vx * d_xy + (1.0 - d_xy) * tx
+            vy = vy * d_xy + (1.0 - d_xy) * ty
+            vz = vz * d_z + (1.0 - d_z) * tz
+            if noisy:
+                n = self.rng.standard_normal((1, 6))[0].tolist()
+                sv, sp = cfg.velocity_noise_std * noise_scale, cfg.position_noise_std * noise_scale
+                vx, vy, vz = vx + n[0] * sv, vy + n[1] * sv, vz + n[2] * sv
+                px, py, pz = px + (vx * dt + n[3] * sp), py + (vy * dt + n[4] * sp), pz + (vz * dt + n[5] * sp)
+            else:
+                px, py, pz = px + vx * dt, py + vy * dt, pz + vz * dt
+            w = w * d_yaw + (1.0 - d_yaw) * w_cmd if d_yaw > 0.0 else w_cmd
+            yaw = yaw + w * dt
+        self.lin_vel_w[0] = (vx, vy, vz)
+        self.pos_w[0] = (px, py, pz)
+        self.yaw_rate[0] = w
+        self.yaw_rad[0] = (yaw + math.pi) % (2 * math.pi) - math.pi
+        return self.pos_w, self.yaw_rad
+
+    def _shape_horizontal(self, dv_xy: np.ndarray, v_xy: np.ndarray, lag: float, dt: float) -> None:
+        """Thrust limit, attitude lag, jerk limit and yaw coupling on the horizontal thrust
+        acceleration, then drag; in place on ``dv_xy`` (N, 2), the velocity change over ``dt`` seconds."""
+        cfg = self.cfg
+        thrust = dv_xy * (1.0 / dt)
+        drag = None
+        if cfg.drag_coefficient > 0.0:
+            drag = cfg.drag_coefficient * v_xy
+            thrust += drag
+        if cfg.max_horizontal_acceleration is not None:
+            _clip_norm(thrust, cfg.max_horizontal_acceleration)
+        if self._acc_state:
+            acc = self.lin_acc_w[:, :2]
+            thrust -= acc  # the change of the lagged thrust acceleration
+            if lag > 0.0:
+                thrust *= lag
+            if cfg.max_horizontal_jerk is not None:
+                _clip_norm(thrust, cfg.max_horizontal_jerk * dt)
+            acc += thrust
+            thrust = acc.copy()
+        if cfg.yaw_coupling_s > 0.0:
+            angle = self.yaw_rate * cfg.yaw_coupling_s
+            cos, sin = np.cos(angle), np.sin(angle)
+            x = thrust[:, 0].copy()
+            thrust[:, 0] = cos * x - sin * thrust[:, 1]
+            thrust[:, 1] = sin * x + cos * thrust[:, 1]
+        if drag is not None:
+            thrust -= drag
+        np.multiply(thrust, dt, out=dv_xy)
+
+
+def _clip_norm_2(x: float, y: float, limit: float) -> tuple[float, float]:
+    """(x, y) scaled so its norm is at most ``limit`` (scalar :func:`_clip_norm`)."""
+    scale = min(limit / max(math.sqrt(x * x + y * y), 1e-12), 1.0)
+    return x * scale, y * scale
+
+
+def _clip_norm(xy: np.ndarray, limit: float) -> None:
+    """Scale rows of ``xy`` (N, 2) in place so their norm is at most ``limit``."""
+    norm = np.sqrt(xy[:, 0] * xy[:, 0] + xy[:, 1] * xy[:, 1])
+    xy *= np.minimum(limit / np.maximum(norm, 1e-12), 1.0)[:, None]
 
 
 def _wrap(angle: np.ndarray) -> np.ndarray:

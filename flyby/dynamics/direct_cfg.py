@@ -15,7 +15,15 @@ class DirectDynamicsCfg:
     ``v <- d * v + (1 - d) * v_target`` for a step of ``damping_reference_dt``;
     other step sizes use ``d ** (dt / damping_reference_dt)`` so the response
     time constant ``tau = -damping_reference_dt / ln(d)`` (about 0.97 s for the
-    defaults) does not depend on the control rate.
+    defaults) does not depend on the control rate. Every other ``*_damping``
+    field works the same way.
+
+    ``max_velocity``, ``max_vertical_velocity`` and ``max_yaw_rate`` are the
+    *action scale* every env shares (:mod:`flyby.mdp.actions`); tuning never
+    changes them. The fields after ``velocity_noise_std`` are the phase-2
+    extensions fitted by ``flyby tune`` (equations and evidence in
+    :mod:`flyby.dynamics.direct`); each defaults to the value that reproduces
+    the seed model exactly.
     """
 
     max_velocity: float = cfg_field(10.0, gt=0.0)  # m/s, horizontal speed at action +-1 (per axis)
@@ -25,3 +33,30 @@ class DirectDynamicsCfg:
     damping_reference_dt: float = cfg_field(0.05, gt=0.0)  # s, step the damping is defined for (20 Hz control)
     position_noise_std: float = cfg_field(0.02, ge=0.0)  # m, Gaussian position noise per reference step
     velocity_noise_std: float = cfg_field(0.1, ge=0.0)  # m/s, Gaussian velocity noise per reference step
+    # Phase-2 extensions (flyby tune); the defaults reproduce the seed model.
+    # 1, vertical velocity retained per reference step; null: velocity_damping
+    vertical_velocity_damping: float | None = cfg_field(None, ge=0.0, lt=1.0)
+    velocity_gain: float = cfg_field(1.0, gt=0.0)  # 1, horizontal velocity target per commanded velocity
+    vertical_velocity_gain: float = cfg_field(1.0, gt=0.0)  # 1, vertical velocity target per commanded velocity
+    # m/s, norm limit of the horizontal setpoint (PX4 MPC_XY_VEL_MAX); null: none
+    max_horizontal_speed: float | None = cfg_field(None, gt=0.0)
+    max_climb_rate: float | None = cfg_field(None, gt=0.0)  # m/s, upward target limit (MPC_Z_VEL_MAX_UP); null: none
+    max_descent_rate: float | None = cfg_field(None, gt=0.0)  # m/s, downward target limit (MPC_Z_VEL_MAX_DN); null: none
+    # m/s^2, norm limit of the horizontal thrust acceleration (tilt limit); null: none
+    max_horizontal_acceleration: float | None = cfg_field(None, gt=0.0)
+    drag_coefficient: float = cfg_field(0.0, ge=0.0)  # 1/s, linear drag, outside max_horizontal_acceleration
+    # 1, horizontal acceleration retained per reference step (attitude lag); 0: none
+    acceleration_damping: float = cfg_field(0.0, ge=0.0, lt=1.0)
+    # m/s^3, norm limit of the horizontal acceleration's rate (tilt rate); null: none
+    max_horizontal_jerk: float | None = cfg_field(None, gt=0.0)
+    yaw_coupling_s: float = cfg_field(0.0, ge=0.0)  # s, acceleration turned by yaw rate x this (attitude lag)
+    yaw_rate_gain: float = cfg_field(1.0, gt=0.0)  # 1, yaw rate per commanded yaw rate
+    yaw_rate_damping: float = cfg_field(0.0, ge=0.0, lt=1.0)  # 1, yaw rate kept per reference step; 0: instant
+
+    def validate(self) -> list[str]:
+        if self.drag_coefficient > 0.0 and self.max_horizontal_acceleration is None:
+            return [
+                f"drag_coefficient: {self.drag_coefficient} acts only inside the thrust limit; "
+                "set max_horizontal_acceleration too (or drag_coefficient: 0)"
+            ]
+        return []

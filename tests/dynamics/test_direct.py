@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from flyby.dynamics.direct import DirectDynamics
 from flyby.dynamics.direct_cfg import DirectDynamicsCfg
 from flyby.errors import ConfigError, InvalidAction
+from flyby.mdp.actions import validate_actions
 
 NOISELESS = DirectDynamicsCfg(position_noise_std=0.0, velocity_noise_std=0.0)
 
@@ -94,3 +96,128 @@ def test_partial_reset_and_bad_construction():
         DirectDynamics(DirectDynamicsCfg(velocity_damping=1.5), 1)
     with pytest.raises(ValueError, match="dt must be > 0"):
         make(1).step(np.zeros((1, 4)), 0.0)
+
+
+# ---------------------------------------------------------------- phase-2 extensions
+
+EXTENDED = replace(
+    NOISELESS, vertical_velocity_damping=0.75, velocity_gain=0.9, vertical_velocity_gain=1.02, max_horizontal_speed=11.0,
+    max_climb_rate=3.0, max_descent_rate=1.5, max_horizontal_acceleration=7.0, drag_coefficient=0.35,
+    acceleration_damping=0.6, max_horizontal_jerk=30.0, yaw_coupling_s=0.12, yaw_rate_gain=0.95,
+    yaw_rate_damping=0.6,
+)
+
+
+def _fly(cfg, actions, dt=0.04, n=1, seed=0):
+    dyn = DirectDynamics(cfg, n)
+    dyn.reset(np.zeros((n, 3)), np.zeros(n), seed=seed)
+    out = []
+    for a in actions:
+        dyn.step(np.broadcast_to(a, (n, 4)), dt)
+        out.append((dyn.pos_w.copy(), dyn.lin_vel_w.copy(), dyn.yaw_rad.copy()))
+    return dyn, out
+
+
+def test_extension_fields_at_their_defaults_reproduce_the_seed_model_bit_for_bit():
+    rng = np.random.default_rng(3)
+    actions = rng.uniform(-1.2, 1.2, (200, 4))
+    explicit = DirectDynamicsCfg(vertical_velocity_damping=0.95, velocity_gain=1.0, vertical_velocity_gain=1.0,
+                                 drag_coefficient=0.0, acceleration_damping=0.0, yaw_coupling_s=0.0,
+                                 yaw_rate_gain=1.0, yaw_rate_damping=0.0)
+    for n in (1, 3):
+        _, seed = _fly(DirectDynamicsCfg(), actions, n=n)
+        _, same = _fly(explicit, actions, n=n)
+        for a, b in zip(seed, same):
+            for x, y in zip(a, b):
+                np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("cfg", [NOISELESS, DirectDynamicsCfg(), EXTENDED, replace(EXTENDED, max_horizontal_jerk=None),
+                                 replace(EXTENDED, position_noise_std=0.02, velocity_noise_std=0.1)])
+def test_single_drone_fast_path_matches_the_batched_code(cfg):
+    single, batched = DirectDynamics(cfg, 1), DirectDynamics(cfg, 1)
+    for d in (single, batched):
+        d.reset(np.array([[1.0, 2.0, 30.0]]), np.array([0.3]), seed=5)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        a = rng.uniform(-1.2, 1.2, (1, 4))
+        single.step(a, 0.04)
+        batched._step_batch(validate_actions(a, 1), 0.04)
+    for name in ("pos_w", "lin_vel_w", "yaw_rad", "lin_acc_w", "yaw_rate"):
+        np.testing.assert_array_equal(getattr(single, name), getattr(batched, name), err_msg=name)
+
+
+def test_climb_and_descent_limits_and_vertical_time_constant():
+    cfg = replace(NOISELESS, vertical_velocity_damping=0.75, max_climb_rate=3.0, max_descent_rate=1.5)
+    _, up = _fly(cfg, [[0, 0, 1.0, 0]] * 100)
+    _, down = _fly(cfg, [[0, 0, -1.0, 0]] * 100)
+    assert math.isclose(up[-1][1][0, 2], 3.0, rel_tol=1e-6) and math.isclose(down[-1][1][0, 2], -1.5, rel_tol=1e-6)
+    # After one time constant (tau = -0.05 / ln 0.75 = 0.174 s) the vertical response is at 1 - 1/e.
+    _, small = _fly(cfg, [[0, 0, 0.2, 0]] * 100, dt=0.0174 / 10)
+    assert math.isclose(small[-1][1][0, 2], (1 - math.exp(-1)) * 1.0, rel_tol=1e-3)
+
+
+def test_gains_and_horizontal_speed_limit_set_the_cruise_speed():
+    cfg = replace(NOISELESS, velocity_gain=0.9, max_horizontal_speed=11.0)
+    _, axis = _fly(cfg, [[1.0, 0, 0, 0]] * 400)
+    _, diag = _fly(cfg, [[1.0, 1.0, 0, 0]] * 400)
+    np.testing.assert_allclose(axis[-1][1][0], [9.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(diag[-1][1][0, :2], [0.9 * 11.0 / math.sqrt(2)] * 2, rtol=1e-6)
+
+
+def test_thrust_acceleration_limit_with_drag_and_jerk_limit():
+    cfg = replace(NOISELESS, max_horizontal_acceleration=7.0, drag_coefficient=0.35, max_horizontal_jerk=30.0,
+                  acceleration_damping=0.6)
+    dt = 0.04
+    dyn = DirectDynamics(cfg, 1)
+    dyn.reset(np.zeros((1, 3)), np.zeros(1))
+    thrust, vel = [], []
+    for a in [[1.0, 0, 0, 0]] * 100 + [[-1.0, 0, 0, 0]] * 100:
+        dyn.step(np.array([a]), dt)
+        thrust.append(dyn.lin_acc_w[0, 0])
+        vel.append(dyn.lin_vel_w[0, 0])
+    thrust, vel = np.array(thrust), np.array(vel)
+    assert np.abs(thrust).max() <= 7.0 + 1e-9  # the tilt limit caps the thrust acceleration
+    assert np.abs(np.diff(thrust)).max() <= 30.0 * dt + 1e-9  # tilt-rate (jerk) limit
+    assert vel[99] > 9.5  # thrust 7 m/s^2 > drag 0.35 * 10 m/s: the target speed is reached
+    braking = -np.diff(vel[99:]).min() / dt
+    assert braking > 7.0  # drag adds to braking from speed
+    with pytest.raises(ConfigError, match="drag_coefficient.*max_horizontal_acceleration"):
+        DirectDynamics(replace(NOISELESS, drag_coefficient=0.3), 1)
+
+
+def test_first_order_yaw_rate_with_gain_and_yaw_coupling():
+    cfg = replace(NOISELESS, yaw_rate_gain=0.95, yaw_rate_damping=0.6)
+    dyn, _ = _fly(cfg, [[0, 0, 0, 0.5]] * 100)
+    assert math.isclose(dyn.yaw_rate[0], 0.95 * 0.5 * math.radians(90), rel_tol=1e-9)
+    dyn, _ = _fly(cfg, [[0, 0, 0, 0.5]])
+    assert math.isclose(dyn.yaw_rate[0], 0.4 * 0.95 * 0.5 * math.radians(90) * (1 - 0.6 ** (0.04 / 0.05)) / 0.4,
+                        rel_tol=1e-9)
+    # Yawing left (counter-clockwise) turns a forward acceleration to the left (+y).
+    coupled = replace(cfg, yaw_coupling_s=0.12, yaw_rate_damping=0.0)
+    _, left = _fly(coupled, [[1.0, 0, 0, 1.0]] * 10)
+    _, right = _fly(coupled, [[1.0, 0, 0, -1.0]] * 10)
+    assert left[-1][1][0, 1] > 0.1 and math.isclose(left[-1][1][0, 1], -right[-1][1][0, 1], rel_tol=1e-9)
+
+
+def test_extended_response_depends_on_the_control_rate_about_as_little_as_the_seed_model():
+    # Both update explicitly once per step; 20 Hz (training) and 25 Hz (full fidelity, where the
+    # model is fitted) must give nearly the same flight.
+    a = [[1.0, -0.6, 0.8, 0.7]] * 40 + [[-1.0, 0.3, -0.5, -0.2]] * 40
+    gaps = {}
+    for name, cfg in (("seed", NOISELESS), ("extended", EXTENDED)):
+        _, coarse = _fly(cfg, a, dt=0.05)
+        _, fine = _fly(cfg, [x for x in a for _ in range(2)], dt=0.025)
+        gaps[name] = np.linalg.norm(coarse[-1][0] - fine[-1][0])
+        np.testing.assert_allclose(coarse[-1][2], fine[-1][2], atol=0.01)  # rad
+    assert gaps["extended"] < 2.0 * gaps["seed"] and gaps["extended"] < 0.25  # metres after 4 s
+
+
+def test_reset_zeroes_the_hidden_states_of_the_reset_drones_only():
+    dyn = DirectDynamics(EXTENDED, 3)
+    dyn.reset(np.zeros((3, 3)), np.zeros(3), seed=0)
+    for _ in range(10):
+        dyn.step(np.ones((3, 4)), 0.04)
+    dyn.reset(np.array([[1.0, 2.0, 3.0]]), np.array([0.5]), np.array([1]))
+    assert (dyn.lin_acc_w[1] == 0).all() and dyn.yaw_rate[1] == 0 and (dyn.lin_vel_w[1] == 0).all()
+    assert (dyn.lin_acc_w[0, :2] != 0).all() and dyn.yaw_rate[0] != 0
