@@ -1,0 +1,219 @@
+"""Phase 2 gate: a policy trained on the direct dynamics works in the full-fidelity env.
+
+Two PPO runs, identical but for the env they train on:
+
+- **direct-trained**: ``MultiDroneISR-v0`` (16 drones = 16 parallel envs on the direct dynamics);
+- **baseline**: ``PX4ISR-v0`` (built-in cascade flight stack -> rotors -> MuJoCo physics, render
+  off), 4 copies in SB3's ``DummyVecEnv``;
+
+same PPO hyper-parameters (the packaged ``ppo_config.yaml``), same seed, same wall-clock budget,
+same training episode length. Both are then scored in ``PX4ISR-v0`` on the same fixed evaluation
+seeds (deterministic actions), beside two policies that learn nothing: uniform random actions and
+the zero action (hover). Means with Student-t 95 % intervals are printed, recorded as metrics and
+written to ``output/metrics/phase2_transfer_<run>.json`` with every episode and both learning curves.
+
+Verdicts, in this order (evidence is recorded first, so a failure still leaves its video and
+numbers):
+
+1. the recorded (rendered) episode returns exactly what the same seed returned unrendered:
+   rendering and the recording do not change what is evaluated;
+2. the transfer criterion, :func:`flyby.training.evaluate.transfer_criterion`::
+
+       (direct - reference) >= 0.9 * (baseline - reference)
+
+   with ``reference`` the better of the random and zero-action mean returns on the same seeds.
+   Returns here can be negative (crash, geofence and jerk penalties), so "90 % of the baseline's
+   return" is read as "90 % of the baseline's improvement over a policy that learned nothing",
+   which means the same for any sign and any offset of the reward. The reference is the better of
+   the two trivial policies, not random alone: random actions pay a large jerk penalty, and
+   against random any policy that merely holds still would "improve" a lot;
+3. the direct-trained policy learned something: the lower end of its 95 % interval is above the
+   reference. Without it, criterion 2 would also pass for two policies that both learned nothing.
+
+The video is one evaluation episode per policy, side by side (direct-trained left, baseline
+right): each drone's camera at the ``evaluation`` preset, rendered every 4th control step, with
+return and step count.
+
+Configurations (``phase_config.yaml``, section ``phase2_transfer``): ``quick`` (CI: 60 s per
+policy, 8 evaluation episodes of 20 s; about 3 minutes on 2 cores) and ``slow``
+(``-m slow``: 600 s per policy, 20 episodes). Run the quick one with ``-m "phase2 and not slow"``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flyby.config import cfg_field, load_yaml
+from flyby.training.evaluate import (
+    RandomPolicy,
+    ZeroPolicy,
+    evaluate_policy_full_fidelity,
+    make_eval_env,
+    reference_return,
+    run_episode,
+    transfer_criterion,
+    transfer_ratio,
+)
+from flyby.training.train import load_ppo_cfg, train_ppo
+from pytest_video_plugin import Text, side_by_side
+
+PHASE_CONFIG = Path(__file__).with_name("phase_config.yaml")
+VIEW_SCALE = 2  # 320x240 camera frames drawn at 640x480
+
+
+@dataclass(kw_only=True)
+class TransferRunCfg:
+    """One configuration of the gate."""
+
+    budget_s: float = cfg_field(60.0, gt=0.0)  # s, wall-clock training budget per policy
+    eval_episodes: int = cfg_field(8, ge=2)  # evaluation episodes per policy (>= 2 for an interval)
+
+
+@dataclass(kw_only=True)
+class Phase2TransferGateCfg:
+    """Phase 2, policy transfer."""
+
+    seed: int = cfg_field(0, ge=0)  # PPO, policy and training-env seed
+    episode_length_s: float = cfg_field(20.0, gt=0.0)  # s, training and evaluation episodes
+    first_eval_seed: int = cfg_field(1000, ge=0)  # first evaluation seed
+    num_drones: int = cfg_field(16, ge=1)  # direct run's parallel envs
+    full_num_envs: int = cfg_field(4, ge=1)  # baseline run's PX4ISR-v0 copies
+    min_fraction: float = cfg_field(0.9, gt=0.0, le=1.0)  # share of the baseline's gain to keep
+    video_render_interval: int = cfg_field(4, ge=1)  # control steps between rendered video frames
+    quick: TransferRunCfg = field(default_factory=TransferRunCfg)  # CI configuration
+    slow: TransferRunCfg = field(default_factory=lambda: TransferRunCfg(budget_s=600.0, eval_episodes=20))
+
+
+@pytest.fixture(scope="module")
+def transfer_cfg() -> Phase2TransferGateCfg:
+    return load_yaml(Phase2TransferGateCfg, PHASE_CONFIG, section="phase2_transfer")
+
+
+@pytest.mark.phase2
+@pytest.mark.parametrize("run", ["quick", pytest.param("slow", marks=pytest.mark.slow)])
+def test_phase2_policy_transfer(run, transfer_cfg, video_recorder, stack_strings, output_dir):
+    gate = transfer_cfg
+    run_cfg: TransferRunCfg = getattr(gate, run)
+    seeds = list(range(gate.first_eval_seed, gate.first_eval_seed + run_cfg.eval_episodes))
+    ppo_cfg = load_ppo_cfg()
+    models = output_dir / "models"
+
+    # Training: same algorithm, hyper-parameters, seed, episode length and wall-clock budget.
+    common = dict(budget_s=run_cfg.budget_s, seed=gate.seed, ppo_kwargs=ppo_cfg,
+                  episode_length_s=gate.episode_length_s)
+    direct_run = train_ppo("direct", num_drones=gate.num_drones,
+                           save_path=models / f"phase2_transfer_{run}_direct.zip", **common)
+    base_run = train_ppo("full", num_envs_full=gate.full_num_envs,
+                         save_path=models / f"phase2_transfer_{run}_baseline.zip", **common)
+
+    # Evaluation in PX4ISR-v0 on the same seeds.
+    ev = dict(episode_length_s=gate.episode_length_s)
+    direct = evaluate_policy_full_fidelity(direct_run.model, seeds, label="direct-trained", **ev)
+    base = evaluate_policy_full_fidelity(base_run.model, seeds, label="baseline (full)", **ev)
+    random = evaluate_policy_full_fidelity(RandomPolicy(), seeds, label="random", **ev)
+    zero = evaluate_policy_full_fidelity(ZeroPolicy(), seeds, label="zero-action", **ev)
+    reference = reference_return(random, zero)
+    passed = transfer_criterion(direct.mean, base.mean, reference, gate.min_fraction)
+    ratio = transfer_ratio(direct.mean, base.mean, reference)
+
+    runs_line = (f"{run_cfg.budget_s:g} s per policy: direct {direct_run.env_steps:,} env steps "
+                 f"({direct_run.episodes} episodes), baseline {base_run.env_steps:,} env steps "
+                 f"({base_run.episodes} episodes)")
+    print(f"\nPhase 2 policy transfer ({run}): PPO {ppo_cfg.net_arch} n_steps {ppo_cfg.n_steps} "
+          f"batch {ppo_cfg.batch_size} lr {ppo_cfg.learning_rate:g}, seed {gate.seed}; {runs_line}")
+    print(f"PX4ISR-v0 (cascade), {len(seeds)} episodes of {gate.episode_length_s:g} s, seeds {seeds[0]}..{seeds[-1]}:")
+    for r in (direct, base, random, zero):
+        print("  " + r.describe())
+    print(f"  reference (better of random and zero-action) {reference:+.2f}; direct keeps "
+          f"{100 * ratio:.0f} % of the baseline's gain over it (criterion >= {100 * gate.min_fraction:.0f} %): "
+          f"{'PASS' if passed else 'FAIL'}")
+
+    for name, r in (("direct", direct), ("baseline", base), ("random", random), ("zero", zero)):
+        video_recorder.record_metric(f"return_mean_{name}", r.mean)
+        video_recorder.record_metric(f"return_ci95_lo_{name}", r.ci95[0])
+        video_recorder.record_metric(f"return_ci95_hi_{name}", r.ci95[1])
+    video_recorder.record_metric("return_reference", reference)
+    video_recorder.record_metric("transfer_ratio", ratio)
+    video_recorder.record_metric("env_steps_direct", direct_run.env_steps)
+    video_recorder.record_metric("env_steps_baseline", base_run.env_steps)
+    video_recorder.record_metric("budget_s", run_cfg.budget_s)
+    metrics_dir = output_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    (metrics_dir / f"phase2_transfer_{run}.json").write_text(json.dumps({
+        "run": run, "seeds": seeds, "episode_length_s": gate.episode_length_s,
+        "training": {"direct": direct_run.summary(), "baseline": base_run.summary()},
+        "evaluation": {r.label: r.as_dict() for r in (direct, base, random, zero)},
+        "reference": reference, "transfer_ratio": None if np.isnan(ratio) else ratio,
+        "min_fraction": gate.min_fraction, "passed": passed,
+    }, indent=2))
+
+    # The video: one evaluation episode per policy (the first seed), direct-trained left, baseline right.
+    video_recorder.set_header(backend=stack_strings["backend"], config=runs_line)
+    footer = " | ".join(f"{r.label} {r.mean:+.1f} [{r.ci95[0]:+.1f}, {r.ci95[1]:+.1f}]"
+                        for r in (direct, base, random)) + f" (mean, 95% CI, {len(seeds)} seeds)"
+    env = make_eval_env(gate.episode_length_s, render_mode="rgb_array", render_interval=gate.video_render_interval)
+    try:
+        video_recorder.set_header(flight_stack=env.flight_stack_label)
+        recorded = [_record_episode(env, model, seeds[0]) for model in (direct_run.model, base_run.model)]
+    finally:
+        env.close()
+    _write_video(video_recorder, recorded, footer)
+
+    # Verdicts.
+    for label, (stats, _), result in zip(("direct-trained", "baseline"), recorded, (direct, base)):
+        assert stats.ret == pytest.approx(result.returns[0], abs=1e-9), (
+            f"{label}: the recorded episode (seed {seeds[0]}) returned {stats.ret:+.6f}, the evaluation "
+            f"{result.returns[0]:+.6f}; rendering or recording changed the episode")
+    assert passed, (
+        f"direct-trained policy keeps {100 * ratio:.0f} % of the baseline's gain over the reference "
+        f"(needs >= {100 * gate.min_fraction:.0f} %): direct {direct.mean:+.2f}, baseline {base.mean:+.2f}, "
+        f"reference {reference:+.2f} ({runs_line})")
+    assert direct.ci95[0] > reference, (
+        f"the direct-trained policy did not learn in {run_cfg.budget_s:g} s: its return {direct.mean:+.2f} "
+        f"(95% CI [{direct.ci95[0]:+.2f}, {direct.ci95[1]:+.2f}]) is not above the better trivial policy "
+        f"({reference:+.2f}) ({runs_line})")
+
+
+def _record_episode(env, model, seed: int):
+    """Run one rendered episode; return its stats and the rendered frames with their step, return, targets seen."""
+    frames = []
+
+    def on_step(step: int, ret: float, info: dict) -> None:
+        if info["rendered"]:
+            frames.append((info["camera"].copy(), step, ret, int(env.task.seen[0].sum()), info["sim_time_s"]))
+
+    stats = run_episode(env, model, seed, on_step=on_step)
+    return stats, frames
+
+
+def _write_video(video_recorder, recorded, footer: str) -> None:
+    """Side by side, frame by frame; an episode that ended early holds its last frame, marked as ended."""
+    (d_stats, d_frames), (b_stats, b_frames) = recorded
+    labels = ("direct-trained (MultiDroneISR-v0)", "baseline (PX4ISR-v0)")
+    for k in range(max(len(d_frames), len(b_frames))):
+        views, texts, metrics = [], [], {}
+        x0, sim_t = 0, 0.0
+        for label, stats, frames in zip(labels, (d_stats, b_stats), (d_frames, b_frames)):
+            image, step, ret, seen, t = frames[min(k, len(frames) - 1)]
+            state = f"step {step}  return {ret:+.2f}"
+            if k >= len(frames):  # this episode is over: show how it ended
+                step, ret = stats.steps, stats.ret
+                how = "crash" if stats.crashed else "geofence" if stats.geofence else "time limit"
+                state = f"ended at step {step} ({how})  return {ret:+.2f}"
+            sim_t = max(sim_t, t)
+            view = np.kron(image, np.ones((VIEW_SCALE, VIEW_SCALE, 1), dtype=np.uint8))
+            views.append(view)
+            texts.append(Text(label, x=x0 + 8, y=20, scale=0.6))
+            texts.append(Text(state, x=x0 + 8, y=44, scale=0.6))
+            short = label.split("-")[0].split(" ")[0]  # "direct", "baseline"
+            metrics[f"{short} step"] = step
+            metrics[f"{short} return"] = round(ret, 2)
+            metrics[f"{short} seen"] = seen
+            x0 += view.shape[1] + 6
+        metrics["sim time s"] = round(sim_t, 2)
+        video_recorder.add_frame(side_by_side(*views, pad=6), texts=texts, metrics=metrics, footer=footer)
