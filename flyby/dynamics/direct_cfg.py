@@ -50,13 +50,27 @@ class DirectDynamicsCfg:
     # m/s^3, norm limit of the horizontal acceleration's rate (tilt rate); null: none
     max_horizontal_jerk: float | None = cfg_field(None, gt=0.0)
     yaw_coupling_s: float = cfg_field(0.0, ge=0.0)  # s, acceleration turned by yaw rate x this (attitude lag)
+    # m/s^2, downward limit of the vertical acceleration (MPC_THR_MIN); null: none
+    max_downward_acceleration: float | None = cfg_field(None, gt=0.0)
+    # 1, horizontal thrust scaled by 1 + this x a_z / g (PX4's decoupled tilt); 0: none
+    thrust_coupling: float = cfg_field(0.0, ge=0.0, le=2.0)
+    # 1/s, integrator taking up the horizontal acceleration not delivered (PX4 anti-windup); 0: none
+    antiwindup_gain: float = cfg_field(0.0, ge=0.0)
+    # 1, anti-windup integrator retained per reference step (its leak back to zero); 0: no memory
+    antiwindup_damping: float = cfg_field(0.0, ge=0.0, lt=1.0)
     yaw_rate_gain: float = cfg_field(1.0, gt=0.0)  # 1, yaw rate per commanded yaw rate
     yaw_rate_damping: float = cfg_field(0.0, ge=0.0, lt=1.0)  # 1, yaw rate kept per reference step; 0: instant
 
     def validate(self) -> list[str]:
+        problems = []
         if self.drag_coefficient > 0.0 and self.max_horizontal_acceleration is None:
-            return [
+            problems.append(
                 f"drag_coefficient: {self.drag_coefficient} acts only inside the thrust limit; "
                 "set max_horizontal_acceleration too (or drag_coefficient: 0)"
-            ]
-        return []
+            )
+        if self.antiwindup_gain > 0.0 and self.max_horizontal_acceleration is None and self.thrust_coupling == 0.0:
+            problems.append(
+                f"antiwindup_gain: {self.antiwindup_gain} integrates what the thrust limits do not deliver; "
+                "set max_horizontal_acceleration or thrust_coupling too (or antiwindup_gain: 0)"
+            )
+        return problems

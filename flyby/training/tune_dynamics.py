@@ -8,9 +8,9 @@ direct model on the logged commands alone; the residuals are the position,
 velocity and yaw differences at every step of every window. Noise is off while
 fitting (it is domain randomization, not part of the fit).
 
-Hidden model states (the lagged thrust acceleration, the yaw rate) cannot be read from
-a log. Each rollout therefore starts ``burn_in_s`` before its window with a
-*teacher-forced* burn-in: the model steps on the logged commands while its
+Hidden model states (the lagged thrust acceleration, the anti-windup integrator, the
+yaw rate) cannot be read from a log. Each rollout therefore starts ``burn_in_s``
+before its window with a *teacher-forced* burn-in: the model steps on the logged commands while its
 position, velocity and yaw are reset to the logged values after every step, so
 its hidden states settle as they would have in flight; from the window's first
 row on it runs free. Before an episode's first row the vehicle hovered at rest
@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 WINDOW_S = 5.0  # s, length of one open-loop rollout
 STRIDE_S = 1.0  # s, spacing of window starts
-BURN_IN_S = 1.0  # s, teacher-forced burn-in before each window
+BURN_IN_S = 3.0  # s, teacher-forced burn-in before each window (about the integrator's time constant)
 MIN_TRAINING_S = 60.0  # s, least flight (in windows) the fit accepts
 HORIZONS_S = (1.0, 5.0)  # s, open-loop horizons reported
 # Residual weights: 1 m of position = 1 m/s of velocity = 0.2 rad of yaw.
@@ -81,7 +81,9 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "acceleration_lag": ("acceleration_damping",),
     "jerk_limit": ("max_horizontal_jerk",),
     "yaw_coupling": ("yaw_coupling_s",),
+    "thrust_coupling": ("thrust_coupling", "max_downward_acceleration"),
     "yaw_response": ("yaw_rate_gain", "yaw_rate_damping"),
+    "antiwindup": ("antiwindup_gain", "antiwindup_damping"),
 }
 SEED_FREE = ("velocity_damping",)
 _NOISE = ("position_noise_std", "velocity_noise_std")
@@ -119,6 +121,10 @@ _PARAMS = {
         _Param("drag_coefficient", "1/s", 0.0, 3.0),
         _Param("max_horizontal_jerk", "m/s^3", 1.0, 300.0, "limit"),
         _Param("yaw_coupling_s", "s", 0.0, 1.0),
+        _Param("thrust_coupling", "1", 0.0, 2.0),
+        _Param("antiwindup_gain", "1/s", 0.0, 5.0),
+        _Param("antiwindup_damping", "s", 0.05, 20.0, "damping"),
+        _Param("max_downward_acceleration", "m/s^2", 0.5, 40.0, "limit"),
     )
 }
 # Where a fit starts a parameter whose seed value switches it off (None or 0): inside the
@@ -131,6 +137,10 @@ _OFF_STARTS = {
     "drag_coefficient": lambda c: 0.3,  # 1/s (Iris rotor drag 0.56 N/(m/s) / 1.5 kg = 0.37)
     "max_horizontal_jerk": lambda c: 40.0,  # m/s^3 (g x MC_PITCHRATE_MAX 220 deg/s = 38)
     "yaw_coupling_s": lambda c: 0.1,  # s (attitude time constant 1 / MC_PITCH_P 6.5 = 0.15)
+    "antiwindup_damping": lambda c: 2.0,  # s, as a time constant (PX4 MPC_XY_VEL_P_ACC / I_ACC = 4.5)
+    "antiwindup_gain": lambda c: 0.4,  # 1/s (PX4 MPC_XY_VEL_I_ACC 0.4 x arw_gain 2 / 1.8, on P-scaled error)
+    "thrust_coupling": lambda c: 1.0,  # 1 (PX4 MPC_ACC_DECOUPLE: horizontal thrust x (1 + a_z / g))
+    "max_downward_acceleration": lambda c: 8.0,  # m/s^2 (g (1 - MPC_THR_MIN / hover) = 8.1)
     "acceleration_damping": lambda c: 0.1,  # s, as a time constant
     "yaw_rate_damping": lambda c: 0.1,  # s, as a time constant
 }

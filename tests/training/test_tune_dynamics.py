@@ -209,6 +209,18 @@ def test_fit_recovers_the_horizontal_limits_and_couplings(env_cfg, train_log):
         assert math.isclose(getattr(result.cfg, name), getattr(TRUE, name), rel_tol=0.05), name
 
 
+def test_fit_recovers_the_thrust_coupling_descent_limit_and_antiwindup(env_cfg):
+    true = replace(TRUE, thrust_coupling=0.6, max_downward_acceleration=6.0, antiwindup_gain=0.3,
+                   antiwindup_damping=0.97)
+    log = synthetic_log(true, 70.0, seed=3, env_cfg=env_cfg, episodes=2)
+    base = replace(true, thrust_coupling=0.0, max_downward_acceleration=None, antiwindup_gain=0.0,
+                   antiwindup_damping=0.0)
+    result = fit_dynamics([log], base, extensions=("thrust_coupling", "antiwindup"), stride_s=2.0)
+    for name in ("thrust_coupling", "max_downward_acceleration", "antiwindup_gain", "antiwindup_damping"):
+        assert math.isclose(getattr(result.cfg, name), getattr(true, name), rel_tol=0.05), name
+    assert result.residuals["tuned"]["pos_end_m"] < 0.1 * result.residuals["seed"]["pos_end_m"]
+
+
 def test_simulate_direct_flies_the_logged_commands_from_the_logged_state(train_log):
     cfg = DirectDynamicsCfg()  # noise is switched off inside
     pos, yaw = simulate_direct(cfg, train_log, 100, 50)
