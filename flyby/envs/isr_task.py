@@ -90,7 +90,10 @@ class ISRTask:
         t = self.world.num_targets
         self.actions = np.zeros((n, ACTION_DIM))
         self.prev_actions = np.zeros((n, ACTION_DIM))
-        self.episode_step = np.zeros(n, dtype=np.int64)
+        # Progress counters (N, 3) int64: cells covered, targets seen, steps this episode;
+        # the observation's progress is counters / (cells, targets, max steps) in one call.
+        self._counters = np.zeros((n, 3), dtype=np.int64)
+        self.episode_step = self._counters[:, 2]  # a view: update in place only
         self.world_time_s = 0.0
         self.global_step = 0
         self.seen = np.zeros((n, t), dtype=bool)
@@ -110,19 +113,40 @@ class ISRTask:
         cell = cfg.rewards.coverage_cell_m
         half = self.world.half_extent
         self._grid_shape = np.ceil(2 * half / cell).astype(np.intp)
-        self.covered = np.zeros((n, int(self._grid_shape.prod())), dtype=bool)
+        gx, gy = (int(g) for g in self._grid_shape)
+        self.covered = np.zeros((n, gx * gy), dtype=bool)
+        self._num_covered = self._counters[:, 0]  # covered.sum(axis=1), kept up to date by _cover
         r_cells = math.ceil(cfg.rewards.max_footprint_radius_m / cell) + 1
         self._span = np.arange(-r_cells, r_cells + 1)[None, :]
+        # Small grids (the training area: 20 x 20 cells) test every cell of the grid, which takes
+        # fewer numpy calls than the stencil's index bookkeeping; cells the stencil leaves out are
+        # more than the largest footprint radius away, so both mark the same cells.
+        self._whole_grid = gx * gy <= 4 * self._span.size**2
+        # Cell centres, metres, computed as the stencil computes them: (i + 0.5) * cell - half.
+        self._centre_x = (np.arange(gx) + 0.5) * cell - half[0]
+        self._centre_y = (np.arange(gy) + 0.5) * cell - half[1]
         self._tan_half_fov = math.tan(math.radians(cfg.camera.fovy_deg) / 2)
+        # A footprint centre is at most far_m along the axis; min(t, 1e6) only bites beyond.
+        self._clip_footprint_t = cfg.camera.far_m > 1e6
 
         self.scales = {k: float(cfg.rewards.scales.get(k, 0.0)) for k in rew_mdp.REWARD_TERMS}
         # Events pay once each; rate terms are per second (see flyby.mdp.rewards).
         self._term_dt = {k: (self.step_dt if k in rew_mdp.RATE_TERMS else 1.0) for k in rew_mdp.REWARD_TERMS}
         self.episode_sums = {k: np.zeros(n) for k in rew_mdp.REWARD_TERMS}
+        # Terms with a non-zero scale, in REWARD_TERMS order, are scaled and summed as one
+        # (A, N) array; their episode sums are the rows of _term_sums (viewed by episode_sums).
+        self._active_terms = tuple(k for k in rew_mdp.REWARD_TERMS if self.scales[k])
+        self._term_scales = np.array([self.scales[k] for k in self._active_terms])[:, None]
+        self._term_dts = np.array([self._term_dt[k] for k in self._active_terms])[:, None]
+        self._term_sums = np.zeros((len(self._active_terms), n))
+        for row, k in enumerate(self._active_terms):
+            self.episode_sums[k] = self._term_sums[row]
         self._terminated = np.zeros(n, dtype=bool)
         self._crashed = np.zeros(n, dtype=bool)
         self._outside = np.zeros(n, dtype=bool)
         self._obs = np.zeros((n, self.layout.dim), dtype=np.float32)
+        self._progress = np.zeros((n, 3))
+        self._progress_den = np.array([gx * gy, max(t, 1), self.max_episode_length], dtype=np.int64)
         self._pos_scale = np.array([half[0], half[1], cfg.terminations.max_altitude_m])
         d = cfg.dynamics
         self._vel_scale = np.array([d.max_velocity, d.max_velocity, d.max_vertical_velocity])
@@ -180,7 +204,7 @@ class ISRTask:
         terminated, truncated = self._get_dones()
         reward = self._get_rewards()
         done = terminated | truncated
-        done_ids = np.flatnonzero(done)
+        done_ids = done.nonzero()[0]
         final_obs = None
         log: dict[str, float] = {}
         if done_ids.size:
@@ -208,43 +232,113 @@ class ISRTask:
     # ------------------------------------------------------------- step template
 
     def _pre_physics_step(self, actions: np.ndarray) -> None:
-        a = validate_actions(actions, self.num_envs)
-        self.prev_actions[:] = self.actions
-        self.actions[:] = a
+        # validate_actions returns a new array: keep it, no copies.
+        self.prev_actions, self.actions = self.actions, validate_actions(actions, self.num_envs)
 
     def _apply_action(self) -> None:
         self.dynamics.step(self.actions, self.step_dt)
 
     def _update_perception(self, ids: np.ndarray | None = None) -> None:
         """Detections for envs ``ids`` (all when None), if this is a perception step or a reset."""
-        if ids is None:
+        if ids is None and self.global_step % self.cfg.perception_interval != 0:
             self.newly_seen[:] = False
             self.new_cells[:] = 0
-            if self.global_step % self.cfg.perception_interval != 0:
-                return  # reuse the last detections between perception steps
+            return  # reuse the last detections between perception steps
         self.target_pos_w, self.target_yaw_rad = self.world.target_poses(self.world_time_s)
-        sel = slice(None) if ids is None else ids
-        cam_pos, rot_wc = camera_poses_w(self.dynamics.pos_w[sel], self.dynamics.rot_wb[sel], self.cfg.camera)
+        dyn = self.dynamics
+        if ids is None:
+            cam_pos, rot_wc = camera_poses_w(dyn.pos_w, dyn.rot_wb, self.cfg.camera)
+        else:
+            cam_pos, rot_wc = camera_poses_w(dyn.pos_w[ids], dyn.rot_wb[ids], self.cfg.camera)
         det = self.detector.detect(
             cam_pos, rot_wc, self.target_pos_w, self.target_yaw_rad, self.world.target_size_m
         )
-        for mine, fresh in zip(self.detections, det):
-            mine[sel] = fresh
         vis = det.visible
-        new = vis & ~self.seen[sel]
-        self.newly_seen[sel] = new
-        self.seen[sel] |= vis
-        self.new_cells[sel] = self._cover(sel, cam_pos, rot_wc)
+        if ids is None:
+            self.detections = det  # fresh arrays that belong to the caller: no copy needed
+            np.greater(vis, self.seen, out=self.newly_seen)  # visible and not seen before
+            self.seen |= vis
+            self.new_cells[:] = self._cover(None, cam_pos, rot_wc)
+            return
+        for mine, fresh in zip(self.detections, det):
+            mine[ids] = fresh
+        self.newly_seen[ids] = vis & ~self.seen[ids]
+        self.seen[ids] |= vis
+        self.new_cells[ids] = self._cover(ids, cam_pos, rot_wc)
 
-    def _cover(self, sel, cam_pos: np.ndarray, rot_wc: np.ndarray) -> np.ndarray:
-        """Mark ground cells inside each camera's footprint; return newly covered counts (k,)."""
+    def _cover(self, ids: np.ndarray | None, cam_pos: np.ndarray, rot_wc: np.ndarray) -> np.ndarray:
+        """Mark the cells in the footprints of cameras ``ids`` (all when None) covered.
+
+        Returns:
+            (k,) int64 counts of newly covered cells.
+        """
+        ground, radius_sq = self._footprints(cam_pos, rot_wc)
+        if self._whole_grid:
+            new = self._cover_whole_grid(ids, ground, radius_sq)
+        else:
+            new = self._cover_stencil(ids, ground, radius_sq)
+        if ids is None:
+            self._num_covered += new
+        else:
+            self._num_covered[ids] += new
+        return new
+
+    def _footprints(self, cam_pos: np.ndarray, rot_wc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ground footprint of each camera: centre (k, 2) metres, world ENU, and radius squared (k,), m^2.
+
+        The footprint is the disc where the optical axis meets the ground, of radius
+        ``t * tan(fovy / 2)`` at distance ``t`` along the axis, capped at ``max_footprint_radius_m``.
+        A camera that does not look down, is below ground or sees the ground beyond ``far_m``
+        has radius -1 at its own position (radius squared 1 m^2).
+        """
+        far = self.cfg.camera.far_m
+        max_radius = self.cfg.rewards.max_footprint_radius_m
+        if cam_pos.shape[0] == 1:
+            # One camera (DirectISR-v0): the same operations on Python floats, several times
+            # cheaper than numpy calls on 1-element arrays.
+            ax, ay, az = rot_wc[0, :, 2].tolist()
+            cx, cy, cz = cam_pos[0].tolist()
+            down = az < -1e-3
+            t = -cz / (az if down else -1.0)
+            ok = down and t <= far and cz > 0
+            t_ok = t if ok else 0.0
+            if self._clip_footprint_t:
+                t = min(t, 1e6)
+            radius = min(t * self._tan_half_fov if ok else -1.0, max_radius)
+            return np.array([[cx + t_ok * ax, cy + t_ok * ay]]), np.array([radius * radius])
         axis = rot_wc[:, :, 2]
         down = axis[:, 2] < -1e-3
-        t = np.where(down, -cam_pos[:, 2] / np.where(down, axis[:, 2], -1.0), np.inf)
-        ok = down & (t <= self.cfg.camera.far_m) & (cam_pos[:, 2] > 0)
+        # Distance to the ground along the axis; only read where `down` (no division by ~0).
+        t = -cam_pos[:, 2] / np.where(down, axis[:, 2], -1.0)
+        ok = down & (t <= far) & (cam_pos[:, 2] > 0)
         ground = cam_pos[:, :2] + np.where(ok, t, 0.0)[:, None] * axis[:, :2]
-        radius = np.where(ok, np.minimum(t, 1e6) * self._tan_half_fov, -1.0)
-        radius = np.minimum(radius, self.cfg.rewards.max_footprint_radius_m)
+        if self._clip_footprint_t:
+            t = np.minimum(t, 1e6)
+        radius = np.minimum(np.where(ok, t * self._tan_half_fov, -1.0), max_radius)
+        return ground, radius * radius
+
+    def _cover_whole_grid(
+        self, ids: np.ndarray | None, ground: np.ndarray, radius_sq: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`_cover` on small grids: every cell centre of the grid against every footprint."""
+        dx = self._centre_x - ground[:, :1]
+        dx *= dx
+        dy = self._centre_y - ground[:, 1:]
+        dy *= dy
+        inside = (dx[:, :, None] + dy[:, None, :] <= radius_sq[:, None, None]).reshape(ground.shape[0], -1)
+        if ids is None:
+            fresh = inside > self.covered  # inside and not covered before
+            self.covered |= inside
+        else:
+            before = self.covered[ids]
+            fresh = inside > before
+            self.covered[ids] = before | inside
+        return fresh.sum(axis=1)
+
+    def _cover_stencil(
+        self, ids: np.ndarray | None, ground: np.ndarray, radius_sq: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`_cover` on any grid: the square stencil of cells around each footprint centre."""
         cell = self.cfg.rewards.coverage_cell_m
         half = self.world.half_extent
         # Separable square stencil of cells around each footprint centre: (k, S) along x and y.
@@ -256,11 +350,11 @@ class ISRTask:
         gx, gy = self._grid_shape
         ok_x = (ix >= 0) & (ix < gx)
         ok_y = (iy >= 0) & (iy < gy)
-        inside = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] <= (radius * radius)[:, None, None]
+        inside = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] <= radius_sq[:, None, None]
         inside &= ok_x[:, :, None] & ok_y[:, None, :]
         # Out-of-grid cells are masked out of `inside`; clamp their indices only to keep them valid.
         flat = np.minimum(np.maximum(ix, 0), gx - 1)[:, :, None] * gy + np.minimum(np.maximum(iy, 0), gy - 1)[:, None, :]
-        rows = np.arange(self.num_envs)[sel]
+        rows = np.arange(self.num_envs) if ids is None else ids
         cells = self.covered.shape[1]
         hit = (flat + (rows * cells)[:, None, None])[inside]  # indices into covered.ravel()
         covered = self.covered.reshape(-1)
@@ -273,9 +367,10 @@ class ISRTask:
         tcfg = self.cfg.terminations
         in_building = self.world.points_in_buildings(pos, tcfg.drone_radius_m)
         self._crashed = term_mdp.crashed(pos, in_building, tcfg)
-        self._outside = term_mdp.outside_geofence(pos, self.world.half_extent, tcfg) & ~self._crashed
+        outside = term_mdp.outside_geofence(pos, self.world.half_extent, tcfg)
+        self._outside = outside > self._crashed  # outside and not crashed (bools: a > b is a & ~b)
         terminated = self._crashed | self._outside
-        truncated = term_mdp.time_out(self.episode_step, self.max_episode_length) & ~terminated
+        truncated = term_mdp.time_out(self.episode_step, self.max_episode_length) > terminated
         return terminated, truncated
 
     def _get_rewards(self) -> np.ndarray:
@@ -287,14 +382,13 @@ class ISRTask:
             "energy": rew_mdp.energy(self.actions),
             "jerk": rew_mdp.jerk(self.actions, self.prev_actions),
         }
-        reward = np.zeros(self.num_envs)
-        for k, term in terms.items():
-            scale = self.scales[k]
-            if scale:
-                value = scale * term * self._term_dt[k]
-                reward += value
-                self.episode_sums[k] += value
-        return reward
+        # scale * term * dt for every active term at once (x * 1.0 == x for the event terms).
+        values = np.array([terms[k] for k in self._active_terms]).reshape(-1, self.num_envs)
+        values *= self._term_scales
+        values *= self._term_dts
+        self._term_sums += values
+        # Sum over the terms in order, starting from 0.0 (what reward += value per term gives).
+        return np.add.reduce(values, axis=0, initial=0.0)
 
     def _reset_idx(
         self, ids: np.ndarray, start_pos: np.ndarray | None = None, start_yaw: np.ndarray | None = None
@@ -315,6 +409,7 @@ class ISRTask:
         self.episode_step[ids] = 0
         self.seen[ids] = False
         self.covered[ids] = False
+        self._num_covered[ids] = 0
         for sums in self.episode_sums.values():
             sums[ids] = 0.0
         self._update_perception(ids)
@@ -330,13 +425,8 @@ class ISRTask:
             idx, valid, d.boxes_px, self.newly_seen, self.world.target_class, cam.width, cam.height
         )
         pos = self.dynamics.pos_w
-        progress = np.column_stack(
-            [
-                self.covered.sum(axis=1) / self.covered.shape[1],
-                self.seen.sum(axis=1) / max(self.seen.shape[1], 1),
-                self.episode_step / self.max_episode_length,
-            ]
-        )
+        self.seen.sum(axis=1, out=self._counters[:, 1])
+        progress = np.divide(self._counters, self._progress_den, out=self._progress)
         return obs_mdp.build_observation(
             self.layout,
             pos_w=pos,

@@ -22,6 +22,7 @@ Slots are filled new-first, then by box area (largest first); empty slots are 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -42,41 +43,41 @@ class ObservationCfg:
 
 @dataclass(frozen=True)
 class ObsLayout:
-    """Named slices of the observation vector for a given ``top_k``."""
+    """Named slices of the observation vector for a given ``top_k`` (computed once: read every step)."""
 
     top_k: int
 
-    @property
+    @cached_property
     def pos(self) -> slice:
         return slice(0, 3)
 
-    @property
+    @cached_property
     def vel(self) -> slice:
         return slice(3, 6)
 
-    @property
+    @cached_property
     def yaw(self) -> slice:
         return slice(6, 8)
 
-    @property
+    @cached_property
     def clearance(self) -> slice:
         return slice(8, 17)
 
-    @property
+    @cached_property
     def detections(self) -> slice:
         return slice(17, 17 + self.top_k * DET_FIELDS)
 
-    @property
+    @cached_property
     def progress(self) -> slice:
         end = self.detections.stop
         return slice(end, end + 3)
 
-    @property
+    @cached_property
     def last_action(self) -> slice:
         end = self.progress.stop
         return slice(end, end + 4)
 
-    @property
+    @cached_property
     def dim(self) -> int:
         return self.last_action.stop
 
@@ -96,8 +97,16 @@ def clearance_patch(pos_w: np.ndarray, height_at, cell_m: float) -> np.ndarray:
     Returns:
         (N, 9) float64 metres (negative = a building taller than the drone is there).
     """
-    xy = pos_w[:, None, :2] + _PATCH[None] * cell_m
+    xy = pos_w[:, None, :2] + _patch_offsets(cell_m)
     return pos_w[:, 2:3] - height_at(xy)
+
+
+@lru_cache(maxsize=8)
+def _patch_offsets(cell_m: float) -> np.ndarray:
+    """(1, 9, 2) patch offsets in metres, ``_PATCH * cell_m`` (cached, read-only)."""
+    offsets = _PATCH[None] * cell_m
+    offsets.flags.writeable = False
+    return offsets
 
 
 def select_top_k(
@@ -118,21 +127,42 @@ def select_top_k(
     if t == 0 or not visible.any():  # nothing in view (the common case): no ranking needed
         return np.zeros((n, k), dtype=np.intp), np.zeros((n, k), dtype=bool)
     area = (boxes_px[..., 2] - boxes_px[..., 0]) * (boxes_px[..., 3] - boxes_px[..., 1])
-    score = np.where(visible, area + new * 1e7, -1.0)
+    neg_score = -np.where(visible, area + new * 1e7, -1.0)  # ascending order = best first
     kk = min(k, t)
     if kk < t:
-        part = np.argpartition(-score, kk - 1, axis=1)[:, :kk]
+        part = np.argpartition(neg_score, kk - 1, axis=1)[:, :kk]
     else:
         part = np.broadcast_to(np.arange(t), (n, t))
-    rows = np.arange(n)[:, None]
-    order = np.argsort(-score[rows, part], axis=1, kind="stable")
+    rows = _row_offsets(n, 1)
+    part_neg = neg_score[rows, part]
+    order = np.argsort(part_neg, axis=1, kind="stable")
     idx_k = part[rows, order]
-    valid_k = score[rows, idx_k] >= 0
+    valid_k = part_neg[rows, order] <= 0  # score >= 0
     if kk < k:
         pad = k - kk
         idx_k = np.concatenate([idx_k, np.zeros((n, pad), dtype=idx_k.dtype)], axis=1)
         valid_k = np.concatenate([valid_k, np.zeros((n, pad), dtype=bool)], axis=1)
     return idx_k, valid_k
+
+
+# Class ids of the DET_VEHICLE and DET_PERSON columns (plain ints: comparing with IntEnum members is slower).
+_SLOT_CLASSES = np.array([int(TargetClass.VEHICLE), int(TargetClass.PERSON)])
+
+
+@lru_cache(maxsize=32)
+def _row_offsets(n: int, stride: int) -> np.ndarray:
+    """(n, 1) intp row offsets ``i * stride``, cached (read-only): the same few shapes every step."""
+    rows = (np.arange(n) * stride)[:, None]
+    rows.flags.writeable = False
+    return rows
+
+
+@lru_cache(maxsize=32)
+def _image_size(dtype: np.dtype, width: int, height: int) -> np.ndarray:
+    """(2,) [width, height] in the dtype of ``dtype`` boxes divided by these Python numbers (cached)."""
+    size = np.array([width, height], dtype=np.result_type(dtype, width, height))
+    size.flags.writeable = False
+    return size
 
 
 def encode_detections(
@@ -149,17 +179,18 @@ def encode_detections(
     out = np.zeros((n, k, DET_FIELDS))
     if boxes_px.shape[1] == 0 or not valid.any():
         return out.reshape(n, k * DET_FIELDS)
-    rows = np.arange(n)[:, None]
-    b = boxes_px[rows, idx]
-    cls = target_class[idx]
+    t = boxes_px.shape[1]
+    flat = idx + _row_offsets(n, t)  # (N, k) indices into the flattened (N, T)
+    b = boxes_px.reshape(n * t, 4).take(flat, axis=0)  # (N, k, 4)
+    lo, hi = b[..., :2], b[..., 2:]  # (x1, y1), (x2, y2)
+    image = _image_size(b.dtype, width, height)
     out[..., DET_PRESENT] = 1.0
-    out[..., DET_VEHICLE] = cls == TargetClass.VEHICLE
-    out[..., DET_PERSON] = cls == TargetClass.PERSON
-    out[..., DET_NEW] = new[rows, idx]
-    out[..., DET_CX] = (b[..., 0] + b[..., 2]) / width - 1.0
-    out[..., DET_CY] = (b[..., 1] + b[..., 3]) / height - 1.0
-    out[..., DET_W] = (b[..., 2] - b[..., 0]) / width
-    out[..., DET_H] = (b[..., 3] - b[..., 1]) / height
+    out[..., DET_VEHICLE : DET_PERSON + 1] = target_class.take(idx)[..., None] == _SLOT_CLASSES
+    out[..., DET_NEW] = new.take(flat)
+    centre = (lo + hi) / image
+    centre -= 1.0
+    out[..., DET_CX : DET_CY + 1] = centre
+    out[..., DET_W : DET_H + 1] = (hi - lo) / image
     out *= valid[..., None]
     return out.reshape(n, k * DET_FIELDS)
 

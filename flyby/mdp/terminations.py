@@ -36,8 +36,9 @@ def crashed(pos_w: np.ndarray, in_building: np.ndarray, cfg: TerminationCfg) -> 
 
 def outside_geofence(pos_w: np.ndarray, half_extent: np.ndarray, cfg: TerminationCfg) -> np.ndarray:
     """(N,) bool: outside the area (shrunk by the margin) or above the ceiling."""
-    lim = half_extent - cfg.geofence_margin_m
-    return (np.abs(pos_w[:, :2]) > lim).any(axis=1) | (pos_w[:, 2] > cfg.max_altitude_m)
+    lim = half_extent - cfg.geofence_margin_m if cfg.geofence_margin_m else half_extent  # skip x - 0.0 == x
+    out_xy = np.abs(pos_w[:, :2]) > lim
+    return out_xy[:, 0] | out_xy[:, 1] | (pos_w[:, 2] > cfg.max_altitude_m)  # cheaper than .any(axis=1)
 
 
 def time_out(episode_step: np.ndarray, max_episode_length: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -106,10 +107,12 @@ class ISRWorld:
     def num_targets(self) -> int:
         return int(self.target_class.shape[0])
 
-    @property
+    @cached_property
     def half_extent(self) -> np.ndarray:
-        """(2,) half the area size along x and y, metres."""
-        return 0.5 * np.asarray(self.size_m)
+        """(2,) half the area size along x and y, metres (read-only: shared by every caller)."""
+        half = 0.5 * np.asarray(self.size_m)
+        half.flags.writeable = False
+        return half
 
     @property
     def moving(self) -> np.ndarray:
@@ -128,21 +131,21 @@ class ISRWorld:
         """
         pos = self.target_pos0_w.copy()
         yaw = self.target_yaw0_rad.copy()
-        mov, axis, half, length, u0, road_centre, lane = self._motion
-        if mov.size == 0:
+        m = self._motion
+        if m.mov.size == 0:
             return pos, yaw
-        u = np.mod(u0 + self.target_speed_mps[mov] * t_s, 2 * length)
-        going = u < length  # heading towards +axis
-        s = np.where(going, u, 2 * length - u)
-        pos[mov, axis] = s - half
-        # Keep right: heading +x the right-hand lane is at -y; heading +y it is at +x.
-        right = np.where(going, 1.0, -1.0) * np.where(axis == 0, -1.0, 1.0)
-        pos[mov, 1 - axis] = road_centre + right * lane
-        yaw[mov] = axis * (np.pi / 2) + np.where(going, 0.0, np.pi)
+        u = np.mod(m.u0 + m.speed * t_s, m.loop)
+        going = u < m.length  # heading towards +axis
+        flat = pos.reshape(-1)
+        flat[m.along] = np.where(going, u, m.loop - u) - m.half
+        # Lane (keep right) and heading for the current direction of travel.
+        lane_yaw = np.where(going, m.going, m.back)  # (2, M): across-road coordinate, yaw
+        flat[m.across] = lane_yaw[0]
+        yaw[m.mov] = lane_yaw[1]
         return pos, yaw
 
     @cached_property
-    def _motion(self) -> tuple[np.ndarray, ...]:
+    def _motion(self) -> _TargetMotion:
         """Constants of the moving targets' triangle-wave motion, computed once."""
         mov = np.flatnonzero(self.target_road >= 0)
         axis = self.road_axis[self.target_road[mov]].astype(np.intp)
@@ -155,7 +158,21 @@ class ISRWorld:
         u0 = np.where(forward, s0, 2 * length - s0)
         road_centre = self.road_offset_m[self.target_road[mov]]
         lane = np.abs(self.target_pos0_w[mov, 1 - axis] - road_centre)
-        return mov, axis, half, length, u0, road_centre, lane
+        # Lane and heading in each direction. Keep right: heading +x the right-hand lane is at -y;
+        # heading +y it is at +x (and the other way round coming back).
+        right = np.where(axis == 0, -1.0, 1.0)
+        return _TargetMotion(
+            mov=mov,
+            along=mov * 3 + axis,
+            across=mov * 3 + (1 - axis),
+            half=half,
+            length=length,
+            loop=2 * length,
+            u0=u0,
+            speed=self.target_speed_mps[mov],
+            going=np.stack([road_centre + right * lane, axis * (np.pi / 2)]),
+            back=np.stack([road_centre - right * lane, axis * (np.pi / 2) + np.pi]),
+        )
 
     def height_at(self, xy_w: np.ndarray) -> np.ndarray:
         """Tallest building height under each point, from the height map.
@@ -169,10 +186,10 @@ class ISRWorld:
         # Index a copy of the map with a border of zero cells, clamping into the border: points
         # off the map read 0 without a mask.
         padded = self._padded_height_map
-        ij = np.floor((np.asarray(xy_w) + self.half_extent) / self.height_map_cell_m).astype(np.intp) + 1
-        np.maximum(ij, 0, out=ij)
-        np.minimum(ij, np.asarray(padded.shape) - 1, out=ij)
-        return padded[ij[..., 0], ij[..., 1]]
+        ij = np.floor((np.asarray(xy_w) + self.half_extent) / self.height_map_cell_m).astype(np.intp)
+        ij += 1
+        # mode="clip" clamps i and j each into the map: one call for the clamp and the flat index.
+        return padded.take(np.ravel_multi_index((ij[..., 0], ij[..., 1]), padded.shape, mode="clip"))
 
     @cached_property
     def _padded_height_map(self) -> np.ndarray:
@@ -183,16 +200,37 @@ class ISRWorld:
         if self.num_buildings == 0:
             return np.zeros(pos_w.shape[0], dtype=bool)
         lo, hi = self._grown_boxes(float(margin_m))
-        p = pos_w[:, None, :]
-        inside = (p >= lo) & (p <= hi)
-        return inside.all(axis=2).any(axis=1)
+        # Axis-major (3, N, B): each comparison and the reduction over the axes run on
+        # contiguous (N, B) planes (a reduction over a last axis of length 3 is slow).
+        p = pos_w.T[:, :, None]
+        inside = p >= lo
+        inside &= p <= hi
+        return np.logical_and.reduce(inside, axis=0).any(axis=1)
 
     def _grown_boxes(self, margin_m: float) -> tuple[np.ndarray, np.ndarray]:
-        """(1, B, 3) box corners grown by ``margin_m``, cached per margin (the env asks every step)."""
+        """(3, 1, B) box corners grown by ``margin_m``, cached per margin (the env asks every step)."""
         cache = self.__dict__.setdefault("_grown_cache", {})
         if margin_m not in cache:
-            cache[margin_m] = (self.building_min_w[None] - margin_m, self.building_max_w[None] + margin_m)
+            cache[margin_m] = (
+                (self.building_min_w - margin_m).T[:, None, :].copy(),
+                (self.building_max_w + margin_m).T[:, None, :].copy(),
+            )
         return cache[margin_m]
+
+
+class _TargetMotion(NamedTuple):
+    """Constants of :meth:`ISRWorld.target_poses` for the M moving targets, (M,) unless stated."""
+
+    mov: np.ndarray  # target indices
+    along: np.ndarray  # flat index into pos (T, 3) of the coordinate along the road
+    across: np.ndarray  # flat index of the coordinate across the road
+    half: np.ndarray  # m, half the road length the centre can travel
+    length: np.ndarray  # m, 2 * half
+    loop: np.ndarray  # m, 2 * length: there and back
+    u0: np.ndarray  # m, position on the loop at time 0
+    speed: np.ndarray  # m/s
+    going: np.ndarray  # (2, M): across-road coordinate of the lane (m) and yaw (rad) heading towards +axis
+    back: np.ndarray  # (2, M): the same heading back
 
 
 def generate_world(cfg: WorldCfg | None = None, seed: int = 0) -> ISRWorld:

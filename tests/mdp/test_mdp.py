@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from flyby.enums import TargetClass
+from flyby.errors import InvalidAction
 from flyby.mdp import observations as om
 from flyby.mdp import rewards as rw
 from flyby.mdp import terminations as tm
-from flyby.mdp.actions import scale_actions
+from flyby.mdp.actions import scale_actions, validate_actions
 
 
 def test_layout_slices_are_contiguous_and_named():
@@ -71,3 +73,70 @@ def test_action_scaling_units():
     vel, yaw_rate = scale_actions(np.array([[1.0, -0.5, 1.0, -1.0]]), 10.0, 5.0, 90.0)
     np.testing.assert_allclose(vel, [[10.0, -5.0, 5.0]])
     np.testing.assert_allclose(yaw_rate, [-np.pi / 2])
+
+
+def _reference_top_k_encoding(visible, boxes, new, target_class, k, width, height):
+    """select_top_k + encode_detections written plainly (fancy indexing, one field at a time)."""
+    n, t = visible.shape
+    if not visible.any():  # nothing in view: no ranking, nothing to encode
+        return np.zeros((n, k), dtype=np.intp), np.zeros((n, k), dtype=bool), np.zeros((n, k * om.DET_FIELDS))
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    score = np.where(visible, area + new * 1e7, -1.0)
+    kk = min(k, t)
+    part = np.argpartition(-score, kk - 1, axis=1)[:, :kk] if kk < t else np.tile(np.arange(t), (n, 1))
+    rows = np.arange(n)[:, None]
+    idx = part[rows, np.argsort(-score[rows, part], axis=1, kind="stable")]
+    valid = score[rows, idx] >= 0
+    idx = np.concatenate([idx, np.zeros((n, k - kk), dtype=idx.dtype)], axis=1)
+    valid = np.concatenate([valid, np.zeros((n, k - kk), dtype=bool)], axis=1)
+    out = np.zeros((n, k, om.DET_FIELDS))
+    b = boxes[rows, idx]
+    cls = target_class[idx]
+    out[..., om.DET_PRESENT] = 1.0
+    out[..., om.DET_VEHICLE] = cls == TargetClass.VEHICLE
+    out[..., om.DET_PERSON] = cls == TargetClass.PERSON
+    out[..., om.DET_NEW] = new[rows, idx]
+    out[..., om.DET_CX] = (b[..., 0] + b[..., 2]) / width - 1.0
+    out[..., om.DET_CY] = (b[..., 1] + b[..., 3]) / height - 1.0
+    out[..., om.DET_W] = (b[..., 2] - b[..., 0]) / width
+    out[..., om.DET_H] = (b[..., 3] - b[..., 1]) / height
+    out *= valid[..., None]
+    return idx, valid, out.reshape(n, k * om.DET_FIELDS)
+
+
+def test_top_k_and_encoding_match_the_plain_reference_bit_for_bit():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, t, k = int(rng.integers(1, 20)), int(rng.integers(1, 12)), int(rng.integers(1, 8))
+        dtype = (np.float32, np.float64)[trial % 2]
+        visible = rng.random((n, t)) < 0.5
+        x1, y1 = rng.uniform(0, 60, (2, n, t))
+        # Integer sizes make equal areas (ties) common.
+        w, h = rng.integers(0, 5, (2, n, t)) if trial % 3 == 0 else rng.uniform(0, 30, (2, n, t))
+        boxes = np.stack([x1, y1, x1 + w, y1 + h], axis=-1).astype(dtype)
+        boxes[~visible] = 0.0  # as the detector reports them
+        new = visible & (rng.random((n, t)) < 0.3)
+        cls = rng.integers(0, 2, t).astype(np.int8)
+        size = ((80, 80), (128, 96), (81.5, 60.0))[trial % 3]
+        idx, valid, enc = _reference_top_k_encoding(visible, boxes, new, cls, k, *size)
+        got_idx, got_valid = om.select_top_k(visible, boxes, new, k)
+        np.testing.assert_array_equal(got_idx, idx)
+        np.testing.assert_array_equal(got_valid, valid)
+        got = om.encode_detections(got_idx, got_valid, boxes, new, cls, *size)
+        assert got.dtype == enc.dtype and got.tobytes() == enc.tobytes(), trial
+
+
+def test_geofence_margin_shrinks_the_area():
+    cfg = tm.TerminationCfg(geofence_margin_m=5.0)
+    pos = np.array([[96.0, 0.0, 10.0], [0.0, -94.0, 10.0], [94.0, 94.0, 119.0]])
+    assert tm.outside_geofence(pos, np.array([100.0, 100.0]), cfg).tolist() == [True, False, False]
+
+
+def test_validate_actions_clips_huge_values_and_rejects_nan_and_inf():
+    huge = np.array([[1e308, 1e308, -0.5, 2.0]])  # finite (their sum is not)
+    np.testing.assert_array_equal(validate_actions(huge, 1), [[1.0, 1.0, -0.5, 1.0]])
+    for bad in (np.inf, -np.inf, np.nan):
+        a = np.zeros((2, 4))
+        a[1, 2] = bad
+        with pytest.raises(InvalidAction, match=r"NaN/inf at \(env, channel\) \[\[1, 2\]\]"):
+            validate_actions(a, 2)

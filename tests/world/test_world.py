@@ -95,3 +95,44 @@ def test_vehicles_keep_right_in_both_directions(world):
         centre[np.arange(moving.size), 1 - axis] = world.road_offset_m[world.target_road[moving]]
         offset = ((pos[moving, :2] - centre) * right).sum(axis=1)
         assert (offset > 0).all(), "a vehicle drives on the left"
+
+
+def test_fast_world_queries_match_plain_formulas_bit_for_bit(world):
+    """target_poses, height_at and points_in_buildings against their plain numpy formulas."""
+    mov = np.flatnonzero(world.moving)
+    axis = world.road_axis[world.target_road[mov]].astype(np.intp)
+    half = world.half_extent[axis] - 0.5 * world.target_size_m[mov, 0]
+    length = 2.0 * half
+    s0 = world.target_pos0_w[mov, axis] + half
+    forward = np.cos(world.target_yaw0_rad[mov] - axis * (np.pi / 2)) >= 0
+    u0 = np.where(forward, s0, 2 * length - s0)
+    road_centre = world.road_offset_m[world.target_road[mov]]
+    lane = np.abs(world.target_pos0_w[mov, 1 - axis] - road_centre)
+    for t_s in np.linspace(0.0, 400.0, 41).tolist():
+        pos, yaw = world.target_pos0_w.copy(), world.target_yaw0_rad.copy()
+        u = np.mod(u0 + world.target_speed_mps[mov] * t_s, 2 * length)
+        going = u < length
+        pos[mov, axis] = np.where(going, u, 2 * length - u) - half
+        right = np.where(going, 1.0, -1.0) * np.where(axis == 0, -1.0, 1.0)
+        pos[mov, 1 - axis] = road_centre + right * lane
+        yaw[mov] = axis * (np.pi / 2) + np.where(going, 0.0, np.pi)
+        got_pos, got_yaw = world.target_poses(t_s)
+        assert got_pos.tobytes() == pos.tobytes() and got_yaw.tobytes() == yaw.tobytes()
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-150.0, 150.0, (50, 9, 2))
+    xy[0, :4] = [[-1e4, 0.0], [1e4, 0.0], [0.0, -1e4], [0.0, 1e4]]
+    padded = np.pad(world.height_map_m, 1)
+    ij = np.floor((xy + world.half_extent) / world.height_map_cell_m).astype(np.intp) + 1
+    ij = np.minimum(np.maximum(ij, 0), np.asarray(padded.shape) - 1)
+    assert world.height_at(xy).tobytes() == padded[ij[..., 0], ij[..., 1]].tobytes()
+    assert (world.height_at(xy[0, :4]) == 0.0).all()
+
+    points = np.c_[rng.uniform(-100.0, 100.0, (500, 2)), rng.uniform(0.0, 40.0, 500)]
+    points[:40] = world.building_min_w  # exactly on a corner: inside (boxes are closed)
+    for margin in (0.0, 0.35):
+        lo, hi = world.building_min_w - margin, world.building_max_w + margin
+        p = points[:, None, :]
+        expected = ((p >= lo) & (p <= hi)).all(axis=2).any(axis=1)
+        np.testing.assert_array_equal(world.points_in_buildings(points, margin), expected)
+    assert world.points_in_buildings(points[:40]).all()
