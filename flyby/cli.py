@@ -35,12 +35,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     results: dict = {"machine": machine_info()}
     print("machine:", ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
-    print(f"\nDirectISR-v0 (1 drone, training config, no render), {args.steps} steps:")
-    single = measure_single_env(gym.make("flyby/DirectISR-v0"), steps=args.steps)
+    note = f"{args.steps} steps, median of {args.repeats} runs" if args.repeats > 1 else f"{args.steps} steps"
+
+    def median_run(measure):
+        runs = sorted((measure() for _ in range(args.repeats)), key=lambda r: r.drone_steps_per_s)
+        return runs[len(runs) // 2]
+
+    print(f"\nDirectISR-v0 (1 drone, training config, no render), {note}:")
+    single = median_run(lambda: measure_single_env(gym.make("flyby/DirectISR-v0"), steps=args.steps))
     print(format_table([single]))
     counts = [int(c) for c in args.drones.split(",")]
-    print(f"\nMultiDroneISR-v0 (training config: state + ground-truth detections, render skipped), {args.steps} steps:")
-    rows = scaling_table(counts, steps=args.steps)
+    print(f"\nMultiDroneISR-v0 (training config: state + ground-truth detections, render skipped), {note}:")
+    rows = [median_run(lambda n=n: scaling_table([n], steps=args.steps)[0]) for n in counts]
     print(format_table(rows))
     results["direct"] = single.as_dict()
     results["multi_drone"] = [r.as_dict() for r in rows]
@@ -243,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure env throughput, render time and encode speed")
     bench.add_argument("--steps", type=int, default=1000, help="timed env steps per measurement (default 1000)")
     bench.add_argument("--drones", default="1,4,16,32", help="comma-separated drone counts (default 1,4,16,32)")
+    bench.add_argument("--repeats", type=int, default=3,
+                       help="runs per env throughput figure; the median is printed (default 3)")
     bench.add_argument("--render-frames", type=int, default=20, help="rendered frames to time (default 20)")
     bench.add_argument("--no-render", action="store_true", help="skip the rendering and encoding figures")
     bench.add_argument("--no-full-fidelity", action="store_true", help="skip the PX4ISR-v0 (cascade) figures")
@@ -299,9 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "steps", 1) < 1:
-        print(f"flyby: --steps must be >= 1, got {args.steps}", file=sys.stderr)
-        return 2
+    for name in ("steps", "repeats"):
+        if getattr(args, name, 1) < 1:
+            print(f"flyby: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            return 2
     try:
         return args.func(args)
     except FlybyError as exc:

@@ -9,8 +9,10 @@ from flyby.cli import main
 
 def test_bench_prints_and_saves_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--steps", "30", "--drones", "1,4", "--render-frames", "2", "--json", str(out)]) == 0
+    assert main(["bench", "--steps", "30", "--drones", "1,4", "--render-frames", "2", "--repeats", "2",
+                 "--json", str(out)]) == 0
     text = capsys.readouterr().out
+    assert "30 steps, median of 2 runs" in text
     for needle in ("DirectISR-v0", "MultiDroneISR-v0", "drone-steps/s", "16 drone cameras at 80x80",
                    "640x480 overview", "H.264 encode 640x480", "PX4ISR-v0 full fidelity", "render every step, full"):
         assert needle in text, needle
@@ -30,6 +32,8 @@ def test_info_names_the_backend(capsys):
 def test_bad_arguments(capsys):
     assert main(["bench", "--steps", "0"]) == 2
     assert "--steps must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["bench", "--repeats", "0"]) == 2
+    assert "--repeats must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
