@@ -60,7 +60,7 @@ from flyby.training.training_cfg import load_training_cfg
 from flyby.training.tune_dynamics import open_loop_errors
 from pytest_video_plugin import Text, side_by_side
 
-_ACTION_SCALE = ("max_velocity", "max_vertical_velocity", "max_yaw_rate")
+_ACTION_SCALE = ("max_velocity", "max_vertical_velocity", "max_yaw_rate")  # shared by every env, never tuned
 PHASE2 = read_yaml(Path(__file__).with_name("phase_config.yaml"))[0]["phase2"]
 START = np.array([0.0, 0.0, 40.0])  # above the area centre, above every building
 
@@ -81,7 +81,7 @@ def _time_full_fidelity(cfg, steps: int, render: bool) -> float:
 @pytest.mark.phase2
 @pytest.mark.min_fps(float(PHASE2["min_direct_fps"]), metric="direct_fps")
 @pytest.mark.min_fps(float(PHASE2["min_speedup"]), metric="speedup_vs_full_eval")
-def test_phase2_direct_parity(video_recorder, stack_strings, output_dir):
+def test_phase2_direct_parity(video_recorder, stack_strings):
     train = load_training_cfg()
     tuned = train.direct_env.dynamics  # the packaged, tuned model
     seed_model = replace(DirectDynamicsCfg(), **{k: getattr(tuned, k) for k in _ACTION_SCALE})
