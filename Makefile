@@ -11,7 +11,9 @@ STAMP := $(VENV)/.flyby-installed
 PYTEST := $(PY) -m pytest
 HTML_OPTS := --video-dir output/videos
 
-.PHONY: gates test slow venv system-deps bench clean constraints
+PX4_ARCHIVE ?= $(firstword $(wildcard ../shared/px4/px4-sitl-*.tar.xz))
+
+.PHONY: gates test slow venv system-deps bench clean constraints px4
 
 venv: $(STAMP)
 
@@ -35,6 +37,15 @@ slow: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/flyby bench --json output/metrics/bench.json
+
+# Unpack the PX4 SITL test build (../shared/px4/) into .cache/px4; then: export PX4_DIR=$$PWD/.cache/px4
+px4:
+	@test -n "$(PX4_ARCHIVE)" || { echo "no PX4 SITL archive: pass PX4_ARCHIVE=path/to/px4-sitl-*.tar.xz"; exit 2; }
+	rm -rf .cache/px4.tmp && mkdir -p .cache/px4.tmp
+	tar -xJf "$(PX4_ARCHIVE)" -C .cache/px4.tmp
+	test -x .cache/px4.tmp/build/px4_sitl_default/bin/px4
+	rm -rf .cache/px4 && mv .cache/px4.tmp .cache/px4
+	@echo "PX4 SITL unpacked: export PX4_DIR=$$PWD/.cache/px4"
 
 system-deps:
 	apt-get update

@@ -15,6 +15,13 @@ FLIGHT_PROFILES = ("takeoff", "hover", "box", "detection")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
+        "--flight-stack",
+        choices=("auto", "px4", "cascade"),
+        default="auto",
+        help="flight stack of the full-fidelity tests (functions check, gates): auto = PX4 SITL when found "
+        "(PX4_DIR or px4 on PATH), else the built-in cascade",
+    )
+    parser.addoption(
         "--flight-profile",
         choices=(*FLIGHT_PROFILES, "all"),
         default="all",
@@ -42,6 +49,41 @@ def output_dir() -> Path:
     """The repo's ``output/`` folder (git-ignored), created on demand."""
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     return OUTPUT_DIR
+
+
+@pytest.fixture(scope="session")
+def flight_stack(request) -> str:
+    """``--flight-stack`` resolved: "px4" or "cascade". ``px4`` without PX4 skips (fails under FLYBY_REQUIRE_PX4=1)."""
+    from flyby.envs.px4_env import resolve_flight_stack
+    from flyby.envs.px4_env_cfg import PX4Cfg
+    from flyby.errors import PX4Unavailable
+
+    try:
+        return resolve_flight_stack(request.config.getoption("--flight-stack"), PX4Cfg()).value
+    except PX4Unavailable as exc:
+        _px4_missing(exc)
+
+
+@pytest.fixture(scope="session")
+def px4_binary() -> Path:
+    """The PX4 SITL binary; tests that need it skip with the build instruction when it is absent.
+
+    ``FLYBY_REQUIRE_PX4=1`` (set by ``.ci/run``, which unpacks ``../shared/px4/``) turns the skip
+    into a failure, so CI cannot pass with its PX4 tests silently skipped.
+    """
+    from flyby.errors import PX4Unavailable
+    from flyby.px4.launcher import find_px4
+
+    try:
+        return find_px4()[0]
+    except PX4Unavailable as exc:
+        _px4_missing(exc)
+
+
+def _px4_missing(exc: Exception):
+    if os.environ.get("FLYBY_REQUIRE_PX4") == "1":
+        pytest.fail(f"FLYBY_REQUIRE_PX4=1 but PX4 SITL is not usable: {exc}", pytrace=False)
+    pytest.skip(f"PX4 SITL not found: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,13 @@ The flight stack is the built-in cascade (:class:`flyby.control.cascade.CascadeC
 or PX4 SITL over MAVLink lockstep (:class:`flyby.px4.flight_stack.PX4FlightStack`);
 both take the same velocity + yaw-rate setpoint the direct model takes, so a
 policy transfers unchanged.
+
+Resets: the cascade has no estimator, so :meth:`FlightStackMotion.reset` places its drones
+at the start pose at rest. A flight stack with ``starts_on_ground = True`` (PX4: its
+estimator must boot at rest and cannot follow a teleported vehicle) is reset on the ground
+below the start pose instead; it boots and arms there, and a take-off phase
+(:meth:`FlightStackMotion.take_off`) climbs to the start pose unless the start is a ground
+start. The take-off runs inside ``reset``: it is not part of the episode.
 """
 
 from __future__ import annotations
@@ -38,9 +45,28 @@ class FlightStackMotion:
         action_scale: the shared action scaling (max velocities, yaw rate).
         physics_dt: seconds per physics step.
         decimation: physics steps per control step.
+
+    Args (take-off, used only when ``flight_stack.starts_on_ground``):
+        takeoff: a :class:`flyby.envs.px4_env_cfg.TakeoffCfg` (tolerances, gains, limits, timeout).
+        surface_height: ``f(xy (n, 2)) -> (n,)`` metres, the height of what the drone rests on
+            (ground or roof), e.g. ``ISRWorld.height_at``; None: flat ground at z = 0.
+        rest_height_m: m, centre of mass above the surface when resting (the collision box's
+            half height).
     """
 
-    def __init__(self, backend, flight_stack, rotors, action_scale: DirectDynamicsCfg, physics_dt: float, decimation: int):
+    def __init__(
+        self,
+        backend,
+        flight_stack,
+        rotors,
+        action_scale: DirectDynamicsCfg,
+        physics_dt: float,
+        decimation: int,
+        *,
+        takeoff=None,
+        surface_height=None,
+        rest_height_m: float = 0.055,
+    ):
         self.backend = backend
         self.flight_stack = flight_stack
         self.rotors = rotors
@@ -49,6 +75,15 @@ class FlightStackMotion:
         self.decimation = int(decimation)
         self.num_drones = backend.num_drones
         self.physics_steps = 0
+        self.starts_on_ground = bool(getattr(flight_stack, "starts_on_ground", False))
+        if takeoff is None:
+            from flyby.envs.px4_env_cfg import TakeoffCfg
+
+            takeoff = TakeoffCfg()
+        self.takeoff = takeoff
+        self.surface_height = surface_height
+        self.rest_height_m = float(rest_height_m)
+        self.last_takeoff_s = 0.0  # s of sim time the last reset's take-off phase took (0: none)
         self._state = backend.drone_state()
 
     @property
@@ -78,10 +113,92 @@ class FlightStackMotion:
             seeder(seed)
 
     def reset(self, pos_w: np.ndarray, yaw_rad: np.ndarray, ids: np.ndarray | None = None) -> None:
-        self.backend.reset_drone_states(np.asarray(pos_w, float), yaw_quat_wxyz(np.atleast_1d(yaw_rad)), ids)
+        """Start drones ``ids`` (all when None) at rest at ``pos_w`` (n, 3) m ENU, ``yaw_rad`` (n,).
+
+        With a flight stack that starts on the ground (PX4), the drones are placed on the
+        surface below ``pos_w``, the flight stack boots and arms, and, for starts higher than
+        ``takeoff.ground_start_below_m`` above the surface, :meth:`take_off` climbs to
+        ``pos_w``. Other drones hold zero velocity meanwhile.
+
+        Raises:
+            PX4Unavailable: the flight stack did not start, or the take-off did not reach the
+                start within ``takeoff.timeout_s`` of sim time.
+        """
+        pos_w = np.asarray(pos_w, dtype=np.float64).reshape(-1, 3)
+        yaw_rad = np.atleast_1d(np.asarray(yaw_rad, dtype=np.float64))
+        self.last_takeoff_s = 0.0
+        if not self.starts_on_ground:
+            self.backend.reset_drone_states(pos_w, yaw_quat_wxyz(yaw_rad), ids)
+            self.rotors.reset(ids)
+            self.flight_stack.reset(ids)
+            self._state = self.backend.drone_state()
+            return
+        surface = (
+            np.zeros(len(pos_w)) if self.surface_height is None else np.asarray(self.surface_height(pos_w[:, :2]), float)
+        )
+        on_ground = pos_w.copy()
+        on_ground[:, 2] = surface + self.rest_height_m
+        self.backend.reset_drone_states(on_ground, yaw_quat_wxyz(yaw_rad), ids)
         self.rotors.reset(ids)
         self.flight_stack.reset(ids)
         self._state = self.backend.drone_state()
+        rows = np.arange(self.num_drones) if ids is None else np.atleast_1d(np.asarray(ids, dtype=np.intp))
+        airborne_start = pos_w[:, 2] - surface > self.takeoff.ground_start_below_m
+        target = np.where(airborne_start[:, None], pos_w, on_ground)
+        self.take_off(rows, target, climb=airborne_start)
+
+    def take_off(self, rows: np.ndarray, target_pos_w: np.ndarray, climb: np.ndarray | None = None) -> float:
+        """Boot and arm the flight stack, then fly drones ``rows`` to ``target_pos_w`` (n, 3) m ENU.
+
+        One control step with zero setpoints runs the flight stack's start-up (PX4: boot,
+        parameters, OFFBOARD, arming); then, while any drone with ``climb`` True is farther
+        than ``takeoff.position_tolerance_m`` from its target or faster than
+        ``takeoff.speed_tolerance_mps``, the position loop of :class:`TakeoffCfg` commands
+        velocities. Drones not in ``rows`` hold zero velocity. Yaw is held (zero yaw rate).
+
+        Returns:
+            s of sim time the take-off took (also in :attr:`last_takeoff_s`).
+
+        Raises:
+            PX4Unavailable: not reached within ``takeoff.timeout_s`` of sim time (the message
+                names the drone, where it is, and the flight stack's log).
+        """
+        from flyby.errors import PX4Unavailable
+
+        cfg = self.takeoff
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.intp))
+        climb = np.ones(len(rows), dtype=bool) if climb is None else np.asarray(climb, dtype=bool)
+        vel_sp = np.zeros((self.num_drones, 3))
+        yaw_rate_sp = np.zeros(self.num_drones)
+        step_dt = self.decimation * self.physics_dt
+        elapsed = 0.0
+        self._control_step(vel_sp, yaw_rate_sp)  # start-up, at rest
+        elapsed += step_dt
+        while True:
+            err = target_pos_w - self.pos_w[rows]
+            speed = np.linalg.norm(self.lin_vel_w[rows], axis=1)
+            done = ~climb | ((np.linalg.norm(err, axis=1) < cfg.position_tolerance_m) & (speed < cfg.speed_tolerance_mps))
+            if done.all():
+                break
+            if elapsed > cfg.timeout_s:
+                k = int(np.flatnonzero(~done)[0])
+                where = getattr(self.flight_stack, "describe", lambda: "")()
+                raise PX4Unavailable(
+                    f"take-off of drone {int(rows[k])} did not reach its start {target_pos_w[k].round(2).tolist()} m "
+                    f"within {cfg.timeout_s:g} s of sim time: it is at {self.pos_w[rows[k]].round(2).tolist()} m, "
+                    f"{speed[k]:.2f} m/s (tolerances {cfg.position_tolerance_m} m, {cfg.speed_tolerance_mps} m/s); "
+                    f"raise px4.takeoff.timeout_s or start lower. {where}".rstrip()
+                )
+            cmd = cfg.gain_per_s * err
+            horizontal = np.linalg.norm(cmd[:, :2], axis=1, keepdims=True)
+            cmd[:, :2] *= np.minimum(1.0, cfg.max_horizontal_speed_mps / np.maximum(horizontal, 1e-9))
+            cmd[:, 2] = np.clip(cmd[:, 2], -cfg.max_descent_mps, cfg.max_climb_mps)
+            vel_sp[:] = 0.0
+            vel_sp[rows] = np.where(climb[:, None], cmd, 0.0)
+            self._control_step(vel_sp, yaw_rate_sp)
+            elapsed += step_dt
+        self.last_takeoff_s = elapsed
+        return elapsed
 
     def step(self, actions: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         expected = self.decimation * self.physics_dt
@@ -92,6 +209,11 @@ class FlightStackMotion:
         a = validate_actions(actions, self.num_drones)
         cfg = self.action_scale
         vel_sp_w, yaw_rate_sp = scale_actions(a, cfg.max_velocity, cfg.max_vertical_velocity, cfg.max_yaw_rate)
+        self._control_step(vel_sp_w, yaw_rate_sp)
+        return self.pos_w, self.yaw_rad
+
+    def _control_step(self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray) -> None:
+        """``decimation`` physics steps holding one velocity (N, 3) m/s ENU + yaw-rate (N,) rad/s setpoint."""
         for _ in range(self.decimation):
             u = self.flight_stack.update(vel_sp_w, yaw_rate_sp, self._state, self.physics_dt)
             armed = getattr(self.flight_stack, "armed", None)
@@ -104,4 +226,3 @@ class FlightStackMotion:
             self.backend.step_physics(1)
             self._state = self.backend.drone_state()
             self.physics_steps += 1
-        return self.pos_w, self.yaw_rad

@@ -143,6 +143,8 @@ class ISRTask:
             self.episode_sums[k] = self._term_sums[row]
         self._terminated = np.zeros(n, dtype=bool)
         self._crashed = np.zeros(n, dtype=bool)
+        # Been at or above min_altitude_m this episode: a ground start is no crash until it took off.
+        self._airborne = np.ones(n, dtype=bool)
         self._outside = np.zeros(n, dtype=bool)
         self._obs = np.zeros((n, self.layout.dim), dtype=np.float32)
         self._progress = np.zeros((n, 3))
@@ -366,7 +368,8 @@ class ISRTask:
         pos = self.dynamics.pos_w
         tcfg = self.cfg.terminations
         in_building = self.world.points_in_buildings(pos, tcfg.drone_radius_m)
-        self._crashed = term_mdp.crashed(pos, in_building, tcfg)
+        self._airborne |= pos[:, 2] >= tcfg.min_altitude_m
+        self._crashed = term_mdp.crashed(pos, in_building, tcfg, self._airborne)
         outside = term_mdp.outside_geofence(pos, self.world.half_extent, tcfg)
         self._outside = outside > self._crashed  # outside and not crashed (bools: a > b is a & ~b)
         terminated = self._crashed | self._outside
@@ -404,6 +407,7 @@ class ISRTask:
         yaw = self.rng.uniform(-np.pi, np.pi, size=k)  # drawn even when overridden: same stream either way
         pos = np.column_stack([xy, z]) if start_pos is None else start_pos
         self.dynamics.reset(pos, yaw if start_yaw is None else start_yaw, ids)
+        self._airborne[ids] = self.dynamics.pos_w[ids, 2] >= self.cfg.terminations.min_altitude_m
         self.actions[ids] = 0.0
         self.prev_actions[ids] = 0.0
         self.episode_step[ids] = 0

@@ -78,9 +78,16 @@ class PX4ISREnv(gym.Env):
             (e.g. ``launcher_factory`` and ``ephemeral_ports`` to fly against a MAVLink test
             double instead of a PX4 binary; then ``flight_stack="px4"`` needs no PX4 build).
 
-    With PX4, start episodes on the ground (``reset(options={"pos_w": ...})``):
-    PX4 boots, arms and takes off from a climb setpoint, and every reset
-    restarts it (its estimator cannot follow a teleported drone).
+    With PX4, every reset restarts PX4 (its estimator cannot follow a teleported
+    drone) with the drone at rest on the surface below the start pose; PX4 boots
+    and arms there. A start within ``px4.takeoff.ground_start_below_m`` of the
+    surface is a ground start: the episode begins on the ground, armed, and PX4's
+    own take-off logic lifts it when the policy commands a climb (no crash is
+    counted before the drone first reaches ``terminations.min_altitude_m``). A
+    higher start is reached by an automatic take-off and climb
+    (:class:`flyby.envs.px4_env_cfg.TakeoffCfg`) that is not part of the episode:
+    not in its return, length or terminations; ``info["takeoff_s"]`` says how long
+    it took in sim time. The cascade starts at the pose directly.
 
     Raises:
         PX4Unavailable: PX4 requested but not found or not starting.
@@ -131,8 +138,10 @@ class PX4ISREnv(gym.Env):
             raise
         self._controller = controller
         motion = FlightStackMotion(
-            self.backend, controller, RotorModel(cfg.multirotor, 1), cfg.dynamics, cfg.physics_dt, cfg.decimation
-        )
+            self.backend, controller, RotorModel(cfg.multirotor, 1), cfg.dynamics, cfg.physics_dt, cfg.decimation,
+            takeoff=cfg.px4.takeoff, surface_height=world.height_at,
+            rest_height_m=cfg.multirotor.collision_half_extent_m[2],
+        )  # fmt: skip
         self.task = ISRTask(cfg, num_envs=1, world=world, motion=motion)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (self.task.obs_dim,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32)
@@ -163,6 +172,7 @@ class PX4ISREnv(gym.Env):
         self.task.seed(int(self.np_random.integers(2**63)))
         obs = self.task.reset_all(*start_pose_options(options, 1))
         info = self._render_info(force=True)
+        info["takeoff_s"] = self.task.dynamics.last_takeoff_s
         return obs[0], info
 
     def step(self, action):

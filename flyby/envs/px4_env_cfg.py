@@ -29,12 +29,37 @@ class RenderCfg:
 
 
 @dataclass(kw_only=True)
+class TakeoffCfg:
+    """The automatic take-off that brings a PX4 drone from the ground to an episode's start pose.
+
+    PX4's estimator must boot at rest, so a PX4 episode never starts by teleporting the drone
+    into the air: :meth:`flyby.envs.px4_env.PX4ISREnv.reset` places it on the ground below
+    the requested start, PX4 boots and arms there, and, unless the start is on the ground
+    (within ``ground_start_below_m`` of the surface), a position loop on top of PX4's velocity
+    control climbs to the start. None of that is part of the episode: not its return, not
+    its length, not a crash. The loop commands ``gain_per_s * error``, clipped to PX4's
+    default velocity limits (``MPC_Z_VEL_MAX_UP`` 3 m/s, ``MPC_Z_VEL_MAX_DN`` 1.5 m/s,
+    horizontal ``max_horizontal_speed_mps``), until the drone is within the tolerances.
+    """
+
+    ground_start_below_m: float = cfg_field(1.0, ge=0.0)  # m above the surface: a start this low is a ground start
+    position_tolerance_m: float = cfg_field(0.5, gt=0.0)  # m, take-off done within this of the start
+    speed_tolerance_mps: float = cfg_field(0.3, gt=0.0)  # m/s, ... and slower than this
+    gain_per_s: float = cfg_field(1.0, gt=0.0)  # 1/s, velocity setpoint per metre of position error
+    max_climb_mps: float = cfg_field(3.0, gt=0.0)  # m/s, PX4 MPC_Z_VEL_MAX_UP default
+    max_descent_mps: float = cfg_field(1.5, gt=0.0)  # m/s, PX4 MPC_Z_VEL_MAX_DN default
+    max_horizontal_speed_mps: float = cfg_field(5.0, gt=0.0)  # m/s, (the drone climbs straight up)
+    timeout_s: float = cfg_field(90.0, gt=0.0)  # s of sim time; then the reset fails with PX4Unavailable
+
+
+@dataclass(kw_only=True)
 class PX4Cfg:
     """Where PX4 SITL is and how long to wait for it."""
 
     px4_dir: str = ""  # PX4-Autopilot checkout with build/px4_sitl_default; empty: $PX4_DIR, then `px4` on PATH
     instance: int = cfg_field(0, ge=0, le=99)  # PX4 instance i: TCP 4560+i, UDP 14540+i
     timeout_s: float = cfg_field(5.0, gt=0.0)  # s, bound on every wait for PX4 (replies, start-up, shutdown)
+    takeoff: TakeoffCfg = field(default_factory=TakeoffCfg)  # how a PX4 episode gets to its start pose
 
 
 @dataclass(kw_only=True)

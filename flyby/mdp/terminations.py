@@ -14,7 +14,7 @@ class TerminationCfg:
     """Crash and geofence limits."""
 
     drone_radius_m: float = cfg_field(0.35, ge=0.0)  # m, buildings are grown by this for collisions (Iris span ~0.55 m)
-    min_altitude_m: float = cfg_field(0.5, ge=0.0)  # m, below this above ground is a ground crash
+    min_altitude_m: float = cfg_field(0.5, ge=0.0)  # m, below this, once airborne, is a ground crash
     max_altitude_m: float = cfg_field(120.0, gt=0.0)  # m, ceiling of the geofence (about the 400 ft rule)
     geofence_margin_m: float = cfg_field(0.0, ge=0.0)  # m, geofence is the area shrunk by this on each side
 
@@ -24,14 +24,25 @@ class TerminationCfg:
         return []
 
 
-def crashed(pos_w: np.ndarray, in_building: np.ndarray, cfg: TerminationCfg) -> np.ndarray:
-    """(N,) bool: below the minimum altitude or inside a (grown) building.
+def crashed(
+    pos_w: np.ndarray, in_building: np.ndarray, cfg: TerminationCfg, airborne: np.ndarray | None = None
+) -> np.ndarray:
+    """(N,) bool: below the minimum altitude after having been airborne, or inside a (grown) building.
+
+    A drone that starts its episode on the ground (a PX4 ground start: PX4 arms there and
+    takes off from the policy's climb setpoints) is not crashed while it has not yet risen
+    to ``min_altitude_m``; coming back below it afterwards is a ground crash.
 
     Args:
         pos_w: (N, 3) metres, world ENU.
         in_building: (N,) bool from ``ISRWorld.points_in_buildings(pos_w, cfg.drone_radius_m)``.
+        airborne: (N,) bool, the drone has been at or above ``min_altitude_m`` this episode;
+            None: every drone is airborne.
     """
-    return (pos_w[:, 2] < cfg.min_altitude_m) | in_building
+    low = pos_w[:, 2] < cfg.min_altitude_m
+    if airborne is not None:
+        low &= airborne
+    return low | in_building
 
 
 def outside_geofence(pos_w: np.ndarray, half_extent: np.ndarray, cfg: TerminationCfg) -> np.ndarray:

@@ -18,7 +18,7 @@ Start-up: the first ``update`` after construction or :meth:`~PX4FlightStack.rese
 PX4's start-up while holding every drone at rest at the pose in ``state`` (sensors are
 synthesised from that pose; physics does not step): HIL_SENSOR at real-time pace until
 PX4's first reply, then lockstep as fast as PX4 answers until its onboard MAVLink link is
-up, the SITL parameters (``SITL_PARAMS``) are confirmed, OFFBOARD is engaged with a
+up, the SITL parameters (:mod:`flyby.px4.params`) are confirmed, OFFBOARD is engaged with a
 zero-velocity setpoint streaming and the vehicle is armed (PX4 refuses until its
 estimator has converged). All of it is bounded by ``startup_timeout_s``; PX4's
 STATUSTEXT lines and log path are in the error. Drones should start on the ground: PX4
@@ -42,7 +42,8 @@ import numpy as np
 from flyby.errors import PX4Unavailable
 from flyby.px4.bridge import DEFAULT_HOME, LockstepBridge
 from flyby.px4.launcher import PX4Launcher
-from flyby.px4.offboard import SITL_PARAMS, OffboardClient
+from flyby.px4.offboard import OffboardClient
+from flyby.px4.params import SITL_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class PX4FlightStack:
     """
 
     label = "PX4 SITL (MAVLink lockstep, offboard velocity control)"
+    starts_on_ground = True  # PX4's estimator boots at rest and cannot follow a teleported drone
 
     def __init__(
         self,
@@ -225,6 +227,10 @@ class PX4FlightStack:
     def log_paths(self) -> list[Any]:
         """PX4 log path per drone (None for test doubles without one)."""
         return [getattr(inst.process, "log_path", None) for inst in self._instances]
+
+    def describe(self) -> str:
+        """One line for error messages: every instance's state and log path."""
+        return "; ".join(inst.where() for inst in self._instances)
 
     def round_trip_times_s(self) -> np.ndarray:
         """Lockstep round-trip times (HIL_SENSOR sent -> reply parsed) of all instances, seconds."""

@@ -52,14 +52,7 @@ from flyby.px4.mavlink import (
 
 log = logging.getLogger(__name__)
 
-# Parameters flyby sets on every SITL instance (DESIGN.md): no RC is fine in OFFBOARD,
-# no pre-flight auto-disarm, no RC-loss / data-link-loss failsafe actions.
-SITL_PARAMS: dict[str, int | float] = {
-    "COM_RCL_EXCEPT": 4,  # int32 bitmask: bit 2 = ignore RC loss in OFFBOARD
-    "COM_DISARM_PRFLT": -1.0,  # s, float: < 0 disables disarming before takeoff
-    "NAV_RCL_ACT": 0,  # int32: RC-loss failsafe action off
-    "NAV_DLL_ACT": 0,  # int32: data-link-loss failsafe action off
-}
+from flyby.px4.params import SITL_PARAMS  # noqa: E402 - re-exported: the parameters set at start-up
 
 
 class LocalPosition(NamedTuple):

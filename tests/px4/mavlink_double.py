@@ -50,7 +50,7 @@ from flyby.px4.mavlink import (
 
 GRAVITY = 9.80665
 INT_PARAMS = {"COM_RCL_EXCEPT", "NAV_RCL_ACT", "NAV_DLL_ACT"}  # PX4 INT32 parameters the bridge sets
-FLOAT_PARAMS = {"COM_DISARM_PRFLT"}  # PX4 FLOAT parameters the bridge sets
+FLOAT_PARAMS = {"COM_DISARM_PRFLT", "MPC_THR_HOVER"}  # PX4 FLOAT parameters the bridge sets
 OFFBOARD_LOSS_S = 0.5  # s of PX4 time: setpoints must arrive at >= 2 Hz during OFFBOARD
 
 

@@ -46,6 +46,7 @@ def test_takeoff_and_hover_end_to_end(make_rig, capsys):
         "COM_DISARM_PRFLT": -1.0,
         "NAV_RCL_ACT": 0,
         "NAV_DLL_ACT": 0,
+        "MPC_THR_HOVER": pytest.approx(0.694, abs=1e-6),  # the Iris model's hover thrust (flyby.px4.params)
     }
     rig.client.takeoff(2.0, step=lambda: rig.step((0.0, 0.0, 1.0)), timeout_s=20.0)
     heights = []

@@ -13,6 +13,7 @@ from px4_scenarios import assert_took_off_and_hovered, takeoff_hover
 
 from flyby.errors import PX4Unavailable
 from flyby.px4.flight_stack import PX4FlightStack
+from flyby.px4.params import SITL_PARAMS
 
 
 def _stack(factory: DoubleFactory, num_drones: int = 1, **kwargs) -> PX4FlightStack:
@@ -35,12 +36,7 @@ def test_takeoff_hover_reset_and_close():
         assert_took_off_and_hovered(result)
         double = factory.doubles[0]
         assert double.violations == []
-        assert double.params == {
-            "COM_RCL_EXCEPT": 4,
-            "COM_DISARM_PRFLT": -1.0,
-            "NAV_RCL_ACT": 0,
-            "NAV_DLL_ACT": 0,
-        }
+        assert double.params == pytest.approx(SITL_PARAMS, abs=1e-6)  # float32 on the wire
         assert double.offboard and double.armed and stack.ready.all()
         # Setpoints streamed at 50 Hz of PX4 time, before and during OFFBOARD (the double stamps
         # UDP arrivals with its lockstep clock, so one 4 ms step of jitter).

@@ -44,8 +44,8 @@ def test_set_params_confirmed_and_bit_cast(link):
     client.wait_heartbeat()
     assert client.target_system == 1 and client.target_component == 1
     client.set_params()
-    assert double.params == SITL_PARAMS
-    assert client.params == SITL_PARAMS
+    assert double.params == pytest.approx(SITL_PARAMS, abs=1e-6)  # floats travel as float32
+    assert client.params == pytest.approx(SITL_PARAMS, abs=1e-6)
     assert all(isinstance(double.params[k], int) for k in ("COM_RCL_EXCEPT", "NAV_RCL_ACT", "NAV_DLL_ACT"))
     assert double.violations == []
 

@@ -11,19 +11,8 @@ import pytest
 from px4_rig import RigidBodySim, make_sensors
 from px4_scenarios import assert_took_off_and_hovered, takeoff_hover
 
-from flyby.errors import PX4Unavailable
-from flyby.px4.launcher import find_px4, px4_instruction
 
 pytestmark = pytest.mark.px4
-
-
-@pytest.fixture(scope="module")
-def px4_binary():
-    try:
-        binary, _ = find_px4()
-    except PX4Unavailable:
-        pytest.skip(f"PX4 SITL not found: {px4_instruction()}")
-    return binary
 
 
 @pytest.mark.parametrize("num_drones", [1, 2])
