@@ -5,8 +5,11 @@
 Profiles: ``takeoff`` (ground to 10 m), ``hover`` (hold 10 m for 10 s), ``box``
 (square waypoint pattern), ``detection`` (fly towards vehicles until each is
 detected, boxes drawn). Each writes ``output/videos/functions_check_<profile>.mp4``
-and asserts its own flight criteria. The flight stack is PX4 SITL when found,
-else the built-in cascade; the video header says which.
+and asserts its own flight criteria. The flight stack is ``--flight-stack``:
+``auto`` (default) PX4 SITL when found, else the built-in cascade; ``px4`` or
+``cascade`` to choose. The video header, the footer and the metrics say which.
+
+    pytest tests/fullstack -m functions_check --flight-stack px4
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Pilot:
         return a.astype(np.float32)
 
 
-def _env(profile: str) -> PX4ISREnv:
+def _env(profile: str, flight_stack: str) -> PX4ISREnv:
     base = load_evaluation_cfg().px4_env
     cfg = replace(
         base,
@@ -73,7 +76,7 @@ def _env(profile: str) -> PX4ISREnv:
         # Take-off starts on the ground: only buildings count as a crash here.
         terminations=TerminationCfg(min_altitude_m=0.0, max_altitude_m=base.terminations.max_altitude_m),
     )
-    return PX4ISREnv(cfg, render_mode="rgb_array")
+    return PX4ISREnv(cfg, flight_stack=flight_stack, render_mode="rgb_array")
 
 
 def _record(recorder, env, info, profile, extra_boxes=(), **metrics):
@@ -122,6 +125,7 @@ def fly_hover(env, recorder):
     start = _clear_spot(env.task.world)
     hold = np.array([start[0], start[1], 10.0])
     env.reset(seed=0, options={"pos_w": hold, "yaw_rad": 0.3})
+    hold = env.task.pos_w[0].copy()  # where the episode starts (PX4: where its take-off phase settled)
     err = []
     for _ in range(int(10.0 / env.cfg.step_dt)):
         _, _, terminated, _, info = env.step(np.zeros(4, dtype=np.float32))  # zero velocity setpoint: hold
@@ -198,14 +202,15 @@ PROFILE_FUNCS = {"takeoff": fly_takeoff, "hover": fly_hover, "box": fly_box, "de
 
 @pytest.mark.functions_check
 @pytest.mark.parametrize("profile", list(PROFILE_FUNCS))
-def test_functions_check(profile, video_recorder, stack_strings):
+def test_functions_check(profile, flight_stack, video_recorder, stack_strings):
     video_recorder.set_name(f"functions_check_{profile}")
-    env = _env(profile)
+    env = _env(profile, flight_stack)
     try:
         video_recorder.set_header(backend=stack_strings["backend"], flight_stack=env.flight_stack_label)
         results = PROFILE_FUNCS[profile](env, video_recorder)
     finally:
         env.close()
+    video_recorder.record_metric("flight_stack", env.flight_stack_label)
     for key, value in results.items():
         video_recorder.record_metric(key, value)
     print(f"\nfunctions check {profile} ({env.flight_stack_label}): {results}")
