@@ -3,26 +3,31 @@
 The plugin is generic: it knows frames, overlays, metrics and reports. A test requests the
 ``video_recorder`` fixture (see :class:`~pytest_video_plugin.recorder.VideoRecorder`) and may declare
 thresholds with the ``min_fps``, ``max_vram`` and ``max_rss`` markers and per-test settings with
-``video(...)`` (:mod:`.markers`). Options (each also an ini key): ``--video-dir``, ``--video-mode``,
-``--video-fps``, ``--video-every-n``, ``--video-embed``, ``--video-embed-max-mb`` (:mod:`.plugin`).
+``video(...)`` (:mod:`.markers`), and same-run floor checks with ``video_recorder.check_floor`` (a
+floor above the ceiling measured in the same run reads "not reachable here", :mod:`.floors`).
+Options (each also an ini key): ``--video-dir``, ``--video-mode``, ``--video-fps``,
+``--video-every-n``, ``--video-embed``, ``--video-embed-max-mb`` (:mod:`.plugin`).
 See ``README.md`` in this folder.
 
-The drawing (:mod:`.overlay`), encoding (:mod:`.encode`), telemetry (:mod:`.metrics`) and recorder
-(:mod:`.recorder`) modules do not import pytest and work as a library.
+The drawing (:mod:`.overlay`), encoding (:mod:`.encode`), telemetry (:mod:`.metrics`), floor-check
+(:mod:`.floors`) and recorder (:mod:`.recorder`) modules do not import pytest and work as a library.
 """
 
 from __future__ import annotations
 
 from .encode import H264Writer
 from .errors import DependencyNotInstalled, VideoDirError, VideoEncodeError, VideoPluginError
+from .floors import NOT_REACHABLE_HERE, FloorCheck, judge_floor
 from .overlay import Box, Text, compose_grid, side_by_side
 from .recorder import FrameAnnotations, RecorderResult, VideoRecorder
 
 __all__ = [
     "Box",
     "DependencyNotInstalled",
+    "FloorCheck",
     "FrameAnnotations",
     "H264Writer",
+    "NOT_REACHABLE_HERE",
     "RecorderResult",
     "Text",
     "VideoDirError",
@@ -30,5 +35,6 @@ __all__ = [
     "VideoPluginError",
     "VideoRecorder",
     "compose_grid",
+    "judge_floor",
     "side_by_side",
 ]

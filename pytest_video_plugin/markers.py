@@ -26,6 +26,7 @@ from typing import Any, Literal
 import pytest
 
 from .errors import VideoPluginError
+from .floors import NOT_REACHABLE_HERE, not_reachable_note
 
 __all__ = [
     "EMBED_CHOICES",
@@ -384,19 +385,36 @@ def evaluate(threshold: Threshold, summary: Mapping[str, Any]) -> ThresholdResul
     return ThresholdResult(t.source, t.kind, "pass" if ok else "fail", float(measured), t.limit, text, short)
 
 
-def verdict(outcome: str, results: Iterable[Mapping[str, Any]]) -> str:
+def verdict(
+    outcome: str, results: Iterable[Mapping[str, Any]], floor_checks: Iterable[Mapping[str, Any]] = ()
+) -> str:
     """One word or short phrase for the report's verdict column.
 
-    ``"PASS"``, ``"FAIL"``, ``"FAIL (min_fps)"`` when thresholds were missed, ``"SKIP"``, and
-    ``"PASS (max_vram not measurable here)"`` when a threshold could not be judged.
+    Args:
+        outcome: the call report's ``"passed"``, ``"failed"`` or ``"skipped"``.
+        results: :meth:`ThresholdResult.as_dict` of the test's threshold markers.
+        floor_checks: :meth:`~pytest_video_plugin.floors.FloorCheck.as_dict` of its floor checks.
+
+    Returns:
+        ``"PASS"``, ``"FAIL"``, ``"FAIL (min_fps)"`` when thresholds or floor checks were missed (the
+        marker kind, or the check's name), ``"SKIP"``, ``"PASS (max_vram not measurable here)"`` when
+        a threshold could not be judged, and ``"NOT REACHABLE HERE (B steps/s: floor 120, ceiling
+        93)"`` instead of ``"PASS"`` when a floor is above this machine's same-run ceiling (appended
+        as ``"; NOT REACHABLE HERE (...)"`` to a FAIL): never a plain PASS then.
     """
-    results = list(results)
+    results, floor_checks = list(results), list(floor_checks)
     failed = [r["kind"] for r in results if r["status"] == "fail"]
+    failed += [c["name"] for c in floor_checks if c["verdict"] == "fail"]
     unmeasured = [r["kind"] for r in results if r["status"] == "not measurable"]
+    unreachable = [not_reachable_note(c) for c in floor_checks if c["verdict"] == NOT_REACHABLE_HERE]
+    not_reachable = f"{NOT_REACHABLE_HERE.upper()} ({'; '.join(unreachable)})" if unreachable else ""
     if outcome == "skipped":
         return "SKIP"
     if outcome == "failed":
-        return f"FAIL ({', '.join(failed)})" if failed else "FAIL"
+        word = f"FAIL ({', '.join(failed)})" if failed else "FAIL"
+        return f"{word}; {not_reachable}" if not_reachable else word
+    if not_reachable:
+        return not_reachable + (f"; {', '.join(unmeasured)} not measurable here" if unmeasured else "")
     if unmeasured:
         return f"PASS ({', '.join(unmeasured)} not measurable here)"
     return "PASS"

@@ -16,14 +16,16 @@
 * markers: ``video(...)``, ``min_fps(...)``, ``max_vram(...)``, ``max_rss(...)`` (see :mod:`.markers`),
   validated when each test is set up;
 * fixture: ``video_recorder`` (from :mod:`.fixtures`); a test with a threshold marker gets it even
-  without asking, so its memory is sampled;
+  without asking, so its memory is sampled. Its ``check_floor(name, measured=, floor=, ceiling=,
+  unit=)`` adds same-run floor checks (:mod:`.floors`), judged with the thresholds;
 * hook: ``pytest_video_draw_overlays`` (spec in :mod:`.hooks`);
-* reporting: right after the test body the recorder is finalized, the thresholds are judged (a
-  missed one fails the test's ``call`` report), and the video, the metrics JSON and the verdict
-  are attached to the call report: as pytest-html extras, as ``user_properties`` (JUnit XML) and as
-  the ``pytest_video`` report attribute (a dict of JSON types). Everything rides on the report, so
-  it works under pytest-xdist, where only the controller (:mod:`.reporting`) cleans the video
-  folder, writes the report columns and the phase-gate summary.
+* reporting: right after the test body the recorder is finalized, the thresholds and floor checks
+  are judged (a missed one fails the test's ``call`` report; a floor above the same-run ceiling
+  leaves it passed, its verdict "NOT REACHABLE HERE (...)"), and the video, the metrics JSON and
+  the verdict are attached to the call report: as pytest-html extras, as ``user_properties`` (JUnit
+  XML) and as the ``pytest_video`` report attribute (a dict of JSON types). Everything rides on the
+  report, so it works under pytest-xdist, where only the controller (:mod:`.reporting`) cleans the
+  video folder, writes the report columns and the phase-gate summary.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from .fixtures import (  # noqa: F401 - video_recorder is the fixture pytest col
     state_key,
     video_recorder,
 )
+from .floors import NOT_REACHABLE_HERE, FloorCheck
 from .markers import (
     EMBED_CHOICES,
     MARKER_HELP,
@@ -105,7 +108,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=MODE_CHOICES,
         default=None,
         help="on: record every test using video_recorder; off: metrics and thresholds only, no video; "
-        "retain-on-failure: record, then delete the videos of tests that passed "
+        "retain-on-failure: record, then delete the videos of tests that passed (kept when a floor "
+        "check is 'not reachable here') "
         f"(default: ini video_mode, else {DEFAULT_MODE}).",
     )
     group.addoption(
@@ -279,25 +283,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     plan = item.stash.get(plan_key, None)
     judged = plan is not None and not report.skipped  # a skipped (or xfailed) body is not judged
     results = [evaluate(t, result.summary) for t in plan.thresholds] if judged else []
-    missed = [r for r in results if r.status == "fail"]
+    floors = list(state.recorder.floor_checks) if not report.skipped else []
+    missed = [r for r in results if r.status == "fail"] + [c for c in floors if c.verdict == "fail"]
     if missed:
-        problems.append(_threshold_longrepr(item.nodeid, results, result, settings))
-    elif results:
-        report.sections.append(("pytest_video_plugin thresholds", "\n".join(r.text for r in results)))
+        problems.append(_threshold_longrepr(item.nodeid, results, floors, result, settings))
+    elif results or floors:
+        lines = [r.text for r in results] + [c.text for c in floors]
+        report.sections.append(("pytest_video_plugin thresholds", "\n".join(lines)))
     if missed and not report.passed:  # already failed: keep its own longrepr, add ours as a section
         report.sections.append(("pytest_video_plugin thresholds", problems.pop()))
     _fail_call(report, problems)
 
     video_path = result.video_path
     deleted = None
-    if settings.mode == "retain-on-failure" and video_path is not None and report.passed:
+    unreachable = any(c.verdict == NOT_REACHABLE_HERE for c in floors)  # not a PASS: keep the evidence
+    if settings.mode == "retain-on-failure" and video_path is not None and report.passed and not unreachable:
         video_path.unlink(missing_ok=True)
         deleted = "deleted: the test passed (video mode retain-on-failure)"
         video_path = None
         for props in (report.user_properties, item.user_properties):
             props[:] = [("video", None) if name == "video" else (name, v) for name, v in props]
-    final_verdict = verdict(report.outcome, [r.as_dict() for r in results])
+    floor_dicts = [c.as_dict() for c in floors]
+    final_verdict = verdict(report.outcome, [r.as_dict() for r in results], floor_dicts)
     threshold_props = [(f"threshold {r.source}", r.text) for r in results]
+    threshold_props += [(f"floor {c.name}", c.text) for c in floors]
     extra_props = [*threshold_props, ("verdict", final_verdict)]
     report.user_properties.extend(extra_props)
     item.user_properties.extend(extra_props)
@@ -316,6 +325,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "vram": result.summary["vram"],
         "rss_peak_bytes": result.summary["rss_peak_bytes"],
         "thresholds": [r.as_dict() for r in results],
+        "floor_checks": floor_dicts,
         "verdict": final_verdict,
         "thumbnail_png": None,
         "embed_refused": None,
@@ -343,15 +353,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _threshold_longrepr(
-    nodeid: str, results: list[ThresholdResult], result: RecorderResult, settings: VideoSettings
+    nodeid: str,
+    results: list[ThresholdResult],
+    floors: list[FloorCheck],
+    result: RecorderResult,
+    settings: VideoSettings,
 ) -> str:
-    """The failure text of a missed threshold: every threshold's measured vs required, and the config."""
+    """The failure text of a missed threshold or floor check: every threshold's and check's measured
+    vs required (ceilings included), and the config."""
     summary = result.summary
     header = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.get("header", {}).items())
     wall = summary.get("wall_time_s")
+    missed_markers = any(r.status == "fail" for r in results)
+    missed_floors = any(c.verdict == "fail" for c in floors)
+    what = " and ".join(
+        w for w, missed in (("threshold(s)", missed_markers), ("floor check(s)", missed_floors)) if missed
+    )
     lines = [
-        f"pytest_video_plugin: {nodeid} missed its threshold(s):",
+        f"pytest_video_plugin: {nodeid} missed its {what}:",
         *(f"  {r.text}" for r in results),
+        *(f"  {c.text}" for c in floors),
         "config: "
         + "; ".join(
             part

@@ -32,6 +32,7 @@ import numpy as np
 
 from .encode import H264Writer
 from .errors import VideoEncodeError
+from .floors import FloorCheck, judge_floor
 from .metrics import NO_GPU, MemorySampler, StepRate
 from .overlay import Box, PanelLayout, Text, compose_panels, validate_frame
 
@@ -195,6 +196,7 @@ class VideoRecorder:
         self._bar_lines: tuple[int, int] | None = None
         self._frames = _FrameCounts()
         self._metrics: dict[str, MetricValue] = {}
+        self._floor_checks: list[FloorCheck] = []
         self._started_utc: str | None = None
         self._result: RecorderResult | None = None
 
@@ -254,6 +256,11 @@ class VideoRecorder:
     def metrics(self) -> dict[str, MetricValue]:
         """Copy of the values recorded with :meth:`record_metric`."""
         return dict(self._metrics)
+
+    @property
+    def floor_checks(self) -> tuple[FloorCheck, ...]:
+        """The checks made with :meth:`check_floor`, in call order."""
+        return tuple(self._floor_checks)
 
     @property
     def finalized(self) -> bool:
@@ -318,6 +325,50 @@ class VideoRecorder:
         if not isinstance(name, str) or not name:
             raise ValueError(f"metric name must be a non-empty str, got {name!r}")
         self._metrics[name] = _json_scalar(name, value)
+
+    def check_floor(
+        self,
+        name: str,
+        *,
+        measured: float,
+        floor: float,
+        ceiling: float | None = None,
+        unit: str = "",
+    ) -> FloorCheck:
+        """Judge ``measured >= floor``, given the ``ceiling`` this machine reached in this run.
+
+        The rule (:mod:`pytest_video_plugin.floors`): ``ceiling < floor`` -> ``"not reachable
+        here"`` (the report shows floor, ceiling and measured; the floor is never lowered); else
+        ``measured < floor`` -> ``"fail"``; else ``"pass"``. Nothing is raised for a missed floor:
+        under pytest the plugin fails the test after its body returns (video and metrics written
+        first), and a not-reachable check leaves the test passed with the verdict "NOT REACHABLE
+        HERE (...)". Every check goes to the metrics JSON (``floor_checks``). No video is needed.
+
+        Args:
+            name: what was measured, e.g. ``"B steps/s"``; unique within this recorder.
+            measured: the measured value in ``unit``; finite.
+            floor: the value to reach, in ``unit``; finite, >= 0.
+            ceiling: the best this machine reached on the same work in this run, in ``unit``;
+                finite, >= 0; None for a plain floor.
+            unit: display unit, e.g. ``"steps/s"`` or ``"x"``; ``""`` for none.
+
+        Returns:
+            The judged :class:`~pytest_video_plugin.floors.FloorCheck`.
+
+        Raises:
+            ValueError: a bad name, unit or number (NaN, inf, negative floor or ceiling, not a
+                real number), or a name already checked; the message names the value.
+            RuntimeError: the recorder is finalized.
+        """
+        self._check_open("check_floor")
+        check = judge_floor(name, measured=measured, floor=floor, ceiling=ceiling, unit=unit)
+        if any(done.name == check.name for done in self._floor_checks):
+            raise ValueError(
+                f"check_floor({name!r}): a check of that name was already made in this test; give each "
+                "check its own name"
+            )
+        self._floor_checks.append(check)
+        return check
 
     def add_frame(
         self,
@@ -396,7 +447,8 @@ class VideoRecorder:
         ``frames_skipped``, ``frames_recorded`` (encoded), ``every_n``, ``recording`` (False when
         recording is off), ``video`` (path or null), ``video_fps``, ``video_size`` ([w, h] or null), ``rss_peak_bytes``,
         ``vram_peak_bytes`` (null without GPU), ``vram_start_bytes``, ``vram`` (GPU or "no GPU"),
-        ``memory_samples``, ``metrics`` (every :meth:`record_metric` value).
+        ``memory_samples``, ``metrics`` (every :meth:`record_metric` value), ``floor_checks``
+        (every :meth:`check_floor`: name, measured, floor, ceiling, unit, verdict, text, short).
         """
         sampler = self._sampler
         size = self._writer.size if self._writer is not None else None
@@ -426,6 +478,7 @@ class VideoRecorder:
             "vram": sampler.gpu_description if sampler.gpu_available else NO_GPU,
             "memory_samples": sampler.samples,
             "metrics": dict(self._metrics),
+            "floor_checks": [check.as_dict() for check in self._floor_checks],
         }
 
     def finalize(self) -> RecorderResult:

@@ -10,8 +10,9 @@ exactly one process:
   folder (only files this plugin wrote, never anything else in the folders), at session start;
 * enforces the per-report cap of ``--video-embed=inline``;
 * adds the FPS / VRAM / RSS / verdict columns and the phase-gate summary to the pytest-html report
-  (hooks marked optional: pytest-html need not be installed);
-* prints threshold verdicts and refused embeds in the terminal summary;
+  (hooks marked optional: pytest-html need not be installed); floor checks (``check_floor``) show
+  in the FPS column and the gate's figure cell, "not reachable here" with floor and ceiling;
+* prints threshold and floor-check verdicts and refused embeds in the terminal summary;
 * writes the new manifest at session end.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 
 from .fixtures import settings_key
+from .floors import NOT_REACHABLE_HERE
 from .markers import NOT_MEASURABLE_NO_GPU, format_bytes, verdict
 
 __all__ = [
@@ -71,6 +73,10 @@ def inline_refusal(nodeid: str, size: int, total: int, cap: int, link: str) -> s
 
 def _cell(text: str, css: str) -> str:
     return f'<td class="col-{css}">{html.escape(text)}</td>'
+
+
+def _lines_cell(lines: list[str], css: str) -> str:
+    return f'<td class="col-{css}">{"<br>".join(html.escape(line) for line in lines)}</td>'
 
 
 class VideoSessionReport:
@@ -148,6 +154,7 @@ class VideoSessionReport:
         if report.when == "call":
             self.written += [p for p in (data.get("video"), data.get("metrics_json")) if p]
             lines = [t["text"] for t in data.get("thresholds", [])]
+            lines += [c["text"] for c in data.get("floor_checks", [])]
             if lines or data.get("embed_refused"):
                 self.threshold_reports.append((report.nodeid, _verdict_of(report), lines))
         if data.get("phase"):
@@ -195,7 +202,8 @@ class VideoSessionReport:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
-        """Per-test FPS, peak VRAM ("not measurable here (no GPU)" without one), peak RSS, verdict."""
+        """Per-test FPS and floor checks, peak VRAM ("not measurable here (no GPU)" without one),
+        peak RSS, verdict ("NOT REACHABLE HERE (...)" for a floor above the same-run ceiling)."""
         at = next((i for i, cell in enumerate(cells) if "col-links" in str(cell)), len(cells))
         data = getattr(report, REPORT_ATTR, None)
         if report.when != "call" or not data or "thresholds" not in data:
@@ -204,11 +212,12 @@ class VideoSessionReport:
             return
         fps = data.get("fps")
         fps_text = "" if fps is None else (f"{fps:,.0f} steps/s" if fps >= 100 else f"{fps:.1f} steps/s")
+        fps_lines = ([fps_text] if fps_text else []) + [c["short"] for c in data.get("floor_checks", [])]
         vram = data.get("vram_peak_bytes")
         vram_text = NOT_MEASURABLE_NO_GPU if vram is None else format_bytes(vram)
         rss = data.get("rss_peak_bytes")
         cells[at:at] = [
-            _cell(fps_text, "video_fps"),
+            _lines_cell(fps_lines, "video_fps"),
             _cell(vram_text, "video_vram"),
             _cell("" if rss is None else format_bytes(rss), "video_rss"),
             _cell(_verdict_of(report), "video_verdict"),
@@ -225,7 +234,8 @@ class VideoSessionReport:
         for nodeid, row in sorted(self.gates.items(), key=lambda kv: (kv[1]["phase"], kv[0])):
             data = row["data"] or {}
             ok = row["verdict"].startswith("PASS")
-            colour = "#2e7d32" if ok else ("#b26a00" if row["verdict"] == "SKIP" else "#c62828")
+            amber = row["verdict"] == "SKIP" or row["verdict"].startswith(NOT_REACHABLE_HERE.upper())
+            colour = "#2e7d32" if ok else ("#b26a00" if amber else "#c62828")
             rows.append(
                 "<tr>"
                 f"<td>{html.escape(row['phase'])}</td>"
@@ -246,6 +256,7 @@ class VideoSessionReport:
     @staticmethod
     def _headline(data: dict[str, Any]) -> str:
         shorts = [f"{t['kind']}: {t['short']}" for t in data.get("thresholds", []) if t.get("short")]
+        shorts += [c["short"] for c in data.get("floor_checks", [])]
         if shorts:
             return "<br>".join(html.escape(s) for s in shorts)
         fps = data.get("fps")
@@ -271,7 +282,8 @@ class VideoSessionReport:
     # -- terminal -------------------------------------------------------------------------------
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        """Threshold verdicts (measured vs required, "not measurable here") and refused inline embeds."""
+        """Threshold and floor-check verdicts (measured vs required, "not measurable here", "not
+        reachable here" with floor and ceiling) and refused inline embeds."""
         if not self.threshold_reports and not self.refusals:
             return
         terminalreporter.write_sep("=", "video thresholds (pytest_video_plugin)")
@@ -285,4 +297,4 @@ class VideoSessionReport:
 
 def _verdict_of(report: pytest.TestReport) -> str:
     data = getattr(report, REPORT_ATTR, None) or {}
-    return verdict(report.outcome, data.get("thresholds", []))
+    return verdict(report.outcome, data.get("thresholds", []), data.get("floor_checks", []))

@@ -10,7 +10,7 @@ def test_library_modules_do_not_import_pytest() -> None:
     code = (
         "import sys\n"
         "import pytest_video_plugin, pytest_video_plugin.overlay, pytest_video_plugin.encode\n"
-        "import pytest_video_plugin.metrics, pytest_video_plugin.recorder\n"
+        "import pytest_video_plugin.metrics, pytest_video_plugin.recorder, pytest_video_plugin.floors\n"
         "heavy = sorted(m for m in ('pytest', '_pytest', 'cv2', 'av', 'pynvml') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
