@@ -83,7 +83,7 @@ def px4_binary() -> Path:
 def _px4_missing(exc: Exception):
     if os.environ.get("FLYBY_REQUIRE_PX4") == "1":
         pytest.fail(f"FLYBY_REQUIRE_PX4=1 but PX4 SITL is not usable: {exc}", pytrace=False)
-    pytest.skip(f"PX4 SITL not found: {exc}")
+    pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,12 @@ class Phase1GateCfg:
 
 
 @pytest.fixture(scope="session")
-def phase1_cfg() -> Phase1GateCfg:
-    return load_yaml(Phase1GateCfg, PHASE_CONFIG, section="phase1")
+def phase1_cfgs() -> dict[str, Phase1GateCfg]:
+    """Phase 1 floors by flight stack: ``cascade`` (section ``phase1``) and ``px4`` (``phase1_px4``)."""
+    return {
+        "cascade": load_yaml(Phase1GateCfg, PHASE_CONFIG, section="phase1"),
+        "px4": load_yaml(Phase1GateCfg, PHASE_CONFIG, section="phase1_px4"),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -1,50 +1,76 @@
 """Phase 1 gate: render skipping and resolution presets in the full-fidelity env.
 
-The same scripted episode (same seed, same actions) runs twice in ``PX4ISR-v0``:
+The same scripted episode (same seed, same actions) runs in ``PX4ISR-v0`` three times, once
+per flight stack variant (``cascade``, the built-in PX4-style cascade, and ``px4``, PX4 SITL in
+lockstep: the seed plan's Phase 1, "within the current PX4 architecture"):
 
+- (B) rendering every 4th step at the ``training`` preset (128x128): the training setting;
 - (A) rendering every control step at the ``full`` preset (640x480), the evaluation baseline;
-- (B) rendering every 4th step at the ``training`` preset (128x128).
+- (ceiling) rendering off: the env's rate with the flight stack, rotor physics and perception
+  alone, which no render setting can pass. With PX4 it is the lockstep rate.
 
-B must reach >= 2x A's steps/s measured in the same run and >= 120 steps/s (the
-seed plan's floor; both are ``min_fps`` markers with values from
-``phase_config.yaml``), and the ground-truth detections at B's rendered sim times
-must be identical to A's: render skipping changes what is drawn, never what the
-policy observes. B runs first (its loop is timed and counted for the FPS
-overlay); A runs second and streams the side-by-side video, A's render time
-timed with its step and the encoding outside the timer.
+Floors (``phase_config.yaml``, ``phase1`` for the cascade and ``phase1_px4`` for PX4, the seed
+plan's numbers for both): B >= 2x A and B >= 120 steps/s, judged by the plugin's ``check_floor``.
+A floor that the ceiling of the same run puts out of reach (ceiling < 120 steps/s, or ceiling /
+A < 2) reads "not reachable here" with both numbers: neither passed nor failed. It is never
+lowered.
+
+Detections: render skipping changes what is drawn, never what the policy observes.
+
+- cascade: the flight is deterministic, so the ground-truth detections at B's rendered sim
+  times must be identical to A's (same step, same sim time).
+- PX4: PX4 SITL is not bit-reproducible from run to run (the offboard setpoints travel over
+  UDP outside the lockstep, so PX4 takes them up a tick earlier or later: two runs of the same
+  script end some 0.05 m apart), so A and B fly slightly different paths. The check is then
+  that every observation's detections equal a fresh ground-truth detection of the drone pose
+  it was taken at, in A and in B, at the same sim times; the A-B path difference is printed.
+
+B runs first (its loop is timed and counted for the FPS overlay); A runs second and streams
+the side-by-side video, A's render time timed with its step and the encoding outside the
+timer; the ceiling runs last.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from flyby.config import read_yaml
 from flyby.enums import ResolutionPreset, TargetClass
 from flyby.envs.px4_env import PX4ISREnv
+from flyby.perception.camera import camera_poses_w
 from flyby.perception.gt import GroundTruthDetector
 from flyby.policies import SmoothPatrolPolicy
 from flyby.training.evaluation_cfg import load_evaluation_cfg
 from pytest_video_plugin import Box, Text, side_by_side
 
-PHASE1_FLOORS = read_yaml(Path(__file__).with_name("phase_config.yaml"))[0]["phase1"]
 B_SCALE = 3  # 128x128 drawn at 384x384
 COLOURS = {int(TargetClass.VEHICLE): (255, 140, 0), int(TargetClass.PERSON): (255, 60, 200)}
 
 
-def _run_b(cfg, steps: int, count_steps) -> dict:
-    env = PX4ISREnv(cfg, render_mode="rgb_array")
+def _fresh_detection(detector, world, pos_w, rot_wb, sim_t, camera) -> tuple[np.ndarray, np.ndarray]:
+    """(visible (T,), boxes (T, 4)) of a fresh ground-truth detection at one drone pose and sim time."""
+    cam_pos, rot_wc = camera_poses_w(pos_w[None], rot_wb[None], camera)
+    targets, yaws = world.target_poses(sim_t)
+    det = detector.detect(cam_pos, rot_wc, targets, yaws, world.target_size_m)
+    return det.visible[0], det.boxes_px[0]
+
+
+def _same(det_visible, det_boxes, visible, boxes) -> bool:
+    return bool(np.array_equal(det_visible, visible) and np.array_equal(det_boxes, boxes))
+
+
+def _run_b(cfg, flight_stack: str, steps: int, count_steps) -> dict:
+    env = PX4ISREnv(cfg, flight_stack=flight_stack, render_mode="rgb_array")
     try:
         obs, info = env.reset(seed=0)
         policy = SmoothPatrolPolicy(1, env.task.layout, seed=0, altitude_frac=0.3)
         # Frame -1 is the one rendered at reset; step k's frame exists when B rendered on step k.
         out = {"frames": {-1: info["camera"].copy()}, "visible": [], "boxes": [], "sim_t": [], "rendered": [],
-               "actions": []}
-        count_steps(0)  # start the clock: the FPS overlay and min_fps read run B's rate
+               "actions": [], "pos": [], "rot": []}
+        count_steps(0)  # start the clock: the FPS overlay reads run B's rate
         t0 = time.perf_counter()
         for _ in range(steps):
             action = policy(obs[None])[0]
@@ -58,6 +84,8 @@ def _run_b(cfg, steps: int, count_steps) -> dict:
             out["visible"].append(det.visible[0].copy())
             out["boxes"].append(det.boxes_px[0].copy())
             out["sim_t"].append(info["sim_time_s"])
+            out["pos"].append(env.task.pos_w[0].copy())
+            out["rot"].append(env.task.dynamics.rot_wb[0].copy())
             assert not (terminated or truncated), f"episode ended early at sim time {info['sim_time_s']:.2f} s"
         out["wall_s"] = time.perf_counter() - t0
         out["stack"] = env.flight_stack_label
@@ -66,26 +94,43 @@ def _run_b(cfg, steps: int, count_steps) -> dict:
         env.close()
 
 
+def _run_ceiling(cfg, flight_stack: str, actions: list[np.ndarray]) -> float:
+    """Steps/s of the same actions with rendering off (the flight stack and physics alone)."""
+    env = PX4ISREnv(cfg, flight_stack=flight_stack, render_mode=None)
+    try:
+        env.reset(seed=0)
+        t0 = time.perf_counter()
+        for action in actions:
+            env.step(action)
+        return len(actions) / (time.perf_counter() - t0)
+    finally:
+        env.close()
+
+
 @pytest.mark.phase1
-@pytest.mark.min_fps(float(PHASE1_FLOORS["min_steps_per_s"]), metric="fps")
-@pytest.mark.min_fps(float(PHASE1_FLOORS["min_speedup"]), metric="speedup")
-def test_phase1_render_skipping(video_recorder, phase1_cfg, stack_strings):
-    gate = phase1_cfg
+@pytest.mark.parametrize("stack", ["cascade", pytest.param("px4", marks=pytest.mark.px4)])
+def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, stack_strings):
+    if stack == "px4":
+        request.getfixturevalue("px4_binary")  # skips with the build instruction (fails in CI) without PX4
+    gate = phase1_cfgs[stack]
     base = load_evaluation_cfg().px4_env
     cfg_a = replace(base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL))
     cfg_b = replace(base, render_interval=gate.skip_render_interval,
                     render=replace(base.render, preset=ResolutionPreset.TRAINING))
 
-    b = _run_b(cfg_b, gate.steps, video_recorder.count_steps)
+    b = _run_b(cfg_b, stack, gate.steps, video_recorder.count_steps)
     b_fps = gate.steps / b["wall_s"]
     video_recorder.set_header(backend=stack_strings["backend"], flight_stack=b["stack"])
 
-    env = PX4ISREnv(cfg_a, render_mode="rgb_array")
-    mismatches = []
+    env = PX4ISREnv(cfg_a, flight_stack=stack, render_mode="rgb_array")
+    mismatches = []  # (step, sim_t A, sim_t B) where the rendered-step detection check fails
+    a_pos = []
     a_wall = 0.0
     try:
         obs, _ = env.reset(seed=0)
-        draw_detector = GroundTruthDetector.from_world(env.backend.camera, env.task.world)
+        world = env.task.world
+        draw_detector = GroundTruthDetector.from_world(env.backend.camera, world)
+        fresh = GroundTruthDetector.from_world(env.task.cfg.camera, world)
         last_b = -1
         for k in range(gate.steps):
             action = b["actions"][k]
@@ -93,11 +138,19 @@ def test_phase1_render_skipping(video_recorder, phase1_cfg, stack_strings):
             obs, _, _, _, info = env.step(action)
             a_wall += time.perf_counter() - t0
             det = env.task.detections
+            a_pos.append(env.task.pos_w[0].copy())
             if b["rendered"][k]:
                 last_b = k
                 same_time = info["sim_time_s"] == pytest.approx(b["sim_t"][k], abs=1e-9)
-                same_det = np.array_equal(det.visible[0], b["visible"][k]) and np.array_equal(
-                    det.boxes_px[0], b["boxes"][k])
+                if stack == "cascade":  # deterministic: A's detections are B's
+                    same_det = _same(det.visible[0], det.boxes_px[0], b["visible"][k], b["boxes"][k])
+                else:  # A's and B's against the ground truth of their own poses
+                    truth_a = _fresh_detection(fresh, world, a_pos[-1], env.task.dynamics.rot_wb[0],
+                                               info["sim_time_s"], env.task.cfg.camera)
+                    truth_b = _fresh_detection(fresh, world, b["pos"][k], b["rot"][k], b["sim_t"][k],
+                                               env.task.cfg.camera)
+                    same_det = _same(det.visible[0], det.boxes_px[0], *truth_a) and _same(
+                        b["visible"][k], b["boxes"][k], *truth_b)
                 if not (same_time and same_det):
                     mismatches.append((k, info["sim_time_s"], b["sim_t"][k]))
             frame, boxes, texts = _compose(env, info["camera"], draw_detector, b, k, last_b)
@@ -111,23 +164,35 @@ def test_phase1_render_skipping(video_recorder, phase1_cfg, stack_strings):
                     "speed-up": f"{b_fps / a_fps:.2f}x",
                     "B rendered": f"{sum(b['rendered'][: k + 1])}/{k + 1}",
                     "detections": int(det.visible.sum()),
+                    "A-B distance m": round(float(np.linalg.norm(a_pos[-1] - b["pos"][k])), 3),
                 },
                 footer=(f"A: render every step at full 640x480 | B: every {gate.skip_render_interval} steps at "
                         f"training 128x128 | floor {gate.min_steps_per_s:.0f} steps/s, speed-up >= {gate.min_speedup}x"),
             )
     finally:
         env.close()
+    ceiling = _run_ceiling(base, stack, b["actions"])
     a_fps = gate.steps / a_wall
     speedup = b_fps / a_fps
+    divergence = float(np.max(np.linalg.norm(np.array(a_pos) - np.array(b["pos"]), axis=1)))
+    video_recorder.record_metric("flight_stack", b["stack"])
     video_recorder.record_metric("steps_per_s_A_full_every_step", a_fps)
     video_recorder.record_metric("steps_per_s_B_training_every_4", b_fps)
+    video_recorder.record_metric("steps_per_s_ceiling_render_off", ceiling)
     video_recorder.record_metric("speedup", speedup)
+    video_recorder.record_metric("max_a_b_distance_m", divergence)
     print(f"\nPhase 1 ({b['stack']}, {gate.steps} steps of {base.step_dt} s, physics {1 / base.physics_dt:.0f} Hz):"
           f"\n  A render every step at full 640x480    : {a_fps:7.1f} steps/s ({a_fps * base.step_dt:5.1f}x real time)"
           f"\n  B render every {gate.skip_render_interval} steps at training 128x128: {b_fps:7.1f} steps/s "
-          f"({b_fps * base.step_dt:5.1f}x real time)\n  speed-up: {speedup:.2f}x")
+          f"({b_fps * base.step_dt:5.1f}x real time)"
+          f"\n  ceiling, render off                   : {ceiling:7.1f} steps/s"
+          f"\n  speed-up B/A: {speedup:.2f}x (ceiling/A {ceiling / a_fps:.2f}x); A-B paths at most {divergence:.3f} m apart")
 
-    # The floors (B >= 120 steps/s, speed-up >= 2x) are the min_fps markers, judged by the plugin after the body.
+    # Floors judged by the plugin after the body: pass, fail, or "not reachable here" with the ceiling.
+    video_recorder.check_floor("B steps/s", measured=b_fps, floor=gate.min_steps_per_s, ceiling=ceiling,
+                               unit="steps/s")
+    video_recorder.check_floor("speed-up B/A", measured=speedup, floor=gate.min_speedup, ceiling=ceiling / a_fps,
+                               unit="x")
     assert not mismatches, f"detections differ between A and B at (step, sim_t A, sim_t B): {mismatches[:5]}"
 
 
