@@ -46,7 +46,64 @@ class BackendUnavailable(FlybyError, RuntimeError):
 
 
 class PX4Unavailable(FlybyError, RuntimeError):
-    """PX4 SITL was requested but cannot be found or started."""
+    """PX4 SITL was requested but cannot be found, started or kept running.
+
+    The subclasses below say which fault it was; every message from a running PX4 names
+    its log (``output/logs/px4_<i>_<stamp>.log``).
+    """
+
+
+class PX4Died(PX4Unavailable):
+    """PX4's process exited, or closed its simulator connection, while flyby was running it.
+
+    The message gives the exit state (a signal for a negative exit code, e.g. SIGKILL) and
+    PX4's log path. Transient: a ``reset`` of the drone starts a fresh PX4.
+    """
+
+
+class PX4Timeout(PX4Unavailable):
+    """PX4 is there but did not answer within a bound: frozen (SIGSTOP, a debugger), starved of CPU,
+    or stuck in start-up.
+
+    The message names the bound in seconds, what flyby was waiting for (for a start-up stuck
+    on parameters, the parameters never confirmed) and PX4's log path.
+    """
+
+
+class PX4ParamRejected(PX4Unavailable):
+    """PX4 refused a parameter flyby sets at start-up: no such parameter in this build, or the
+    value sent as the wrong type (an ``int`` for a FLOAT parameter or a ``float`` for an INT32 one).
+
+    Not transient: fix the ``params`` given to :class:`flyby.px4.flight_stack.PX4FlightStack`.
+
+    Attributes:
+        names: the rejected parameter names, in the order they were given.
+    """
+
+    def __init__(self, message: str, names: list[str] | tuple[str, ...] = ()) -> None:
+        self.names = list(names)
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across processes (vector envs, xdist) with its attributes
+        return type(self), (str(self), self.names)
+
+
+class PX4PortInUse(PX4Unavailable):
+    """A port flyby listens on for PX4 is taken: TCP ``4560 + i`` (simulator link) or UDP
+    ``14540 + i`` (offboard link), usually by another flyby run or simulator on the same instance.
+
+    Attributes:
+        protocol: ``"TCP"`` or ``"UDP"``.
+        port: the port number.
+    """
+
+    def __init__(self, message: str, protocol: str, port: int) -> None:
+        self.protocol = protocol
+        self.port = int(port)
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across processes (vector envs, xdist) with its attributes
+        return type(self), (str(self), self.protocol, self.port)
 
 
 class InvalidAction(FlybyError, ValueError):
@@ -63,3 +120,21 @@ class TuningDataError(FlybyError, ValueError):
     The message says how much data is needed (and how much was given), or names
     the differing value in the log and in the current config.
     """
+
+
+class ULogError(FlybyError, ValueError):
+    """A PX4 ULog cannot be read: the file is missing, is not a ULog (or is cut short before its
+    definitions), or lacks a topic flyby needs.
+
+    Attributes:
+        path: the ULog file.
+        topic: the missing topic (None when the file itself is the problem).
+    """
+
+    def __init__(self, message: str, path: object = None, topic: str | None = None) -> None:
+        self.path = path
+        self.topic = topic
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across processes with its attributes
+        return type(self), (str(self), self.path, self.topic)

@@ -17,9 +17,10 @@ Protocol (DESIGN.md, "PX4 SITL facts the bridge must respect"; PX4
 - One write per step: HIL_STATE_QUATERNION and HIL_GPS are queued and go out in the same
   TCP segment as the step's HIL_SENSOR (last), so PX4 sees them before its clock advances.
 - Lockstep: after the first reply, wait for the reply to each HIL_SENSOR before stepping
-  physics. The wait is bounded: on timeout the last command is kept (and counted); no
-  reply for ``dead_after_s`` in a row, PX4's process exiting, or the connection closing
-  raises :class:`~flyby.errors.PX4Unavailable` naming PX4's log. Never a hang.
+  physics. The wait is bounded: on timeout the last command is kept (and counted). PX4's
+  process exiting or the connection closing raises :class:`~flyby.errors.PX4Died`; no
+  reply for ``dead_after_s`` in a row (PX4 frozen, e.g. SIGSTOP) raises
+  :class:`~flyby.errors.PX4Timeout`; both name PX4's log. Never a hang.
 
 Everything here is for one PX4 instance; :class:`flyby.px4.flight_stack.PX4FlightStack`
 drives one bridge per drone. Inputs are flyby frames (ENU world, FLU body); the
@@ -38,7 +39,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from flyby.errors import PX4Unavailable
+from flyby.errors import PX4Died, PX4Timeout, PX4Unavailable
 from flyby.px4 import frames
 from flyby.px4.mavlink import (
     HIL_SENSOR_FIELDS_ACCEL_GYRO_MAG_BARO,
@@ -46,12 +47,14 @@ from flyby.px4.mavlink import (
     SIM_BASE_PORT,
     SIM_COMPONENT_ID,
     SIM_SYSTEM_ID,
+    bind_error,
     dialect,
     make_link,
 )
 
 log = logging.getLogger(__name__)
 
+EXIT_GRACE_S = 0.5  # s: after the connection drops, how long to wait for PX4's exit code for the message
 DEFAULT_HOME = (47.397742, 8.545594, 488.0)  # PX4 SITL's default home: lat deg, lon deg, alt m AMSL (Zurich)
 _INT16 = 32767
 
@@ -93,6 +96,9 @@ class LockstepBridge:
             PX4 that exited is reported at once with its log path.
         home: (lat deg, lon deg, alt m AMSL) of the world origin, for HIL_STATE_QUATERNION.
 
+    Raises:
+        PX4PortInUse: the TCP port is taken (the message says how to find the holder).
+
     Attributes:
         rtt_s: recent lockstep round-trip times (HIL_SENSOR sent -> its reply parsed), seconds.
         replies, timeouts: counts of fresh replies and of waits that timed out.
@@ -125,10 +131,7 @@ class LockstepBridge:
             self._server.bind((host, wanted))
         except OSError as exc:
             self._server.close()
-            raise PX4Unavailable(
-                f"cannot listen on TCP {host}:{wanted} for PX4 instance {self.instance}: {exc}; "
-                "another simulator or flyby process holds it (stop it, or use another instance)"
-            ) from exc
+            raise bind_error("TCP", host, wanted, self.instance, "the simulator port", exc) from exc
         self._server.listen(1)
         self._server.setblocking(False)
         self.port = self._server.getsockname()[1]
@@ -177,14 +180,15 @@ class LockstepBridge:
         """Wait (bounded) until PX4 connects.
 
         Raises:
-            PX4Unavailable: timeout, or PX4's process exited meanwhile (message names its log).
+            PX4Timeout: no connection within ``timeout_s`` (message names PX4's log).
+            PX4Died: PX4's process exited meanwhile.
         """
         deadline = time.monotonic() + timeout_s
         while not self.accept():
             self._check_process("while waiting for PX4 to connect")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise PX4Unavailable(
+                raise PX4Timeout(
                     f"PX4 instance {self.instance} did not connect to TCP 127.0.0.1:{self.port} within "
                     f"{timeout_s:g} s{self._where()}"
                 )
@@ -322,7 +326,8 @@ class LockstepBridge:
         """Send the queued messages now (one write; :meth:`send_sensors` calls it).
 
         Raises:
-            PX4Unavailable: the connection is gone or PX4 stopped reading for ``dead_after_s``.
+            PX4Died: the connection is gone (PX4 exited or closed it).
+            PX4Timeout: PX4 stopped reading for ``dead_after_s`` (frozen).
         """
         if not self._out:
             return
@@ -333,10 +338,14 @@ class LockstepBridge:
         data, self._out = bytes(self._out), bytearray()
         try:
             self._sock.sendall(data)
-        except (TimeoutError, OSError) as exc:
-            raise PX4Unavailable(
-                f"PX4 instance {self.instance} stopped taking simulator data ({exc}){self._where()}"
+        except TimeoutError as exc:
+            raise PX4Timeout(
+                f"PX4 instance {self.instance} stopped answering: it took no simulator data for "
+                f"{self.dead_after_s:g} s (frozen, e.g. SIGSTOP, or starved of CPU){self._where()}"
             ) from exc
+        except OSError as exc:
+            self._close_socket()
+            raise self._died(f"its simulator connection failed ({exc})") from exc
 
     # -- incoming ---------------------------------------------------------------------------------
 
@@ -349,8 +358,9 @@ class LockstepBridge:
         on timeout it keeps the last command (``fresh=False``).
 
         Raises:
-            PX4Unavailable: the connection closed, PX4's process exited, or no fresh reply
-                for ``dead_after_s`` in a row; the message names PX4's log.
+            PX4Died: the connection closed or PX4's process exited.
+            PX4Timeout: no fresh reply for ``dead_after_s`` in a row (PX4 frozen or starved).
+            Both messages name PX4's log.
         """
         self.flush()
         if self._sock is None:
@@ -377,9 +387,11 @@ class LockstepBridge:
         self._answered = True  # a late reply to this HIL_SENSOR must not count for the next one
         self._check_process("while waiting for HIL_ACTUATOR_CONTROLS")
         if self._missed_since_s >= self.dead_after_s:
-            raise PX4Unavailable(
-                f"PX4 instance {self.instance} sent no HIL_ACTUATOR_CONTROLS for {self._missed_since_s:.1f} s "
-                f"(lockstep time {self._last_sensor_time_usec} us){self._where()}"
+            raise PX4Timeout(
+                f"PX4 instance {self.instance} stopped answering: no HIL_ACTUATOR_CONTROLS for "
+                f"{self._missed_since_s:.1f} s (dead_after_s {self.dead_after_s:g} s, lockstep time "
+                f"{self._last_sensor_time_usec} us); it is frozen (e.g. SIGSTOP) or starved of CPU"
+                f"{self._where()}"
             )
         log.warning(
             "PX4 instance %d: no HIL_ACTUATOR_CONTROLS within %.3f s at time_usec %d; keeping the last command",
@@ -398,14 +410,11 @@ class LockstepBridge:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                raise PX4Unavailable(
-                    f"PX4 instance {self.instance} connection failed: {exc}{self._where()}"
-                ) from exc
+                self._close_socket()
+                raise self._died(f"its simulator connection failed ({exc})") from exc
             if not data:
                 self._close_socket()
-                raise PX4Unavailable(
-                    f"PX4 instance {self.instance} closed the simulator connection (it exited or crashed){self._where()}"
-                )
+                raise self._died("it closed the simulator connection")
             for msg in self._link.parse_buffer(data) or ():
                 self._handle(msg)
             if len(data) < 65536:
@@ -441,7 +450,17 @@ class LockstepBridge:
 
     def _check_process(self, doing: str) -> None:
         if self.process is not None and self.process.poll() is not None:
-            raise PX4Unavailable(f"PX4 exited {doing}: {self.process.describe()}")
+            raise PX4Died(f"PX4 instance {self.instance} exited {doing}: {self.process.describe()}")
+
+    def _died(self, what: str) -> PX4Died:
+        """The error for a lost connection: waits up to EXIT_GRACE_S for PX4's exit state to report it."""
+        if self.process is not None:
+            deadline = time.monotonic() + EXIT_GRACE_S
+            while self.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self.process.poll() is not None:
+                return PX4Died(f"PX4 instance {self.instance} exited: {what}; {self.process.describe()}")
+        return PX4Died(f"PX4 instance {self.instance} dropped the simulator link: {what}{self._where()}")
 
     def _where(self) -> str:
         return f"; {self.process.describe()}" if self.process is not None else ""

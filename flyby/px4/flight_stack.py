@@ -10,7 +10,8 @@ drone ``k``) and exposes :class:`flyby.control.cascade.CascadeController`'s inte
 
 Call :meth:`~PX4FlightStack.update` once per physics step (``dt`` = ``physics_dt``, 4 ms
 at PX4's 250 Hz lockstep): each call is one lockstep step. It advances each PX4's clock
-by ``dt``, sends HIL_STATE_QUATERNION (ground truth), HIL_GPS (when due, ``gps_rate_hz``),
+by ``dt``, sends HIL_STATE_QUATERNION (ground truth, when due, ``ground_truth_rate_hz``),
+HIL_GPS (when due, ``gps_rate_hz``),
 the velocity setpoint on the offboard link (when due, ``setpoint_rate_hz``) and
 HIL_SENSOR, then waits (bounded) for every PX4's HIL_ACTUATOR_CONTROLS.
 
@@ -21,8 +22,11 @@ PX4's first reply, then lockstep as fast as PX4 answers until its onboard MAVLin
 up, the SITL parameters (:mod:`flyby.px4.params`) are confirmed, OFFBOARD is engaged with a
 zero-velocity setpoint streaming and the vehicle is armed (PX4 refuses until its
 estimator has converged). All of it is bounded by ``startup_timeout_s``; PX4's
-STATUSTEXT lines and log path are in the error. Drones should start on the ground: PX4
-arms there and takes off from the velocity setpoints.
+STATUSTEXT lines and log path are in the error. A parameter PX4 refuses (its console
+says ``unknown param: NAME`` or ``param types mismatch param: NAME``; PX4 sends nothing back
+on MAVLink) fails the start-up at once with :class:`~flyby.errors.PX4ParamRejected` naming
+it. Drones should start on the ground: PX4 arms there and takes off from the velocity
+setpoints.
 
 A reset restarts the PX4 processes of the reset drones (a fresh working directory each
 time): PX4's estimator cannot follow a teleported vehicle.
@@ -39,11 +43,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from flyby.errors import PX4Unavailable
+from flyby.errors import PX4ParamRejected, PX4Timeout, PX4Unavailable
 from flyby.px4.bridge import DEFAULT_HOME, LockstepBridge
 from flyby.px4.launcher import PX4Launcher
 from flyby.px4.offboard import OffboardClient
-from flyby.px4.params import SITL_PARAMS
+from flyby.px4.params import SITL_PARAMS, telemetry_intervals_us
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,9 @@ class LauncherLike(Protocol):
 
     def describe(self) -> str: ...
 
+
+# Optional on a launcher: ``log_tail(max_lines) -> str``, PX4's latest console lines (PX4Launcher has
+# it). The start-up reads it for PX4's parameter rejections, which PX4 only prints there.
 
 LauncherFactory = Callable[[int, int, int], LauncherLike]
 """``factory(instance, sim_tcp_port, offboard_udp_port) -> launcher``."""
@@ -87,6 +94,7 @@ class _Instance:
     phase: Phase = Phase.CONNECTING
     time_usec: int = 0
     next_gps_usec: int = 0
+    next_ground_truth_usec: int = 0
     next_setpoint_usec: int = 0
     next_request_usec: int = 0
     stream_since_usec: int | None = None
@@ -114,6 +122,11 @@ class PX4FlightStack:
         reply_timeout_s: s, bound on each HIL_ACTUATOR_CONTROLS wait (then the last command is kept);
             None: ``min(px4.timeout_s, 0.5)``.
         setpoint_rate_hz: Hz of sim time, offboard setpoint stream rate (PX4 needs >= 2 Hz).
+        ground_truth_rate_hz: Hz of sim time, HIL_STATE_QUATERNION rate. PX4 only republishes it
+            as ``*_groundtruth`` topics for its log (its estimator flies on HIL_SENSOR and HIL_GPS),
+            and packing it costs about 90 us per lockstep tick, a fifth of flyby's share of the
+            tick; 50 Hz is the rate PX4's logger records those topics at. Use the physics rate
+            (250) for a peer that flies from it.
         gps_rate_hz: Hz of sim time, HIL_GPS rate (PX4 expects 5-10 Hz); None: the sensor
             config's GPS rate, else 10.
         params: PX4 parameters set at every start-up (ints are sent bit-cast).
@@ -123,8 +136,12 @@ class PX4FlightStack:
             ``launcher_factory`` whose peers are told the ports; real PX4 uses the fixed ones).
 
     Raises:
-        PX4Unavailable: PX4 not found (the message says how to set PX4_DIR), not starting, or
-            not connecting within the bound; from :meth:`update` when PX4 dies or stops answering.
+        PX4Unavailable: PX4 not found (the message says how to set PX4_DIR) or not starting.
+        PX4PortInUse: TCP 4560+i or UDP 14540+i is taken (the message says how to find the holder).
+        PX4Timeout: PX4 not connecting within ``connect_timeout_s``.
+        From :meth:`update`: :class:`~flyby.errors.PX4Died` (PX4 exited or dropped its link),
+        :class:`~flyby.errors.PX4Timeout` (PX4 frozen, or start-up not done within
+        ``startup_timeout_s``), :class:`~flyby.errors.PX4ParamRejected`; each names PX4's log.
     """
 
     label = "PX4 SITL (MAVLink lockstep, offboard velocity control)"
@@ -143,6 +160,7 @@ class PX4FlightStack:
         reply_timeout_s: float | None = None,
         setpoint_rate_hz: float = 50.0,
         gps_rate_hz: float | None = None,
+        ground_truth_rate_hz: float = 50.0,
         params: Mapping[str, int | float] = SITL_PARAMS,
         launcher_factory: LauncherFactory | None = None,
         ephemeral_ports: bool = False,
@@ -164,6 +182,7 @@ class PX4FlightStack:
             float(reply_timeout_s) if reply_timeout_s is not None else min(self.timeout_s, 0.5)
         )
         self.params = dict(params)
+        self._telemetry = telemetry_intervals_us()
         self._sensor_cfg, self._given_suite = _sensor_source(sensors)
         self._seed = seed
         self.home = _home_of(self._sensor_cfg)
@@ -171,6 +190,9 @@ class PX4FlightStack:
         if gps_rate_hz is None:
             gps_rate_hz = float(getattr(self._sensor_cfg, "gps_rate_hz", 10.0) or 10.0)
         self._gps_period_usec = round(1e6 / float(gps_rate_hz))
+        if not float(ground_truth_rate_hz) > 0:
+            raise ValueError(f"ground_truth_rate_hz must be > 0 Hz, got {ground_truth_rate_hz}")
+        self._ground_truth_period_usec = round(1e6 / float(ground_truth_rate_hz))
         self._request_period_usec = 1_000_000  # resend mode/arm requests every second of PX4 time
         if launcher_factory is None:
             last = first_instance + self.num_drones - 1
@@ -200,8 +222,17 @@ class PX4FlightStack:
                     dead_after_s=max(self.timeout_s, self.reply_timeout_s),
                     home=self.home,
                 )
-                client = OffboardClient(i, port=0 if ephemeral_ports else None, timeout_s=self.timeout_s)
-                process = launcher_factory(i, bridge.port, client.port)
+                try:
+                    client = OffboardClient(i, port=0 if ephemeral_ports else None, timeout_s=self.timeout_s)
+                except BaseException:
+                    bridge.close()  # not in _instances yet: close() would not free its TCP port
+                    raise
+                try:
+                    process = launcher_factory(i, bridge.port, client.port)
+                except BaseException:
+                    bridge.close()
+                    client.close()
+                    raise
                 bridge.process = process
                 self._instances.append(_Instance(k, i, bridge, client, process))
             for inst in self._instances:
@@ -227,6 +258,32 @@ class PX4FlightStack:
     def log_paths(self) -> list[Any]:
         """PX4 log path per drone (None for test doubles without one)."""
         return [getattr(inst.process, "log_path", None) for inst in self._instances]
+
+    @property
+    def ulog_paths(self) -> list[list[Any]]:
+        """Per drone, the PX4 ULogs kept so far (oldest first; a run's ULog is kept when its PX4 stops:
+        at the next :meth:`reset` or :meth:`close`). Empty lists for test doubles without ULogs."""
+        return [list(getattr(inst.process, "ulog_paths", [])) for inst in self._instances]
+
+    @property
+    def kept_ulogs(self) -> list[dict[Any, list[Any]]]:
+        """Per drone, ``{text log of a PX4 run: [its kept ULogs]}`` (see :attr:`PX4Launcher.kept_ulogs`)."""
+        return [dict(getattr(inst.process, "kept_ulogs", {})) for inst in self._instances]
+
+    @property
+    def px4_time_s(self) -> np.ndarray:
+        """(N,) float64, seconds: each PX4's clock, the ``time_usec`` of the last HIL_SENSOR sent.
+
+        PX4 time restarts at 0 with every PX4 start (:meth:`reset`). The state the drone is in
+        after an :meth:`update` is the state PX4 is told about at ``px4_time_s + physics_dt``
+        (the next update's HIL_SENSOR), which is the time base of PX4's ULog.
+        """
+        return np.array([inst.time_usec for inst in self._instances], dtype=np.float64) * 1e-6
+
+    @property
+    def pids(self) -> list[int | None]:
+        """PX4 process id per drone (None when not running, or for test doubles without one)."""
+        return [getattr(inst.process, "pid", None) for inst in self._instances]
 
     def describe(self) -> str:
         """One line for error messages: every instance's state and log path."""
@@ -270,6 +327,7 @@ class PX4FlightStack:
             inst.warned_disarm = False
             inst.stream_since_usec = None
             inst.next_gps_usec = inst.next_setpoint_usec = inst.next_request_usec = 0
+            inst.next_ground_truth_usec = 0
             inst.process.start()
             restarted.append(inst)
         if restarted:
@@ -289,8 +347,11 @@ class PX4FlightStack:
             see :attr:`armed`).
 
         Raises:
-            PX4Unavailable: a PX4 died, stopped answering or failed to start up (its log path
-                in the message).
+            PX4Died: a PX4 exited or dropped its simulator connection.
+            PX4Timeout: a PX4 stopped answering (frozen) or did not finish start-up within
+                ``startup_timeout_s`` (the message names parameters never confirmed).
+            PX4ParamRejected: PX4 refused a parameter of ``params`` at start-up.
+            Every message names the PX4 log.
         """
         self._check_open()
         dt_usec = round(float(dt) * 1e6)
@@ -353,7 +414,9 @@ class PX4FlightStack:
         inst.time_usec += dt_usec
         t = inst.time_usec
         bridge = inst.bridge
-        bridge.send_ground_truth(t, state, r)
+        if t >= inst.next_ground_truth_usec:
+            inst.next_ground_truth_usec = t + self._ground_truth_period_usec
+            bridge.send_ground_truth(t, state, r)
         if t >= inst.next_gps_usec:
             inst.next_gps_usec = t + self._gps_period_usec
             fix = gps() if callable(gps) else gps
@@ -423,9 +486,15 @@ class PX4FlightStack:
             if now > deadline:
                 inst = pending[0]
                 recent = "; ".join(list(inst.client.statustext)[-5:]) or "none"
-                raise PX4Unavailable(
+                unconfirmed = ""
+                if inst.phase is Phase.PARAMS:
+                    unconfirmed = " (never confirmed by PX4's PARAM_VALUE: " + ", ".join(
+                        f"{name}={value!r}, " + _reported(inst.client.params.get(name))
+                        for name, value in self._missing_params(inst).items()
+                    ) + ")"
+                raise PX4Timeout(
                     f"PX4 instance {inst.px4_instance} did not finish start-up within {self.startup_timeout_s:g} s: "
-                    f"still {inst.phase.value} at PX4 time {inst.time_usec / 1e6:.1f} s "
+                    f"still {inst.phase.value}{unconfirmed} at PX4 time {inst.time_usec / 1e6:.1f} s "
                     f"(PX4 said: {recent}); {inst.where()}"
                 )
             booting = [inst for inst in pending if inst.phase is Phase.BOOTING]
@@ -451,14 +520,17 @@ class PX4FlightStack:
             inst.phase = Phase.PARAMS
             inst.next_request_usec = 0
         if inst.phase is Phase.PARAMS:
-            missing = {k: v for k, v in self.params.items() if not _param_confirmed(client.params.get(k), v)}
+            missing = self._missing_params(inst)
             if not missing:
                 inst.phase = Phase.ARMING
                 inst.next_request_usec = t + self._request_period_usec  # stream setpoints >= 1 s first
             elif t >= inst.next_request_usec:
                 inst.next_request_usec = t + self._request_period_usec
+                self._check_param_rejections(inst, missing)
                 for name, value in missing.items():
                     client.send_param(name, value)
+                for message_id, interval_us in self._telemetry.items():  # idempotent: resent with the params
+                    client.set_message_interval(message_id, interval_us)
         if inst.phase is Phase.ARMING:
             if client.offboard and client.armed:
                 inst.phase = Phase.READY
@@ -469,9 +541,67 @@ class PX4FlightStack:
                 else:
                     client.request_arm()
 
+    def _missing_params(self, inst: _Instance) -> dict[str, int | float]:
+        """``params`` that PX4 has not confirmed (PARAM_VALUE with the value sent) yet."""
+        reported = inst.client.params
+        return {k: v for k, v in self.params.items() if not _param_confirmed(reported.get(k), v)}
+
+    def _check_param_rejections(self, inst: _Instance, missing: Mapping[str, int | float]) -> None:
+        """Raise PX4ParamRejected when PX4's console (its log) says it refused one of ``missing``.
+
+        PX4 v1.16's MAVLink parameter handler answers an unknown name or a PARAM_SET of the
+        wrong type with a console line only (``ERROR [mavlink] unknown param: NAME``,
+        ``ERROR [mavlink] param types mismatch param: NAME``), no MAVLink reply.
+        """
+        log_tail = getattr(inst.process, "log_tail", None)
+        if not callable(log_tail):
+            return
+        found: dict[str, str] = {}
+        for line in str(log_tail(200)).splitlines():
+            for marker in _PARAM_REJECTIONS:
+                _, sep, name = line.partition(marker)
+                name = name.strip()
+                if sep and name in missing and name not in found:
+                    found[name] = line.strip()
+        if not found:
+            return
+        problems = []
+        for name in (n for n in missing if n in found):
+            value = missing[name]
+            if _PARAM_TYPE_MISMATCH in found[name]:
+                if isinstance(value, float):
+                    fix = f"PX4 declares it INT32: write it as an int ({round(value)})"
+                else:
+                    fix = f"PX4 declares it FLOAT: write it as a float ({float(value)!r})"
+                problems.append(f"{name}={value!r} was sent as {_wire_type(value)} but {fix}")
+            else:
+                problems.append(
+                    f"{name}={value!r}: this PX4 build has no such parameter (misspelt, or its module is "
+                    "not built); check it against PX4's parameter reference or drop it from params"
+                )
+        raise PX4ParamRejected(
+            f"PX4 instance {inst.px4_instance} rejected {len(problems)} parameter(s) at start-up: "
+            + "; ".join(problems)
+            + f" (PX4 printed: {'; '.join(found[n] for n in missing if n in found)}); {inst.where()}",
+            [n for n in missing if n in found],
+        )
+
     def _check_open(self) -> None:
         if self._closed:
             raise PX4Unavailable("this PX4FlightStack is closed; make a new one")
+
+
+_PARAM_UNKNOWN = "unknown param: "  # PX4 v1.16 mavlink_parameters.cpp, console only
+_PARAM_TYPE_MISMATCH = "param types mismatch param: "  # same; the value was not set
+_PARAM_REJECTIONS = (_PARAM_UNKNOWN, _PARAM_TYPE_MISMATCH)
+
+
+def _reported(value: int | float | None) -> str:
+    return "PX4 sent no PARAM_VALUE" if value is None else f"PX4 reported {value!r}"
+
+
+def _wire_type(value: int | float) -> str:  # noqa: PYI041 - int and float differ here
+    return "REAL32 (a float)" if isinstance(value, float) else "INT32 (an int)"
 
 
 def _param_confirmed(reported: float | None, wanted: float) -> bool:

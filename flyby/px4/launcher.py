@@ -16,11 +16,19 @@ after ``stop_timeout_s``. Every started launcher is also stopped at interpreter
 exit (``atexit``) and by the context manager on exceptions and Ctrl-C. PX4 runs in
 its own session (a Ctrl-C in the terminal reaches flyby, which stops PX4), and on
 Linux it is killed if the flyby process dies without cleaning up (``PR_SET_PDEATHSIG``).
+
+PX4's own flight log: PX4 SITL v1.16.2 writes a ULog from boot until disarm under its working
+directory (``log/<date>/<time>.ulg``; its ``rcS`` sets ``SDLOG_MODE`` 1, ``SDLOG_PROFILE`` 131,
+see :mod:`flyby.px4.params`), about 0.35 MB per second of PX4 time, complete up to the last
+lockstep step after SIGINT (measured). Before the working directory is removed, every ULog
+is moved next to the text log and named after it (:attr:`PX4Launcher.ulog_paths`); read it
+with :mod:`flyby.px4.ulog`.
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import shutil
@@ -123,6 +131,7 @@ class PX4Launcher:
         self.extra_env = dict(extra_env or {})
         self.log_path: Path | None = None
         self.workdir: Path | None = None
+        self.kept_ulogs: dict[Path, list[Path]] = {}  # text log of a run -> the ULogs kept from it, in order
         self.command: list[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file = None
@@ -187,6 +196,9 @@ class PX4Launcher:
     def stop(self) -> int | None:
         """Stop PX4: SIGINT to its process group, SIGKILL after ``stop_timeout_s``. Idempotent.
 
+        PX4's ULogs are kept (:meth:`_keep_ulogs`) before its working directory is removed;
+        if one cannot be kept, the directory stays where it is (logged as an error).
+
         Returns:
             The exit code (None when it was never started).
         """
@@ -200,7 +212,8 @@ class PX4Launcher:
             log.info("PX4 instance %d stopped (exit code %s), log %s", self.instance, code, self.log_path)
         self._close_log()
         if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            if self._keep_ulogs(self.workdir):
+                shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
         with _live_lock:
             _live.discard(self)
@@ -210,6 +223,8 @@ class PX4Launcher:
         for sig, wait_s in ((signal.SIGINT, self.stop_timeout_s), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(proc.pid, sig)
+                if sig == signal.SIGINT:
+                    os.killpg(proc.pid, signal.SIGCONT)  # a stopped (SIGSTOP) PX4 acts on SIGINT once resumed
             except ProcessLookupError:
                 pass
             except PermissionError:  # pragma: no cover - the group leader exited and the id was reused
@@ -222,6 +237,39 @@ class PX4Launcher:
                         "PX4 instance %d ignored SIGINT for %.1f s; killing it", self.instance, wait_s
                     )
         return proc.poll()
+
+    @property
+    def ulog_paths(self) -> list[Path]:
+        """Every ULog kept from this launcher's runs so far (oldest first); see :attr:`kept_ulogs`."""
+        return [path for paths in self.kept_ulogs.values() for path in paths]
+
+    def _keep_ulogs(self, workdir: Path) -> bool:
+        """Move the ``*.ulg`` files under ``workdir`` next to the text log; True when all were kept.
+
+        Names: ``<text log stem>.ulg`` for a run's only ULog, ``<stem>.<n>.ulg`` (n = 1, 2, ...,
+        PX4's own order: date and time folders) for several (PX4 starts a new file when it is
+        re-armed after a disarm). Each move is atomic: ``os.replace`` within a filesystem, else a
+        copy to a temporary file in ``log_dir`` and ``os.replace`` onto the final name, so a
+        reader never sees half a ULog. Kept paths go to :attr:`kept_ulogs` under the text log.
+        """
+        sources = sorted(workdir.rglob("*.ulg"), key=lambda p: p.relative_to(workdir).parts)
+        if not sources:
+            return True
+        text_log = self.log_path if self.log_path is not None else self._new_log_path()
+        stem = text_log.stem
+        kept = self.kept_ulogs.setdefault(text_log, [])
+        ok = True
+        for n, source in enumerate(sources, start=1):
+            target = self.log_dir / (f"{stem}.ulg" if len(sources) == 1 else f"{stem}.{n}.ulg")
+            try:
+                _move_atomic(source, target)
+            except OSError as exc:
+                ok = False
+                log.error("could not keep PX4's ULog %s as %s (%s); left in %s", source, target, exc, workdir)
+                continue
+            kept.append(target)
+            log.info("PX4 instance %d: ULog kept as %s", self.instance, target)
+        return ok
 
     def _close_log(self) -> None:
         if self._log_file is not None:
@@ -250,9 +298,32 @@ class PX4Launcher:
         return "\n".join(lines[-max_lines:])
 
     def describe(self) -> str:
-        """One line for error messages: instance, exit state and log path."""
+        """One line for error messages: instance, process state and log path.
+
+        The state is ``running, pid N``; ``frozen: stopped by a signal ..., pid N`` when the
+        process is stopped (SIGSTOP/SIGTSTP or a debugger; Linux ``/proc/N/stat`` state T/t);
+        ``killed by SIGKILL, exit code -9`` for a negative exit code; ``exited with code N``;
+        or ``not running`` before :meth:`start` and after :meth:`stop`.
+        """
+        proc = self._proc
         code = self.poll()
-        state = "running" if code is None and self._proc is not None else f"exited with code {code}"
+        if proc is None:
+            state = "not running"
+        elif code is None:
+            state = f"running, pid {proc.pid}"
+            if _process_state(proc.pid) in ("T", "t"):
+                state = (
+                    f"frozen: stopped by a signal (SIGSTOP/SIGTSTP) or a debugger, pid {proc.pid}; "
+                    f"`kill -CONT {proc.pid}` resumes it"
+                )
+        elif code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            state = f"killed by {name}, exit code {code}"
+        else:
+            state = f"exited with code {code}"
         return f"PX4 instance {self.instance} ({state}); log: {self.log_path}"
 
     # -- context manager --------------------------------------------------------------------------
@@ -269,6 +340,44 @@ class PX4Launcher:
                 self.stop()
         except Exception:  # noqa: BLE001 - never raise from a finaliser
             pass
+
+
+def _move_atomic(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target`` so that ``target`` appears whole or not at all.
+
+    ``os.replace`` when both are on one filesystem; otherwise a copy to a hidden temporary
+    file beside ``target``, then ``os.replace`` onto it, then ``source`` is removed.
+
+    Raises:
+        OSError: the copy or the rename failed (the temporary file is removed).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, length=1 << 20)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    source.unlink(missing_ok=True)
+
+
+def _process_state(pid: int) -> str | None:
+    """Linux state letter of ``pid`` (``R``, ``S``, ``T`` stopped, ``t`` traced, ...); None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name in "(...)" may hold spaces
+    return fields[0] if fields else None
 
 
 def _die_with_parent_preexec():

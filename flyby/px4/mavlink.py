@@ -103,3 +103,32 @@ def param_id_str(param_id: bytes | str) -> str:
 def px4_main_mode(custom_mode: int) -> int:
     """PX4 main mode from HEARTBEAT.custom_mode (``(custom_mode >> 16) & 0xFF``; 6 = OFFBOARD)."""
     return (int(custom_mode) >> 16) & 0xFF
+
+
+def bind_error(protocol: str, host: str, port: int, instance: int, link: str, exc: OSError):
+    """The error for a port flyby could not listen on for PX4 instance ``instance``.
+
+    Args:
+        protocol: ``"TCP"`` or ``"UDP"``; ``link``: what the port is for (in the message).
+        exc: the ``bind`` error.
+
+    Returns:
+        :class:`~flyby.errors.PX4PortInUse` for ``EADDRINUSE`` (the message says how to find the
+        holder and to pick another instance), else :class:`~flyby.errors.PX4Unavailable`.
+    """
+    import errno
+
+    from flyby.errors import PX4PortInUse, PX4Unavailable
+
+    where = f"{protocol} {host}:{port} ({link} of PX4 instance {instance})"
+    if exc.errno != errno.EADDRINUSE:
+        return PX4Unavailable(f"cannot listen on {where}: {exc}")
+    option = "ltnp" if protocol == "TCP" else "lunp"
+    return PX4PortInUse(
+        f"cannot listen on {where}: the port is already in use ({exc}). Another flyby run, simulator or "
+        f"MAVLink tool on instance {instance} holds it: stop it (`ss -{option} 'sport = :{port}'` names the "
+        f"process), or run on another PX4 instance (px4.instance, 0..9; instance i uses "
+        f"TCP {SIM_BASE_PORT}+i and UDP {OFFBOARD_BASE_PORT}+i)",
+        protocol,
+        port,
+    )

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from flyby.errors import PX4Unavailable
+from flyby.errors import PX4Timeout, PX4Unavailable
 from flyby.px4 import frames
 from flyby.px4.mavlink import (
     GCS_COMPONENT_ID,
@@ -42,6 +42,7 @@ from flyby.px4.mavlink import (
     OFFBOARD_BASE_PORT,
     PX4_CUSTOM_MAIN_MODE_OFFBOARD,
     TYPE_MASK_VELOCITY_YAW_RATE,
+    bind_error,
     dialect,
     make_link,
     param_from_wire,
@@ -89,6 +90,9 @@ class OffboardClient:
         timeout_s: s, default bound of the blocking helpers.
         retry_s: s (wall), how often the blocking helpers resend unanswered requests.
 
+    Raises:
+        PX4PortInUse: the UDP port is taken (the message says how to find the holder).
+
     Attributes:
         target_system, target_component: PX4's ids, learned from its HEARTBEAT.
         armed, offboard: from PX4's latest HEARTBEAT.
@@ -117,10 +121,7 @@ class OffboardClient:
             self._sock.bind((host, wanted))
         except OSError as exc:
             self._sock.close()
-            raise PX4Unavailable(
-                f"cannot listen on UDP {host}:{wanted} for PX4 instance {self.instance}: {exc}; "
-                "another MAVLink client (QGroundControl, MAVSDK, flyby) holds it"
-            ) from exc
+            raise bind_error("UDP", host, wanted, self.instance, "the offboard port", exc) from exc
         self._sock.setblocking(False)
         self.port = self._sock.getsockname()[1]
         self._peer: tuple[str, int] | None = None
@@ -268,6 +269,10 @@ class OffboardClient:
         """MAV_CMD_COMPONENT_ARM_DISARM param1 = 1 (arm) or 0 (disarm). Non-blocking."""
         self._command(self._m.MAV_CMD_COMPONENT_ARM_DISARM, 1.0 if arm else 0.0)
 
+    def set_message_interval(self, message_id: int, interval_us: float) -> None:
+        """MAV_CMD_SET_MESSAGE_INTERVAL: stream ``message_id`` every ``interval_us`` us (-1: off). Non-blocking."""
+        self._command(self._m.MAV_CMD_SET_MESSAGE_INTERVAL, float(message_id), float(interval_us))
+
     # -- blocking helpers (bounded) ---------------------------------------------------------------
 
     def _wait(
@@ -299,7 +304,7 @@ class OffboardClient:
                 return
             if time.monotonic() - start > limit:
                 recent = "; ".join(list(self.statustext)[-5:]) or "none"
-                raise PX4Unavailable(
+                raise PX4Timeout(
                     f"PX4 instance {self.instance}: {what} not confirmed within {limit:g} s "
                     f"(armed={self.armed}, offboard={self.offboard}; PX4 said: {recent})"
                 )
@@ -310,7 +315,7 @@ class OffboardClient:
         """Wait (bounded) for PX4's HEARTBEAT; learns its address and ids.
 
         Raises:
-            PX4Unavailable: none within the bound.
+            PX4Timeout: none within the bound.
         """
         self._wait(lambda: self.connected, f"HEARTBEAT on UDP {self.port}", step=step, timeout_s=timeout_s)
 
@@ -326,7 +331,7 @@ class OffboardClient:
         Integer values (Python ``int``) go bit-cast as INT32, floats as REAL32.
 
         Raises:
-            PX4Unavailable: a value not confirmed within the bound.
+            PX4Timeout: a value not confirmed within the bound.
         """
         wanted = dict(params)
         for name in wanted:
@@ -353,7 +358,7 @@ class OffboardClient:
         """Stream ``vel_enu``/``yaw_rate`` and switch to OFFBOARD; wait (bounded) for the HEARTBEAT to say so.
 
         Raises:
-            PX4Unavailable: not in OFFBOARD within the bound (PX4's last STATUSTEXT lines in the message).
+            PX4Timeout: not in OFFBOARD within the bound (PX4's last STATUSTEXT lines in the message).
         """
         self._wait(
             lambda: self.offboard,
@@ -375,7 +380,7 @@ class OffboardClient:
         """Keep streaming the setpoint and arm; wait (bounded) for the HEARTBEAT to say armed.
 
         Raises:
-            PX4Unavailable: not armed within the bound (PX4's pre-flight messages in the message).
+            PX4Timeout: not armed within the bound (PX4's pre-flight messages in the message).
         """
         self._wait(
             lambda: self.armed,
@@ -400,7 +405,7 @@ class OffboardClient:
         (:meth:`set_offboard`, :meth:`arm`); altitude is PX4's estimate (LOCAL_POSITION_NED).
 
         Raises:
-            PX4Unavailable: altitude not reached within the bound.
+            PX4Timeout: altitude not reached within the bound.
         """
 
         def reached() -> bool:

@@ -12,7 +12,10 @@
 - offboard link: from its own UDP port it sends HEARTBEAT (base mode, PX4 custom mode
   OFFBOARD = 6 << 16), LOCAL_POSITION_NED and ATTITUDE (from the ground truth) to the
   client's port, and answers PARAM_SET (PARAM_VALUE echo), DO_SET_MODE and
-  COMPONENT_ARM_DISARM (COMMAND_ACK), and takes SET_POSITION_TARGET_LOCAL_NED.
+  COMPONENT_ARM_DISARM (COMMAND_ACK), and takes SET_POSITION_TARGET_LOCAL_NED. Like PX4
+  v1.16, a PARAM_SET of a name it does not know or of the wrong type gets no reply, only a
+  console line (``ERROR [mavlink] unknown param: NAME`` / ``param types mismatch param: NAME``)
+  in its log (:meth:`MavlinkDouble.log_tail`, as :class:`flyby.px4.launcher.PX4Launcher`).
 
 Its clock is PX4's: the latest HIL_SENSOR time (wall time before any sensor, for
 offboard-only tests). Protocol mistakes are recorded in :attr:`violations` for the tests
@@ -51,6 +54,16 @@ from flyby.px4.mavlink import (
 GRAVITY = 9.80665
 INT_PARAMS = {"COM_RCL_EXCEPT", "NAV_RCL_ACT", "NAV_DLL_ACT"}  # PX4 INT32 parameters the bridge sets
 FLOAT_PARAMS = {"COM_DISARM_PRFLT", "MPC_THR_HOVER"}  # PX4 FLOAT parameters the bridge sets
+
+
+def _known_params() -> dict[str, bool]:
+    """Parameter name -> is INT32, for every parameter the double knows (others are unknown, as in PX4)."""
+    from flyby.px4.params import SITL_PARAMS
+
+    known = {name: not isinstance(value, float) for name, value in SITL_PARAMS.items()}
+    known.update({name: True for name in INT_PARAMS})
+    known.update({name: False for name in FLOAT_PARAMS})
+    return known
 OFFBOARD_LOSS_S = 0.5  # s of PX4 time: setpoints must arrive at >= 2 Hz during OFFBOARD
 
 
@@ -123,6 +136,7 @@ class MavlinkDouble:
 
     def _reset_state(self) -> None:
         self.violations: list[str] = []
+        self.log_lines: deque[str] = deque(maxlen=1000)  # what PX4 would print on its console
         self.sensor_times: list[int] = []
         self.replies_sent = 0
         self.gps_received = 0
@@ -199,6 +213,10 @@ class MavlinkDouble:
 
     def describe(self) -> str:
         return f"MAVLink test double instance {self.instance} (exit code {self.poll()}), sim port {self.sim_port}"
+
+    def log_tail(self, max_lines: int = 20) -> str:
+        """The last ``max_lines`` console lines, like :meth:`flyby.px4.launcher.PX4Launcher.log_tail`."""
+        return "\n".join(list(self.log_lines)[-max_lines:])
 
     def __enter__(self) -> MavlinkDouble:
         return self.start()
@@ -480,13 +498,20 @@ class MavlinkDouble:
         m = self._m
         name = param_id_str(msg.param_id)
         value = param_from_wire(msg.param_value, msg.param_type)
-        if name in INT_PARAMS:
+        known = _known_params()
+        if name not in known:
+            self.log_lines.append(f"ERROR [mavlink] unknown param: {name}")  # PX4 sends no reply
+            return
+        if known[name]:
             if msg.param_type != m.MAV_PARAM_TYPE_INT32:
                 self._violation(f"PARAM_SET {name}: type {msg.param_type}, PX4 has it as INT32")
             elif not -1_000_000 < int(value) < 1_000_000:
                 self._violation(f"PARAM_SET {name}: int32 {value} looks like a float converted, not bit-cast")
-        if name in FLOAT_PARAMS and msg.param_type != m.MAV_PARAM_TYPE_REAL32:
+        elif msg.param_type != m.MAV_PARAM_TYPE_REAL32:
             self._violation(f"PARAM_SET {name}: type {msg.param_type}, PX4 has it as REAL32")
+        if msg.param_type != (m.MAV_PARAM_TYPE_INT32 if known[name] else m.MAV_PARAM_TYPE_REAL32):
+            self.log_lines.append(f"ERROR [mavlink] param types mismatch param: {name}")  # not set, no reply
+            return
         self.params[name] = value
         self._send_udp(
             m.MAVLink_param_value_message(name.encode("ascii"), msg.param_value, msg.param_type, 1000, 0)

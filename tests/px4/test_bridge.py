@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from px4_rig import wait_until
 
-from flyby.errors import PX4Unavailable
+from flyby.errors import PX4Died, PX4Timeout, PX4Unavailable
 from flyby.px4 import frames
 from flyby.px4.bridge import LockstepBridge
 
@@ -115,19 +115,19 @@ def test_timeout_keeps_last_command_then_resyncs(make_rig):
 def test_double_dying_raises_clear_error_not_a_hang(make_rig):
     rig, _double = make_rig(first_reply_after=1, die_after=30)
     t0 = time.monotonic()
-    with pytest.raises(PX4Unavailable) as info:
+    with pytest.raises(PX4Died) as info:
         for _ in range(1000):
             rig.step()
     assert time.monotonic() - t0 < 3.0
     message = str(info.value)
-    assert "closed the simulator connection" in message or "stopped taking simulator data" in message
+    assert "closed the simulator connection" in message or "simulator connection failed" in message
     assert "MAVLink test double instance 0" in message  # the process description (a log path for PX4)
 
 
 def test_hung_peer_raises_after_bound(make_rig):
     rig, _double = make_rig(timeout_s=0.05, dead_after_s=0.3, first_reply_after=1, hang_after=20)
     t0 = time.monotonic()
-    with pytest.raises(PX4Unavailable, match="sent no HIL_ACTUATOR_CONTROLS for"):
+    with pytest.raises(PX4Timeout, match="stopped answering: no HIL_ACTUATOR_CONTROLS for"):
         for _ in range(1000):
             rig.step()
     assert time.monotonic() - t0 < 3.0

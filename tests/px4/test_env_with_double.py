@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from mavlink_double import DoubleFactory
 
 from flyby.envs.px4_env import PX4ISREnv
-from flyby.mdp.terminations import TerminationCfg
 from flyby.training.evaluation_cfg import load_evaluation_cfg
 
 
 def test_env_flies_through_the_lockstep_bridge():
-    base = load_evaluation_cfg().px4_env
-    cfg = replace(base, terminations=TerminationCfg(min_altitude_m=0.0))  # PX4 starts on the ground
+    cfg = load_evaluation_cfg().px4_env  # default terminations: a ground start is no crash before take-off
     factory = DoubleFactory(arm_after_s=0.5)
     env = PX4ISREnv(cfg, flight_stack="px4",
-                    px4_kwargs={"launcher_factory": factory, "ephemeral_ports": True, "startup_timeout_s": 30.0})
+                    px4_kwargs={"launcher_factory": factory, "ephemeral_ports": True, "startup_timeout_s": 30.0,
+                                "ground_truth_rate_hz": 250.0})  # the double flies from HIL_STATE_QUATERNION
     try:
         assert "PX4" in env.flight_stack_label
         env.reset(seed=0, options={"pos_w": [0.0, 0.0, 0.12], "yaw_rad": 0.0})

@@ -23,6 +23,7 @@ def _stack(factory: DoubleFactory, num_drones: int = 1, **kwargs) -> PX4FlightSt
         launcher_factory=factory,
         ephemeral_ports=True,
         startup_timeout_s=20.0,
+        ground_truth_rate_hz=250.0,  # the double flies from HIL_STATE_QUATERNION
         **kwargs,
     )
 
