@@ -59,6 +59,7 @@ class PX4Cfg:
     px4_dir: str = ""  # PX4-Autopilot checkout with build/px4_sitl_default; empty: $PX4_DIR, then `px4` on PATH
     instance: int = cfg_field(0, ge=0, le=99)  # PX4 instance i: TCP 4560+i, UDP 14540+i
     timeout_s: float = cfg_field(5.0, gt=0.0)  # s, bound on every wait for PX4 (replies, start-up, shutdown)
+    keep_ulogs: bool = True  # keep PX4's ULog of every run in output/logs (about 0.35 MB per PX4-second); training turns it off
     takeoff: TakeoffCfg = field(default_factory=TakeoffCfg)  # how a PX4 episode gets to its start pose
 
 

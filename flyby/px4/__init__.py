@@ -7,6 +7,8 @@
 - :mod:`flyby.px4.offboard`: :class:`OffboardClient` (UDP 14540+i): parameters, OFFBOARD, arming,
   velocity + yaw-rate setpoints, LOCAL_POSITION_NED / ATTITUDE.
 - :mod:`flyby.px4.flight_stack`: :class:`PX4FlightStack`, the same ``update`` as the cascade controller.
+- :mod:`flyby.px4.ulog`: :func:`~flyby.px4.ulog.read_ulog`, PX4's ULog (EKF2 estimate, setpoints, motors)
+  in world ENU and seconds of PX4 time (pyulog; missing -> ``DependencyNotInstalled``).
 
 Importing this package imports neither pymavlink nor PX4: pymavlink loads when a bridge
 or client is built (:func:`flyby.px4.mavlink.dialect`; missing -> ``DependencyNotInstalled``).

@@ -111,7 +111,8 @@ class PX4FlightStack:
     Args:
         num_drones: N >= 1.
         px4: object with ``px4_dir`` (str, '' = $PX4_DIR then PATH), ``instance`` (first PX4
-            instance) and ``timeout_s`` (bound on each reply wait and on shutdown), e.g.
+            instance), ``timeout_s`` (bound on each reply wait and on shutdown) and optionally
+            ``keep_ulogs`` (keep PX4's ULogs in the log folder, default True), e.g.
             :class:`flyby.envs.px4_env_cfg.PX4Cfg`; None = defaults ('' / 0 / 5 s).
         sensors: a :class:`flyby.sensors.SensorCfg` (a :class:`flyby.sensors.SensorSuite` is
             built from it and ``seed``), a ready sensor suite, or None (default ``SensorCfg``).
@@ -175,6 +176,7 @@ class PX4FlightStack:
         px4_dir = (getattr(px4, "px4_dir", "") or None) if px4 is not None else None
         first_instance = int(getattr(px4, "instance", 0)) if px4 is not None else 0
         self.timeout_s = float(getattr(px4, "timeout_s", 5.0)) if px4 is not None else 5.0
+        keep_ulogs = bool(getattr(px4, "keep_ulogs", True)) if px4 is not None else True
         self.physics_dt = float(physics_dt)
         self.startup_timeout_s = float(startup_timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
@@ -203,7 +205,7 @@ class PX4FlightStack:
                 )
 
             def launcher_factory(instance: int, _sim_port: int, _offboard_port: int) -> LauncherLike:
-                return PX4Launcher(instance, px4_dir, stop_timeout_s=self.timeout_s)
+                return PX4Launcher(instance, px4_dir, stop_timeout_s=self.timeout_s, keep_ulogs=keep_ulogs)
 
         self._factory = launcher_factory
         self._armed = np.zeros(self.num_drones, dtype=bool)

@@ -102,6 +102,8 @@ class PX4Launcher:
         log_dir: where ``px4_<i>_<timestamp>.log`` goes (created on demand).
         stop_timeout_s: s, how long SIGINT may take before SIGKILL.
         extra_env: more environment variables for PX4 (on top of the inherited ones).
+        keep_ulogs: keep PX4's ULogs next to the text log when it stops (False: they go with the
+            working directory; training runs that restart PX4 every episode would fill the disk).
 
     Raises:
         PX4Unavailable: from :meth:`start` when the binary is missing or fails to start.
@@ -121,6 +123,7 @@ class PX4Launcher:
         *,
         stop_timeout_s: float = 5.0,
         extra_env: dict[str, str] | None = None,
+        keep_ulogs: bool = True,
     ) -> None:
         if not 0 <= int(instance) <= 255:
             raise ValueError(f"instance {instance} must be in 0..255 (MAV_SYS_ID is 1 + instance)")
@@ -129,6 +132,7 @@ class PX4Launcher:
         self.log_dir = Path(log_dir)
         self.stop_timeout_s = float(stop_timeout_s)
         self.extra_env = dict(extra_env or {})
+        self.keep_ulogs = bool(keep_ulogs)
         self.log_path: Path | None = None
         self.workdir: Path | None = None
         self.kept_ulogs: dict[Path, list[Path]] = {}  # text log of a run -> the ULogs kept from it, in order
@@ -212,7 +216,7 @@ class PX4Launcher:
             log.info("PX4 instance %d stopped (exit code %s), log %s", self.instance, code, self.log_path)
         self._close_log()
         if self.workdir is not None:
-            if self._keep_ulogs(self.workdir):
+            if not self.keep_ulogs or self._keep_ulogs(self.workdir):
                 shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
         with _live_lock:
@@ -362,6 +366,7 @@ def _move_atomic(source: Path, target: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out, length=1 << 20)
+        shutil.copymode(source, tmp)  # mkstemp makes it 0600
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -31,6 +31,13 @@ Log layout (:class:`TrajectoryLog`), one row per control step ``k``: the state
 at the *start* of the step and the command held during it, so the state in row
 ``k + 1`` of the same episode is the response to ``commands[k]``. The state
 after an episode's last command is not logged.
+
+PX4's own view (PX4 flights only, optional arrays that older readers ignore): each
+episode is one PX4 run whose ULog PX4 writes when it stops;
+:func:`attach_px4_estimate` reads them and puts EKF2's position and velocity
+estimate on the rows (``px4_est_pos_w``, ``px4_est_vel_w``, world ENU, through the
+origin PX4 states: :data:`PX4_ORIGIN_NOTE`), beside the ground truth, with the
+ULog paths in ``meta["px4"]``. :mod:`flyby.training.px4_plot` plots them.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ import hashlib
 import json
 import logging
 import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +62,7 @@ from flyby.mdp.actions import ACT_VEL, ACTION_DIM
 logger = logging.getLogger(__name__)
 
 EXCITATION_KINDS = ("steps", "ramps", "chirps", "ou")
+_PX4_ARRAYS = {"px4_time_s": 0, "px4_est_pos_w": 3, "px4_est_vel_w": 3}  # optional: name -> width (0: (T,))
 LOG_DIR = Path("output/logs")
 LOG_FORMAT_VERSION = 1
 _SEGMENT_S = (4.0, 8.0)  # s, min/max length of one excitation segment
@@ -73,7 +84,15 @@ class TrajectoryLog:
         lin_vel_w: (T, 3) float64, m/s, world ENU, at the start of the step.
         yaw_rad: (T,) float64, radians in [-pi, pi), at the start of the step.
         episode: (T,) int32 episode index (non-decreasing); rollouts never cross an episode boundary.
-        meta: flight stack, step_dt, action scale, config fingerprint, seed (see :func:`log_metadata`).
+        meta: flight stack, step_dt, action scale, config fingerprint, seed (see :func:`log_metadata`);
+            with PX4, ``meta["px4"]`` too (see :func:`attach_px4_estimate`).
+
+    Optional, PX4 flights only (None otherwise; readers that do not know them ignore them):
+        px4_time_s: (T,) float64, s of PX4 time (the ULog's clock, restarting at each episode's PX4
+            start) at which PX4 is told the row's state.
+        px4_est_pos_w: (T, 3) float64, metres, world ENU: PX4's EKF2 position estimate at that time
+            (:func:`attach_px4_estimate`; NaN where the ULog has no estimate).
+        px4_est_vel_w: (T, 3) float64, m/s, world ENU: EKF2's velocity estimate.
     """
 
     time_s: np.ndarray
@@ -83,6 +102,9 @@ class TrajectoryLog:
     yaw_rad: np.ndarray
     episode: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    px4_time_s: np.ndarray | None = None
+    px4_est_pos_w: np.ndarray | None = None
+    px4_est_vel_w: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.time_s = np.asarray(self.time_s, dtype=np.float64).reshape(-1)
@@ -92,6 +114,16 @@ class TrajectoryLog:
         self.lin_vel_w = np.asarray(self.lin_vel_w, dtype=np.float64).reshape(t, 3)
         self.yaw_rad = np.asarray(self.yaw_rad, dtype=np.float64).reshape(t)
         self.episode = np.asarray(self.episode, dtype=np.int32).reshape(t)
+        for name, width in _PX4_ARRAYS.items():
+            value = getattr(self, name)
+            if value is not None:
+                shape = (t,) if width == 0 else (t, width)
+                setattr(self, name, np.asarray(value, dtype=np.float64).reshape(shape))
+
+    @property
+    def has_px4_estimate(self) -> bool:
+        """True when the log carries PX4's estimate (``px4_est_pos_w`` and ``px4_est_vel_w``)."""
+        return self.px4_est_pos_w is not None and self.px4_est_vel_w is not None
 
     def __len__(self) -> int:
         return int(self.time_s.shape[0])
@@ -388,6 +420,11 @@ def record_trajectories(
     from rest after a reset), then flies its commands. A drone that leaves the
     safe box anyway ends its episode there; the next one continues the sequence.
 
+    With PX4 (each reset restarts it: one PX4 run, and its own ULog, per episode) every row
+    also gets ``px4_time_s`` and ``meta["px4"]`` names each episode's PX4 run (its text log)
+    and where it booted; PX4 writes the ULog out only when it stops, so call
+    :func:`attach_px4_estimate` after ``env.close()`` to add PX4's estimate.
+
     Args:
         env: a ``flyby/PX4ISR-v0`` env (:class:`flyby.envs.px4_env.PX4ISREnv`), any flight stack.
         commands: (T, 4) normalised commands in [-1, 1] at ``env.cfg.step_dt``.
@@ -414,6 +451,10 @@ def record_trajectories(
     rng = np.random.default_rng(seed)
     rows: dict[str, list] = {k: [] for k in ("time_s", "commands", "pos_w", "lin_vel_w", "yaw_rad", "episode")}
     dyn = env.task.dynamics
+    stack = getattr(dyn, "flight_stack", None)
+    px4 = stack is not None and hasattr(stack, "px4_time_s")  # PX4FlightStack (or a stand-in of it)
+    px4_time: list[float] = []
+    px4_runs: dict[int, dict[str, Any]] = {}  # raw episode index -> its PX4 run
     hover = np.zeros(ACTION_DIM, dtype=np.float32)
     bar = None
     if progress:
@@ -431,6 +472,8 @@ def record_trajectories(
             )
             for _ in range(settle):
                 env.step(hover)
+            if px4:
+                px4_runs[episode] = _px4_run(env, stack, box.start)
             for k in range(first, end):
                 pos = dyn.pos_w[0].copy()
                 if not box.contains(pos):
@@ -443,6 +486,9 @@ def record_trajectories(
                 rows["lin_vel_w"].append(dyn.lin_vel_w[0].copy())
                 rows["yaw_rad"].append(float(dyn.yaw_rad[0]))
                 rows["episode"].append(episode)
+                if px4:
+                    # PX4 is told this state with the next HIL_SENSOR, one physics step on.
+                    px4_time.append(float(stack.px4_time_s[0]) + float(env.cfg.physics_dt))
                 _, _, terminated, _, _ = env.step(cmd[k])
                 if bar is not None:
                     bar.update(1)
@@ -451,6 +497,8 @@ def record_trajectories(
                     # The step that ended it is unusable: drop its row, resume after it.
                     for v in rows.values():
                         v.pop()
+                    if px4:
+                        px4_time.pop()
                     if k + 1 < end:
                         queue.insert(0, (k + 1, end))
                     break
@@ -468,7 +516,29 @@ def record_trajectories(
         meta=log_metadata(env, seed, excitation),
     )
     log.meta["episodes"] = len(log.episode_bounds())
+    if px4:
+        raw = np.asarray(rows["episode"], dtype=np.int32)
+        kept = [int(e) for e in raw[np.r_[True, np.diff(raw) != 0]]] if raw.size else []
+        log.px4_time_s = np.asarray(px4_time, dtype=np.float64)
+        log.meta["px4"] = {
+            "home": [float(h) for h in getattr(stack, "home", ())],
+            "runs": [px4_runs[e] for e in kept],  # one per episode of the log, in order
+        }
     return log
+
+
+def _px4_run(env, stack, start_w: np.ndarray) -> dict[str, Any]:
+    """The PX4 run flying the current episode: its text log, and where it booted (m, world ENU).
+
+    PX4 boots at rest on the surface below the episode's start (``FlightStackMotion.reset``):
+    ``start_w``'s x, y at the surface height plus the resting height of the drone's centre.
+    """
+    dyn = env.task.dynamics
+    boot = np.asarray(start_w, dtype=np.float64).copy()
+    surface = 0.0 if dyn.surface_height is None else float(np.asarray(dyn.surface_height(boot[None, :2]))[0])
+    boot[2] = surface + float(dyn.rest_height_m)
+    text_log = stack.log_paths[0]
+    return {"text_log": None if text_log is None else str(text_log), "boot_pos_w": boot.round(4).tolist()}
 
 
 def _renumber(episode: np.ndarray) -> np.ndarray:
@@ -478,13 +548,132 @@ def _renumber(episode: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.diff(episode) != 0)]).astype(np.int32)
 
 
+# ---------------------------------------------------------------------------- PX4's estimate
+
+PX4_ORIGIN_NOTE = (
+    "PX4's local NED frame is about the origin EKF2 set from its first GNSS fix, on the ground below the "
+    "episode's start where PX4 booted; each vehicle_local_position sample states it (ref_lat, ref_lon, "
+    "ref_alt), projected here into flyby's world about meta.px4.home with PX4's own projection, so "
+    "px4_est_pos_w = origin + local estimate is PX4's global estimate in world ENU; where PX4 had no "
+    "origin yet the boot position stands in"
+)
+
+
+def attach_px4_estimate(
+    log: TrajectoryLog, ulogs: Mapping[str | Path, Sequence[str | Path]], *, max_gap_s: float = 0.1
+) -> TrajectoryLog:
+    """Add PX4's EKF2 estimate, from the ULogs of its runs, to a PX4 log beside the ground truth.
+
+    Each episode of ``log`` was flown by one PX4 run (``meta["px4"]["runs"]``, in episode
+    order); its ULogs (one, or several if PX4 was re-armed) share that run's clock. The
+    ``vehicle_local_position`` samples are put in flyby's world (see :data:`PX4_ORIGIN_NOTE`:
+    PX4's stated origin plus its local estimate, NED -> ENU through :mod:`flyby.px4.frames`)
+    and interpolated linearly at each row's ``px4_time_s``.
+
+    Sets ``log.px4_est_pos_w`` (T, 3) m and ``log.px4_est_vel_w`` (T, 3) m/s, world ENU (NaN
+    for rows outside the ULog's samples or in a gap over ``max_gap_s``); adds to each run of
+    ``meta["px4"]["runs"]`` its ``ulogs``, PX4's ``origin_w`` (m ENU, at the episode's first
+    row) and ``origin_minus_boot_m``; and sets ``meta["px4_estimate"]`` (:func:`px4_estimate_summary`).
+
+    Args:
+        log: from :func:`record_trajectories` with PX4 (has ``px4_time_s`` and ``meta["px4"]``).
+        ulogs: text log of a PX4 run -> the ULogs kept from it, e.g.
+            ``env.task.dynamics.flight_stack.kept_ulogs[0]`` once ``env.close()`` has stopped PX4.
+        max_gap_s: s, the largest gap between ULog samples to interpolate across.
+
+    Returns:
+        ``log`` (changed in place).
+
+    Raises:
+        TuningDataError: ``log`` was not flown with PX4 (no ``px4_time_s`` / ``meta["px4"]``).
+        flyby.errors.ULogError: a run has no ULog in ``ulogs``, or a ULog is missing, not a ULog
+            or lacks a topic (the message names the file and the topic).
+    """
+    from flyby.errors import ULogError
+    from flyby.px4.ulog import concat_local_positions, read_ulog, resample
+
+    info = log.meta.get("px4")
+    runs = None if info is None else info.get("runs")
+    bounds = log.episode_bounds()
+    if log.px4_time_s is None or runs is None or len(runs) != len(bounds):
+        raise TuningDataError(
+            f"this log has no PX4 run per episode (flight stack {log.meta.get('flight_stack')!r}, "
+            f"{len(bounds)} episode(s), {0 if runs is None else len(runs)} PX4 run(s)); "
+            "record it with `flyby record --flight-stack px4`"
+        )
+    home = tuple(float(h) for h in info["home"])
+    by_run = {Path(k).resolve(): [Path(p) for p in v] for k, v in ulogs.items()}
+    est_pos = np.full((len(log), 3), np.nan)
+    est_vel = np.full((len(log), 3), np.nan)
+    for (a, b), run in zip(bounds, runs):
+        text_log = run.get("text_log")
+        paths = by_run.get(Path(text_log).resolve()) if text_log else None
+        if not paths:
+            raise ULogError(
+                f"no ULog kept for PX4 run {text_log} (episode rows {a}..{b}); PX4 writes it out when it "
+                "stops: call attach_px4_estimate after env.close()",
+                path=text_log,
+            )
+        lp = concat_local_positions([read_ulog(p).local_position for p in paths])
+        boot = np.asarray(run["boot_pos_w"], dtype=np.float64)
+        t = log.px4_time_s[a : b + 1]
+        pos_w = lp.pos_w(home, fallback_origin_w=boot)
+        est_pos[a : b + 1] = resample(lp.time_s, pos_w, t, max_gap_s=max_gap_s)
+        est_vel[a : b + 1] = resample(lp.time_s, lp.vel_w, t, max_gap_s=max_gap_s)
+        origin = resample(lp.time_s, lp.origin_w(home), t[:1], max_gap_s=max_gap_s)[0]
+        run["ulogs"] = [str(p) for p in paths]
+        run["origin_w"] = None if not np.isfinite(origin).all() else origin.round(4).tolist()
+        run["origin_minus_boot_m"] = None if run["origin_w"] is None else (origin - boot).round(4).tolist()
+    log.px4_est_pos_w = est_pos
+    log.px4_est_vel_w = est_vel
+    log.meta["px4_estimate"] = px4_estimate_summary(log)
+    return log
+
+
+def px4_estimate_summary(log: TrajectoryLog) -> dict[str, Any]:
+    """Estimator error of a log with PX4's estimate: ``|px4_est - truth|`` over the rows that have one.
+
+    Returns:
+        ``{"rows": n, "rows_without_estimate": m, "pos_err_median_m", "pos_err_p95_m", "pos_err_max_m",
+        "vel_err_median_mps", "vel_err_p95_mps", "origin": PX4_ORIGIN_NOTE}`` (errors None without rows).
+
+    Raises:
+        TuningDataError: the log has no PX4 estimate.
+    """
+    if not log.has_px4_estimate:
+        raise TuningDataError(
+            "this log has no PX4 estimate (px4_est_pos_w); record it with `flyby record --flight-stack px4`"
+        )
+    pos_err = np.linalg.norm(log.px4_est_pos_w - log.pos_w, axis=1)
+    vel_err = np.linalg.norm(log.px4_est_vel_w - log.lin_vel_w, axis=1)
+    ok = np.isfinite(pos_err) & np.isfinite(vel_err)
+
+    def stat(x: np.ndarray, q: float) -> float | None:
+        return round(float(np.percentile(x[ok], q)), 4) if ok.any() else None
+
+    return {
+        "rows": int(ok.sum()),
+        "rows_without_estimate": int((~ok).sum()),
+        "pos_err_median_m": stat(pos_err, 50),
+        "pos_err_p95_m": stat(pos_err, 95),
+        "pos_err_max_m": stat(pos_err, 100),
+        "vel_err_median_mps": stat(vel_err, 50),
+        "vel_err_p95_mps": stat(vel_err, 95),
+        "origin": PX4_ORIGIN_NOTE,
+    }
+
+
 # ---------------------------------------------------------------------------- files
 
 _ARRAYS = ("time_s", "commands", "pos_w", "lin_vel_w", "yaw_rad", "episode")
 
 
 def save_log(log: TrajectoryLog, path: str | Path | None = None) -> Path:
-    """Write ``log`` as a compressed ``.npz`` (arrays + JSON metadata); return the path.
+    """Write ``log`` as a compressed ``.npz`` (arrays + JSON metadata), atomically; return the path.
+
+    The optional PX4 arrays (``px4_time_s``, ``px4_est_pos_w``, ``px4_est_vel_w``) are written
+    when the log has them. The file is written beside ``path`` under a temporary name and
+    renamed onto it, so a reader never sees half a log.
 
     Args:
         path: file path; default ``output/logs/<flight_stack>_seed<seed>.npz``. Parent folders are created.
@@ -496,7 +685,16 @@ def save_log(log: TrajectoryLog, path: str | Path | None = None) -> Path:
         path = path.with_suffix(".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: getattr(log, k) for k in _ARRAYS}
-    np.savez_compressed(path, meta=np.array(json.dumps(log.meta, sort_keys=True)), **arrays)
+    arrays.update({k: getattr(log, k) for k in _PX4_ARRAYS if getattr(log, k) is not None})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, meta=np.array(json.dumps(log.meta, sort_keys=True)), **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -517,15 +715,16 @@ def load_log(path: str | Path) -> TrajectoryLog:
             if missing:
                 raise TuningDataError(f"{path} is not a flyby trajectory log: missing {missing}")
             arrays = {k: data[k] for k in _ARRAYS}
+            optional = {k: data[k] for k in _PX4_ARRAYS if k in data.files}
             meta = json.loads(str(data["meta"]))
     except (OSError, ValueError) as exc:
         if isinstance(exc, TuningDataError):
             raise
         raise TuningDataError(f"{path} is not a readable .npz trajectory log: {exc}") from exc
-    lengths = {k: len(v) for k, v in arrays.items()}
+    lengths = {k: len(v) for k, v in {**arrays, **optional}.items()}
     if len(set(lengths.values())) > 1:
         raise TuningDataError(f"{path}: arrays disagree in length: {lengths}")
     try:
-        return TrajectoryLog(**arrays, meta=meta)
+        return TrajectoryLog(**arrays, **optional, meta=meta)
     except ValueError as exc:
         raise TuningDataError(f"{path}: malformed arrays: {exc}") from exc

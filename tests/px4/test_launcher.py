@@ -229,3 +229,93 @@ def test_px4_does_not_outlive_flyby(no_px4, monkeypatch, how):
         if child.poll() is None:
             child.kill()
             child.wait(timeout=5.0)
+
+
+# Writes ULogs where PX4 SITL does (log/<date>/<time>.ulg in its working directory), then waits for SIGINT.
+WRITES_ULOGS = """#!/bin/sh
+mkdir -p log/2026-01-01
+for name in $FAKE_ULOGS; do printf 'ULog-%s' "$name" > "log/2026-01-01/$name.ulg"; done
+trap 'exit 0' INT
+echo "FAKE-PX4-LOGGING"
+while :; do sleep 0.05; done
+"""
+
+
+@pytest.mark.parametrize("names", [["12_00_00"], ["12_00_00", "12_05_00"], []])
+def test_ulogs_are_kept_next_to_the_text_log(no_px4, monkeypatch, names):
+    tmp = no_px4
+    _script(tmp / "bin" / "px4", WRITES_ULOGS)
+    monkeypatch.setenv("PATH", f"{tmp / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    px4 = PX4Launcher(4, log_dir=tmp / "logs", extra_env={"FAKE_ULOGS": " ".join(names)}).start()
+    _wait_for_log(px4, "FAKE-PX4-LOGGING")
+    workdir, text_log = px4.workdir, px4.log_path
+    assert px4.stop() == 0
+    assert not workdir.exists()  # kept first, then removed
+    if len(names) == 1:
+        expected = [text_log.with_suffix(".ulg")]
+    else:
+        expected = [text_log.with_name(f"{text_log.stem}.{n}.ulg") for n in range(1, len(names) + 1)]
+    assert px4.ulog_paths == expected
+    assert px4.kept_ulogs == ({text_log: expected} if names else {})
+    assert [p.read_text() for p in expected] == [f"ULog-{n}" for n in names]  # PX4's order: by time
+    px4.start()
+    _wait_for_log(px4, "FAKE-PX4-LOGGING")
+    px4.stop()
+    assert len(px4.ulog_paths) == 2 * len(names)  # every run's ULogs, oldest first
+    assert px4.ulog_paths[: len(names)] == expected
+
+
+def test_ulog_move_across_filesystems_is_a_copy_then_rename(tmp_path, monkeypatch):
+    import errno
+
+    source, target = tmp_path / "work" / "a.ulg", tmp_path / "logs" / "px4_0_x.ulg"
+    source.parent.mkdir()
+    source.write_bytes(b"ULog" * 1000)
+    real_replace = os.replace
+    calls = []
+
+    def cross_device_once(src, dst):
+        calls.append((Path(src), Path(dst)))
+        if len(calls) == 1:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(launcher_mod.os, "replace", cross_device_once)
+    launcher_mod._move_atomic(source, target)
+    assert target.read_bytes() == b"ULog" * 1000 and not source.exists()
+    assert calls[1][0].parent == target.parent and calls[1][1] == target  # a temporary file beside it, renamed
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no temporary file left
+
+
+def test_ulog_that_cannot_be_kept_leaves_the_working_directory(no_px4, monkeypatch, caplog):
+    tmp = no_px4
+    _script(tmp / "bin" / "px4", WRITES_ULOGS)
+    monkeypatch.setenv("PATH", f"{tmp / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    px4 = PX4Launcher(5, log_dir=tmp / "logs", extra_env={"FAKE_ULOGS": "12_00_00"}).start()
+    _wait_for_log(px4, "FAKE-PX4-LOGGING")
+    workdir = px4.workdir
+
+    def fail(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(launcher_mod, "_move_atomic", fail)
+    with caplog.at_level("ERROR", logger="flyby.px4.launcher"):
+        assert px4.stop() == 0
+    assert (workdir / "log/2026-01-01/12_00_00.ulg").is_file()  # not deleted with the directory
+    assert "could not keep PX4's ULog" in caplog.text and str(workdir) in caplog.text
+    assert px4.ulog_paths == [] and px4.workdir is None
+    import shutil
+
+    shutil.rmtree(workdir)
+
+
+def test_keep_ulogs_false_removes_them_with_the_working_directory(no_px4, monkeypatch):
+    tmp = no_px4
+    _script(tmp / "bin" / "px4", WRITES_ULOGS)
+    monkeypatch.setenv("PATH", f"{tmp / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    px4 = PX4Launcher(6, log_dir=tmp / "logs", extra_env={"FAKE_ULOGS": "12_00_00"}, keep_ulogs=False).start()
+    _wait_for_log(px4, "FAKE-PX4-LOGGING")
+    workdir, text_log = px4.workdir, px4.log_path
+    assert px4.stop() == 0
+    assert not workdir.exists() and px4.ulog_paths == []
+    assert text_log.is_file() and not list((tmp / "logs").glob("*.ulg"))  # the text log stays
