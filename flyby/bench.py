@@ -126,3 +126,148 @@ def format_table(rows: list[Throughput]) -> str:
             f"{r.num_drones:>6} {r.steps:>6} {r.wall_s:>8.3f} {r.drone_steps_per_s:>14,.0f} {r.sim_s_per_wall_s:>12,.0f}"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class InstanceThroughput:
+    """``PX4ISR-v0`` throughput of N parallel envs (worker processes; one PX4 instance each with PX4)."""
+
+    num_instances: int  # parallel envs (= PX4 instances with PX4)
+    flight_stack: str  # "px4" or "cascade"
+    flight_stack_label: str  # the same in words
+    px4_instances: tuple[int, ...]  # instances that flew (empty for the cascade)
+    steps: int  # timed env steps per env
+    env_steps_per_s: float  # sum over the envs, free-running: steps * N / wall s from start to the last env done
+    per_instance_steps_per_s: tuple[float, ...]  # each env's own rate while free-running
+    lockstep_env_steps_per_s: float  # sum over the envs when stepped together, as SB3's VecEnv steps them
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _bench_prepare(env, state: dict, seed: int, warmup: int) -> None:
+    """Worker side: reset at 40 m (PX4: after its take-off phase), then ``warmup`` untimed steps."""
+    from flyby.policies import SmoothPatrolPolicy
+
+    state["seed"] = seed
+    state["obs"], _ = env.reset(seed=seed, options={"pos_w": [0.0, 0.0, 40.0], "yaw_rad": 0.0})
+    state["policy"] = SmoothPatrolPolicy(1, env.task.layout, seed=seed)
+    for _ in range(warmup):
+        _bench_step(env, state)
+
+
+def _bench_step(env, state: dict) -> float:
+    """Worker side: one policy step; an episode end resets (untimed). Returns s spent in ``env.step``."""
+    t0 = time.perf_counter()
+    obs, _, terminated, truncated, _ = env.step(state["policy"](state["obs"][None])[0])
+    spent = time.perf_counter() - t0
+    if terminated or truncated:
+        obs, _ = env.reset(options={"pos_w": [0.0, 0.0, 40.0], "yaw_rad": 0.0})
+    state["obs"] = obs
+    return spent
+
+
+def _bench_free_run(env, state: dict, steps: int) -> float:
+    """Worker side: ``steps`` timed steps on its own; returns s spent in ``env.step``."""
+    return sum(_bench_step(env, state) for _ in range(steps))
+
+
+def measure_px4_instances(
+    counts=(1, 2, 4), *, steps: int = 500, warmup: int = 25, flight_stack: str = "auto",
+    first_instance: int | None = None, env_cfg=None, progress: bool = False,
+) -> list[InstanceThroughput]:
+    """``PX4ISR-v0`` env steps/s (render off) at each count of parallel envs, one PX4 instance each.
+
+    For each N: an :class:`~flyby.training.parallel.EnvPool` of N ``PX4ISREnv`` (worker
+    processes, PX4 instances ``first .. first + N - 1``) is started, every env resets at 40 m
+    (PX4's take-off phase, untimed) and steps ``warmup`` times with
+    :class:`~flyby.policies.SmoothPatrolPolicy`. Then two timed runs of ``steps`` steps per env:
+
+    - free-running: every env steps on its own (as parallel evaluation runs); the sum is
+      ``N * steps`` over the wall time from the start to the last env done; each env's own rate
+      counts its time inside ``env.step``;
+    - lockstep: all envs step together, one command round per step through the pipes (as SB3's
+      ``VecEnv`` steps them in training), so the slowest env sets the pace.
+
+    Episode ends inside a run reset the env untimed (in lockstep the others wait for it).
+
+    Args:
+        counts: parallel env counts (each 1..10; first + N - 1 <= 9).
+        steps: timed env steps per env and run.
+        warmup: untimed steps per env after the reset.
+        flight_stack: ``"auto"`` (PX4 when found), ``"px4"`` or ``"cascade"``; resolved once.
+        first_instance: PX4 instance of env 0; None: ``env_cfg.px4.instance``.
+        env_cfg: ``PX4EnvCfg`` (default: the packaged evaluation config, render off); its episode
+            length is raised so no episode ends within the runs.
+        progress: a tqdm bar over the counts.
+
+    Raises:
+        ConfigError: a bad count or instance range (before anything starts), ``steps < 1``.
+        PX4Unavailable: ``"px4"`` without PX4, or a PX4 that fails (every PX4 is stopped first).
+    """
+    from dataclasses import replace
+
+    from flyby.envs.px4_env import FLIGHT_STACK_LABELS, resolve_flight_stack
+    from flyby.errors import ConfigError
+    from flyby.training.parallel import check_px4_instances, make_px4_pool
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or warmup < 0:
+        raise ConfigError([f"steps: {steps!r} must be an integer >= 1 and warmup {warmup!r} >= 0"])
+    if env_cfg is None:
+        from flyby.training.evaluation_cfg import load_evaluation_cfg
+
+        env_cfg = load_evaluation_cfg().px4_env
+    first = env_cfg.px4.instance if first_instance is None else first_instance
+    counts = [int(n) if not isinstance(n, bool) else n for n in counts]
+    for n in counts:
+        check_px4_instances(n, first)
+    length_s = max(env_cfg.episode_length_s, 1.5 * (warmup + 2 * steps) * env_cfg.step_dt)
+    cfg = replace(env_cfg, episode_length_s=length_s, render_interval=1)
+    stack = resolve_flight_stack(flight_stack, cfg.px4)
+    rows = []
+    it = counts
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(counts, desc="PX4ISR-v0 parallel instances", unit="count")
+    for n in it:
+        with make_px4_pool(cfg, stack.value, n, first) as pool:
+            for j in range(n):
+                pool.send(j, "run", _bench_prepare, (j, warmup))
+            for j in range(n):
+                pool.recv(j)
+            t0 = time.perf_counter()
+            for j in range(n):
+                pool.send(j, "run", _bench_free_run, (steps,))
+            inside = [pool.recv(j) for j in range(n)]
+            free_wall = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                for j in range(n):
+                    pool.send(j, "run", _bench_step, ())
+                for j in range(n):
+                    pool.recv(j)
+            lock_wall = time.perf_counter() - t0
+        rows.append(InstanceThroughput(
+            num_instances=n,
+            flight_stack=stack.value,
+            flight_stack_label=FLIGHT_STACK_LABELS[stack],
+            px4_instances=tuple(range(first, first + n)) if stack.value == "px4" else (),
+            steps=steps,
+            env_steps_per_s=n * steps / free_wall,
+            per_instance_steps_per_s=tuple(steps / s for s in inside),
+            lockstep_env_steps_per_s=n * steps / lock_wall,
+        ))
+    return rows
+
+
+def format_instance_table(rows: list[InstanceThroughput]) -> str:
+    """A plain-text table of :func:`measure_px4_instances` rows."""
+    lines = [f"{'envs':>4}  {'PX4 instances':<14} {'env steps/s (sum)':>17} {'lockstep sum':>13}  per instance"]
+    for r in rows:
+        inst = (f"{r.px4_instances[0]}..{r.px4_instances[-1]}" if len(r.px4_instances) > 1
+                else str(r.px4_instances[0]) if r.px4_instances else "none (cascade)")
+        per = ", ".join(f"{v:.0f}" for v in r.per_instance_steps_per_s)
+        lines.append(f"{r.num_instances:>4}  {inst:<14} {r.env_steps_per_s:>17.1f} "
+                     f"{r.lockstep_env_steps_per_s:>13.1f}  {per}")
+    return "\n".join(lines)

@@ -1,5 +1,5 @@
-"""The ``flyby`` command line: ``flyby info``, ``flyby bench``, ``flyby record``, ``flyby tune``,
-``flyby train``, ``flyby evaluate``."""
+"""The ``flyby`` command line: ``flyby info``, ``flyby bench``, ``flyby record``, ``flyby px4-log``,
+``flyby tune``, ``flyby train``, ``flyby evaluate``."""
 
 from __future__ import annotations
 
@@ -153,10 +153,16 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if not args.duration > 0:
         print(f"flyby record: --duration must be > 0 seconds, got {args.duration}", file=sys.stderr)
         return 2
-    from flyby.envs.px4_env import PX4ISREnv
-    from flyby.training.record import excitation_sequences, record_trajectories, save_log
+    from dataclasses import replace
 
-    env = PX4ISREnv(flight_stack=args.flight_stack)
+    from flyby.envs.px4_env import PX4ISREnv
+    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.training.record import attach_px4_estimate, excitation_sequences, record_trajectories, save_log
+
+    cfg = load_evaluation_cfg().px4_env
+    if args.px4_instance is not None:
+        cfg = replace(cfg, px4=replace(cfg.px4, instance=args.px4_instance))
+    env = PX4ISREnv(cfg, flight_stack=args.flight_stack)
     try:
         step_dt = env.cfg.step_dt
         commands = excitation_sequences(args.kind, args.duration, step_dt, args.seed)
@@ -165,11 +171,53 @@ def _cmd_record(args: argparse.Namespace) -> int:
         what = f"{args.kind} {args.duration:g} s seed {args.seed}"
         log = record_trajectories(env, commands, seed=args.seed, progress=True, excitation=what)
     finally:
-        env.close()
-    path = save_log(log, args.out or f"output/logs/excitation_seed{args.seed}.npz")
+        env.close()  # stops PX4: its ULogs are written out and kept now
+    out = args.out or f"output/logs/excitation_seed{args.seed}.npz"
+    if "px4" in log.meta:
+        try:
+            attach_px4_estimate(log, env.task.dynamics.flight_stack.kept_ulogs[0])
+        except FlybyError:
+            path = save_log(log, out)
+            print(f"wrote {path} without PX4's estimate", file=sys.stderr)
+            raise
+    path = save_log(log, out)
     print(f"recorded     : {log.duration_s:.1f} s in {log.meta['episodes']} episode(s), "
           f"config fingerprint {log.meta['fingerprint']}")
+    if log.has_px4_estimate:
+        _print_px4_estimate(log)
     print(f"wrote {path}")
+    if args.plot:
+        if not log.has_px4_estimate:
+            print("flyby record: --plot needs --flight-stack px4 (PX4's estimate and ULog)", file=sys.stderr)
+            return 2
+        from flyby.training.px4_plot import plot_px4_log
+
+        print(f"wrote {plot_px4_log(log, args.plot, log_path=path)}")
+    return 0
+
+
+def _print_px4_estimate(log) -> None:
+    s = log.meta["px4_estimate"]
+    ulogs = [u for run in log.meta["px4"]["runs"] for u in run.get("ulogs", [])]
+    print(f"PX4 estimate : EKF2 position error median {s['pos_err_median_m']} m, p95 {s['pos_err_p95_m']} m, "
+          f"max {s['pos_err_max_m']} m; velocity error median {s['vel_err_median_mps']} m/s, "
+          f"p95 {s['vel_err_p95_mps']} m/s ({s['rows']} rows, {s['rows_without_estimate']} without)")
+    print(f"PX4 ULogs    : {', '.join(ulogs)}")
+
+
+def _cmd_px4_log(args: argparse.Namespace) -> int:
+    from flyby.training.record import load_log
+
+    log = load_log(args.log)
+    if not log.has_px4_estimate:
+        print(f"flyby px4-log: {args.log} has no PX4 estimate (flight stack {log.meta.get('flight_stack')!r}); "
+              "record one with `flyby record --flight-stack px4`", file=sys.stderr)
+        return 2
+    _print_px4_estimate(log)
+    if args.plot:
+        from flyby.training.px4_plot import plot_px4_log
+
+        print(f"wrote {plot_px4_log(log, args.plot, log_path=args.log)}")
     return 0
 
 
@@ -184,32 +232,64 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from flyby.training.train import FULL_NUM_ENVS, check_budget, load_ppo_cfg, save_model, train_ppo
+    from flyby.training.train import (
+        FULL_NUM_ENVS, check_budget, load_ppo_cfg, resolve_train_flight_stack, save_model, train_ppo,
+    )
 
     check_budget(args.budget_s)
+    if args.env == "direct" and (args.flight_stack is not None or args.first_px4_instance is not None):
+        print("flyby train: --flight-stack and --first-px4-instance apply to --env full only "
+              "(--env direct trains on the direct dynamics)", file=sys.stderr)
+        return 2
     ppo_cfg = load_ppo_cfg(args.ppo_config)
     num_envs = args.num_envs or (16 if args.env == "direct" else FULL_NUM_ENVS)
     out = args.out or f"output/models/{args.env}.zip"
-    label = "MultiDroneISR-v0 (direct dynamics)" if args.env == "direct" else "PX4ISR-v0 (cascade, render off)"
-    print(f"PPO on {label}, {num_envs} parallel env(s), budget {args.budget_s:g} s wall clock, seed {args.seed}")
+    stack = None
+    if args.env == "direct":
+        label = "MultiDroneISR-v0 (direct dynamics)"
+        where = f"{num_envs} parallel env(s)"
+    else:
+        from flyby.training.evaluation_cfg import load_evaluation_cfg
+        from flyby.training.parallel import check_px4_instances
+
+        cfg = load_evaluation_cfg().px4_env
+        first = cfg.px4.instance if args.first_px4_instance is None else args.first_px4_instance
+        if args.flight_stack == "px4":
+            check_px4_instances(num_envs, first, count_name="--num-envs", first_name="--first-px4-instance")
+        stack, stack_label = resolve_train_flight_stack("full", args.flight_stack or "auto", cfg)
+        label = f"PX4ISR-v0 ({stack_label}, render off)"
+        if stack == "px4":
+            check_px4_instances(num_envs, first, count_name="--num-envs", first_name="--first-px4-instance")
+            where = (f"{num_envs} parallel env(s) in worker processes on PX4 instances "
+                     f"{first}..{first + num_envs - 1}")
+        else:
+            where = f"{num_envs} env(s) stepped in turn"
+    print(f"PPO on {label}, {where}, budget {args.budget_s:g} s wall clock, seed {args.seed}")
     result = train_ppo(
         args.env, budget_s=args.budget_s, seed=args.seed, total_timesteps_cap=args.timesteps_cap,
         ppo_kwargs=ppo_cfg, num_drones=num_envs, num_envs_full=num_envs, episode_length_s=args.episode_length_s,
+        flight_stack=stack, first_px4_instance=args.first_px4_instance,
     )
     path = save_model(result, out)
     last = result.learning_curve[-1].mean_return if result.learning_curve else float("nan")
-    print(f"trained: {result.env_steps:,} env steps, {result.episodes} episodes in {result.wall_s:.1f} s "
-          f"({result.env_steps / result.wall_s:,.0f} steps/s); last mean training return {last:+.2f}")
-    print(f"wrote {path} (and {path.with_suffix('.json').name})")
+    print(f"trained on {result.flight_stack_label}: {result.env_steps:,} env steps, {result.episodes} episodes "
+          f"in {result.wall_s:.1f} s ({result.env_steps / result.wall_s:,.0f} steps/s); "
+          f"last mean training return {last:+.2f}")
+    print(f"wrote {path} (and {path.with_suffix('.json').name}, which records the flight stack)")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from flyby.training.evaluate import (
-        RandomPolicy, ZeroPolicy, evaluate_policy_full_fidelity, parse_seeds, reference_return,
+        RandomPolicy, ZeroPolicy, eval_env_cfg, eval_flight_stack, evaluate_policy_full_fidelity, parse_seeds,
+        reference_return,
     )
+    from flyby.training.parallel import check_px4_instances
 
     seeds = parse_seeds(args.seeds)
+    cfg = eval_env_cfg(args.episode_length_s)
+    first = cfg.px4.instance if args.first_px4_instance is None else args.first_px4_instance
+    check_px4_instances(args.px4_instances, first, count_name="--px4-instances", first_name="--first-px4-instance")
     if args.model in ("random", "zero"):
         policy, label = (RandomPolicy(), "random") if args.model == "random" else (ZeroPolicy(), "zero-action")
     else:
@@ -223,8 +303,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from stable_baselines3 import PPO
 
         policy, label = PPO.load(args.model, device="cpu"), Path(args.model).stem
-    kw = {"episode_length_s": args.episode_length_s, "flight_stack": args.flight_stack}
-    print(f"PX4ISR-v0 ({args.flight_stack}), {len(seeds)} episode(s), seeds {args.seeds}:")
+    stack, stack_label = eval_flight_stack(args.flight_stack, cfg)  # resolved once: every figure flies the same
+    n_envs = min(args.px4_instances, len(seeds))
+    where = "1 env" if n_envs == 1 else f"{n_envs} parallel envs"
+    if stack == "px4":
+        where += f" on PX4 instance {first}" if n_envs == 1 else f" on PX4 instances {first}..{first + n_envs - 1}"
+    kw = {"episode_length_s": args.episode_length_s, "flight_stack": stack, "px4_instances": n_envs,
+          "first_px4_instance": first}
+    print(f"PX4ISR-v0, flight stack: {stack_label}; {where}; {len(seeds)} episode(s), seeds {args.seeds}:")
     results = [evaluate_policy_full_fidelity(policy, seeds, deterministic=not args.stochastic, label=label,
                                              progress=True, **kw)]
     print(results[0].describe())
@@ -232,11 +318,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         for ref in (RandomPolicy(), ZeroPolicy()):
             results.append(evaluate_policy_full_fidelity(ref, seeds, label=ref.label, **kw))
             print(results[-1].describe())
-        print(f"reference (better of random and zero-action): {reference_return(results[1], results[2]):+.2f}")
+        print(f"reference (better of random and zero-action): {reference_return(results[1], results[2]):+.2f} "
+              f"[{stack_label}]")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"seeds": seeds, "results": [r.as_dict() for r in results]}, indent=2))
-        print(f"wrote {args.json}")
+        Path(args.json).write_text(json.dumps({
+            "seeds": seeds, "flight_stack": stack, "flight_stack_label": stack_label, "parallel_envs": n_envs,
+            "results": [r.as_dict() for r in results],
+        }, indent=2))
+        print(f"wrote {args.json} (flight stack: {stack_label})")
     return 0
 
 
@@ -265,7 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--flight-stack", default="auto", choices=("auto", "cascade", "px4"),
                         help="flight stack of PX4ISR-v0 (default auto: PX4 when found, else the cascade)")
     record.add_argument("--out", default=None, help="log file (default output/logs/excitation_seed<seed>.npz)")
+    record.add_argument("--px4-instance", type=int, default=None,
+                        help="PX4 SITL instance i (TCP 4560+i, UDP 14540+i; default: evaluation config's)")
+    record.add_argument("--plot", default=None,
+                        help="with PX4: also write the estimator-error / velocity / motor plot to this PNG")
     record.set_defaults(func=_cmd_record)
+    px4_log = sub.add_parser("px4-log", help="PX4's estimate in a `flyby record` log: error figures and a plot")
+    px4_log.add_argument("log", help="a log recorded with --flight-stack px4 (.npz)")
+    px4_log.add_argument("--plot", default=None, help="write the estimator-error / velocity / motor plot to this PNG")
+    px4_log.set_defaults(func=_cmd_px4_log)
     tune = sub.add_parser("tune", help="fit the direct dynamics to recorded logs; write dynamics_config.yaml")
     tune.add_argument("logs", nargs="+", help="training logs (.npz from `flyby record`)")
     tune.add_argument("--held-out", required=True, help="log kept out of the fit, for the reported errors")
@@ -278,12 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=_cmd_tune)
     train = sub.add_parser("train", help="train PPO on the direct or full-fidelity env within a wall-clock budget")
     train.add_argument("--env", required=True, choices=("direct", "full"),
-                       help="direct: MultiDroneISR-v0 (direct dynamics); full: PX4ISR-v0 (cascade, render off)")
+                       help="direct: MultiDroneISR-v0 (direct dynamics); full: PX4ISR-v0 (render off) on the "
+                            "flight stack of --flight-stack")
     train.add_argument("--budget-s", type=float, default=60.0, help="wall-clock training budget in s (default 60)")
     train.add_argument("--seed", type=int, default=0, help="seed of PPO and the training envs (default 0)")
     train.add_argument("--out", default=None, help="model zip to write (default output/models/<env>.zip)")
     train.add_argument("--num-envs", type=int, default=None,
-                       help="parallel envs: drones for direct (default 16), PX4ISR-v0 copies for full (default 4)")
+                       help="parallel envs: drones for direct (default 16), PX4ISR-v0 copies for full (default 4; "
+                            "with PX4 one worker process and one PX4 instance each, at most 10)")
+    train.add_argument("--flight-stack", default=None, choices=("auto", "px4", "cascade"),
+                       help="--env full only: flight stack of PX4ISR-v0 (default auto: PX4 SITL when found, "
+                            "else the built-in cascade)")
+    train.add_argument("--first-px4-instance", type=int, default=None,
+                       help="--env full with PX4: PX4 instance of the first env; env j flies instance first+j "
+                            "(TCP 4560+i, UDP 14540+i; instances 0..9; default: evaluation_config.yaml's px4.instance)")
     train.add_argument("--episode-length-s", type=float, default=None,
                        help="training episode length in s (default: the env config's)")
     train.add_argument("--timesteps-cap", type=int, default=None, help="also stop after this many env steps")
@@ -295,8 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seeds", default="0..9", help="episode seeds: '0..9' (inclusive), '1,4,7' (default 0..9)")
     evaluate.add_argument("--episode-length-s", type=float, default=None,
                           help="episode length in s (default: evaluation_config.yaml's)")
-    evaluate.add_argument("--flight-stack", default="cascade", choices=("cascade", "px4", "auto"),
-                          help="flight stack of PX4ISR-v0 (default cascade)")
+    evaluate.add_argument("--flight-stack", default="auto", choices=("auto", "px4", "cascade"),
+                          help="flight stack of PX4ISR-v0 (default auto: PX4 SITL when found, else the built-in "
+                               "cascade); printed beside every figure and written to the JSON")
+    evaluate.add_argument("--px4-instances", type=int, default=1,
+                          help="parallel PX4ISR-v0 envs the episodes are spread over, each in its own worker "
+                               "process and (with PX4) on its own PX4 instance, 1..10; episode k runs seed k "
+                               "whatever the count, so results equal the serial ones (default 1)")
+    evaluate.add_argument("--first-px4-instance", type=int, default=None,
+                          help="PX4 instance of the first env; env j flies instance first+j (TCP 4560+i, "
+                               "UDP 14540+i; instances 0..9; default: evaluation_config.yaml's px4.instance)")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
     evaluate.add_argument("--no-references", action="store_true",
                           help="skip the random-policy and zero-action references")

@@ -4,7 +4,14 @@ Every policy, learned or not, is scored the same way: one episode per seed in
 ``PX4ISR-v0`` (built-in cascade flight stack unless told otherwise), episode
 ``k`` reset with ``seed=seeds[k]`` so every policy meets the same spawns, the
 same target motion and the same noise. Returns come with a Student-t 95 %
-confidence interval of the mean.
+confidence interval of the mean. Every result names the flight stack that
+produced it (:attr:`EvalResult.flight_stack_label`).
+
+Parallel evaluation (``px4_instances=N``): the episodes are spread over N
+``PX4ISR-v0`` copies in worker processes (:mod:`flyby.training.parallel`), copy
+``j`` on PX4 instance ``first + j`` (TCP 4560 + i, UDP 14540 + i). Episode ``k``
+still runs seed ``seeds[k]`` from a fresh reset, with its own copy of the policy,
+so the results are those of the serial evaluation, in seed order, whatever N.
 
 Reference policies: :class:`RandomPolicy` (uniform actions in the action box,
 seeded per episode) and :class:`ZeroPolicy` (zero velocity and yaw rate: hover
@@ -58,6 +65,57 @@ class ZeroPolicy:
         return np.zeros(ACTION_DIM, dtype=np.float32)
 
 
+def policy_payload(policy) -> tuple[str, Any]:
+    """``policy`` packed for worker processes: ``("sb3", (class, zip bytes))`` for an SB3 model
+    (saved with ``model.save``, so no training env travels with it), else ``("pickle", bytes)``
+    (cloudpickle: closures, lambdas and classes defined in scripts travel by value).
+
+    Raises:
+        TypeError: the policy cannot be pickled (the message says to use ``px4_instances=1``).
+    """
+    if hasattr(policy, "predict") and hasattr(policy, "save") and hasattr(type(policy), "load"):
+        import io
+
+        buf = io.BytesIO()
+        policy.save(buf)
+        return "sb3", (type(policy), buf.getvalue())
+    import cloudpickle
+
+    try:
+        return "pickle", cloudpickle.dumps(policy)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing here
+        raise TypeError(
+            f"policy {type(policy).__name__} cannot be sent to the parallel env workers ({exc}); "
+            "evaluate it with px4_instances=1 (in this process) or make it picklable"
+        ) from exc
+
+
+def load_policy_payload(payload: tuple[str, Any]):
+    """Inverse of :func:`policy_payload` (in a worker; SB3 models load on cpu, torch with 1 thread)."""
+    kind, data = payload
+    if kind == "sb3":
+        import io
+
+        import torch
+
+        torch.set_num_threads(1)
+        cls, blob = data
+        return cls.load(io.BytesIO(blob), device="cpu")
+    import cloudpickle
+
+    return cloudpickle.loads(data)
+
+
+def _worker_install_policy(env, state: dict, payload) -> None:
+    """Worker side of parallel evaluation: unpack the policy once."""
+    state["policy"] = load_policy_payload(payload)
+
+
+def _worker_run_episode(env, state: dict, seed: int, deterministic: bool) -> EpisodeStats:
+    """Worker side of parallel evaluation: one episode of the installed policy."""
+    return run_episode(env, state["policy"], seed, deterministic=deterministic)
+
+
 class EpisodeStats(NamedTuple):
     """One evaluation episode."""
 
@@ -80,6 +138,10 @@ class EvalResult:
         ci95: (lo, hi) Student-t 95 % confidence interval of the mean (NaN, NaN for n = 1).
         episodes: per-episode :class:`EpisodeStats` (targets seen, coverage, crash, geofence).
         label: the policy's name in reports.
+        flight_stack: ``"px4"`` or ``"cascade"``: what flew every episode ("" when unknown).
+        flight_stack_label: the same in words (``PX4ISREnv.flight_stack_label``).
+        parallel_envs: ``PX4ISR-v0`` copies the episodes were spread over (1 = serial).
+        px4_instances: the PX4 instances that flew (empty for the cascade).
     """
 
     returns: np.ndarray
@@ -87,6 +149,10 @@ class EvalResult:
     ci95: tuple[float, float]
     episodes: list[EpisodeStats] = field(default_factory=list)
     label: str = ""
+    flight_stack: str = ""
+    flight_stack_label: str = ""
+    parallel_envs: int = 1
+    px4_instances: list[int] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
@@ -113,16 +179,21 @@ class EvalResult:
         return sum(e.geofence for e in self.episodes)
 
     def describe(self) -> str:
-        """One line: mean return with its 95 % CI, and the per-episode extras."""
+        """One line: mean return with its 95 % CI, the per-episode extras and the flight stack."""
         lo, hi = self.ci95
+        stack = f"  [{self.flight_stack_label}]" if self.flight_stack_label else ""
         return (f"{self.label or 'policy':<16} return {self.mean:+8.2f}  95% CI [{lo:+8.2f}, {hi:+8.2f}]  "
                 f"(n={self.returns.size}; targets seen {self.targets_seen.mean():.1f}, "
                 f"coverage {100 * self.coverage.mean():.1f} %, crashes {self.crashes}, "
-                f"geofence exits {self.geofence_exits})")
+                f"geofence exits {self.geofence_exits}){stack}")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
+            "flight_stack": self.flight_stack,
+            "flight_stack_label": self.flight_stack_label,
+            "parallel_envs": self.parallel_envs,
+            "px4_instances": list(self.px4_instances),
             "mean": self.mean,
             "ci95": list(self.ci95),
             "returns": self.returns.tolist(),
@@ -312,6 +383,21 @@ def run_episode(env, policy, seed: int, *, deterministic: bool = True,
             )
 
 
+def eval_flight_stack(flight_stack: str = "cascade", env_cfg=None) -> tuple[str, str]:
+    """The flight stack an evaluation with ``flight_stack`` flies: ``(value, label)``, e.g.
+    ``("px4", "PX4 SITL (lockstep over MAVLink)")``; ``"auto"`` is PX4 when found, else the cascade.
+
+    Raises:
+        PX4Unavailable: ``"px4"`` and no PX4 binary (the message says how to set ``PX4_DIR``).
+        ValueError: an unknown flight stack name.
+    """
+    from flyby.envs.px4_env import FLIGHT_STACK_LABELS, resolve_flight_stack
+
+    cfg = eval_env_cfg(None, env_cfg)
+    stack = resolve_flight_stack(flight_stack, cfg.px4)
+    return stack.value, FLIGHT_STACK_LABELS[stack]
+
+
 def evaluate_policy_full_fidelity(
     policy,
     seeds: Iterable[int],
@@ -322,41 +408,105 @@ def evaluate_policy_full_fidelity(
     label: str | None = None,
     flight_stack: str = "cascade",
     progress: bool = False,
+    px4_instances: int = 1,
+    first_px4_instance: int | None = None,
 ) -> EvalResult:
-    """Score ``policy`` in ``PX4ISR-v0`` (cascade flight stack, render off), one episode per seed.
+    """Score ``policy`` in ``PX4ISR-v0`` (render off), one episode per seed, on one or N parallel envs.
 
     Args:
         policy: an SB3 model (``predict(obs, deterministic=...)``) or any callable
-            ``obs (obs_dim,) float32 -> action (4,)`` in [-1, 1].
+            ``obs (obs_dim,) float32 -> action (4,)`` in [-1, 1]. A policy that keeps state between
+            steps must reset it in ``reset(seed)`` (called before each episode), as
+            :class:`RandomPolicy` does: parallel envs each act with their own copy of it.
         seeds: distinct non-negative reset seeds (same seeds -> same episodes for every policy).
         episode_length_s: s, overrides the config's episode length.
         env_cfg: ``PX4EnvCfg`` (default: ``px4_env`` of the packaged ``evaluation_config.yaml``).
-        deterministic: SB3 models act with their mean action.
+        deterministic: SB3 models act with their mean action (sampled actions are not seeded
+            per episode, so only deterministic results repeat).
         label: name in reports (default: the policy's ``label`` or its class name).
-        flight_stack: ``"cascade"`` (default), ``"px4"`` or ``"auto"``.
+        flight_stack: ``"cascade"`` (default), ``"px4"`` or ``"auto"`` (resolved once for all envs).
+        progress: show a tqdm bar over the episodes.
+        px4_instances: N, parallel ``PX4ISR-v0`` copies in worker processes (1..10; 1 = in this
+            process). With PX4 each flies its own PX4 SITL instance. Results equal the serial ones.
+        first_px4_instance: PX4 instance of copy 0 (copy ``j`` flies ``first + j``, TCP 4560 + i,
+            UDP 14540 + i); None: ``env_cfg.px4.instance``. Instances 0..9 only.
 
     Returns:
-        :class:`EvalResult` (per-seed returns, mean, Student-t 95 % CI, targets seen, coverage, crashes).
+        :class:`EvalResult` (per-seed returns in seed order, mean, Student-t 95 % CI, targets seen,
+        coverage, crashes, and the flight stack that flew them).
 
     Raises:
-        ConfigError: no seeds, or a negative / repeated / non-integer seed.
-        TypeError: ``policy`` is neither an SB3 model nor callable.
+        ConfigError: no seeds, a negative / repeated / non-integer seed, ``px4_instances`` outside
+            1..10 or an instance range past instance 9.
+        TypeError: ``policy`` is neither an SB3 model nor callable, or (parallel) cannot be pickled.
+        PX4Unavailable: PX4 requested but not found, or a PX4 failed (all workers are stopped first).
     """
+    from flyby.training.parallel import check_px4_instances
+
     seeds = _check_seeds(seeds)
     as_action_fn(policy, deterministic)  # type check before building the env
-    env = make_eval_env(episode_length_s, env_cfg, flight_stack=flight_stack)
-    episodes = []
-    try:
-        it = seeds
-        if progress:
-            from tqdm.auto import tqdm
+    cfg = eval_env_cfg(episode_length_s, env_cfg)
+    first = cfg.px4.instance if first_px4_instance is None else first_px4_instance
+    check_px4_instances(px4_instances, first)
+    name = label or getattr(policy, "label", None) or type(policy).__name__
+    n_envs = min(int(px4_instances), len(seeds))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
-            it = tqdm(seeds, desc=f"evaluate {label or ''}".strip(), unit="episode")
-        for seed in it:
-            episodes.append(run_episode(env, policy, seed, deterministic=deterministic))
+        bar = tqdm(total=len(seeds), desc=f"evaluate {label or ''}".strip(), unit="episode")
+    try:
+        if n_envs == 1:
+            if first != cfg.px4.instance:
+                cfg = replace(cfg, px4=replace(cfg.px4, instance=int(first)))
+            env = make_eval_env(env_cfg=cfg, flight_stack=flight_stack)
+            episodes = []
+            try:
+                for seed in seeds:
+                    episodes.append(run_episode(env, policy, seed, deterministic=deterministic))
+                    if bar is not None:
+                        bar.update(1)
+                stack, stack_label = env.flight_stack.value, env.flight_stack_label
+            finally:
+                env.close()
+            instances = [int(first)] if stack == "px4" else []
+        else:
+            stack, stack_label = eval_flight_stack(flight_stack, cfg)
+            episodes = _evaluate_parallel(policy, seeds, cfg, stack, n_envs, int(first), deterministic, bar)
+            instances = list(range(int(first), int(first) + n_envs)) if stack == "px4" else []
     finally:
-        env.close()
+        if bar is not None:
+            bar.close()
     returns = np.array([e.ret for e in episodes])
     mean, ci = mean_ci95(returns)
-    name = label or getattr(policy, "label", None) or type(policy).__name__
-    return EvalResult(returns=returns, mean=mean, ci95=ci, episodes=episodes, label=name)
+    return EvalResult(returns=returns, mean=mean, ci95=ci, episodes=episodes, label=name, flight_stack=stack,
+                      flight_stack_label=stack_label, parallel_envs=n_envs, px4_instances=instances)
+
+
+def _evaluate_parallel(policy, seeds: list[int], cfg, stack: str, n_envs: int, first: int,
+                       deterministic: bool, bar) -> list[EpisodeStats]:
+    """Episodes of ``seeds`` on ``n_envs`` worker envs: each idle worker takes the next seed."""
+    from flyby.training.parallel import make_px4_pool
+
+    payload = policy_payload(policy)
+    episodes: dict[int, EpisodeStats] = {}
+    with make_px4_pool(cfg, stack, n_envs, first) as pool:
+        pool.broadcast("run", _worker_install_policy, (payload,))
+        todo = list(enumerate(seeds))[::-1]
+        running: dict[int, int] = {}  # worker -> episode index
+
+        def give(j: int) -> None:
+            k, seed = todo.pop()
+            running[j] = k
+            pool.send(j, "run", _worker_run_episode, (seed, deterministic))
+
+        for j in range(n_envs):
+            give(j)
+        while running:
+            j, stats = pool.recv_any(list(running))
+            episodes[running.pop(j)] = stats
+            if bar is not None:
+                bar.update(1)
+            if todo:
+                give(j)
+    return [episodes[k] for k in range(len(seeds))]

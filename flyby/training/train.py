@@ -8,8 +8,16 @@ differs between them is only what a second of compute buys:
 - ``"direct"``: ``flyby/MultiDroneISR-v0`` through
   :class:`~flyby.envs.sb3_vec_env.SB3VecEnvAdapter`, ``num_drones`` drones on
   the direct dynamics acting as that many parallel envs (thousands of steps/s);
-- ``"full"``: ``flyby/PX4ISR-v0`` with the built-in cascade flight stack, render
-  off, in SB3's ``DummyVecEnv`` (hundreds of steps/s).
+- ``"full"``: ``flyby/PX4ISR-v0``, render off, ``num_envs_full`` copies (hundreds of
+  steps/s each). With the built-in cascade flight stack (``flight_stack="cascade"``,
+  the default of :func:`train_ppo`) they step in turn in SB3's ``DummyVecEnv``; with
+  PX4 (``"px4"``, or ``"auto"`` when PX4 is found) each copy runs in its own worker
+  process and flies its own PX4 SITL instance (``first + j``, TCP 4560 + i, UDP
+  14540 + i; :class:`~flyby.training.pool_vec_env.PoolVecEnv`), so the copies step in
+  parallel and every PX4 is stopped with the env, on errors and Ctrl-C too.
+
+The flight stack that produced the samples is recorded in :class:`TrainResult`, in
+the summary JSON beside a saved model and in the model itself (``model.flyby_training``).
 
 Example::
 
@@ -116,11 +124,17 @@ class TrainResult:
     seed: int = 0
     num_envs: int = 1
     ppo: PPOCfg = field(default_factory=PPOCfg)
+    flight_stack: str = ""  # "direct" (direct kind), "cascade" or "px4" (full kind)
+    flight_stack_label: str = ""  # the same in words, as in reports and video headers
+    px4_instances: list[int] = field(default_factory=list)  # PX4 instances that flew (empty without PX4)
 
     def summary(self) -> dict[str, Any]:
         """Plain-JSON description of the run (everything but the model)."""
         return {
             "kind": self.kind,
+            "flight_stack": self.flight_stack,
+            "flight_stack_label": self.flight_stack_label,
+            "px4_instances": list(self.px4_instances),
             "budget_s": self.budget_s,
             "seed": self.seed,
             "num_envs": self.num_envs,
@@ -220,16 +234,51 @@ def check_budget(budget_s: float) -> None:
         raise ConfigError([f"budget_s: {budget_s!r} must be a finite number of seconds > 0"])
 
 
-def make_train_env(kind: str, *, seed: int, env_cfg=None, num_drones: int = 16, num_envs_full: int = FULL_NUM_ENVS):
+DIRECT_LABEL = "direct dynamics (first-order velocity response, no flight controller)"
+
+
+def resolve_train_flight_stack(kind: str, flight_stack: str | None, env_cfg=None) -> tuple[str, str]:
+    """What a kind trains on: ``(flight stack, label)``.
+
+    ``"direct"`` for the direct kind; for the full kind ``"cascade"`` or ``"px4"`` from
+    ``flight_stack`` (None = ``"cascade"``; ``"auto"`` = PX4 when found, else the cascade).
+
+    Raises:
+        ConfigError: unknown kind, or a flight stack other than None/``"direct"`` for the direct kind.
+        PX4Unavailable: ``"px4"`` and no PX4 binary (the message says how to set ``PX4_DIR``).
+        ValueError: an unknown flight stack name.
+    """
+    _check_kind(kind)
+    if kind == "direct":
+        if flight_stack not in (None, "direct"):
+            raise ConfigError([f"flight_stack: {flight_stack!r} applies to kind 'full' only; the direct kind "
+                               "trains on the direct dynamics (pass None)"])
+        return "direct", DIRECT_LABEL
+    from flyby.envs.px4_env import FLIGHT_STACK_LABELS, resolve_flight_stack
+
+    cfg = env_cfg if env_cfg is not None else _default_env_cfg("full")
+    stack = resolve_flight_stack("cascade" if flight_stack is None else flight_stack, cfg.px4)
+    return stack.value, FLIGHT_STACK_LABELS[stack]
+
+
+def make_train_env(kind: str, *, seed: int, env_cfg=None, num_drones: int = 16, num_envs_full: int = FULL_NUM_ENVS,
+                   flight_stack: str | None = None, first_px4_instance: int | None = None):
     """The SB3 ``VecEnv`` a kind trains on, wrapped in ``VecMonitor`` (episode returns and lengths).
 
     Args:
         kind: ``"direct"`` (``MultiDroneISR-v0`` with ``num_drones`` drones) or ``"full"``
-            (``num_envs_full`` copies of ``PX4ISR-v0``, cascade flight stack, render off).
+            (``num_envs_full`` copies of ``PX4ISR-v0``, render off).
         env_cfg: ``MultiDroneEnvCfg`` (direct) or ``PX4EnvCfg`` (full); default: the packaged one.
+        flight_stack: full kind: ``"cascade"`` (None, the default; ``DummyVecEnv``), ``"px4"`` or
+            ``"auto"``. With PX4, each copy is a worker process flying its own PX4 instance
+            (:class:`~flyby.training.pool_vec_env.PoolVecEnv`); at most 10, instances 0..9.
+        first_px4_instance: PX4 instance of copy 0 (copy ``j`` flies ``first + j``); None:
+            ``env_cfg.px4.instance``.
 
     Raises:
-        ConfigError: unknown kind, or a config of the wrong type.
+        ConfigError: unknown kind, a config of the wrong type, ``num_envs_full < 1``, or (PX4) more
+            than 10 copies or an instance range past instance 9.
+        PX4Unavailable: ``"px4"`` and PX4 is not found or a PX4 does not start (all are stopped).
     """
     _check_kind(kind)
     require_sb3()
@@ -241,28 +290,44 @@ def make_train_env(kind: str, *, seed: int, env_cfg=None, num_drones: int = 16, 
         from flyby.envs.sb3_vec_env import SB3VecEnvAdapter
 
         _check_cfg_type(env_cfg, MultiDroneEnvCfg, kind)
+        resolve_train_flight_stack(kind, flight_stack)
         venv = SB3VecEnvAdapter(MultiDroneISREnv(num_drones=num_drones, cfg=env_cfg))
     else:
         from flyby.envs.px4_env import PX4ISREnv
         from flyby.envs.px4_env_cfg import PX4EnvCfg
+        from flyby.training.parallel import check_px4_instances
 
         _check_cfg_type(env_cfg, PX4EnvCfg, kind)
         if env_cfg is None:
-            from flyby.training.evaluation_cfg import load_evaluation_cfg
-
-            env_cfg = load_evaluation_cfg().px4_env
-        if int(num_envs_full) < 1:
-            raise ConfigError([f"num_envs_full: {num_envs_full!r} must be >= 1"])
+            env_cfg = _default_env_cfg(kind)
+        _check_num_envs_full(num_envs_full)
+        first = env_cfg.px4.instance if first_px4_instance is None else first_px4_instance
+        if flight_stack == "px4":  # refuse a bad instance range before looking for PX4
+            check_px4_instances(int(num_envs_full), first, count_name="num_envs_full")
+        stack, _ = resolve_train_flight_stack(kind, flight_stack, env_cfg)
         cfg = env_cfg
-        venv = DummyVecEnv([lambda: PX4ISREnv(cfg, flight_stack="cascade", render_mode=None)] * int(num_envs_full))
+        if stack == "px4":
+            from flyby.training.parallel import make_px4_pool
+            from flyby.training.pool_vec_env import PoolVecEnv
+
+            check_px4_instances(int(num_envs_full), first, count_name="num_envs_full")
+            venv = PoolVecEnv(make_px4_pool(cfg, stack, int(num_envs_full), first))
+        else:
+            venv = DummyVecEnv([lambda: PX4ISREnv(cfg, flight_stack="cascade", render_mode=None)] * int(num_envs_full))
     venv.seed(seed)
     return VecMonitor(venv)
+
+
+def _check_num_envs_full(num_envs_full) -> None:
+    if isinstance(num_envs_full, bool) or not isinstance(num_envs_full, int) or num_envs_full < 1:
+        raise ConfigError([f"num_envs_full: {num_envs_full!r} must be an integer >= 1"])
 
 
 def _check_kind(kind: str) -> None:
     if kind not in ENV_KINDS:
         raise ConfigError([f"kind: {kind!r} is not one of {', '.join(map(repr, ENV_KINDS))} "
-                           "(direct = MultiDroneISR-v0 on the direct dynamics, full = PX4ISR-v0 with the cascade)"])
+                           "(direct = MultiDroneISR-v0 on the direct dynamics, full = PX4ISR-v0 with the cascade "
+                           "or PX4)"])
 
 
 def _check_cfg_type(env_cfg, cls, kind: str) -> None:
@@ -284,6 +349,8 @@ def train_ppo(
     torch_threads: int | None = 1,
     progress: bool = True,
     save_path: str | Path | None = None,
+    flight_stack: str | None = None,
+    first_px4_instance: int | None = None,
 ) -> TrainResult:
     """Train PPO ("MlpPolicy", cpu) on one env kind until ``budget_s`` seconds of wall clock are spent.
 
@@ -300,7 +367,8 @@ def train_ppo(
             packaged ``ppo_config.yaml``; None: the packaged values.
         env_cfg: ``MultiDroneEnvCfg`` (direct) or ``PX4EnvCfg`` (full); default: packaged config.
         num_drones: drones (= parallel envs) of the direct kind.
-        num_envs_full: ``PX4ISR-v0`` copies in the full kind's ``DummyVecEnv`` (stepped in turn).
+        num_envs_full: ``PX4ISR-v0`` copies of the full kind: stepped in turn (cascade) or in
+            parallel worker processes, one PX4 instance each (PX4; 1..10).
         episode_length_s: s, overrides the env config's episode length (train on the length the
             policy is evaluated on).
         torch_threads: torch intra-op threads while training (restored afterwards); None: unchanged.
@@ -308,13 +376,18 @@ def train_ppo(
             comparison then use the same compute on a shared machine.
         progress: show a tqdm progress bar.
         save_path: also save the model there (see :func:`save_model`).
+        flight_stack: full kind only: ``"cascade"`` (None, the default), ``"px4"`` or ``"auto"``
+            (PX4 when found, else the cascade); see :func:`make_train_env`.
+        first_px4_instance: PX4 instance of the first copy (None: ``env_cfg.px4.instance``).
 
     Returns:
-        :class:`TrainResult`.
+        :class:`TrainResult` (with the flight stack that flew the samples).
 
     Raises:
-        ConfigError: unknown kind, ``budget_s <= 0``, a bad cap, or bad PPO settings.
+        ConfigError: unknown kind, ``budget_s <= 0``, a bad cap, bad PPO settings, a flight stack
+            for the direct kind, or a bad PX4 instance range.
         DependencyNotInstalled: stable-baselines3/torch are missing (the ``train`` extra).
+        PX4Unavailable: PX4 requested and not found, or a PX4 failed (every PX4 is stopped).
     """
     _check_kind(kind)
     check_budget(budget_s)
@@ -328,13 +401,31 @@ def train_ppo(
         if env_cfg is None:
             env_cfg = _default_env_cfg(kind)
         env_cfg = replace(env_cfg, episode_length_s=float(episode_length_s))
+    first = None
+    if kind == "full":
+        from flyby.envs.px4_env_cfg import PX4EnvCfg
+        from flyby.training.parallel import check_px4_instances
+
+        _check_cfg_type(env_cfg, PX4EnvCfg, kind)
+        _check_num_envs_full(num_envs_full)
+        if env_cfg is None:
+            env_cfg = _default_env_cfg(kind)
+        first = env_cfg.px4.instance if first_px4_instance is None else first_px4_instance
+        if flight_stack == "px4":  # a bad instance range is refused before looking for PX4
+            check_px4_instances(num_envs_full, first, count_name="num_envs_full")
+    # Resolved once ("auto" -> px4 or cascade): what is recorded is what flies.
+    stack, stack_label = resolve_train_flight_stack(kind, flight_stack, env_cfg)
+    if stack == "px4":
+        check_px4_instances(num_envs_full, first, count_name="num_envs_full")
+    px4_instances = list(range(int(first), int(first) + int(num_envs_full))) if stack == "px4" else []
 
     old_threads = torch.get_num_threads()
     if torch_threads is not None:
         torch.set_num_threads(int(torch_threads))
     try:
         start = time.perf_counter()
-        venv = make_train_env(kind, seed=seed, env_cfg=env_cfg, num_drones=num_drones, num_envs_full=num_envs_full)
+        venv = make_train_env(kind, seed=seed, env_cfg=env_cfg, num_drones=num_drones, num_envs_full=num_envs_full,
+                              flight_stack=None if kind == "direct" else stack, first_px4_instance=first)
         try:
             model = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **ppo_cfg.sb3_kwargs())
             budget = make_budget_callback(budget_s, start_s=start, progress=progress)
@@ -357,9 +448,15 @@ def train_ppo(
         seed=int(seed),
         num_envs=venv.num_envs,
         ppo=ppo_cfg,
+        flight_stack=stack,
+        flight_stack_label=stack_label,
+        px4_instances=px4_instances,
     )
-    logger.info("PPO on %s: %d env steps, %d episodes in %.1f s (budget %.1f s)",
-                kind, result.env_steps, result.episodes, wall_s, budget_s)
+    model.flyby_training = {  # saved inside the model zip with the rest of the model's attributes
+        "kind": kind, "flight_stack": stack, "flight_stack_label": stack_label, "px4_instances": px4_instances,
+    }
+    logger.info("PPO on %s (%s): %d env steps, %d episodes in %.1f s (budget %.1f s)",
+                kind, stack_label, result.env_steps, result.episodes, wall_s, budget_s)
     if save_path is not None:
         save_model(result, save_path)
     return result

@@ -225,7 +225,7 @@ def test_parse_seeds():
 
 @pytest.mark.parametrize(("command", "needles"), [
     ("train", ("--env {direct,full}", "--budget-s", "--seed", "--out")),
-    ("evaluate", ("model", "--seeds", "--episode-length-s", "--no-references")),
+    ("evaluate", ("model", "--seeds", "--episode-length-s", "--no-references", "--flight-stack", "--px4-instances")),
 ])
 def test_cli_help(command, needles, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -254,8 +254,10 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
                  "--episode-length-s", "2", "--timesteps-cap", "256"]) == 0
     assert "wrote" in capsys.readouterr().out and model.is_file()
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(model), "--seeds", "0..1", "--episode-length-s", "1", "--json", str(out)]) == 0
+    assert main(["evaluate", str(model), "--seeds", "0..1", "--episode-length-s", "1", "--flight-stack", "cascade",
+                 "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "95% CI" in text and "random" in text and "zero-action" in text and "reference" in text
     data = json.loads(out.read_text())
     assert data["seeds"] == [0, 1] and [r["label"] for r in data["results"]] == ["direct", "random", "zero-action"]
+    assert data["flight_stack"] == "cascade" and all(r["flight_stack"] == "cascade" for r in data["results"])
