@@ -110,10 +110,13 @@ def _bench_render(args: argparse.Namespace) -> dict:
 
 
 def _bench_full_fidelity(args: argparse.Namespace) -> list[dict]:
+    """PX4ISR-v0 steps/s per render setting, for the cascade and (when found) PX4 SITL, in one run."""
     from dataclasses import replace
 
-    from flyby.enums import ResolutionPreset
-    from flyby.envs.px4_env import PX4ISREnv
+    import numpy as np
+
+    from flyby.enums import FlightStack, ResolutionPreset
+    from flyby.envs.px4_env import FLIGHT_STACK_LABELS, PX4ISREnv, resolve_flight_stack
     from flyby.policies import SmoothPatrolPolicy
     from flyby.training.evaluation_cfg import load_evaluation_cfg
 
@@ -127,25 +130,44 @@ def _bench_full_fidelity(args: argparse.Namespace) -> list[dict]:
         ("render every step, full 640x480", replace(
             base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL)), "rgb_array"),
     ]
+    stacks = [FlightStack.CASCADE]
+    if args.full_fidelity_stacks != "cascade" and resolve_flight_stack("auto", base.px4) is FlightStack.PX4:
+        stacks.append(FlightStack.PX4)
+    elif args.full_fidelity_stacks == "both":
+        resolve_flight_stack("px4", base.px4)  # raises PX4Unavailable with the instruction
     steps = max(50, args.steps // 5)
     rows = []
-    label = None
-    for name, cfg, mode in cases:
-        env = PX4ISREnv(cfg, flight_stack="cascade", render_mode=mode)
-        label = env.flight_stack_label
-        obs, _ = env.reset(seed=0, options={"pos_w": [0.0, 0.0, 40.0], "yaw_rad": 0.0})
-        policy = SmoothPatrolPolicy(1, env.task.layout, seed=0)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            obs, *_ = env.step(policy(obs[None])[0])
-        wall = time.perf_counter() - t0
-        env.close()
-        rows.append({"case": name, "steps": steps, "steps_per_s": steps / wall,
-                     "real_time_factor": steps * cfg.step_dt / wall})
-    print(f"\nPX4ISR-v0 full fidelity ({label}; {1 / base.physics_dt:.0f} Hz physics, "
-          f"{1 / base.step_dt:.0f} Hz control), {steps} steps:")
-    for r in rows:
-        print(f"  {r['case']:<40} {r['steps_per_s']:8.1f} steps/s  {r['real_time_factor']:6.1f}x real time")
+    rtt_us: list[np.ndarray] = []
+    for stack in stacks:
+        for name, cfg, mode in cases:
+            env = PX4ISREnv(cfg, flight_stack=stack, render_mode=mode)
+            try:
+                obs, _ = env.reset(seed=0, options={"pos_w": [0.0, 0.0, 40.0], "yaw_rad": 0.0})
+                policy = SmoothPatrolPolicy(1, env.task.layout, seed=0)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    obs, *_ = env.step(policy(obs[None])[0])
+                wall = time.perf_counter() - t0
+                if stack is FlightStack.PX4:
+                    rtt_us.append(env._controller.round_trip_times_s()[-steps * cfg.decimation:] * 1e6)
+            finally:
+                env.close()
+            rows.append({"case": name, "flight_stack": stack.value, "flight_stack_label": FLIGHT_STACK_LABELS[stack],
+                         "steps": steps, "steps_per_s": steps / wall, "real_time_factor": steps * cfg.step_dt / wall})
+    print(f"\nPX4ISR-v0 full fidelity ({1 / base.physics_dt:.0f} Hz physics, {1 / base.step_dt:.0f} Hz control), "
+          f"{steps} steps each, env steps/s (x real time):")
+    for stack in stacks:
+        print(f"  {FLIGHT_STACK_LABELS[stack]}")
+        for r in (r for r in rows if r["flight_stack"] == stack.value):
+            print(f"    {r['case']:<40} {r['steps_per_s']:8.1f} steps/s  {r['real_time_factor']:6.1f}x real time")
+    if FlightStack.PX4 not in stacks:
+        print("  PX4 SITL: not found (set PX4_DIR to measure it beside the cascade)")
+    else:
+        rtt = np.concatenate(rtt_us)
+        print(f"  PX4 lockstep round trip (HIL_SENSOR sent -> HIL_ACTUATOR_CONTROLS parsed): mean {rtt.mean():.0f} us, "
+              f"p50 {np.percentile(rtt, 50):.0f} us, p99 {np.percentile(rtt, 99):.0f} us over {rtt.size} ticks")
+        rows.append({"case": "px4 lockstep round trip", "flight_stack": "px4", "rtt_mean_us": float(rtt.mean()),
+                     "rtt_p99_us": float(np.percentile(rtt, 99))})
     return rows
 
 
@@ -343,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs per env throughput figure; the median is printed (default 3)")
     bench.add_argument("--render-frames", type=int, default=20, help="rendered frames to time (default 20)")
     bench.add_argument("--no-render", action="store_true", help="skip the rendering and encoding figures")
-    bench.add_argument("--no-full-fidelity", action="store_true", help="skip the PX4ISR-v0 (cascade) figures")
+    bench.add_argument("--no-full-fidelity", action="store_true", help="skip the PX4ISR-v0 figures")
+    bench.add_argument("--full-fidelity-stacks", default="auto", choices=("auto", "cascade", "both"),
+                       help="PX4ISR-v0 flight stacks: auto (cascade, and PX4 SITL when found; default), "
+                            "cascade, or both (fail without PX4)")
     bench.add_argument("--backend", default=None, help="mujoco or isaac (default: automatic)")
     bench.add_argument("--json", default=None, help="also write the figures to this JSON file")
     bench.set_defaults(func=_cmd_bench)

@@ -10,7 +10,7 @@ from flyby.cli import main
 def test_bench_prints_and_saves_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--steps", "30", "--drones", "1,4", "--render-frames", "2", "--repeats", "2",
-                 "--json", str(out)]) == 0
+                 "--full-fidelity-stacks", "cascade", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "30 steps, median of 2 runs" in text
     for needle in ("DirectISR-v0", "MultiDroneISR-v0", "drone-steps/s", "16 drone cameras at 80x80",
@@ -21,6 +21,31 @@ def test_bench_prints_and_saves_every_figure(tmp_path, capsys):
     assert data["direct"]["drone_steps_per_s"] > 0
     assert data["render"]["grid_16x80x80_ms"] > 0 and data["render"]["encode_640x480_fps"] > 0
     assert [r["case"][:6] for r in data["full_fidelity"]] == ["render"] * 4
+    assert {r["flight_stack"] for r in data["full_fidelity"]} == {"cascade"}
+
+
+@pytest.mark.px4
+def test_bench_measures_px4_beside_the_cascade(px4_binary, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--steps", "250", "--drones", "1", "--repeats", "1", "--no-render",
+                 "--full-fidelity-stacks", "both", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "PX4 SITL (lockstep over MAVLink)" in text and "PX4 lockstep round trip" in text
+    rows = json.loads(out.read_text())["full_fidelity"]
+    by_stack = {(r["flight_stack"], r["case"]): r for r in rows}
+    for case in ("render off", "render every 4th, training 128x128", "render every step, full 640x480"):
+        assert by_stack[("px4", case)]["steps_per_s"] > 0 and by_stack[("cascade", case)]["steps_per_s"] > 0
+    # PX4 in lockstep costs more per step than the built-in cascade with the same render setting.
+    assert by_stack[("px4", "render off")]["steps_per_s"] < by_stack[("cascade", "render off")]["steps_per_s"]
+    assert 0 < by_stack[("px4", "px4 lockstep round trip")]["rtt_mean_us"] < 50_000
+
+
+def test_bench_both_stacks_without_px4_names_the_fix(monkeypatch, capsys):
+    monkeypatch.delenv("PX4_DIR", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert main(["bench", "--steps", "50", "--drones", "1", "--repeats", "1", "--no-render",
+                 "--full-fidelity-stacks", "both"]) == 2
+    assert "PX4_DIR" in capsys.readouterr().err
 
 
 def test_info_names_the_backend(capsys):

@@ -307,7 +307,12 @@ def make_train_env(kind: str, *, seed: int, env_cfg=None, num_drones: int = 16, 
         stack, _ = resolve_train_flight_stack(kind, flight_stack, env_cfg)
         cfg = env_cfg
         if stack == "px4":
+            from dataclasses import replace
+
             from flyby.training.parallel import make_px4_pool
+
+            # Every training episode restarts PX4 (a new ULog, 5-35 MB each): training keeps none.
+            cfg = replace(cfg, px4=replace(cfg.px4, keep_ulogs=False))
             from flyby.training.pool_vec_env import PoolVecEnv
 
             check_px4_instances(int(num_envs_full), first, count_name="num_envs_full")
