@@ -2,21 +2,30 @@
 
 Two PPO runs, identical but for the env they train on:
 
-- **direct-trained**: ``MultiDroneISR-v0`` (16 drones = 16 parallel envs on the direct dynamics);
-- **baseline**: ``PX4ISR-v0`` (built-in cascade flight stack -> rotors -> MuJoCo physics, render
-  off), 4 copies in SB3's ``DummyVecEnv``;
+- **direct-trained**: ``MultiDroneISR-v0`` (16 drones = 16 parallel envs on the direct dynamics,
+  the packaged model tuned to PX4 SITL);
+- **baseline**: ``PX4ISR-v0`` flown by the gate's flight stack (``--flight-stack``, ``auto``: PX4
+  SITL when found, else the built-in cascade) -> rotors -> MuJoCo physics, render off. With PX4 it
+  is the seed plan's "PX4-trained" baseline: ``full_num_envs_px4`` parallel PX4 instances, each in
+  its own worker process (every episode restarts its PX4 and takes off: the lockstep and the resets
+  are what make PX4 training slow); with the cascade, ``full_num_envs`` copies in ``DummyVecEnv``;
 
 same PPO hyper-parameters (the packaged ``ppo_config.yaml``), same seed, same wall-clock budget,
-same training episode length. Both are then scored in ``PX4ISR-v0`` on the same fixed evaluation
-seeds (deterministic actions), beside two policies that learn nothing: uniform random actions and
-the zero action (hover). Means with Student-t 95 % intervals are printed, recorded as metrics and
-written to ``output/metrics/phase2_transfer_<run>.json`` with every episode and both learning curves.
+same training episode length. Both are then scored in ``PX4ISR-v0`` with the same flight stack, on
+the same fixed evaluation seeds (deterministic actions; with PX4, on ``full_num_envs_px4`` parallel
+instances), beside two policies that learn nothing: uniform random actions and the zero action
+(hover). Means with Student-t 95 % intervals are printed, recorded as metrics and written to
+``output/metrics/phase2_transfer_<run>.json`` with every episode, both learning curves and the
+flight stack.
 
 Verdicts, in this order (evidence is recorded first, so a failure still leaves its video and
 numbers):
 
-1. the recorded (rendered) episode returns exactly what the same seed returned unrendered:
-   rendering and the recording do not change what is evaluated;
+1. cascade: the recorded (rendered) episode returns exactly what the same seed returned
+   unrendered: rendering and the recording do not change what is evaluated. PX4 SITL is not
+   bit-reproducible run to run (the Phase 1 gate shows it and checks rendering against the poses
+   instead), so under PX4 the recorded episode is a fresh flight of the seed and its return is
+   printed beside the evaluated one, not compared;
 2. the transfer criterion, :func:`flyby.training.evaluate.transfer_criterion`::
 
        (direct - reference) >= 0.9 * (baseline - reference)
@@ -35,8 +44,12 @@ right): each drone's camera at the ``evaluation`` preset, rendered every 4th con
 return and step count.
 
 Configurations (``phase_config.yaml``, section ``phase2_transfer``): ``quick`` (CI: 60 s per
-policy, 8 evaluation episodes of 20 s; about 3 minutes on 2 cores) and ``slow``
-(``-m slow``: 600 s per policy, 20 episodes). Run the quick one with ``-m "phase2 and not slow"``.
+policy, 8 evaluation episodes of 20 s; about 3 minutes on 2 cores with the cascade, 5 with PX4)
+and ``slow`` (``-m slow``: 600 s per policy, 20 episodes). The quick one keeps the equal wall-clock
+budget, so under PX4 its baseline trains on the few thousand env steps that 60 s of PX4 lockstep
+and restarts allow (the direct run makes hundreds of thousands): it shows what an hour-scale PX4
+budget buys in a minute, and the slow one gives the PX4 baseline ten times more. Run the quick one
+with ``-m "phase2 and not slow"``.
 """
 
 from __future__ import annotations
@@ -82,7 +95,8 @@ class Phase2TransferGateCfg:
     episode_length_s: float = cfg_field(20.0, gt=0.0)  # s, training and evaluation episodes
     first_eval_seed: int = cfg_field(1000, ge=0)  # first evaluation seed
     num_drones: int = cfg_field(16, ge=1)  # direct run's parallel envs
-    full_num_envs: int = cfg_field(4, ge=1)  # baseline run's PX4ISR-v0 copies
+    full_num_envs: int = cfg_field(4, ge=1)  # baseline run's PX4ISR-v0 copies (cascade)
+    full_num_envs_px4: int = cfg_field(2, ge=1, le=10)  # baseline run's parallel PX4 instances (and evaluation's)
     min_fraction: float = cfg_field(0.9, gt=0.0, le=1.0)  # share of the baseline's gain to keep
     video_render_interval: int = cfg_field(4, ge=1)  # control steps between rendered video frames
     quick: TransferRunCfg = field(default_factory=TransferRunCfg)  # CI configuration
@@ -96,8 +110,9 @@ def transfer_cfg() -> Phase2TransferGateCfg:
 
 @pytest.mark.phase2
 @pytest.mark.parametrize("run", ["quick", pytest.param("slow", marks=pytest.mark.slow)])
-def test_phase2_policy_transfer(run, transfer_cfg, video_recorder, stack_strings, output_dir):
+def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder, stack_strings, output_dir):
     gate = transfer_cfg
+    px4 = flight_stack == "px4"
     run_cfg: TransferRunCfg = getattr(gate, run)
     seeds = list(range(gate.first_eval_seed, gate.first_eval_seed + run_cfg.eval_episodes))
     ppo_cfg = load_ppo_cfg()
@@ -108,11 +123,13 @@ def test_phase2_policy_transfer(run, transfer_cfg, video_recorder, stack_strings
                   episode_length_s=gate.episode_length_s)
     direct_run = train_ppo("direct", num_drones=gate.num_drones,
                            save_path=models / f"phase2_transfer_{run}_direct.zip", **common)
-    base_run = train_ppo("full", num_envs_full=gate.full_num_envs,
-                         save_path=models / f"phase2_transfer_{run}_baseline.zip", **common)
+    base_run = train_ppo("full", num_envs_full=gate.full_num_envs_px4 if px4 else gate.full_num_envs,
+                         flight_stack=flight_stack, save_path=models / f"phase2_transfer_{run}_baseline.zip",
+                         **common)
 
-    # Evaluation in PX4ISR-v0 on the same seeds.
-    ev = dict(episode_length_s=gate.episode_length_s)
+    # Evaluation in PX4ISR-v0 on the same seeds, with the same flight stack.
+    ev = dict(episode_length_s=gate.episode_length_s, flight_stack=flight_stack,
+              px4_instances=gate.full_num_envs_px4 if px4 else 1)
     direct = evaluate_policy_full_fidelity(direct_run.model, seeds, label="direct-trained", **ev)
     base = evaluate_policy_full_fidelity(base_run.model, seeds, label="baseline (full)", **ev)
     random = evaluate_policy_full_fidelity(RandomPolicy(), seeds, label="random", **ev)
@@ -126,7 +143,7 @@ def test_phase2_policy_transfer(run, transfer_cfg, video_recorder, stack_strings
                  f"({base_run.episodes} episodes)")
     print(f"\nPhase 2 policy transfer ({run}): PPO {ppo_cfg.net_arch} n_steps {ppo_cfg.n_steps} "
           f"batch {ppo_cfg.batch_size} lr {ppo_cfg.learning_rate:g}, seed {gate.seed}; {runs_line}")
-    print(f"PX4ISR-v0 (cascade), {len(seeds)} episodes of {gate.episode_length_s:g} s, seeds {seeds[0]}..{seeds[-1]}:")
+    print(f"PX4ISR-v0 ({direct.flight_stack_label}), {len(seeds)} episodes of {gate.episode_length_s:g} s, seeds {seeds[0]}..{seeds[-1]}:")
     for r in (direct, base, random, zero):
         print("  " + r.describe())
     print(f"  reference (better of random and zero-action) {reference:+.2f}; direct keeps "
@@ -142,10 +159,12 @@ def test_phase2_policy_transfer(run, transfer_cfg, video_recorder, stack_strings
     video_recorder.record_metric("env_steps_direct", direct_run.env_steps)
     video_recorder.record_metric("env_steps_baseline", base_run.env_steps)
     video_recorder.record_metric("budget_s", run_cfg.budget_s)
+    video_recorder.record_metric("flight_stack", direct.flight_stack_label)
     metrics_dir = output_dir / "metrics"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     (metrics_dir / f"phase2_transfer_{run}.json").write_text(json.dumps({
         "run": run, "seeds": seeds, "episode_length_s": gate.episode_length_s,
+        "flight_stack": flight_stack, "flight_stack_label": direct.flight_stack_label,
         "training": {"direct": direct_run.summary(), "baseline": base_run.summary()},
         "evaluation": {r.label: r.as_dict() for r in (direct, base, random, zero)},
         "reference": reference, "transfer_ratio": None if np.isnan(ratio) else ratio,
@@ -156,7 +175,8 @@ def test_phase2_policy_transfer(run, transfer_cfg, video_recorder, stack_strings
     video_recorder.set_header(backend=stack_strings["backend"], config=runs_line)
     footer = " | ".join(f"{r.label} {r.mean:+.1f} [{r.ci95[0]:+.1f}, {r.ci95[1]:+.1f}]"
                         for r in (direct, base, random)) + f" (mean, 95% CI, {len(seeds)} seeds)"
-    env = make_eval_env(gate.episode_length_s, render_mode="rgb_array", render_interval=gate.video_render_interval)
+    env = make_eval_env(gate.episode_length_s, render_mode="rgb_array", render_interval=gate.video_render_interval,
+                        flight_stack=flight_stack)
     try:
         video_recorder.set_header(flight_stack=env.flight_stack_label)
         recorded = [_record_episode(env, model, seeds[0]) for model in (direct_run.model, base_run.model)]
@@ -166,6 +186,10 @@ def test_phase2_policy_transfer(run, transfer_cfg, video_recorder, stack_strings
 
     # Verdicts.
     for label, (stats, _), result in zip(("direct-trained", "baseline"), recorded, (direct, base)):
+        print(f"  recorded episode (seed {seeds[0]}, rendered) of the {label} policy: {stats.ret:+.2f}, "
+              f"evaluated {result.returns[0]:+.2f}")
+        if px4:
+            continue  # PX4 is not bit-reproducible: a fresh flight of the seed (see the docstring)
         assert stats.ret == pytest.approx(result.returns[0], abs=1e-9), (
             f"{label}: the recorded episode (seed {seeds[0]}) returned {stats.ret:+.6f}, the evaluation "
             f"{result.returns[0]:+.6f}; rendering or recording changed the episode")
