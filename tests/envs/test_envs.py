@@ -60,8 +60,10 @@ def test_random_rollout_has_no_nan_and_stays_in_bounds(env_id):
 
 @pytest.mark.parametrize("env_id", flyby.ENV_IDS)
 def test_seeded_rollouts_are_deterministic(env_id):
+    # PX4ISR-v0 with the cascade: PX4 SITL itself is not bit-reproducible run to run (offboard
+    # setpoints travel over UDP outside the lockstep; see the Phase 1 gate).
     def rollout():
-        env = make_env(env_id)
+        env = gym.make(env_id, flight_stack="cascade") if env_id == "flyby/PX4ISR-v0" else make_env(env_id)
         env.action_space.seed(5)
         obs, _ = env.reset(seed=42)
         trace = [obs]

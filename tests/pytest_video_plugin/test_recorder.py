@@ -20,6 +20,7 @@ SUMMARY_KEYS = {
     "wall_time_s", "frames", "frames_rendered", "frames_skipped", "frames_recorded", "every_n", "recording",
     "video", "video_fps", "video_size",
     "rss_peak_bytes", "vram_peak_bytes", "vram_start_bytes", "vram", "memory_samples", "metrics",
+    "floor_checks",
 }  # fmt: skip
 
 
