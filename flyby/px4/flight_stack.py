@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -213,6 +214,7 @@ class PX4FlightStack:
         self._warned_dt = False
         self._instances: list[_Instance] = []
         self._closed = False
+        self._saved_affinity: set[int] | None = None
         self._suite_obj = None
         try:
             for k in range(self.num_drones):
@@ -239,6 +241,7 @@ class PX4FlightStack:
                 self._instances.append(_Instance(k, i, bridge, client, process))
             for inst in self._instances:
                 inst.process.start()
+            self._keep_off_px4_cpus()
             self._wait_connected(self._instances, timeout_s=self.connect_timeout_s)
         except BaseException:
             self.close()
@@ -393,12 +396,34 @@ class PX4FlightStack:
         if self._closed:
             return
         self._closed = True
+        if self._saved_affinity is not None:
+            try:
+                os.sched_setaffinity(0, self._saved_affinity)
+            except OSError:  # pragma: no cover - the CPU set changed under us
+                log.warning("could not restore this thread's CPU affinity %s", sorted(self._saved_affinity))
         for inst in self._instances:
             for closer in (inst.process.stop, inst.bridge.close, inst.client.close):
                 try:
                     closer()
                 except Exception:
                     log.exception("closing PX4 instance %d", inst.px4_instance)
+
+    def _keep_off_px4_cpus(self) -> None:
+        """Move the calling thread (the lockstep loop) off the CPUs the PX4s are pinned to.
+
+        Each PX4's threads run on one CPU (:func:`flyby.px4.launcher.px4_cpu`); the loop that
+        answers them every tick then runs on the others, so the two sides of the lockstep never
+        wait for each other's core. :meth:`close` restores the thread's CPU set. Nothing changes
+        when no CPU would be left, or for stand-in processes without a ``cpu``.
+        """
+        pinned = {cpu for inst in self._instances if (cpu := getattr(inst.process, "cpu", None)) is not None}
+        if not pinned or not hasattr(os, "sched_getaffinity"):
+            return
+        allowed = os.sched_getaffinity(0)
+        rest = allowed - pinned
+        if rest and rest != allowed:
+            self._saved_affinity = allowed
+            os.sched_setaffinity(0, rest)
 
     def __enter__(self) -> PX4FlightStack:
         return self

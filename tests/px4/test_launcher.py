@@ -319,3 +319,12 @@ def test_keep_ulogs_false_removes_them_with_the_working_directory(no_px4, monkey
     assert px4.stop() == 0
     assert not workdir.exists() and px4.ulog_paths == []
     assert text_log.is_file() and not list((tmp / "logs").glob("*.ulg"))  # the text log stays
+
+
+def test_px4_cpu_pins_instances_round_the_allowed_cpus():
+    from flyby.px4.launcher import px4_cpu
+
+    assert px4_cpu(0, {0, 1}) == 1 and px4_cpu(1, {0, 1}) == 0 and px4_cpu(2, {0, 1}) == 1
+    assert px4_cpu(0, {2, 5, 7}) == 7 and px4_cpu(1, {2, 5, 7}) == 5
+    assert px4_cpu(0, {3}) is None  # one CPU: nothing to gain, PX4 is not pinned
+    assert PX4Launcher(0, pin_cpu=False).cpu is None

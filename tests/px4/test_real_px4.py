@@ -14,6 +14,8 @@ to ``output/logs/``. Each scenario asserts flight criteria PX4 can fail, and pri
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from px4_rig import RigidBodySim, make_sensors
@@ -27,7 +29,11 @@ def test_takeoff_and_hover_on_real_px4(px4_binary, num_drones, capsys):
     from flyby.px4.flight_stack import PX4FlightStack
 
     sim = RigidBodySim(num_drones, pos_w=[[3.0 * k, 0.0, 0.0] for k in range(num_drones)])
+    before = os.sched_getaffinity(0)
     with PX4FlightStack(num_drones, sensors=make_sensors(num_drones), startup_timeout_s=180.0) as stack:
+        pinned = {inst.process.cpu for inst in stack._instances} - {None}
+        if len(before) > len(pinned):  # PX4 on its own CPU(s), the lockstep loop on the others
+            assert pinned and not (os.sched_getaffinity(0) & pinned)
         # PX4's take-off ramp (MPC_TKO_RAMP_T 3 s) must finish inside the climb: climb 5 s at 1 m/s.
         result = takeoff_hover(stack, sim, climb_s=5.0, hover_s=6.0)
         rtt_us = stack.round_trip_times_s() * 1e6
@@ -38,6 +44,7 @@ def test_takeoff_and_hover_on_real_px4(px4_binary, num_drones, capsys):
                 f"logs {stack.log_paths}"
             )
         assert_took_off_and_hovered(result, min_alt_m=1.5, max_alt_m=4.0, band_m=0.3)
+    assert os.sched_getaffinity(0) == before  # close() gives the thread its CPUs back
 
 
 @pytest.fixture(scope="module")
