@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 from mavlink_double import DoubleFactory
 
 from flyby.envs.px4_env import PX4ISREnv
+from flyby.errors import PX4Unavailable
 from flyby.training.evaluation_cfg import load_evaluation_cfg
 
 
@@ -25,5 +29,41 @@ def test_env_flies_through_the_lockstep_bridge():
         assert info["flight_stack"] == "px4"
         assert env.task.pos_w[0, 2] > 2.0, f"altitude {env.task.pos_w[0, 2]:.2f} m after 3 s of climb"
         assert factory.violations() == []
+    finally:
+        env.close()
+
+
+def _double_env(cfg):
+    factory = DoubleFactory(arm_after_s=0.5)
+    env = PX4ISREnv(cfg, flight_stack="px4",
+                    px4_kwargs={"launcher_factory": factory, "ephemeral_ports": True, "startup_timeout_s": 30.0,
+                                "ground_truth_rate_hz": 250.0})  # fmt: skip
+    return env, factory
+
+
+def test_altitude_start_takes_off_outside_the_episode():
+    env, factory = _double_env(load_evaluation_cfg().px4_env)
+    try:
+        start = np.array([10.0, -5.0, 6.0])
+        _, info = env.reset(seed=0, options={"pos_w": start, "yaw_rad": 0.2})
+        task = env.task
+        assert info["takeoff_s"] > 1.0  # it climbed from the ground below the start
+        assert np.linalg.norm(task.pos_w[0] - start) < env.cfg.px4.takeoff.position_tolerance_m
+        assert task.episode_step[0] == 0 and task.world_time_s == 0.0
+        assert all(float(v[0]) == 0.0 for v in task.episode_sums.values())
+        _, _, terminated, _, _ = env.step(np.zeros(4, np.float32))
+        assert not terminated and factory.violations() == []
+    finally:
+        env.close()
+
+
+def test_takeoff_that_cannot_reach_the_start_names_where_it_is():
+    base = load_evaluation_cfg().px4_env
+    cfg = replace(base, px4=replace(base.px4, takeoff=replace(base.px4.takeoff, timeout_s=0.5)))
+    env, _ = _double_env(cfg)
+    try:
+        with pytest.raises(PX4Unavailable, match=r"take-off of drone 0 did not reach its start \[0.0, 0.0, 30.0\] m "
+                                                 r"within 0.5 s of sim time: it is at"):
+            env.reset(seed=0, options={"pos_w": [0.0, 0.0, 30.0], "yaw_rad": 0.0})
     finally:
         env.close()
