@@ -324,6 +324,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "vram_peak_bytes": result.summary["vram_peak_bytes"],
         "vram": result.summary["vram"],
         "rss_peak_bytes": result.summary["rss_peak_bytes"],
+        "backend": result.summary.get("backend"),
+        "flight_stack": result.summary.get("flight_stack"),
         "thresholds": [r.as_dict() for r in results],
         "floor_checks": floor_dicts,
         "verdict": final_verdict,

@@ -243,15 +243,25 @@ class VideoSessionReport:
                 f'<td style="color:{colour};font-weight:bold">{html.escape(row["verdict"])}</td>'
                 f"<td>{self._headline(data)}</td>"
                 f"<td>{self._video_cell(data)}</td>"
+                f"<td>{html.escape(self._simulator(data))}</td>"
                 "</tr>"
             )
         return (
             '<div class="pytest-video-gates"><h3>Phase gates</h3>'
             '<table style="border-collapse:collapse" cellpadding="4" border="1">'
-            "<tr><th>Gate</th><th>Test</th><th>Verdict</th><th>Figure vs threshold</th><th>Video</th></tr>"
+            "<tr><th>Gate</th><th>Test</th><th>Verdict</th><th>Figure vs threshold</th><th>Video</th>"
+            "<th>Simulator</th></tr>"
             + "".join(rows)
             + "</table></div>"
         )
+
+    @staticmethod
+    def _simulator(data: dict[str, Any]) -> str:
+        """The backend and flight stack the test named with ``set_header`` ("-" when it named none)."""
+        parts = [f"{data['backend']}" if data.get("backend") else ""]
+        if data.get("flight_stack"):
+            parts.append(f"flight stack {data['flight_stack']}")
+        return "; ".join(p for p in parts if p) or "-"
 
     @staticmethod
     def _headline(data: dict[str, Any]) -> str:

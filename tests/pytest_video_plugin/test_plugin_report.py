@@ -96,6 +96,7 @@ def _check_report(report: Path, view: Any, has_gpu_text: bool | None = None) -> 
     video_cell = rows["test_gen.py::test_gate_ok"][4]
     assert 'href="./output/videos/test_gen.py__test_gate_ok.mp4"' in video_cell
     assert '<img src="data:image/png;base64,' in video_cell
+    assert rows["test_gen.py::test_gate_ok"][5] == "unit backend; flight stack none"  # which simulator made it
     assert text.index("Phase gates") < text.index('id="results-table"')
 
 
