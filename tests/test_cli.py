@@ -66,3 +66,17 @@ def test_bad_arguments(capsys):
         main(["nope"])
     assert main(["info", "--backend", "unreal"]) == 2
     assert "'unreal'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["evaluate", "zero", "--seeds", "0"], ["record", "--duration", "1"],
+                                     ["train", "--env", "full", "--budget-s", "1"]])
+def test_flight_stack_px4_without_px4_names_the_fix(command, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PX4_DIR", str(tmp_path / "PX4-Autopilot"))  # a checkout without a build
+    assert main([*command, "--flight-stack", "px4"]) == 2
+    err = capsys.readouterr().err
+    assert f"PX4_DIR={str(tmp_path / 'PX4-Autopilot')!r}" in err and "build/px4_sitl_default/bin/px4" in err
+    assert "make px4_sitl_default" in err  # how to build it
+    monkeypatch.delenv("PX4_DIR")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no px4 anywhere
+    assert main([*command, "--flight-stack", "px4"]) == 2
+    assert "PX4_DIR is not set and there is no px4 on PATH" in capsys.readouterr().err
