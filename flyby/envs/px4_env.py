@@ -162,10 +162,10 @@ class PX4ISREnv(gym.Env):
 
             return CascadeController(cfg.cascade, cfg.multirotor, 1)
         from flyby.px4.flight_stack import PX4FlightStack
+        from flyby.px4.params import sitl_params
 
-        return PX4FlightStack(
-            num_drones=1, px4=cfg.px4, sensors=cfg.sensors, physics_dt=cfg.physics_dt, **self._px4_kwargs
-        )
+        kwargs = {"params": sitl_params(cfg.multirotor), **self._px4_kwargs}  # MPC_THR_HOVER of this airframe
+        return PX4FlightStack(num_drones=1, px4=cfg.px4, sensors=cfg.sensors, physics_dt=cfg.physics_dt, **kwargs)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
