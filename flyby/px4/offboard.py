@@ -50,10 +50,9 @@ from flyby.px4.mavlink import (
     param_to_wire,
     px4_main_mode,
 )
+from flyby.px4.params import SITL_PARAMS  # the parameters set at start-up (flyby.px4.params)
 
 log = logging.getLogger(__name__)
-
-from flyby.px4.params import SITL_PARAMS  # noqa: E402 - re-exported: the parameters set at start-up
 
 
 class LocalPosition(NamedTuple):
