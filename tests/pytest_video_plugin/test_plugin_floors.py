@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_plugin_report import _gate_rows  # the "Phase gates" table parser, shared with the report tests
 
 from pytest_video_plugin import NOT_REACHABLE_HERE, FloorCheck, VideoRecorder, judge_floor
 from pytest_video_plugin.floors import format_numbers, not_reachable_note
@@ -83,16 +84,6 @@ def _reports(reprec: pytest.HookRecorder) -> dict[str, pytest.TestReport]:
         for r in reprec.getreports("pytest_runtest_logreport")
         if r.when == "call"
     }
-
-
-def _gate_rows(html_text: str) -> dict[str, list[str]]:
-    """``{test id: [cells...]}`` of the "Phase gates" table (cells as HTML)."""
-    (table,) = re.findall(r'<div class="pytest-video-gates">(.*?)</div>', html_text, re.DOTALL)
-    rows = {}
-    for row in re.findall(r"<tr>(.*?)</tr>", table, re.DOTALL)[1:]:
-        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)
-        rows[cells[1]] = cells
-    return rows
 
 
 # -- the rule ------------------------------------------------------------------------------------
