@@ -53,3 +53,15 @@ class TargetClass(int, Enum):
 
     VEHICLE = 0
     PERSON = 1
+
+
+class PerceptionMode(str, Enum):
+    """Where the full-fidelity env's detections come from.
+
+    ``GROUND_TRUTH``: the analytic detector (projection + occlusion), no pixels.
+    ``YOLO``: the learned detector on rendered frames; a YOLO box counts as a target
+    only when it matches that target's ground-truth box (same class, IoU >= 0.5).
+    """
+
+    GROUND_TRUTH = "ground_truth"
+    YOLO = "yolo"
