@@ -138,3 +138,34 @@ class ULogError(FlybyError, ValueError):
 
     def __reduce__(self):  # picklable across processes with its attributes
         return type(self), (str(self), self.path, self.topic)
+
+
+class ModelLoadError(FlybyError, ValueError):
+    """A trained policy cannot be loaded: the file is missing, is not a stable-baselines3 model zip
+    (corrupt, truncated, not a zip), its observation normaliser is missing or does not fit, or it
+    was trained on observation/action spaces other than the evaluation env's.
+
+    The message names the file, what failed (both spaces, for a space mismatch) and the fix.
+
+    Attributes:
+        path: the file that failed (the model zip, its normaliser or its ``model.json``).
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across processes (parallel evaluation workers) with its attribute
+        return type(self), (str(self), self.path)
+
+
+class OutputError(FlybyError, OSError):
+    """An output file or folder cannot be written (permissions, disk full, a file where a folder should be).
+
+    Raised before long work starts where possible (:func:`flyby.utils.atomic.check_writable`), so no
+    training or evaluation is lost to an unwritable destination.
+    """
+
+
+class TrainingError(FlybyError, RuntimeError):
+    """A training run cannot start or continue as asked (an existing model, a changed config, a bad checkpoint)."""

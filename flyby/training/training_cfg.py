@@ -10,6 +10,7 @@ from flyby.dynamics.direct_cfg import DirectDynamicsCfg
 from flyby.envs.direct_env_cfg import DirectEnvCfg
 from flyby.envs.multi_drone_env_cfg import MultiDroneEnvCfg
 from flyby.errors import ConfigError
+from flyby.training.trainer_cfg import TrainerCfg
 
 TRAINING_CONFIG = "training_config.yaml"
 DYNAMICS_CONFIG = "dynamics_config.yaml"
@@ -21,6 +22,7 @@ class TrainingCfg:
 
     direct_env: DirectEnvCfg = field(default_factory=DirectEnvCfg)  # flyby/DirectISR-v0
     multi_drone_env: MultiDroneEnvCfg = field(default_factory=MultiDroneEnvCfg)  # flyby/MultiDroneISR-v0
+    training: TrainerCfg = field(default_factory=TrainerCfg)  # flyby train: algorithm, budgets, logging
 
 
 def load_training_cfg(

@@ -1,0 +1,116 @@
+"""The ``training:`` section of ``training_config.yaml``: which RL algorithm, how long, how it logs.
+
+The seed plan's training file names ``algorithm``, ``total_steps``, ``batch_size`` and
+``learning_rate``; they sit at the top of the section, the algorithm-specific settings below them
+in ``ppo:`` and ``sac:`` (stable-baselines3 names). Both budgets work, alone or together: training
+stops at ``total_steps`` env steps or after ``budget_s`` seconds of wall clock, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from flyby.config import cfg_field, to_dict
+
+
+class Algorithm(str, Enum):
+    """RL algorithm from stable-baselines3."""
+
+    PPO = "PPO"
+    SAC = "SAC"
+
+
+@dataclass(kw_only=True)
+class PPOSection:
+    """PPO-only settings (stable-baselines3 names)."""
+
+    n_steps: int = cfg_field(256, ge=1)  # env steps per env per rollout (rollout = n_steps * num_drones samples)
+    n_epochs: int = cfg_field(4, ge=1)  # passes over each rollout
+    gamma: float = cfg_field(0.995, gt=0.0, le=1.0)  # discount per control step (0.995 at 20 Hz: a 10 s horizon)
+    gae_lambda: float = cfg_field(0.95, ge=0.0, le=1.0)  # GAE lambda
+    ent_coef: float = cfg_field(0.0, ge=0.0)  # entropy bonus weight
+    clip_range: float = cfg_field(0.2, gt=0.0, le=1.0)  # PPO ratio clip
+    net_arch: tuple[int, ...] = cfg_field((128, 128), ge=1)  # units per hidden layer (policy and value MLPs)
+    log_std_init: float = cfg_field(-1.0, ge=-5.0, le=1.0)  # initial log std of the Gaussian policy
+
+
+@dataclass(kw_only=True)
+class SACSection:
+    """SAC-only settings (stable-baselines3 names)."""
+
+    buffer_size: int = cfg_field(1_000_000, ge=1)  # transitions in the replay buffer
+    learning_starts: int = cfg_field(10_000, ge=0)  # env steps of random actions before learning
+    tau: float = cfg_field(0.005, gt=0.0, le=1.0)  # target network soft-update rate
+    gamma: float = cfg_field(0.99, gt=0.0, le=1.0)  # discount per control step
+    train_freq: int = cfg_field(1, ge=1)  # vector-env steps between updates
+    gradient_steps: int = cfg_field(1, ge=1)  # gradient steps per update
+    net_arch: tuple[int, ...] = cfg_field((256, 256), ge=1)  # units per hidden layer (actor and critics)
+
+
+@dataclass(kw_only=True)
+class TrainerCfg:
+    """How ``flyby train`` trains a policy on ``flyby/MultiDroneISR-v0`` (direct dynamics).
+
+    Observation normalisation (SB3 ``VecNormalize``) is saved beside the model as
+    ``vecnormalize.pkl``; a loaded model always gets it (:mod:`flyby.training.policy_io`).
+    """
+
+    algorithm: Algorithm = Algorithm.PPO  # PPO or SAC (stable-baselines3)
+    total_steps: int = cfg_field(4_000_000, ge=1)  # env steps (agent transitions over all drones) to train for
+    budget_s: float | None = cfg_field(None, gt=0.0)  # s of wall clock to stop after as well; null: steps only
+    batch_size: int = cfg_field(2048, ge=2)  # samples per minibatch (PPO) or per gradient step (SAC)
+    learning_rate: float = cfg_field(3e-4, gt=0.0, le=1.0)  # Adam step size
+    num_drones: int = cfg_field(32, ge=1, le=4096)  # drones of MultiDroneISR-v0 = parallel envs
+    seed: int = cfg_field(0, ge=0)  # seeds torch, numpy, the policy and the envs
+    normalize_obs: bool = True  # VecNormalize observation statistics (saved beside the model)
+    normalize_reward: bool = True  # VecNormalize return scaling during training (not used at evaluation)
+    clip_obs: float = cfg_field(10.0, gt=0.0)  # normalised observations are clipped to +-clip_obs
+    eval_freq_steps: int = cfg_field(500_000, ge=1)  # env steps between evaluation callbacks
+    eval_episodes: int = cfg_field(16, ge=1)  # episodes per evaluation callback (a separate env, seed + 10_000)
+    checkpoint_freq_steps: int = cfg_field(250_000, ge=1)  # env steps between checkpoints (resume points)
+    keep_checkpoints: int = cfg_field(2, ge=1)  # newest checkpoints kept on disk (older ones are replaced)
+    torch_threads: int = cfg_field(1, ge=1)  # torch intra-op threads (these MLPs do not gain from more)
+    ppo: PPOSection = field(default_factory=PPOSection)  # algorithm: PPO
+    sac: SACSection = field(default_factory=SACSection)  # algorithm: SAC
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.algorithm is Algorithm.PPO and (self.ppo.n_steps * self.num_drones) < self.batch_size:
+            problems.append(
+                f"batch_size: {self.batch_size} is larger than one PPO rollout "
+                f"(ppo.n_steps {self.ppo.n_steps} x num_drones {self.num_drones} = "
+                f"{self.ppo.n_steps * self.num_drones}); lower batch_size or raise ppo.n_steps"
+            )
+        return problems
+
+    def sb3_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the SB3 algorithm class."""
+        if self.algorithm is Algorithm.PPO:
+            p = self.ppo
+            return {
+                "n_steps": p.n_steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                "gamma": p.gamma, "gae_lambda": p.gae_lambda, "ent_coef": p.ent_coef, "n_epochs": p.n_epochs,
+                "clip_range": p.clip_range,
+                "policy_kwargs": {"net_arch": list(p.net_arch), "log_std_init": p.log_std_init},
+            }
+        s = self.sac
+        return {
+            "buffer_size": s.buffer_size, "learning_starts": s.learning_starts, "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "tau": s.tau, "gamma": s.gamma, "train_freq": s.train_freq,
+            "gradient_steps": s.gradient_steps, "policy_kwargs": {"net_arch": list(s.net_arch)},
+        }
+
+    @property
+    def gamma(self) -> float:
+        """Discount of the chosen algorithm (VecNormalize scales returns with it)."""
+        return self.ppo.gamma if self.algorithm is Algorithm.PPO else self.sac.gamma
+
+
+def cfg_hash(*parts: Any) -> str:
+    """A short stable fingerprint of configs (dataclasses or plain data): sha256 of their JSON, 16 hex digits."""
+    plain = [to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,165 @@
+"""flyby.training.trainer: PPO/SAC from the training config, normaliser, logs, checkpoints and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+from flyby.errors import ConfigError, OutputError, TrainingError  # noqa: E402
+from flyby.mdp.rewards import REWARD_TERMS  # noqa: E402
+from flyby.training.trainer import PROGRESS_COLUMNS, train  # noqa: E402
+from flyby.training.trainer_cfg import Algorithm, TrainerCfg  # noqa: E402
+from flyby.training.training_cfg import load_training_cfg  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env_cfg():
+    return load_training_cfg().multi_drone_env
+
+
+def tiny(total_steps: int = 1024, **kw) -> TrainerCfg:
+    """4 drones, 64-step rollouts: a few seconds of training."""
+    base = load_training_cfg().training
+    return replace(base, total_steps=total_steps, num_drones=4, batch_size=64, ppo=replace(base.ppo, n_steps=64),
+                   eval_freq_steps=512, eval_episodes=2, checkpoint_freq_steps=256, **kw)
+
+
+def test_packaged_config_names_the_seed_keys():
+    cfg = load_training_cfg().training
+    assert cfg.algorithm is Algorithm.PPO
+    assert cfg.total_steps > 0 and cfg.batch_size > 0 and 0 < cfg.learning_rate < 1
+
+
+def test_bad_training_section_lists_every_problem(tmp_path):
+    bad = tmp_path / "t.yaml"
+    bad.write_text("training:\n  algorithm: DQN\n  total_steps: 0\n  batch_size: 100000\n")
+    with pytest.raises(ConfigError) as err:
+        load_training_cfg(bad)
+    text = str(err.value)
+    assert "training.algorithm: 'DQN' is not one of 'PPO', 'SAC'" in text
+    assert "training.total_steps: 0 is out of range" in text
+
+
+def test_batch_larger_than_a_rollout_is_refused():
+    with pytest.raises(ConfigError, match="larger than one PPO rollout"):
+        train(replace(tiny(), batch_size=4096), "/nonexistent-never-created")
+
+
+def test_ppo_run_writes_model_normaliser_logs_and_checkpoints(tmp_path, env_cfg):
+    run = train(tiny(), tmp_path / "run", env_cfg=env_cfg, progress=False)
+    out = tmp_path / "run"
+    assert run.env_steps == 1024 and run.stopped_by == "total_steps"
+    for name in ("model.zip", "vecnormalize.pkl", "model.json", "progress.csv", "eval.csv", "train_config.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*")), "no TensorBoard events"
+    summary = json.loads((out / "model.json").read_text())
+    assert summary["algorithm"] == "PPO" and summary["observation_space"]["shape"] == [64]
+    assert summary["normalize"]["obs"] is True
+    assert 0 < summary["learner_share"] < 1 and summary["env_s"] > 0
+    rows = list(csv.DictReader((out / "progress.csv").open()))
+    assert tuple(rows[0]) == PROGRESS_COLUMNS
+    assert [int(r["env_steps"]) for r in rows] == list(range(256, 1025, 256))
+    # The normaliser saw the training observations: non-trivial statistics of the right shape.
+    vecnorm = pickle.loads((out / "vecnormalize.pkl").read_bytes())
+    assert vecnorm.obs_rms.mean.shape == (64,) and vecnorm.obs_rms.count > 1000
+    assert len(list((out / "checkpoints").glob("ckpt_*.json"))) == 2  # keep_checkpoints
+
+
+def test_per_term_rewards_are_logged(tmp_path, env_cfg):
+    # 1 s episodes so episodes end within the run and their per-term sums reach the CSV.
+    short = replace(env_cfg, episode_length_s=1.0)
+    train(tiny(total_steps=512), tmp_path, env_cfg=short, progress=False)
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    last = rows[-1]
+    assert last["ep_rew_mean"] != "" and float(last["ep_len_mean"]) <= 20
+    for k in REWARD_TERMS:
+        assert last[f"Episode_Reward/{k}"] != "", k
+    assert float(last["Episode_Reward/energy"]) <= 0.0
+
+
+def test_resume_continues_from_the_newest_checkpoint(tmp_path, env_cfg):
+    first = train(tiny(total_steps=512), tmp_path, env_cfg=env_cfg, progress=False)
+    assert first.env_steps == 512
+    with pytest.raises(TrainingError, match="already exists"):
+        train(tiny(total_steps=1024), tmp_path, env_cfg=env_cfg, progress=False)
+    again = train(tiny(total_steps=1024), tmp_path, env_cfg=env_cfg, resume=True, progress=False)
+    assert again.resumed_from == 512 and again.env_steps == 1024
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert [int(r["env_steps"]) for r in rows] == [256, 512, 768, 1024]
+    done = train(tiny(total_steps=1024), tmp_path, env_cfg=env_cfg, resume=True, progress=False)
+    assert done.stopped_by == "already_done" and done.env_steps == 1024
+
+
+def test_interrupt_saves_a_checkpoint_that_resume_uses(tmp_path, env_cfg, monkeypatch):
+    from flyby.envs.multi_drone_env import MultiDroneISREnv
+
+    calls = {"n": 0}
+    real_step = MultiDroneISREnv.step
+
+    def step(self, actions):
+        calls["n"] += 1
+        if calls["n"] == 300:  # inside the 5th rollout (64 steps each)
+            raise KeyboardInterrupt
+        return real_step(self, actions)
+
+    monkeypatch.setattr(MultiDroneISREnv, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(total_steps=2048), tmp_path, env_cfg=env_cfg, progress=False)
+    assert not (tmp_path / "model.zip").exists()
+    metas = sorted((tmp_path / "checkpoints").glob("ckpt_*.json"))
+    steps = json.loads(metas[-1].read_text())["env_steps"]
+    assert steps >= 1024  # the rollouts done before the interrupt are kept
+    monkeypatch.setattr(MultiDroneISREnv, "step", real_step)
+    run = train(tiny(total_steps=2048), tmp_path, env_cfg=env_cfg, resume=True, progress=False)
+    assert run.resumed_from == steps and run.env_steps == 2048
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_an_older_one(tmp_path, env_cfg):
+    train(tiny(total_steps=512), tmp_path, env_cfg=env_cfg, progress=False)
+    (tmp_path / "model.zip").unlink()
+    (tmp_path / "model.json").unlink()
+    newest = sorted((tmp_path / "checkpoints").glob("ckpt_*.zip"))[-1]
+    newest.write_bytes(b"not a zip")
+    run = train(tiny(total_steps=768), tmp_path, env_cfg=env_cfg, resume=True, progress=False)
+    assert run.resumed_from == 256 and run.env_steps == 768
+
+
+def test_a_changed_config_is_refused_never_mixed(tmp_path, env_cfg):
+    train(tiny(total_steps=256), tmp_path, env_cfg=env_cfg, progress=False)
+    with pytest.raises(TrainingError, match=r"another config \(training.learning_rate: 0.0003 -> 0.001"):
+        train(replace(tiny(total_steps=512), learning_rate=1e-3), tmp_path, env_cfg=env_cfg, resume=True,
+              progress=False)
+    assert (tmp_path / "model.zip").is_file()  # the earlier model is intact
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path, env_cfg):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run folder should go")
+    with pytest.raises(OutputError, match="not writable"):
+        train(tiny(), blocker / "run", env_cfg=env_cfg, progress=False)
+
+
+def test_wall_clock_budget_stops_training(tmp_path, env_cfg):
+    run = train(tiny(total_steps=10**7, budget_s=2.0), tmp_path, env_cfg=env_cfg, progress=False)
+    assert run.stopped_by == "budget_s" and 0 < run.env_steps < 10**7
+    assert run.wall_s < 30
+
+
+def test_sac_trains_and_saves_with_its_normaliser(tmp_path, env_cfg):
+    base = tiny(total_steps=256, algorithm=Algorithm.SAC)
+    cfg = replace(base, sac=replace(base.sac, learning_starts=64, buffer_size=2048, net_arch=(32, 32)),
+                  eval_freq_steps=10**6)
+    run = train(cfg, tmp_path, env_cfg=env_cfg, progress=False)
+    assert run.summary["algorithm"] == "SAC" and run.env_steps >= 256
+    from stable_baselines3 import SAC
+
+    model = SAC.load(tmp_path / "model.zip", device="cpu")
+    action, _ = model.predict(np.zeros(64, dtype=np.float32), deterministic=True)
+    assert action.shape == (4,) and np.all(np.abs(action) <= 1)
