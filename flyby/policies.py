@@ -66,3 +66,58 @@ class SmoothPatrolPolicy:
         np.maximum(actions, -1.0, out=actions)
         np.minimum(actions, 1.0, out=actions)
         return actions
+
+
+class PatrolPolicy:
+    """Single-drone patrol baseline: :class:`SmoothPatrolPolicy` for one drone, reseeded per episode.
+
+    A scripted ISR baseline for evaluation (``flyby/PX4ISR-v0``, ``flyby/DirectISR-v0``): it holds
+    about 40 % of the ceiling, wanders with smooth random horizontal velocity, sweeps the camera with
+    a random yaw rate and turns back before the geofence. It reads only the drone's position from the
+    observation (``ObsLayout.pos``, normalised), so it works for any ``top_k``.
+
+    ``reset(seed)`` restarts the patrol from a generator seeded by ``seed`` (evaluation calls it before
+    every episode), so the same seed flies the same patrol. The object is plain Python and numpy:
+    it pickles, and parallel evaluation workers each act with their own copy.
+
+    Args:
+        dt: s, control period of the env it drives (the OU noise integrates over it);
+            PX4ISR-v0's ``step_dt`` = 0.004 s x 10 = 0.04 s by default.
+        seed: seed used until the first ``reset``.
+        altitude_frac, speed, edge_frac: as in :class:`SmoothPatrolPolicy`.
+
+    ``__call__(obs (obs_dim,) float32) -> action (4,) float32`` in [-1, 1].
+
+    Raises:
+        ValueError: ``dt`` not > 0, or (call) an observation that is not one 1-D vector.
+    """
+
+    label = "patrol"
+
+    def __init__(
+        self,
+        *,
+        dt: float = 0.04,
+        seed: int = 0,
+        altitude_frac: float = 0.4,
+        speed: float = 0.6,
+        edge_frac: float = 0.75,
+    ) -> None:
+        if not dt > 0:
+            raise ValueError(f"PatrolPolicy dt must be the env's step_dt in s (> 0), got {dt!r}")
+        self.dt = float(dt)
+        self._kwargs = {"altitude_frac": altitude_frac, "speed": speed, "edge_frac": edge_frac}
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
+        """Restart the patrol from ``seed`` (same seed, same patrol)."""
+        self.seed = int(seed)
+        self._patrol = SmoothPatrolPolicy(
+            1, ObsLayout(5), seed=[self.seed, 0xBA7201], dt=self.dt, **self._kwargs
+        )  # only ObsLayout.pos is read, which does not depend on top_k
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs)
+        if obs.ndim != 1:
+            raise ValueError(f"PatrolPolicy drives one drone: obs must be 1-D (obs_dim,), got shape {obs.shape}")
+        return self._patrol(obs[None])[0]
