@@ -169,11 +169,14 @@ class _Checker:
 
     def number_pair(self, obj: Any, key: str, where: str, *, allow_nan: bool = False) -> tuple[float, float]:
         """``obj[key]`` as two numbers ``[lo, hi]``; with ``allow_nan`` null/NaN bounds read as NaN."""
-        value = self.get(obj, key, "list", where, default=None)
         path = f"{where}.{key}" if where else key
-        if value is None:
+        if not isinstance(obj, dict):
             return (math.nan, math.nan)
-        ok = len(value) == 2 and all(
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            self.problems.append(f"{path}: missing (expected two numbers [lo, hi])")
+            return (math.nan, math.nan)
+        ok = isinstance(value, list) and len(value) == 2 and all(
             (_is_kind(v, "number") and (allow_nan or math.isfinite(v))) or (allow_nan and v is None) for v in value
         )
         if not ok:
