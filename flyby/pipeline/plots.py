@@ -131,9 +131,15 @@ def training_curves_png(
     height_in = 3.0 * top_rows + 2.4 * term_rows + (0.4 if title else 0.0)
     fig = _figure(13.0, height_in, layout=None)  # fixed margins: ten panels would spend ~1 s in layout
     grid = fig.add_gridspec(
-        top_rows + term_rows, ncols, height_ratios=[1.25] * top_rows + [1.0] * term_rows,
-        left=0.06, right=0.99, bottom=0.5 / height_in, top=1.0 - (0.75 if title else 0.35) / height_in,
-        hspace=0.6, wspace=0.22,
+        top_rows + term_rows,
+        ncols,
+        height_ratios=[1.25] * top_rows + [1.0] * term_rows,
+        left=0.06,
+        right=0.99,
+        bottom=0.5 / height_in,
+        top=1.0 - (0.75 if title else 0.35) / height_in,
+        hspace=0.6,
+        wspace=0.22,
     )
     panels = [(name, values, "tab:blue") for name, values in curves.items()]
     panels += [(f"Episode_Reward/{name}", values, "tab:red") for name, values in reward_terms.items()]
@@ -183,16 +189,25 @@ def evaluation_png(
         ValueError: the sequences differ in length (names the lengths).
         DependencyNotInstalled: matplotlib is missing.
     """
-    lengths = {len(keys), len(labels), len(mean_return), len(return_ci95), len(targets_mean), len(targets_ci95)}
+    lengths = {
+        len(keys),
+        len(labels),
+        len(mean_return),
+        len(return_ci95),
+        len(targets_mean),
+        len(targets_ci95),
+    }
     if len(lengths) != 1:
         raise ValueError(f"evaluation_png: one entry per policy expected, got lengths {sorted(lengths)}")
     fig = _figure(11.0, 3.8 + (0.3 if title else 0.0))
     colours = [policy_colour(k, keys) for k in keys]
     pos = np.arange(len(keys))
-    for col, (means, cis, ylabel) in enumerate((
-        (mean_return, return_ci95, "mean episode return"),
-        (targets_mean, targets_ci95, "targets found per episode"),
-    )):
+    for col, (means, cis, ylabel) in enumerate(
+        (
+            (mean_return, return_ci95, "mean episode return"),
+            (targets_mean, targets_ci95, "targets found per episode"),
+        )
+    ):
         ax = fig.add_subplot(1, 2, col + 1)
         m = np.asarray(means, dtype=np.float64)
         ci = np.asarray(cis, dtype=np.float64).reshape(-1, 2)
@@ -262,19 +277,39 @@ def tracks_png(
             ax.plot(*xy[0], "o", color=colour, ms=4)
             ax.plot(*xy[-1], "x", color=colour, ms=5)
         if len(found):
-            ax.scatter(found[:, 0], found[:, 1], s=110, facecolors="none", edgecolors=colour, linewidths=1.6,
-                       zorder=4)
+            ax.scatter(
+                found[:, 0],
+                found[:, 1],
+                s=110,
+                facecolors="none",
+                edgecolors=colour,
+                linewidths=1.6,
+                zorder=4,
+            )
     txy = np.asarray(targets_xy, dtype=np.float64).reshape(-1, 2)
     classes = list(dict.fromkeys(targets_cls))
     for cls in classes:
         sel = np.array([c == cls for c in targets_cls], dtype=bool)
         ax.scatter(txy[sel, 0], txy[sel, 1], marker=TARGET_MARKERS.get(cls, "o"), s=22, c="k", zorder=5)
     handles = [Line2D([], [], color=policy_colour(k, keys), lw=2, label=labels.get(k, k)) for k in keys]
-    handles += [Line2D([], [], ls="none", marker=TARGET_MARKERS.get(c, "o"), color="k", label=f"target: {c}")
-                for c in classes]
+    handles += [
+        Line2D([], [], ls="none", marker=TARGET_MARKERS.get(c, "o"), color="k", label=f"target: {c}")
+        for c in classes
+    ]
     if keys:
-        handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="0.2", ms=10, mew=1.6,
-                              label="target found (policy colour)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="o",
+                mfc="none",
+                mec="0.2",
+                ms=10,
+                mew=1.6,
+                label="target found (policy colour)",
+            )
+        )
     handles.append(Rectangle((0, 0), 1, 1, fc="0.72", ec="0.45", label="building"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0.0)
     margin = 0.03 * max(hx, hy)

@@ -130,7 +130,10 @@ class RunArtefactError(FlybyError, ValueError):
 
 
 def _rerun(stage: str) -> str:
-    return f"Fix: re-run the pipeline's {stage!r} stage to rewrite it (or restore the file from the run that made it)."
+    return (
+        f"Fix: re-run the pipeline's {stage!r} stage to rewrite it "
+        "(or restore the file from the run that made it)."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,8 +151,17 @@ class _Checker:
         self.stage = stage
         self.problems: list[str] = []
 
-    def get(self, obj: Any, key: str, kind: str, where: str, *, required: bool = True,
-            nullable: bool = False, default: Any = None) -> Any:
+    def get(
+        self,
+        obj: Any,
+        key: str,
+        kind: str,
+        where: str,
+        *,
+        required: bool = True,
+        nullable: bool = False,
+        default: Any = None,
+    ) -> Any:
         """``obj[key]`` if it has ``kind`` (str, int, number, bool, dict, list), else ``default``
         with a problem recorded (a missing optional key or an allowed null records none)."""
         path = f"{where}.{key}" if where else key
@@ -176,24 +188,43 @@ class _Checker:
         if value is _MISSING:
             self.problems.append(f"{path}: missing (expected two numbers [lo, hi])")
             return (math.nan, math.nan)
-        ok = isinstance(value, list) and len(value) == 2 and all(
-            (_is_kind(v, "number") and (allow_nan or math.isfinite(v))) or (allow_nan and v is None) for v in value
+        ok = (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(
+                (_is_kind(v, "number") and (allow_nan or math.isfinite(v))) or (allow_nan and v is None)
+                for v in value
+            )
         )
         if not ok:
-            expected = "two numbers [lo, hi] (null or NaN for one episode)" if allow_nan else "two finite numbers"
+            expected = (
+                "two numbers [lo, hi] (null or NaN for one episode)" if allow_nan else "two finite numbers"
+            )
             self.problems.append(f"{path}: expected {expected}, got {_show(value)}")
             return (math.nan, math.nan)
         return tuple(math.nan if v is None else float(v) for v in value)  # type: ignore[return-value]
 
-    def finite(self, obj: Any, key: str, where: str, *, required: bool = True, lo: float | None = None,
-               hi: float | None = None) -> float:
+    def finite(
+        self,
+        obj: Any,
+        key: str,
+        where: str,
+        *,
+        required: bool = True,
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> float:
         """``obj[key]`` as a finite float within [lo, hi] when given; NaN (and a problem) otherwise."""
         value = self.get(obj, key, "number", where, required=required, default=None)
         if value is None:
             return math.nan
         path = f"{where}.{key}" if where else key
         if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
-            bounds = f" in [{lo}, {hi}]" if lo is not None and hi is not None else (f" >= {lo}" if lo is not None else "")
+            bounds = (
+                f" in [{lo}, {hi}]"
+                if lo is not None and hi is not None
+                else (f" >= {lo}" if lo is not None else "")
+            )
             self.problems.append(f"{path}: expected a finite number{bounds}, got {_show(value)}")
             return math.nan
         return float(value)
@@ -204,7 +235,9 @@ class _Checker:
         if value is None:
             return 0
         if value < 0:
-            self.problems.append(f"{(where + '.') if where else ''}{key}: expected a non-negative integer, got {value}")
+            self.problems.append(
+                f"{(where + '.') if where else ''}{key}: expected a non-negative integer, got {value}"
+            )
             return 0
         return int(value)
 
@@ -256,8 +289,9 @@ def _load_json(path: Path, stage: str) -> dict[str, Any]:
             path, f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", _rerun(stage)
         ) from exc
     if not isinstance(data, dict):
-        raise RunArtefactError(path, f"expected a JSON object at the top level, got {type(data).__name__}",
-                               _rerun(stage))
+        raise RunArtefactError(
+            path, f"expected a JSON object at the top level, got {type(data).__name__}", _rerun(stage)
+        )
     return data
 
 
@@ -302,7 +336,9 @@ def read_manifest(path: str | os.PathLike[str]) -> RunManifest:
             continue
         status = c.get(info, "status", "str", f"stages.{stage}")
         if status is not None and status not in STAGE_STATUSES:
-            c.problems.append(f"stages.{stage}.status: expected one of {list(STAGE_STATUSES)}, got {status!r}")
+            c.problems.append(
+                f"stages.{stage}.status: expected one of {list(STAGE_STATUSES)}, got {status!r}"
+            )
         c.finite(info, "wall_s", f"stages.{stage}", required=False, lo=0.0)
         for key in ("started_utc", "finished_utc"):
             c.get(info, key, "str", f"stages.{stage}", required=False, nullable=True)
@@ -341,7 +377,7 @@ class TrainingProgress:
     @property
     def reward_terms(self) -> dict[str, np.ndarray]:
         """``Episode_Reward/<term>`` columns, keyed by ``<term>``, in the file's order."""
-        return {k[len(REWARD_PREFIX):]: v for k, v in self.columns.items() if k.startswith(REWARD_PREFIX)}
+        return {k[len(REWARD_PREFIX) :]: v for k, v in self.columns.items() if k.startswith(REWARD_PREFIX)}
 
     def column(self, name: str) -> np.ndarray:
         """Column ``name``, or all NaN when the file has no such column."""
@@ -433,7 +469,8 @@ class EvaluationMetrics:
     episode_length_s: float  # s
     success_definition: str
     policies: list[PolicyMetrics]  # "trained" first, then the file's order
-    detection: dict[str, Any] | None  # mode, precision, recall, tp, fp, fn, frames, iou_threshold; None: not run
+    # mode, precision, recall, tp, fp, fn, frames, iou_threshold; None: no detector was scored
+    detection: dict[str, Any] | None
 
     def policy(self, key: str) -> PolicyMetrics | None:
         """The policy with ``key``, or None."""
@@ -466,19 +503,21 @@ def read_metrics(path: str | os.PathLike[str]) -> EvaluationMetrics:
             continue
         targets = c.get(block, "targets_found", "dict", where, default={})
         coverage = c.get(block, "coverage", "dict", where, default={})
-        policies.append(PolicyMetrics(
-            key=key,
-            label=c.get(block, "label", "str", where, default=key),
-            n=c.count(block, "n", where),
-            mean_return=c.finite(block, "mean_return", where),
-            ci95=c.number_pair(block, "ci95", where, allow_nan=True),
-            success_rate=c.finite(block, "success_rate", where, lo=0.0, hi=1.0),
-            targets_mean=c.finite(targets, "mean", f"{where}.targets_found", lo=0.0),
-            targets_ci95=c.number_pair(targets, "ci95", f"{where}.targets_found", allow_nan=True),
-            coverage_mean=c.finite(coverage, "mean", f"{where}.coverage", lo=0.0, hi=1.0),
-            crashes=c.count(block, "crashes", where),
-            geofence_exits=c.count(block, "geofence_exits", where),
-        ))
+        policies.append(
+            PolicyMetrics(
+                key=key,
+                label=c.get(block, "label", "str", where, default=key),
+                n=c.count(block, "n", where),
+                mean_return=c.finite(block, "mean_return", where),
+                ci95=c.number_pair(block, "ci95", where, allow_nan=True),
+                success_rate=c.finite(block, "success_rate", where, lo=0.0, hi=1.0),
+                targets_mean=c.finite(targets, "mean", f"{where}.targets_found", lo=0.0),
+                targets_ci95=c.number_pair(targets, "ci95", f"{where}.targets_found", allow_nan=True),
+                coverage_mean=c.finite(coverage, "mean", f"{where}.coverage", lo=0.0, hi=1.0),
+                crashes=c.count(block, "crashes", where),
+                geofence_exits=c.count(block, "geofence_exits", where),
+            )
+        )
     detection = c.get(data, "detection", "dict", "", required=False, nullable=True)
     if detection is not None:
         c.get(detection, "mode", "str", "detection")
@@ -518,11 +557,20 @@ class Tracks:
 def _points(c: _Checker, obj: Any, key: str, where: str) -> np.ndarray:
     """``obj[key]`` as an (N, 2) float64 array of finite [x, y] pairs."""
     value = c.get(obj, key, "list", where, default=[])
-    ok = all(isinstance(p, list) and len(p) == 2 and all(_is_kind(v, "number") and math.isfinite(v) for v in p)
-             for p in value)
+    ok = all(
+        isinstance(p, list) and len(p) == 2 and all(_is_kind(v, "number") and math.isfinite(v) for v in p)
+        for p in value
+    )
     if not ok:
-        bad = next(p for p in value if not (isinstance(p, list) and len(p) == 2
-                                            and all(_is_kind(v, "number") and math.isfinite(v) for v in p)))
+        bad = next(
+            p
+            for p in value
+            if not (
+                isinstance(p, list)
+                and len(p) == 2
+                and all(_is_kind(v, "number") and math.isfinite(v) for v in p)
+            )
+        )
         c.problems.append(f"{where}.{key}: expected a list of finite [x, y] pairs, got {_show(bad)} in it")
         return np.zeros((0, 2))
     return np.asarray(value, dtype=np.float64).reshape(-1, 2)
@@ -544,9 +592,13 @@ def read_tracks(path: str | os.PathLike[str]) -> Tracks:
         c.problems.append(f"half_extent_m: expected two positive numbers (m), got {list(half)}")
     buildings = []
     for i, b in enumerate(c.get(data, "buildings", "list", "", default=[])):
-        ok = isinstance(b, list) and len(b) == 4 and all(_is_kind(v, "number") and math.isfinite(v) for v in b)
+        ok = (
+            isinstance(b, list) and len(b) == 4 and all(_is_kind(v, "number") and math.isfinite(v) for v in b)
+        )
         if not ok or not (b[0] < b[2] and b[1] < b[3]):
-            c.problems.append(f"buildings[{i}]: expected [xmin, ymin, xmax, ymax] with min < max (m), got {_show(b)}")
+            c.problems.append(
+                f"buildings[{i}]: expected [xmin, ymin, xmax, ymax] with min < max (m), got {_show(b)}"
+            )
             continue
         buildings.append(b)
     targets_xy, targets_cls = [], []
@@ -590,7 +642,9 @@ def _check_mp4(path: Path) -> int:
     except OSError as exc:
         raise RunArtefactError(path, f"cannot be read: {exc}", _rerun("video")) from exc
     if len(head) < 12 or head[4:8] != b"ftyp":
-        what = "is empty" if size == 0 else f"is not an MP4 (no 'ftyp' box at the start; first bytes {head!r})"
+        what = (
+            "is empty" if size == 0 else f"is not an MP4 (no 'ftyp' box at the start; first bytes {head!r})"
+        )
         raise RunArtefactError(path, what, _rerun("video"))
     return size
 
@@ -624,7 +678,8 @@ def _atomic_copy(source: Path, target: Path) -> None:
 
 
 def default_report_path(run_dir: str | os.PathLike[str]) -> Path:
-    """``output/reports/<NAME>_report.html`` for ``run_dir = output/runs/<NAME>`` (output/ = ``run_dir.parents[1]``)."""
+    """``output/reports/<NAME>_report.html`` for ``run_dir = output/runs/<NAME>``
+    (output/ = ``run_dir.parents[1]``)."""
     run_dir = Path(os.path.abspath(run_dir))
     return run_dir.parents[1] / "reports" / f"{run_dir.name}_report.html"
 
@@ -634,8 +689,8 @@ def default_report_path(run_dir: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1240px;
-       padding: 0 24px 48px; color: #1d2329; line-height: 1.45; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
+       max-width: 1240px; padding: 0 24px 48px; color: #1d2329; line-height: 1.45; }
 h1 { margin: 24px 0 4px; font-size: 26px; }
 h2 { margin-top: 36px; padding-bottom: 4px; border-bottom: 2px solid #d8dee4; font-size: 20px; }
 h3 { font-size: 16px; margin: 18px 0 6px; }
@@ -651,7 +706,8 @@ video { max-width: 100%; background: #000; }
 pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 12.5px; }
 .meta { color: #57606a; font-size: 14px; }
 .na { background: #fff8e1; border-left: 4px solid #e0a800; padding: 8px 12px; margin: 8px 0; }
-.verdict { font-size: 17px; padding: 10px 14px; margin: 12px 0; border-left: 6px solid #8c959f; background: #f6f8fa; }
+.verdict { font-size: 17px; padding: 10px 14px; margin: 12px 0; border-left: 6px solid #8c959f;
+           background: #f6f8fa; }
 .verdict.better { border-color: #1a7f37; background: #edf9f0; }
 .verdict.worse { border-color: #cf222e; background: #fdf0f0; }
 .status-done { color: #1a7f37; font-weight: 600; }
@@ -687,14 +743,21 @@ def _img(png: bytes, alt: str) -> str:
     return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, numeric: Sequence[int] = (),
-           raw: bool = False, highlight: Sequence[bool] = ()) -> str:
+def _table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    numeric: Sequence[int] = (),
+    raw: bool = False,
+    highlight: Sequence[bool] = (),
+) -> str:
     """An HTML table; cells are escaped unless ``raw`` (then the caller escaped them)."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         cells = "".join(
-            f'<td{" class=num" if j in numeric else ""}>{cell if raw else _e(cell)}</td>' for j, cell in enumerate(row)
+            f"<td{' class=num' if j in numeric else ''}>{cell if raw else _e(cell)}</td>"
+            for j, cell in enumerate(row)
         )
         css = ' class="highlight"' if i < len(highlight) and highlight[i] else ""
         body.append(f"<tr{css}>{cells}</tr>")
@@ -760,13 +823,17 @@ def _read_run(run_dir: Path) -> _Run:
     manifest_path = run_dir / MANIFEST
     if not manifest_path.is_file():
         raise RunArtefactError(
-            manifest_path, "does not exist: a run folder holds the manifest.json the pipeline writes first",
+            manifest_path,
+            "does not exist: a run folder holds the manifest.json the pipeline writes first",
             "Fix: pass a run folder output/runs/<NAME>/ made by the pipeline.",
         )
     manifest = read_manifest(manifest_path)
     if manifest.name and manifest.name != run_dir.name:
-        log.warning("manifest name %r differs from the run folder's name %r; the report is named after the folder",
-                    manifest.name, run_dir.name)
+        log.warning(
+            "manifest name %r differs from the run folder's name %r; the report is named after the folder",
+            manifest.name,
+            run_dir.name,
+        )
     why: dict[str, str] = {}
 
     def optional(rel: str, stage: str, read: Callable[[Path], Any]) -> Any:
@@ -781,8 +848,16 @@ def _read_run(run_dir: Path) -> _Run:
     metrics = optional(METRICS_JSON, "evaluate", read_metrics)
     tracks = optional(TRACKS_JSON, "evaluate", read_tracks)
     video = optional(VIDEO_MP4, "video", lambda p: p if _check_mp4(p) else None)
-    return _Run(run_dir=run_dir, manifest=manifest, progress=progress, model=model, metrics=metrics,
-                tracks=tracks, video=video, why=why)
+    return _Run(
+        run_dir=run_dir,
+        manifest=manifest,
+        progress=progress,
+        model=model,
+        metrics=metrics,
+        tracks=tracks,
+        video=video,
+        why=why,
+    )
 
 
 def _verdict(metrics: EvaluationMetrics | None, why: str) -> str:
@@ -792,8 +867,10 @@ def _verdict(metrics: EvaluationMetrics | None, why: str) -> str:
     trained, patrol = metrics.policy("trained"), metrics.policy("patrol")
     if trained is None or patrol is None:
         missing = " and ".join(k for k, p in (("trained", trained), ("patrol", patrol)) if p is None)
-        return (f'<p class="verdict">Verdict not available: {METRICS_JSON} has no {_e(missing)} policy '
-                f"(policies: {_e(', '.join(p.key for p in metrics.policies))})</p>")
+        return (
+            f'<p class="verdict">Verdict not available: {METRICS_JSON} has no {_e(missing)} policy '
+            f"(policies: {_e(', '.join(p.key for p in metrics.policies))})</p>"
+        )
     diff = trained.targets_mean - patrol.targets_mean
     word, css = ("more", "better") if diff > 0 else (("fewer", "worse") if diff < 0 else ("as many", ""))
     resolved = all(math.isfinite(v) for v in (*trained.targets_ci95, *patrol.targets_ci95))
@@ -808,7 +885,8 @@ def _verdict(metrics: EvaluationMetrics | None, why: str) -> str:
     stack = metrics.flight_stack_label or metrics.flight_stack
     return (
         f'<p class="verdict {css}">Trained policy finds {_fmt(trained.targets_mean)} targets per episode '
-        f"{_interval(*trained.targets_ci95)}, patrol {_fmt(patrol.targets_mean)} {_interval(*patrol.targets_ci95)}: "
+        f"{_interval(*trained.targets_ci95)}, "
+        f"patrol {_fmt(patrol.targets_mean)} {_interval(*patrol.targets_ci95)}: "
         f"<b>{word}{than} the patrol</b> ({_fmt(diff, '+.2f')}); {spread}. "
         f"{trained.n} vs {patrol.n} episodes under {_e(stack)}.</p>"
     )
@@ -827,12 +905,22 @@ def _header(run: _Run, title: str) -> str:
         ("simulator backend", m.backend or "not recorded"),
         ("run folder", str(run.run_dir)),
     ]
-    nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("training", "Training"), ("evaluation", "Evaluation"), ("detection", "Detection"),
-        ("tracks", "Tracks"), ("video", "Video"), ("manifest", "Manifest")))
-    return (f"<h1>{_e(title)}</h1>\n"
-            f"{_kv_table(rows)}\n"
-            f"{_verdict(run.metrics, run.why.get(METRICS_JSON, ''))}\n<nav>{nav}</nav>")
+    nav = " ".join(
+        f'<a href="#{a}">{t}</a>'
+        for a, t in (
+            ("training", "Training"),
+            ("evaluation", "Evaluation"),
+            ("detection", "Detection"),
+            ("tracks", "Tracks"),
+            ("video", "Video"),
+            ("manifest", "Manifest"),
+        )
+    )
+    return (
+        f"<h1>{_e(title)}</h1>\n"
+        f"{_kv_table(rows)}\n"
+        f"{_verdict(run.metrics, run.why.get(METRICS_JSON, ''))}\n<nav>{nav}</nav>"
+    )
 
 
 def _training_section(run: _Run) -> str:
@@ -855,7 +943,10 @@ def _training_section(run: _Run) -> str:
     if finite_wall.size:
         summary += f" in {finite_wall.max():.0f} s wall time"
     out.append(f'<p class="meta">{_e(summary)}. x axis: env steps (agent transitions, all drones).</p>')
-    curves = {"mean episode return": p.column("ep_rew_mean"), "mean episode length, steps": p.column("ep_len_mean")}
+    curves = {
+        "mean episode return": p.column("ep_rew_mean"),
+        "mean episode length, steps": p.column("ep_len_mean"),
+    }
     if "targets_found_mean" in p.columns:
         curves["targets found per episode"] = p.columns["targets_found_mean"]
     if "fps" in p.columns:
@@ -863,8 +954,12 @@ def _training_section(run: _Run) -> str:
     terms = p.reward_terms
     if not terms:
         out.append(_na(f"{PROGRESS_CSV} has no {REWARD_PREFIX}* columns (per-term rewards)"))
-    out.append(_plot_or_na(lambda: plots.training_curves_png(p.env_steps, curves, terms),
-                           "training curves: return, episode length and per-term rewards over env steps"))
+    out.append(
+        _plot_or_na(
+            lambda: plots.training_curves_png(p.env_steps, curves, terms),
+            "training curves: return, episode length and per-term rewards over env steps",
+        )
+    )
     return "\n".join(out)
 
 
@@ -876,7 +971,10 @@ def _evaluation_section(run: _Run) -> str:
         return "\n".join(out)
     facts = [
         ("env", m.env_id),
-        ("flight stack", (m.flight_stack_label or m.flight_stack) + (f" (PX4 {m.px4_version})" if m.px4_version else "")),
+        (
+            "flight stack",
+            (m.flight_stack_label or m.flight_stack) + (f" (PX4 {m.px4_version})" if m.px4_version else ""),
+        ),
         ("perception", m.perception_mode),
         ("seeds", f"{_seed_ranges(m.seeds)} ({len(m.seeds)} episodes per policy)"),
         ("episode length", f"{_fmt(m.episode_length_s, 'g')} s"),
@@ -885,28 +983,48 @@ def _evaluation_section(run: _Run) -> str:
     out.append(_kv_table(facts))
     rows = []
     for p in m.policies:
-        rows.append([
-            f"{p.label} ({p.key})" if p.label != p.key else p.key,
-            f"{_fmt(p.mean_return, '+.2f')} {_interval(*p.ci95, '+.2f')}",
-            f"{_fmt(p.targets_mean)} {_interval(*p.targets_ci95)}",
-            f"{_fmt(100 * p.coverage_mean, '.1f')} %",
-            f"{_fmt(100 * p.success_rate, '.0f')} %",
-            str(p.crashes),
-            str(p.geofence_exits),
-            str(p.n),
-        ])
-    out.append(_table(
-        ["policy", "mean return [95 % CI]", "targets found [95 % CI]", "coverage", "success rate", "crashes",
-         "geofence exits", "episodes"],
-        rows, numeric=range(1, 8), highlight=[p.key == "trained" for p in m.policies],
-    ))
-    out.append(_plot_or_na(
-        lambda: plots.evaluation_png(
-            [p.key for p in m.policies], [p.label for p in m.policies], [p.mean_return for p in m.policies],
-            [p.ci95 for p in m.policies], [p.targets_mean for p in m.policies], [p.targets_ci95 for p in m.policies],
-        ),
-        "mean return and targets found per policy with 95 % CI error bars",
-    ))
+        rows.append(
+            [
+                f"{p.label} ({p.key})" if p.label != p.key else p.key,
+                f"{_fmt(p.mean_return, '+.2f')} {_interval(*p.ci95, '+.2f')}",
+                f"{_fmt(p.targets_mean)} {_interval(*p.targets_ci95)}",
+                f"{_fmt(100 * p.coverage_mean, '.1f')} %",
+                f"{_fmt(100 * p.success_rate, '.0f')} %",
+                str(p.crashes),
+                str(p.geofence_exits),
+                str(p.n),
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "policy",
+                "mean return [95 % CI]",
+                "targets found [95 % CI]",
+                "coverage",
+                "success rate",
+                "crashes",
+                "geofence exits",
+                "episodes",
+            ],
+            rows,
+            numeric=range(1, 8),
+            highlight=[p.key == "trained" for p in m.policies],
+        )
+    )
+    out.append(
+        _plot_or_na(
+            lambda: plots.evaluation_png(
+                [p.key for p in m.policies],
+                [p.label for p in m.policies],
+                [p.mean_return for p in m.policies],
+                [p.ci95 for p in m.policies],
+                [p.targets_mean for p in m.policies],
+                [p.targets_ci95 for p in m.policies],
+            ),
+            "mean return and targets found per policy with 95 % CI error bars",
+        )
+    )
     return "\n".join(out)
 
 
@@ -916,13 +1034,32 @@ def _detection_section(run: _Run) -> str:
     if m is None:
         out.append(_na(run.why[METRICS_JSON]))
     elif m.detection is None:
-        out.append(_na(f"{METRICS_JSON} has no detection block (detection: null): no detector was scored in this run"))
+        out.append(
+            _na(
+                f"{METRICS_JSON} has no detection block (detection: null): no detector was scored in this run"
+            )
+        )
     else:
         d = m.detection
-        rows = [[d["mode"], _fmt(d["precision"], ".3f"), _fmt(d["recall"], ".3f"), str(d["tp"]), str(d["fp"]),
-                 str(d["fn"]), str(d.get("frames", "—")), _fmt(d.get("iou_threshold"), "g")]]
-        out.append(_table(["mode", "precision", "recall", "tp", "fp", "fn", "frames", "IoU threshold"], rows,
-                          numeric=range(1, 8)))
+        rows = [
+            [
+                d["mode"],
+                _fmt(d["precision"], ".3f"),
+                _fmt(d["recall"], ".3f"),
+                str(d["tp"]),
+                str(d["fp"]),
+                str(d["fn"]),
+                str(d.get("frames", "—")),
+                _fmt(d.get("iou_threshold"), "g"),
+            ]
+        ]
+        out.append(
+            _table(
+                ["mode", "precision", "recall", "tp", "fp", "fn", "frames", "IoU threshold"],
+                rows,
+                numeric=range(1, 8),
+            )
+        )
     return "\n".join(out)
 
 
@@ -936,16 +1073,28 @@ def _tracks_section(run: _Run) -> str:
     per_policy: dict[str, list[int]] = {}
     for policy, seed, _, _ in t.episodes:
         per_policy.setdefault(policy, []).append(seed)
-    lines = "; ".join(f"{labels.get(k, k)}: {len(s)} episode(s), seeds {_seed_ranges(s)}" for k, s in per_policy.items())
-    out.append(f'<p class="meta">{_e(lines or "no episodes recorded")}. '
-               f"{len(t.buildings)} buildings, {len(t.targets_cls)} targets; world ENU, metres.</p>")
+    lines = "; ".join(
+        f"{labels.get(k, k)}: {len(s)} episode(s), seeds {_seed_ranges(s)}" for k, s in per_policy.items()
+    )
+    out.append(
+        f'<p class="meta">{_e(lines or "no episodes recorded")}. '
+        f"{len(t.buildings)} buildings, {len(t.targets_cls)} targets; world ENU, metres.</p>"
+    )
     if not t.episodes:
         out.append(_na(f"{TRACKS_JSON} holds no episodes; the map is drawn without tracks"))
-    out.append(_plot_or_na(
-        lambda: plots.tracks_png(t.half_extent_m, t.buildings, t.targets_xy, t.targets_cls,
-                                 [(policy, xy, found) for policy, _, xy, found in t.episodes], policy_labels=labels),
-        "top-down evaluation tracks over the map with found targets marked",
-    ))
+    out.append(
+        _plot_or_na(
+            lambda: plots.tracks_png(
+                t.half_extent_m,
+                t.buildings,
+                t.targets_xy,
+                t.targets_cls,
+                [(policy, xy, found) for policy, _, xy, found in t.episodes],
+                policy_labels=labels,
+            ),
+            "top-down evaluation tracks over the map with found targets marked",
+        )
+    )
     return "\n".join(out)
 
 
@@ -975,32 +1124,60 @@ def _manifest_section(run: _Run) -> str:
         rows = []
         for stage, info in m.stages.items():
             status = str(info.get("status", "?"))
-            extra = {k: v for k, v in info.items() if k not in ("status", "wall_s", "started_utc", "finished_utc")}
-            details = "; ".join(f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in extra.items())
-            rows.append([
-                _e(stage), f'<span class="status-{_e(status)}">{_e(status)}</span>',
-                _e(_fmt(info.get("wall_s"), ".1f") + (" s" if info.get("wall_s") is not None else "")),
-                _e(info.get("started_utc") or "—"), _e(info.get("finished_utc") or "—"), _e(details),
-            ])
-        out.append(_table(["stage", "status", "wall time", "started (UTC)", "finished (UTC)", "details"], rows,
-                          numeric=(2,), raw=True))
+            extra = {
+                k: v for k, v in info.items() if k not in ("status", "wall_s", "started_utc", "finished_utc")
+            }
+            details = "; ".join(
+                f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in extra.items()
+            )
+            rows.append(
+                [
+                    _e(stage),
+                    f'<span class="status-{_e(status)}">{_e(status)}</span>',
+                    _e(_fmt(info.get("wall_s"), ".1f") + (" s" if info.get("wall_s") is not None else "")),
+                    _e(info.get("started_utc") or "—"),
+                    _e(info.get("finished_utc") or "—"),
+                    _e(details),
+                ]
+            )
+        out.append(
+            _table(
+                ["stage", "status", "wall time", "started (UTC)", "finished (UTC)", "details"],
+                rows,
+                numeric=(2,),
+                raw=True,
+            )
+        )
     else:
         out.append(_na(f"{MANIFEST} lists no stages"))
     git = m.git
     dirty = git.get("dirty")
-    git_line = f"{git.get('commit', 'not recorded')}" + (" (dirty: uncommitted changes)" if dirty else
-                                                          " (clean)" if dirty is False else "")
+    git_line = f"{git.get('commit', 'not recorded')}" + (
+        " (dirty: uncommitted changes)" if dirty else " (clean)" if dirty is False else ""
+    )
     out.append("<h3>Code and config</h3>")
-    out.append(_kv_table([["git commit", git_line], ["config hash", m.config_hash or "not recorded"],
-                                 ["created (UTC)", m.created_utc or "not recorded"]]))
+    out.append(
+        _kv_table(
+            [
+                ["git commit", git_line],
+                ["config hash", m.config_hash or "not recorded"],
+                ["created (UTC)", m.created_utc or "not recorded"],
+            ]
+        )
+    )
     out.append("<h3>Versions</h3>")
-    out.append(_table(["package", "version"], _kv_rows(m.versions, "not installed")) if m.versions
-               else _na(f"{MANIFEST} records no versions"))
+    out.append(
+        _table(["package", "version"], _kv_rows(m.versions, "not installed"))
+        if m.versions
+        else _na(f"{MANIFEST} records no versions")
+    )
     out.append("<h3>Machine</h3>")
     out.append(_kv_table(_kv_rows(m.machine)) if m.machine else _na(f"{MANIFEST} records no machine"))
     config = json.dumps(m.config, indent=2, ensure_ascii=False, default=str)
-    out.append(f"<details><summary>Config ({len(m.config)} top-level keys, as run)</summary>"
-               f"<pre>{_e(config)}</pre></details>")
+    out.append(
+        f"<details><summary>Config ({len(m.config)} top-level keys, as run)</summary>"
+        f"<pre>{_e(config)}</pre></details>"
+    )
     return "\n".join(out)
 
 
@@ -1008,13 +1185,22 @@ def _render_html(run: _Run, video_src: str | None) -> str:
     """The whole report page as a string (no file is written)."""
     name = run.run_dir.name
     title = f"flyby run {name}"
-    body = "\n".join((
-        _header(run, title), _training_section(run), _evaluation_section(run), _detection_section(run),
-        _tracks_section(run), _video_section(run, video_src), _manifest_section(run),
-    ))
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    body = "\n".join(
+        (
+            _header(run, title),
+            _training_section(run),
+            _evaluation_section(run),
+            _detection_section(run),
+            _tracks_section(run),
+            _video_section(run, video_src),
+            _manifest_section(run),
+        )
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def write_report(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None) -> Path:
@@ -1046,8 +1232,13 @@ def write_report(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[st
         video_src = f"{quote(assets)}/validation.mp4"
     page = _render_html(run, video_src).encode("utf-8")
     _atomic_write(out, lambda f: f.write(page))
-    log.info("wrote %s (%.1f kB, %s) in %.1f s", out, len(page) / 1e3,
-             "video linked" if video_src else "no video", time.perf_counter() - start)
+    log.info(
+        "wrote %s (%.1f kB, %s) in %.1f s",
+        out,
+        len(page) / 1e3,
+        "video linked" if video_src else "no video",
+        time.perf_counter() - start,
+    )
     return out
 
 
@@ -1064,12 +1255,15 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     :class:`RunArtefactError` message (the CLI's ``main`` prints ``FlybyError`` s and exits 2).
     """
     parser = subparsers.add_parser(
-        "report", help="write the HTML report of a pipeline run (curves, evaluation, tracks, video; opens offline)"
+        "report",
+        help="write the HTML report of a pipeline run (curves, evaluation, tracks, video; opens offline)",
     )
     parser.add_argument("run_dir", help="the run folder, output/runs/<NAME>")
-    parser.add_argument("--out", default=None,
-                        help="HTML file to write (default: output/reports/<NAME>_report.html, output/ being "
-                             "RUN_DIR/../..); the video goes to <stem>_assets/ beside it")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="HTML file to write (default: output/reports/<NAME>_report.html, output/ being "
+        "RUN_DIR/../..); the video goes to <stem>_assets/ beside it",
+    )
     parser.set_defaults(func=_cmd_report)
     return parser
-

@@ -42,32 +42,67 @@ def _policy_block(key: str, label: str, mean_return: float, targets: float, rng:
         return [float(x.mean()) - half, float(x.mean()) + half]
 
     return {
-        "label": label, "n": len(SEEDS), "mean_return": float(returns.mean()),
-        "std_return": float(returns.std(ddof=1)), "ci95": ci(returns), "success_rate": float(np.mean(success)),
-        "targets_found": {"mean": float(found.mean()), "ci95": ci(found.astype(float)),
-                          "per_episode": found.tolist()},
+        "label": label,
+        "n": len(SEEDS),
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std(ddof=1)),
+        "ci95": ci(returns),
+        "success_rate": float(np.mean(success)),
+        "targets_found": {
+            "mean": float(found.mean()),
+            "ci95": ci(found.astype(float)),
+            "per_episode": found.tolist(),
+        },
         "coverage": {"mean": float(coverage.mean()), "per_episode": coverage.tolist()},
-        "crashes": int(sum(crashed)), "geofence_exits": int(sum(geofence)),
-        "episode_lengths": [300] * len(SEEDS), "returns": returns.tolist(),
+        "crashes": int(sum(crashed)),
+        "geofence_exits": int(sum(geofence)),
+        "episode_lengths": [300] * len(SEEDS),
+        "returns": returns.tolist(),
         "episodes": [
-            {"seed": s, "return": float(r), "steps": 300, "targets_found": int(f), "coverage": float(c),
-             "crashed": cr, "geofence": g, "success": su}
-            for s, r, f, c, cr, g, su in zip(SEEDS, returns, found, coverage, crashed, geofence, success)
+            {
+                "seed": s,
+                "return": float(r),
+                "steps": 300,
+                "targets_found": int(f),
+                "coverage": float(c),
+                "crashed": cr,
+                "geofence": g,
+                "success": su,
+            }
+            for s, r, f, c, cr, g, su in zip(
+                SEEDS, returns, found, coverage, crashed, geofence, success, strict=True
+            )
         ],
     }
 
 
 def fake_metrics(*, detection: bool = True, policies: tuple[str, ...] = tuple(POLICIES)) -> dict[str, Any]:
-    """A ``flyby.evaluation/1`` document with ``policies`` (trained first) and, optionally, detection figures."""
+    """A ``flyby.evaluation/1`` document with ``policies`` (trained first) and, optionally, detection
+    figures."""
     rng = np.random.default_rng(0)
     return {
-        "schema": "flyby.evaluation/1", "env_id": "flyby/PX4ISR-v0", "flight_stack": "cascade",
-        "flight_stack_label": "built-in cascade (no PX4)", "px4_version": None, "perception_mode": "ground_truth",
-        "seeds": SEEDS, "episode_length_s": 30.0,
+        "schema": "flyby.evaluation/1",
+        "env_id": "flyby/PX4ISR-v0",
+        "flight_stack": "cascade",
+        "flight_stack_label": "built-in cascade (no PX4)",
+        "px4_version": None,
+        "perception_mode": "ground_truth",
+        "seeds": SEEDS,
+        "episode_length_s": 30.0,
         "success_definition": "at least 5 targets found, no crash, no geofence exit",
         "policies": {k: _policy_block(k, *POLICIES[k], rng) for k in policies},
-        "detection": {"mode": "ground_truth", "precision": 0.9375, "recall": 0.8824, "tp": 30, "fp": 2, "fn": 4,
-                      "frames": 120, "iou_threshold": 0.5} if detection else None,
+        "detection": {
+            "mode": "ground_truth",
+            "precision": 0.9375,
+            "recall": 0.8824,
+            "tp": 30,
+            "fp": 2,
+            "fn": 4,
+            "frames": 120,
+            "iou_threshold": 0.5,
+        }
+        if detection
+        else None,
     }
 
 
@@ -77,38 +112,75 @@ def fake_tracks() -> dict[str, Any]:
     episodes = []
     for i, key in enumerate(POLICIES):
         xy = np.stack([-40 + 80 * t, -30 + 15 * i + 8 * np.sin(6 * t + i)], axis=1).round(2)
-        episodes.append({"policy": key, "seed": 0, "xy": xy.tolist(), "found": [[10.0, -20.0]] if i != 1 else []})
+        episodes.append(
+            {"policy": key, "seed": 0, "xy": xy.tolist(), "found": [[10.0, -20.0]] if i != 1 else []}
+        )
     return {
         "half_extent_m": [50.0, 40.0],
         "buildings": [[-20.0, -10.0, -10.0, 5.0], [5.0, 10.0, 20.0, 18.0], [25.0, -35.0, 35.0, -25.0]],
-        "targets": [{"xy": [10.0, -20.0], "cls": "vehicle"}, {"xy": [-30.0, 20.0], "cls": "person"},
-                    {"xy": [40.0, 30.0], "cls": "vehicle"}, {"xy": [0.0, 0.0], "cls": "person"}],
+        "targets": [
+            {"xy": [10.0, -20.0], "cls": "vehicle"},
+            {"xy": [-30.0, 20.0], "cls": "person"},
+            {"xy": [40.0, 30.0], "cls": "vehicle"},
+            {"xy": [0.0, 0.0], "cls": "person"},
+        ],
         "episodes": episodes,
     }
 
 
 def fake_manifest(name: str) -> dict[str, Any]:
-    stage = {"status": "done", "wall_s": 12.5, "started_utc": "2025-01-01T10:00:00Z",
-             "finished_utc": "2025-01-01T10:00:12Z"}
+    stage = {
+        "status": "done",
+        "wall_s": 12.5,
+        "started_utc": "2025-01-01T10:00:00Z",
+        "finished_utc": "2025-01-01T10:00:12Z",
+    }
     return {
-        "schema": "flyby.run/1", "name": name, "created_utc": "2025-01-01T10:00:00Z",
-        "config": {"name": name, "train": {"budget_s": 60, "algorithm": "PPO"}, "evaluate": {"seeds": "0..9"}},
-        "config_hash": "0123abcd", "git": {"commit": "deadbeef" * 5, "dirty": False},
-        "versions": {"python": "3.11.9", "flyby": "0.1.0", "numpy": "2.1.0", "torch": "2.14.1",
-                     "stable_baselines3": "2.9.0", "mujoco": "3.3.0", "ultralytics": None},
-        "backend": "mujoco", "flight_stack": "cascade", "flight_stack_label": "built-in cascade (no PX4)",
+        "schema": "flyby.run/1",
+        "name": name,
+        "created_utc": "2025-01-01T10:00:00Z",
+        "config": {
+            "name": name,
+            "train": {"budget_s": 60, "algorithm": "PPO"},
+            "evaluate": {"seeds": "0..9"},
+        },
+        "config_hash": "0123abcd",
+        "git": {"commit": "deadbeef" * 5, "dirty": False},
+        "versions": {
+            "python": "3.11.9",
+            "flyby": "0.1.0",
+            "numpy": "2.1.0",
+            "torch": "2.14.1",
+            "stable_baselines3": "2.9.0",
+            "mujoco": "3.3.0",
+            "ultralytics": None,
+        },
+        "backend": "mujoco",
+        "flight_stack": "cascade",
+        "flight_stack_label": "built-in cascade (no PX4)",
         "px4_version": None,
         "machine": {"cpu": "Test CPU", "cores": 2, "memory_gb": 7.7, "gpu": "no GPU"},
-        "stages": {"train": dict(stage, wall_s=61.2), "evaluate": dict(stage), "video": dict(stage, wall_s=4.0),
-                   "export": {"status": "skipped", "reason": "export disabled in the config"},
-                   "report": {"status": "pending"}},
+        "stages": {
+            "train": dict(stage, wall_s=61.2),
+            "evaluate": dict(stage),
+            "video": dict(stage, wall_s=4.0),
+            "export": {"status": "skipped", "reason": "export disabled in the config"},
+            "report": {"status": "pending"},
+        },
     }
 
 
 def write_progress_csv(path: Path, rows: int) -> None:
     """``rows`` log points; the first row has empty episode cells (no episode finished yet)."""
-    header = ["env_steps", "wall_s", "fps", "ep_rew_mean", "ep_len_mean", "targets_found_mean",
-              *(f"Episode_Reward/{t}" for t in REWARD_TERMS)]
+    header = [
+        "env_steps",
+        "wall_s",
+        "fps",
+        "ep_rew_mean",
+        "ep_len_mean",
+        "targets_found_mean",
+        *(f"Episode_Reward/{t}" for t in REWARD_TERMS),
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -116,8 +188,14 @@ def write_progress_csv(path: Path, rows: int) -> None:
         for i in range(rows):
             steps = 2048 * 16 * (i + 1)
             episode = ["", "", ""] if i == 0 else [f"{-10 + 5 * i:.3f}", f"{200 + 10 * i}", f"{0.5 * i:.2f}"]
-            terms = [""] * len(REWARD_TERMS) if i == 0 else [f"{(k - 2) * 0.3 * i:.4f}" for k in range(len(REWARD_TERMS))]
-            writer.writerow([steps, f"{1.5 * (i + 1):.2f}", f"{steps / (1.5 * (i + 1)):.1f}", *episode, *terms])
+            terms = (
+                [""] * len(REWARD_TERMS)
+                if i == 0
+                else [f"{(k - 2) * 0.3 * i:.4f}" for k in range(len(REWARD_TERMS))]
+            )
+            writer.writerow(
+                [steps, f"{1.5 * (i + 1):.2f}", f"{steps / (1.5 * (i + 1)):.1f}", *episode, *terms]
+            )
 
 
 def write_fake_video(path: Path, frames: int = VIDEO_FRAMES, fps: float = VIDEO_FPS) -> None:
@@ -157,14 +235,22 @@ def write_fake_run(
     (run_dir / "evaluation").mkdir(parents=True, exist_ok=True)
     (run_dir / "manifest.json").write_text(json.dumps(fake_manifest(name), indent=2))
     write_progress_csv(run_dir / "training" / "progress.csv", csv_rows)
-    (run_dir / "training" / "model.json").write_text(json.dumps({
-        "algorithm": "PPO", "env_id": "flyby/MultiDroneISR-v0",
-        "observation_space": {"shape": [64], "low": -1.0, "high": 1.0},
-        "action_space": {"shape": [4], "low": -1.0, "high": 1.0},
-        "normalize": {"obs": True, "clip_obs": 10.0, "epsilon": 1e-8}, "env_steps": 2048 * 16 * max(csv_rows, 1),
-    }))
+    (run_dir / "training" / "model.json").write_text(
+        json.dumps(
+            {
+                "algorithm": "PPO",
+                "env_id": "flyby/MultiDroneISR-v0",
+                "observation_space": {"shape": [64], "low": -1.0, "high": 1.0},
+                "action_space": {"shape": [4], "low": -1.0, "high": 1.0},
+                "normalize": {"obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
+                "env_steps": 2048 * 16 * max(csv_rows, 1),
+            }
+        )
+    )
     if metrics:
-        (run_dir / "evaluation" / "metrics.json").write_text(json.dumps(fake_metrics(detection=detection), indent=1))
+        (run_dir / "evaluation" / "metrics.json").write_text(
+            json.dumps(fake_metrics(detection=detection), indent=1)
+        )
     if tracks:
         (run_dir / "evaluation" / "tracks.json").write_text(json.dumps(fake_tracks()))
     if video:

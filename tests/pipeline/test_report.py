@@ -22,7 +22,11 @@ from fake_run import VIDEO_FPS, VIDEO_FRAMES, fake_metrics, write_fake_run
 from flyby.errors import FlybyError
 from flyby.pipeline import plots
 from flyby.pipeline.report import (
-    RunArtefactError, add_report_parser, default_report_path, read_progress, write_report,
+    RunArtefactError,
+    add_report_parser,
+    default_report_path,
+    read_progress,
+    write_report,
 )
 
 SECTIONS = ("training", "evaluation", "detection", "tracks", "video", "manifest")
@@ -52,13 +56,14 @@ def png_size(data_uri: str) -> tuple[int, int]:
     """(width, height) of a ``data:image/png;base64,...`` image, from its IHDR chunk."""
     prefix = "data:image/png;base64,"
     assert data_uri.startswith(prefix), data_uri[:40]
-    png = base64.b64decode(data_uri[len(prefix):], validate=True)
+    png = base64.b64decode(data_uri[len(prefix) :], validate=True)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     return struct.unpack(">II", png[16:24])
 
 
 def copy_run(run_dir: Path, tmp_path: Path, name: str = "fake") -> Path:
-    """A copy of ``run_dir`` at ``tmp_path/output/runs/<name>`` (to damage or trim without touching the original)."""
+    """A copy of ``run_dir`` at ``tmp_path/output/runs/<name>``, to damage or trim without touching
+    the original."""
     target = tmp_path / "output" / "runs" / name
     shutil.copytree(run_dir, target)
     return target
@@ -112,7 +117,7 @@ def test_header_names_the_run_stack_backend_and_verdict(full_report):
 def test_evaluation_table_puts_every_policy_with_its_interval_trained_first(full_report):
     path, _ = full_report
     text = path.read_text(encoding="utf-8")
-    table = text[text.index('id="evaluation"'):text.index('id="detection"')]
+    table = text[text.index('id="evaluation"') : text.index('id="detection"')]
     rows = Page(table)
     cells = [c for c in rows.chunks if c.strip()]
     positions = []
@@ -193,7 +198,9 @@ def test_custom_out_path_puts_the_video_beside_it_and_rewrites_atomically(tmp_pa
     out = tmp_path / "elsewhere" / "r.html"
     assert write_report(run, out) == out
     (video,) = Page(out.read_text(encoding="utf-8")).all("video")
-    assert video["src"] == "r_assets/validation.mp4" and (out.parent / "r_assets" / "validation.mp4").is_file()
+    assert (
+        video["src"] == "r_assets/validation.mp4" and (out.parent / "r_assets" / "validation.mp4").is_file()
+    )
     first = out.stat().st_ino
     write_report(run, out)
     assert out.stat().st_ino != first, "rewritten through a new file (os.replace), not in place"
@@ -216,29 +223,54 @@ BAD_ARTEFACTS = {
     "manifest-schema-and-status": (
         "manifest.json",
         lambda d: d.update(schema="flyby.run/0", stages={"train": {"status": "finished", "wall_s": -1}}),
-        ["3 problem(s)", "schema: expected 'flyby.run/1', got 'flyby.run/0'",
-         "stages.train.wall_s: expected a finite number >= 0.0, got -1",
-         "stages.train.status: expected one of ['done', 'skipped', 'failed', 'pending'], got 'finished'"],
+        [
+            "3 problem(s)",
+            "schema: expected 'flyby.run/1', got 'flyby.run/0'",
+            "stages.train.wall_s: expected a finite number >= 0.0, got -1",
+            "stages.train.status: expected one of ['done', 'skipped', 'failed', 'pending'], got 'finished'",
+        ],
     ),
     "metrics-types-and-ranges": (
         "evaluation/metrics.json",
-        lambda d: (d["policies"]["trained"].update(ci95="wide", success_rate=1.5),
-                   d["detection"].update(precision="high")),
-        ["metrics.json", "policies.trained.ci95: expected two numbers", "got 'wide'",
-         "policies.trained.success_rate: expected a finite number in [0.0, 1.0], got 1.5",
-         "detection.precision: expected a number, got 'high'", "'evaluate' stage"],
+        lambda d: (
+            d["policies"]["trained"].update(ci95="wide", success_rate=1.5),
+            d["detection"].update(precision="high"),
+        ),
+        [
+            "metrics.json",
+            "policies.trained.ci95: expected two numbers",
+            "got 'wide'",
+            "policies.trained.success_rate: expected a finite number in [0.0, 1.0], got 1.5",
+            "detection.precision: expected a number, got 'high'",
+            "'evaluate' stage",
+        ],
     ),
-    "metrics-no-policies": ("evaluation/metrics.json", lambda d: d.update(policies={}),
-                            ["policies: empty"]),
-    "csv-bad-cell": ("training/progress.csv", lambda t: t.replace("\n65536,", "\nabc,", 1),
-                     ["progress.csv", "line 3, column env_steps: 'abc' is not a number", "'train' stage"]),
-    "csv-missing-column": ("training/progress.csv", lambda t: t.replace("ep_len_mean", "episode_length", 1),
-                           ["missing column(s) ['ep_len_mean']"]),
-    "csv-short-row": ("training/progress.csv", lambda t: t.rstrip("\n") + "\n1,2\n", ["2 cells, the header has 12"]),
-    "tracks-building": ("evaluation/tracks.json", lambda d: d["buildings"].append([5, 5, 1, 9]),
-                        ["tracks.json", "buildings[3]: expected [xmin, ymin, xmax, ymax] with min < max"]),
-    "tracks-points": ("evaluation/tracks.json", lambda d: d["episodes"][2].update(xy=[[0, 1], [2]]),
-                      ["episodes[2].xy: expected a list of finite [x, y] pairs, got [2]"]),
+    "metrics-no-policies": ("evaluation/metrics.json", lambda d: d.update(policies={}), ["policies: empty"]),
+    "csv-bad-cell": (
+        "training/progress.csv",
+        lambda t: t.replace("\n65536,", "\nabc,", 1),
+        ["progress.csv", "line 3, column env_steps: 'abc' is not a number", "'train' stage"],
+    ),
+    "csv-missing-column": (
+        "training/progress.csv",
+        lambda t: t.replace("ep_len_mean", "episode_length", 1),
+        ["missing column(s) ['ep_len_mean']"],
+    ),
+    "csv-short-row": (
+        "training/progress.csv",
+        lambda t: t.rstrip("\n") + "\n1,2\n",
+        ["2 cells, the header has 12"],
+    ),
+    "tracks-building": (
+        "evaluation/tracks.json",
+        lambda d: d["buildings"].append([5, 5, 1, 9]),
+        ["tracks.json", "buildings[3]: expected [xmin, ymin, xmax, ymax] with min < max"],
+    ),
+    "tracks-points": (
+        "evaluation/tracks.json",
+        lambda d: d["episodes"][2].update(xy=[[0, 1], [2]]),
+        ["episodes[2].xy: expected a list of finite [x, y] pairs, got [2]"],
+    ),
     "video-not-mp4": ("video/validation.mp4", lambda t: "not a video", ["validation.mp4", "is not an MP4"]),
 }
 
@@ -271,8 +303,10 @@ def test_not_a_run_folder(tmp_path):
 
 def test_read_progress_empty_cells_header_only_and_empty_file(tmp_path):
     path = tmp_path / "progress.csv"
-    path.write_text("env_steps,ep_rew_mean,ep_len_mean,Episode_Reward/jerk,Episode_Reward/coverage\n"
-                    "100,,,,\n200,1.5,30,-0.2,0.4\n")
+    path.write_text(
+        "env_steps,ep_rew_mean,ep_len_mean,Episode_Reward/jerk,Episode_Reward/coverage\n"
+        "100,,,,\n200,1.5,30,-0.2,0.4\n"
+    )
     progress = read_progress(path)
     assert progress.rows == 2 and progress.env_steps.tolist() == [100.0, 200.0]
     assert np.isnan(progress.columns["ep_rew_mean"][0]) and progress.columns["ep_rew_mean"][1] == 1.5

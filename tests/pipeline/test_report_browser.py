@@ -28,12 +28,16 @@ def _open_report(report: Path, screenshot: Path) -> dict:
         executable = chromium_path()
         from playwright.sync_api import sync_playwright
     except (BrowserUnavailable, ImportError) as exc:
-        pytest.skip(f"{exc}: install playwright and chromium (apt-get install -y chromium) to run browser checks")
+        pytest.skip(
+            f"{exc}: install playwright and chromium (apt-get install -y chromium) to run browser checks"
+        )
     requests: list[str] = []
     failed: list[str] = []
     errors: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=list(CHROMIUM_ARGS))
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=list(CHROMIUM_ARGS)
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("request", lambda r: requests.append(r.url))
@@ -41,27 +45,40 @@ def _open_report(report: Path, screenshot: Path) -> dict:
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(report.resolve().as_uri(), wait_until="load")
             images = page.evaluate(
-                "() => Array.from(document.images, i => ({alt: i.alt, complete: i.complete, w: i.naturalWidth,"
-                " h: i.naturalHeight}))"
+                "() => Array.from(document.images, i => ({alt: i.alt, complete: i.complete,"
+                " w: i.naturalWidth, h: i.naturalHeight}))"
             )
             video = page.locator("video").element_handle()
             video.scroll_into_view_if_needed()
             video.evaluate("v => { if (v.readyState < 2) { v.preload = 'auto'; v.load(); } }")
             page.wait_for_function("v => v.readyState >= 2 || v.error", arg=video, timeout=TIMEOUT_MS)
-            loaded = video.evaluate("v => ({src: v.currentSrc, ready: v.readyState, duration: v.duration,"
-                                    " error: v.error && v.error.code, start: v.currentTime})")
+            loaded = video.evaluate(
+                "v => ({src: v.currentSrc, ready: v.readyState, duration: v.duration,"
+                " error: v.error && v.error.code, start: v.currentTime})"
+            )
             if loaded["error"] is None:
                 video.evaluate("v => v.play()")  # resolves once playback starts; rejects on a media error
-                page.wait_for_function(f"v => v.currentTime > {loaded['start'] + PLAY_S} || v.error", arg=video,
-                                       timeout=TIMEOUT_MS)
-            played = video.evaluate("v => { v.pause(); return {now: v.currentTime, error: v.error && v.error.code}; }")
+                page.wait_for_function(
+                    f"v => v.currentTime > {loaded['start'] + PLAY_S} || v.error",
+                    arg=video,
+                    timeout=TIMEOUT_MS,
+                )
+            played = video.evaluate(
+                "v => { v.pause(); return {now: v.currentTime, error: v.error && v.error.code}; }"
+            )
             page.evaluate("window.scrollTo(0, 0)")
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
-    return {"images": images, "video": loaded, "played": played, "requests": requests, "failed": failed,
-            "errors": errors}
+    return {
+        "images": images,
+        "video": loaded,
+        "played": played,
+        "requests": requests,
+        "failed": failed,
+        "errors": errors,
+    }
 
 
 def test_report_images_load_and_video_plays_in_headless_chromium(tmp_path, request):
@@ -81,6 +98,8 @@ def test_report_images_load_and_video_plays_in_headless_chromium(tmp_path, reque
     assert played["now"] - video["start"] > PLAY_S, played
 
     assert not seen["failed"] and not seen["errors"], (seen["failed"], seen["errors"])
-    outside = [u for u in seen["requests"] if not (u.startswith("data:") or u.startswith(report.parent.as_uri()))]
+    outside = [
+        u for u in seen["requests"] if not (u.startswith("data:") or u.startswith(report.parent.as_uri()))
+    ]
     assert not outside, f"the report fetched something outside its folder: {outside}"
     assert screenshot.stat().st_size > 50_000
