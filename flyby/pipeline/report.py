@@ -92,7 +92,9 @@ log = logging.getLogger(__name__)
 
 RUN_SCHEMA = "flyby.run/1"
 EVALUATION_SCHEMA = "flyby.evaluation/1"
-STAGE_STATUSES = ("done", "skipped", "failed", "pending")
+# The four of the run format, plus what flyby.pipeline.run writes while a stage runs or after Ctrl-C:
+# a report of an interrupted run shows that rather than refusing the manifest.
+STAGE_STATUSES = ("done", "skipped", "failed", "pending", "running", "interrupted")
 REWARD_PREFIX = "Episode_Reward/"
 REQUIRED_CSV_COLUMNS = ("env_steps", "ep_rew_mean", "ep_len_mean")
 MANIFEST = "manifest.json"
@@ -711,8 +713,8 @@ pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 12.5px; }
 .verdict.better { border-color: #1a7f37; background: #edf9f0; }
 .verdict.worse { border-color: #cf222e; background: #fdf0f0; }
 .status-done { color: #1a7f37; font-weight: 600; }
-.status-failed { color: #cf222e; font-weight: 600; }
-.status-skipped, .status-pending { color: #8c959f; font-weight: 600; }
+.status-failed, .status-interrupted { color: #cf222e; font-weight: 600; }
+.status-skipped, .status-pending, .status-running { color: #8c959f; font-weight: 600; }
 details summary { cursor: pointer; margin: 8px 0; }
 """
 
@@ -1125,7 +1127,9 @@ def _manifest_section(run: _Run) -> str:
         for stage, info in m.stages.items():
             status = str(info.get("status", "?"))
             extra = {
-                k: v for k, v in info.items() if k not in ("status", "wall_s", "started_utc", "finished_utc")
+                k: v
+                for k, v in info.items()
+                if k not in ("status", "wall_s", "started_utc", "finished_utc") and v is not None
             }
             details = "; ".join(
                 f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in extra.items()

@@ -175,12 +175,25 @@ def worse_report(tmp_path_factory) -> Page:
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["stages"]["export"]["reason"] = "<img src=x onerror=alert(1)>"
     manifest["config"]["note"] = "</pre><b>bold</b>"
+    # As flyby.pipeline.run leaves a stage stopped by Ctrl-C: cleared fields are null.
+    manifest["stages"]["video"] = {
+        "status": "interrupted",
+        "wall_s": 3.0,
+        "finished_utc": None,
+        "error": None,
+    }
     (run / "manifest.json").write_text(json.dumps(manifest))
     return Page(write_report(run).read_text(encoding="utf-8"))
 
 
 def test_verdict_says_fewer_when_the_patrol_finds_more(worse_report):
     assert "fewer than the patrol" in worse_report.text and "do not overlap" in worse_report.text
+
+
+def test_an_interrupted_stage_is_shown_not_refused(worse_report):
+    assert "video/validation.mp4 does not exist" in worse_report.text
+    assert "(stage 'video': interrupted)" in worse_report.text
+    assert "video interrupted 3.0 s" in worse_report.text and "null" not in worse_report.text
 
 
 def test_strings_from_files_are_escaped(worse_report):
@@ -227,7 +240,8 @@ BAD_ARTEFACTS = {
             "3 problem(s)",
             "schema: expected 'flyby.run/1', got 'flyby.run/0'",
             "stages.train.wall_s: expected a finite number >= 0.0, got -1",
-            "stages.train.status: expected one of ['done', 'skipped', 'failed', 'pending'], got 'finished'",
+            "stages.train.status: expected one of ['done', 'skipped', 'failed', 'pending', 'running', "
+            "'interrupted'], got 'finished'",
         ],
     ),
     "metrics-types-and-ranges": (
