@@ -56,8 +56,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +67,7 @@ import numpy as np
 
 from flyby.errors import DependencyNotInstalled, FlybyError
 from flyby.pipeline import plots  # matplotlib itself is imported only when a figure is drawn
+from flyby.utils.atomic import atomic_write_bytes
 
 __all__ = [
     "EVALUATION_SCHEMA",
@@ -182,13 +181,16 @@ class _Checker:
         return value
 
     def number_pair(self, obj: Any, key: str, where: str, *, allow_nan: bool = False) -> tuple[float, float]:
-        """``obj[key]`` as two numbers ``[lo, hi]``; with ``allow_nan`` null/NaN bounds read as NaN."""
+        """``obj[key]`` as two numbers ``[lo, hi]``; with ``allow_nan`` a null pair or null/NaN bounds
+        read as NaN (an interval of one episode)."""
         path = f"{where}.{key}" if where else key
         if not isinstance(obj, dict):
             return (math.nan, math.nan)
         value = obj.get(key, _MISSING)
         if value is _MISSING:
             self.problems.append(f"{path}: missing (expected two numbers [lo, hi])")
+            return (math.nan, math.nan)
+        if value is None and allow_nan:  # JSON has no NaN: an interval of one episode is written as null
             return (math.nan, math.nan)
         ok = (
             isinstance(value, list)
@@ -654,29 +656,6 @@ def _check_mp4(path: Path) -> int:
 # --------------------------------------------------------------------------------------------------
 # Writing files
 # --------------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Create ``path`` through a temporary file in its folder and ``os.replace``: readers see the old
-    file or the whole new one, never a part. ``write`` gets the open binary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    def copy(f: Any) -> None:
-        with source.open("rb") as src:
-            shutil.copyfileobj(src, f, length=1 << 20)
-
-    _atomic_write(target, copy)
 
 
 def default_report_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -1223,7 +1202,8 @@ def write_report(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[st
         RunArtefactError: ``run_dir`` is not a folder or has no ``manifest.json``, or an artefact is
             malformed (the message names the file and every problem in it). Missing optional
             artefacts never raise: their sections read "not available: <why>".
-        OSError: the report or its assets folder cannot be written.
+        OutputError: the report or its assets folder cannot be written (names the path; an
+            earlier report there is left intact).
     """
     start = time.perf_counter()
     run_dir = Path(os.path.abspath(run_dir))
@@ -1232,10 +1212,10 @@ def write_report(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[st
     video_src = None
     if run.video is not None:
         assets = f"{out.stem}_assets"
-        _atomic_copy(run.video, out.parent / assets / "validation.mp4")
+        atomic_write_bytes(out.parent / assets / "validation.mp4", run.video.read_bytes())
         video_src = f"{quote(assets)}/validation.mp4"
     page = _render_html(run, video_src).encode("utf-8")
-    _atomic_write(out, lambda f: f.write(page))
+    atomic_write_bytes(out, page)
     log.info(
         "wrote %s (%.1f kB, %s) in %.1f s",
         out,

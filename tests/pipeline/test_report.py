@@ -171,6 +171,9 @@ def worse_report(tmp_path_factory) -> Page:
     metrics = fake_metrics()
     metrics["policies"]["trained"]["targets_found"].update(mean=1.0, ci95=[0.5, 1.5])
     metrics["policies"]["trained"]["label"] = "<script>alert('trained')</script>"
+    # flyby.training.evaluate writes the interval of a single episode as null (JSON has no NaN).
+    metrics["policies"]["zero"].update(ci95=None, mean_return=-3.0)
+    metrics["policies"]["zero"]["targets_found"]["ci95"] = None
     (run / "evaluation" / "metrics.json").write_text(json.dumps(metrics))
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["stages"]["export"]["reason"] = "<img src=x onerror=alert(1)>"
@@ -188,6 +191,10 @@ def worse_report(tmp_path_factory) -> Page:
 
 def test_verdict_says_fewer_when_the_patrol_finds_more(worse_report):
     assert "fewer than the patrol" in worse_report.text and "do not overlap" in worse_report.text
+
+
+def test_a_null_interval_reads_as_one_episode(worse_report):
+    assert "-3.00 [— (n = 1)]" in worse_report.text
 
 
 def test_an_interrupted_stage_is_shown_not_refused(worse_report):
