@@ -328,9 +328,11 @@ def _check_batch(
 ) -> np.ndarray:
     """(n + edges, obs_dim) float32 raw observations: random rows, then edge rows.
 
-    Random: half uniform in the observation box, half N(0, 3^2) (outside the box, as a sensor glitch
-    or an out-of-distribution state would be). Edges: zeros, the box bounds, ±1e3, alternating signs and,
-    with a normaliser, its mean (normalises to 0) and mean ± 2 clip_obs std (hits the clip).
+    Random: half uniform in the observation box, half N(0, 3^2). Edges: zeros, the box bounds,
+    alternating signs and, with a normaliser, ±1e3, its mean (normalises to 0) and mean ± 2 clip_obs
+    std (hits the clip). Without a normaliser every row is clipped to the box: the env clips its
+    observation there, and far outside it float32 rounding (torch's and onnxruntime's matmuls sum in
+    different orders) grows with the input's size, not with any difference in the graph.
     """
     rng = np.random.default_rng(seed)
     dim = obs_space.shape[0]
@@ -339,12 +341,16 @@ def _check_batch(
     half = n // 2
     rows = [rng.uniform(low, high, (half, dim)), rng.normal(0.0, 3.0, (n - half, dim))]
     sign = np.where(np.arange(dim) % 2 == 0, 1.0, -1.0)
-    edges = [np.zeros(dim), low, high, np.full(dim, 1e3), np.full(dim, -1e3), sign, -sign]
+    edges = [np.zeros(dim), low, high, sign, -sign]
     if obs_rms is not None:
         mean, std = _normalizer_arrays(obs_rms, (dim,), clip_obs, epsilon)
-        edges += [mean, mean + 2 * clip_obs * std * sign, mean - 2 * clip_obs * std * sign]
+        edges += [np.full(dim, 1e3), np.full(dim, -1e3), mean, mean + 2 * clip_obs * std * sign,
+                  mean - 2 * clip_obs * std * sign]
     rows.append(np.stack(edges))
-    return np.concatenate(rows).astype(np.float32)
+    obs = np.concatenate(rows)
+    if obs_rms is None:
+        obs = np.clip(obs, low, high)
+    return obs.astype(np.float32)
 
 
 def check_onnx_policy(
