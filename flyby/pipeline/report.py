@@ -475,6 +475,7 @@ class EvaluationMetrics:
     policies: list[PolicyMetrics]  # "trained" first, then the file's order
     # mode, precision, recall, tp, fp, fn, frames, iou_threshold; None: no detector was scored
     detection: dict[str, Any] | None
+    detection_note: str = ""  # why there is no detection block, when the file says (optional key)
 
     def policy(self, key: str) -> PolicyMetrics | None:
         """The policy with ``key``, or None."""
@@ -542,6 +543,7 @@ def read_metrics(path: str | os.PathLike[str]) -> EvaluationMetrics:
         success_definition=c.get(data, "success_definition", "str", "", required=False, default=""),
         policies=policies,
         detection=detection,
+        detection_note=c.get(data, "detection_note", "str", "", required=False, nullable=True) or "",
     )
     c.check()
     return metrics
@@ -857,6 +859,7 @@ def _verdict(metrics: EvaluationMetrics | None, why: str) -> str:
     resolved = all(math.isfinite(v) for v in (*trained.targets_ci95, *patrol.targets_ci95))
     if not resolved:
         spread = "no interval with one episode, so the difference is not resolved"
+        css = ""
     elif trained.targets_ci95[0] > patrol.targets_ci95[1] or patrol.targets_ci95[0] > trained.targets_ci95[1]:
         spread = "the 95 % intervals do not overlap"
     else:
@@ -1015,11 +1018,8 @@ def _detection_section(run: _Run) -> str:
     if m is None:
         out.append(_na(run.why[METRICS_JSON]))
     elif m.detection is None:
-        out.append(
-            _na(
-                f"{METRICS_JSON} has no detection block (detection: null): no detector was scored in this run"
-            )
-        )
+        why = m.detection_note or "no detector was scored in this run"
+        out.append(_na(f"{METRICS_JSON} has no detection block (detection: null): {why}"))
     else:
         d = m.detection
         rows = [

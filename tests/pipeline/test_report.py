@@ -174,6 +174,7 @@ def worse_report(tmp_path_factory) -> Page:
     # flyby.training.evaluate writes the interval of a single episode as null (JSON has no NaN).
     metrics["policies"]["zero"].update(ci95=None, mean_return=-3.0)
     metrics["policies"]["zero"]["targets_found"]["ci95"] = None
+    metrics.update(detection=None, detection_note="perception ran in <ground_truth> mode")
     (run / "evaluation" / "metrics.json").write_text(json.dumps(metrics))
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["stages"]["export"]["reason"] = "<img src=x onerror=alert(1)>"
@@ -197,10 +198,16 @@ def test_a_null_interval_reads_as_one_episode(worse_report):
     assert "-3.00 [— (n = 1)]" in worse_report.text
 
 
+def test_detection_note_says_why_there_are_no_detection_figures(worse_report):
+    assert (
+        "has no detection block (detection: null): perception ran in <ground_truth> mode" in worse_report.text
+    )
+
+
 def test_an_interrupted_stage_is_shown_not_refused(worse_report):
     assert "video/validation.mp4 does not exist" in worse_report.text
     assert "(stage 'video': interrupted)" in worse_report.text
-    assert "video interrupted 3.0 s" in worse_report.text and "null" not in worse_report.text
+    assert "video interrupted 3.0 s" in worse_report.text and "error: null" not in worse_report.text
 
 
 def test_strings_from_files_are_escaped(worse_report):
