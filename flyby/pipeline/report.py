@@ -130,7 +130,12 @@ class RunArtefactError(FlybyError, ValueError):
         return type(self), (self.path, self.problems, self.fix)
 
 
+MANIFEST_STAGE = "manifest"  # not a stage: the pipeline writes the manifest before its first stage
+
+
 def _rerun(stage: str) -> str:
+    if stage == MANIFEST_STAGE:
+        return "Fix: re-run `flyby pipeline NAME`, which rewrites the manifest first (or restore the file)."
     return (
         f"Fix: re-run the pipeline's {stage!r} stage to rewrite it "
         "(or restore the file from the run that made it)."
@@ -330,8 +335,8 @@ def read_manifest(path: str | os.PathLike[str]) -> RunManifest:
         RunArtefactError: missing, not JSON, wrong schema, or a field of the wrong type (all listed).
     """
     path = Path(path)
-    data = _load_json(path, "pipeline start")
-    c = _Checker(path, "pipeline start")
+    data = _load_json(path, MANIFEST_STAGE)
+    c = _Checker(path, MANIFEST_STAGE)
     _check_schema(c, data, RUN_SCHEMA)
     stages = c.get(data, "stages", "dict", "", default={})
     for stage, info in stages.items():

@@ -246,7 +246,11 @@ def _damage(run: Path, rel: str, edit) -> None:
 
 
 BAD_ARTEFACTS = {
-    "manifest-not-json": ("manifest.json", None, ["manifest.json", "not valid JSON", "line 1"]),
+    "manifest-not-json": (
+        "manifest.json",
+        None,
+        ["manifest.json", "not valid JSON", "line 1", "re-run `flyby pipeline NAME`"],
+    ),
     "manifest-schema-and-status": (
         "manifest.json",
         lambda d: d.update(schema="flyby.run/0", stages={"train": {"status": "finished", "wall_s": -1}}),
