@@ -299,6 +299,16 @@ def _deterministic_policy_module(
     return DeterministicPolicy().eval()
 
 
+def _max_opset() -> int:
+    """The highest opset this torch's TorchScript exporter writes (20 for torch 2.14)."""
+    _require_torch_sb3()
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # a private module: fall back to the figure of the torch versions flyby pins
+        return 20
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+
+
 def _export_graph(module: Any, obs_dim: int, path: Path, opset: int) -> None:
     """``torch.onnx.export`` of ``module`` to ``path``: input ``obs`` (batch, obs_dim), output ``action``.
 
@@ -318,8 +328,7 @@ def _export_graph(module: Any, obs_dim: int, path: Path, opset: int) -> None:
             )
         except Exception as exc:  # torch raises a variety of types for an unsupported opset / op
             raise ExportError(
-                f"torch.onnx.export failed at opset {opset}: {exc}; this torch's TorchScript exporter "
-                f"writes opsets {MIN_OPSET}..20 (default 17)"
+                f"torch.onnx.export failed at opset {opset}: {exc}; the default opset 17 is the tested one"
             ) from exc
 
 
@@ -662,7 +671,7 @@ def export_policy_onnx(
         env_cfg: config of the env the policy will fly in (step_dt gives the control rate; its
             dynamics the action scale; its observations the layout); default: the packaged
             evaluation config's ``px4_env`` (flyby/PX4ISR-v0).
-        opset: ONNX opset, >= 13.
+        opset: ONNX opset, 13 .. the exporter's maximum (20 for this torch).
 
     Returns:
         :class:`ExportResult` with both paths and the checked max abs difference.
@@ -673,8 +682,10 @@ def export_policy_onnx(
         DependencyNotInstalled: torch/stable-baselines3 (``flyby[train]``) or onnx/onnxruntime missing.
     """
     onnx, _ = _require_onnx()
-    if not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ExportError(f"opset must be an int >= {MIN_OPSET}, got {opset!r} (default 17)")
+    max_opset = _max_opset()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset:
+        raise ExportError(f"opset must be an int in {MIN_OPSET}..{max_opset} (this torch's TorchScript "
+                          f"exporter), got {opset!r}; the default 17 is read by every onnxruntime since 1.13")
     if env_cfg is not None:
         env_label = f"{type(env_cfg).__module__}.{type(env_cfg).__qualname__} (given)"
     else:
@@ -811,6 +822,8 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--vecnormalize", default=None,
                    help="VecNormalize statistics (VecNormalize.save()); default: vecnormalize.pkl beside the "
                         "model, when model.json or the file says it normalised observations")
-    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {MIN_OPSET}..20 (default 17)")
+    p.add_argument("--opset", type=int, default=17,
+                   help=f"ONNX opset, {MIN_OPSET} to the torch exporter's maximum (20 for torch 2.14; "
+                        "default 17)")
     p.set_defaults(func=_cmd_export)
     return p
