@@ -152,6 +152,20 @@ def test_check_onnx_policy_reports_a_mismatch(ppo, sac, vec_norm, tmp_path):
     assert check_onnx_policy(path, ppo, vec_norm.obs_rms, clip_obs=1.0) > 1e-3  # clip_obs differs
 
 
+@pytest.mark.parametrize("algo", ["PPO", "SAC"])
+def test_gsde_policies_export_too(algo, tmp_path):
+    """gSDE: the mode is the mean (PPO squashed: tanh, then unscale), as SB3's predict gives it."""
+    kw = {"n_steps": 16, "batch_size": 16, "policy_kwargs": {"squash_output": True, "net_arch": [16]}}
+    if algo == "SAC":
+        kw = {"policy_kwargs": {"net_arch": [16]}}
+    model = {"PPO": PPO, "SAC": SAC}[algo]("MlpPolicy", FakeISREnv(), use_sde=True, device="cpu", seed=1, **kw)
+    assert model.policy.squash_output
+    result = export_policy_onnx(model, tmp_path)
+    obs = _raw_batch(64)
+    np.testing.assert_allclose(_onnx_actions(result.onnx_path, obs), model.predict(obs, deterministic=True)[0],
+                               atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ contract
 
 
