@@ -303,50 +303,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from flyby.training.evaluate import (
-        RandomPolicy, ZeroPolicy, eval_env_cfg, eval_flight_stack, evaluate_policy_full_fidelity, parse_seeds,
-        reference_return,
+        POLICY_KEYS, eval_env_cfg, eval_flight_stack, make_baseline, parse_seeds, reference_return,
+        resolve_eval_seeds, run_evaluation,
     )
     from flyby.training.parallel import check_px4_instances
 
-    seeds = parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else resolve_eval_seeds(args.episodes)
     cfg = eval_env_cfg(args.episode_length_s)
     first = cfg.px4.instance if args.first_px4_instance is None else args.first_px4_instance
     check_px4_instances(args.px4_instances, first, count_name="--px4-instances", first_name="--first-px4-instance")
-    if args.model in ("random", "zero"):
-        policy, label = (RandomPolicy(), "random") if args.model == "random" else (ZeroPolicy(), "zero-action")
+    scripted = args.model in POLICY_KEYS[1:]
+    if scripted:
+        policy = make_baseline(args.model, cfg.step_dt)
     else:
-        if not Path(args.model).is_file():
-            print(f"flyby evaluate: no model at {args.model!r}; train one with `flyby train` "
-                  "or pass 'random' / 'zero'", file=sys.stderr)
-            return 2
-        from flyby.training.train import require_sb3
+        from flyby.training.policy_io import eval_spaces, load_policy
 
-        require_sb3()
-        from stable_baselines3 import PPO
-
-        policy, label = PPO.load(args.model, device="cpu"), Path(args.model).stem
+        policy = load_policy(args.model, observation_space=eval_spaces(cfg)[0], action_space=eval_spaces(cfg)[1])
+    label = policy.label
+    baselines = [] if scripted or args.no_references else [b for b in args.baselines.split(",") if b]
     stack, stack_label = eval_flight_stack(args.flight_stack, cfg)  # resolved once: every figure flies the same
     n_envs = min(args.px4_instances, len(seeds))
     where = "1 env" if n_envs == 1 else f"{n_envs} parallel envs"
     if stack == "px4":
         where += f" on PX4 instance {first}" if n_envs == 1 else f" on PX4 instances {first}..{first + n_envs - 1}"
-    kw = {"episode_length_s": args.episode_length_s, "flight_stack": stack, "px4_instances": n_envs,
-          "first_px4_instance": first}
-    print(f"PX4ISR-v0, flight stack: {stack_label}; {where}; {len(seeds)} episode(s), seeds {args.seeds}:")
-    results = [evaluate_policy_full_fidelity(policy, seeds, deterministic=not args.stochastic, label=label,
-                                             progress=True, **kw)]
-    print(results[0].describe())
-    if not args.no_references and args.model not in ("random", "zero"):
-        for ref in (RandomPolicy(), ZeroPolicy()):
-            results.append(evaluate_policy_full_fidelity(ref, seeds, label=ref.label, **kw))
-            print(results[-1].describe())
-        print(f"reference (better of random and zero-action): {reference_return(results[1], results[2]):+.2f} "
-              f"[{stack_label}]")
+    seed_text = args.seeds if args.seeds is not None else f"{seeds[0]}..{seeds[-1]} (evaluation_config.yaml)"
+    print(f"PX4ISR-v0, flight stack: {stack_label}; {where}; {len(seeds)} episode(s), seeds {seed_text}; "
+          f"{label} beside {', '.join(baselines) or 'no baselines'}:")
+    video = args.video if args.video in (None, True) else Path(args.video)
+    run = run_evaluation(policy, seeds=seeds, flight_stack=stack, px4_instances=n_envs, first_px4_instance=first,
+                         baselines=baselines, record_video=video or False, out_dir=args.out, progress=True,
+                         deterministic=not args.stochastic, label=label, env_cfg=cfg)
+    print(run.table())
+    results = run.results
+    if "random" in results and "zero" in results:
+        print(f"reference (better of random and zero-action): "
+              f"{reference_return(results['random'], results['zero']):+.2f} [{stack_label}]")
+    if run.video is not None:
+        print(f"wrote {run.video.path} ({run.video.frames} frames, seed {run.video.seed})")
+    if args.out:
+        print(f"wrote {run.paths['metrics']} and {run.paths['tracks']} (flight stack: {stack_label})")
     if args.json:
+        legacy = [results[k] for k in ("trained", "random", "zero") if k in results]  # the older file's policies
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "seeds": seeds, "flight_stack": stack, "flight_stack_label": stack_label, "parallel_envs": n_envs,
-            "results": [r.as_dict() for r in results],
+            "results": [r.as_dict() for r in legacy],
         }, indent=2))
         print(f"wrote {args.json} (flight stack: {stack_label})")
     return 0
@@ -421,9 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ppo-config", default="ppo_config.yaml",
                        help="YAML with a ppo: section (default: the packaged ppo_config.yaml)")
     train.set_defaults(func=_cmd_train)
-    evaluate = sub.add_parser("evaluate", help="score a model in PX4ISR-v0 over fixed seeds (mean return, 95%% CI)")
-    evaluate.add_argument("model", help="model zip from `flyby train`, or 'random' / 'zero' for a reference policy")
-    evaluate.add_argument("--seeds", default="0..9", help="episode seeds: '0..9' (inclusive), '1,4,7' (default 0..9)")
+    evaluate = sub.add_parser("evaluate", help="score a model in PX4ISR-v0 over fixed seeds beside the scripted "
+                                               "baselines (mean return and 95%% CI, success, targets, coverage)")
+    evaluate.add_argument("model", help="model zip from `flyby train` (vecnormalize.pkl and model.json beside it), a "
+                                        "run folder, or 'random' / 'zero' / 'patrol' for a scripted policy")
+    evaluate.add_argument("--seeds", default=None,
+                          help="episode seeds: '0..9' (inclusive), '1,4,7' (default: evaluation_config.yaml's "
+                               "evaluation.seeds, 1000..1009, apart from the training seeds)")
+    evaluate.add_argument("--episodes", type=int, default=None,
+                          help="without --seeds: the first N of evaluation.seeds (default: all of them)")
     evaluate.add_argument("--episode-length-s", type=float, default=None,
                           help="episode length in s (default: evaluation_config.yaml's)")
     evaluate.add_argument("--flight-stack", default="auto", choices=("auto", "px4", "cascade"),
@@ -438,8 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
                                "UDP 14540+i; instances 0..9; default: evaluation_config.yaml's px4.instance)")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
     evaluate.add_argument("--no-references", action="store_true",
-                          help="skip the random-policy and zero-action references")
-    evaluate.add_argument("--json", default=None, help="also write the per-episode results to this JSON file")
+                          help="skip the scripted baselines (zero, random, patrol)")
+    evaluate.add_argument("--baselines", default="zero,random,patrol",
+                          help="comma-separated scripted baselines run on the same seeds (default zero,random,patrol)")
+    evaluate.add_argument("--out", default=None,
+                          help="write metrics.json (schema flyby.evaluation/1, docs/evaluation_metrics.md) and "
+                               "tracks.json into this folder")
+    evaluate.add_argument("--video", nargs="?", const=True, default=None,
+                          help="also record the validation video of the model's first seed: to PATH, or with no "
+                               "PATH to <--out>/validation.mp4 (output/videos/validation.mp4 without --out)")
+    evaluate.add_argument("--json", default=None,
+                          help="also write the older per-episode results file (the model, random and zero-action)")
     evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 

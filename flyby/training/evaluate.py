@@ -28,15 +28,20 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from flyby.errors import ConfigError
 from flyby.mdp.actions import ACTION_DIM
+
+logger = logging.getLogger(__name__)
 
 TRANSFER_FRACTION = 0.9  # the seed plan: the direct-trained policy reaches >= 90 % of the baseline
 
@@ -70,9 +75,16 @@ def policy_payload(policy) -> tuple[str, Any]:
     (saved with ``model.save``, so no training env travels with it), else ``("pickle", bytes)``
     (cloudpickle: closures, lambdas and classes defined in scripts travel by value).
 
+    A :class:`~flyby.training.policy_io.LoadedPolicy` travels as ``("loaded", bytes of its model zip,
+    normaliser and summary)`` and is rebuilt with its normaliser in the worker.
+
     Raises:
         TypeError: the policy cannot be pickled (the message says to use ``px4_instances=1``).
     """
+    from flyby.training.policy_io import LoadedPolicy
+
+    if isinstance(policy, LoadedPolicy):
+        return "loaded", policy.to_bytes()
     if hasattr(policy, "predict") and hasattr(policy, "save") and hasattr(type(policy), "load"):
         import io
 
@@ -93,6 +105,13 @@ def policy_payload(policy) -> tuple[str, Any]:
 def load_policy_payload(payload: tuple[str, Any]):
     """Inverse of :func:`policy_payload` (in a worker; SB3 models load on cpu, torch with 1 thread)."""
     kind, data = payload
+    if kind == "loaded":
+        import torch
+
+        from flyby.training.policy_io import LoadedPolicy
+
+        torch.set_num_threads(1)
+        return LoadedPolicy.from_bytes(*data)
     if kind == "sb3":
         import io
 
@@ -111,9 +130,10 @@ def _worker_install_policy(env, state: dict, payload) -> None:
     state["policy"] = load_policy_payload(payload)
 
 
-def _worker_run_episode(env, state: dict, seed: int, deterministic: bool) -> EpisodeStats:
+def _worker_run_episode(env, state: dict, seed: int, deterministic: bool,
+                        track_interval_s: float | None = None) -> EpisodeStats:
     """Worker side of parallel evaluation: one episode of the installed policy."""
-    return run_episode(env, state["policy"], seed, deterministic=deterministic)
+    return run_episode(env, state["policy"], seed, deterministic=deterministic, track_interval_s=track_interval_s)
 
 
 class EpisodeStats(NamedTuple):
@@ -126,6 +146,13 @@ class EpisodeStats(NamedTuple):
     coverage: float  # fraction of the area's ground cells covered, [0, 1]
     crashed: bool  # ended by a crash (building or ground)
     geofence: bool  # ended by leaving the geofence
+    # With run_episode(track_interval_s=...) only (empty otherwise), metres, world ENU:
+    track_xy: tuple[tuple[float, float], ...] = ()  # drone xy at reset, every track interval and at the end
+    found_xy: tuple[tuple[float, float], ...] = ()  # where each target found was when first seen, in order
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar fields (no track), as plain JSON values."""
+        return {k: v for k, v in self._asdict().items() if k not in ("track_xy", "found_xy")}
 
 
 @dataclass
@@ -197,7 +224,7 @@ class EvalResult:
             "mean": self.mean,
             "ci95": list(self.ci95),
             "returns": self.returns.tolist(),
-            "episodes": [e._asdict() for e in self.episodes],
+            "episodes": [e.summary() for e in self.episodes],
         }
 
 
@@ -350,24 +377,45 @@ def make_eval_env(episode_length_s: float | None = None, env_cfg=None, *, render
 
 
 def run_episode(env, policy, seed: int, *, deterministic: bool = True,
-                on_step: Callable[[int, float, dict], None] | None = None) -> EpisodeStats:
+                on_step: Callable[[int, float, dict], None] | None = None,
+                track_interval_s: float | None = None) -> EpisodeStats:
     """Run one episode of ``env`` reset with ``seed`` until it terminates or is truncated.
 
     Args:
         env: a ``PX4ISR-v0`` (or any single-drone flyby env).
         policy: SB3 model or callable; a ``reset(seed)`` method, if any, is called first.
         on_step: called after every step with (step index, return so far, info).
+        track_interval_s: s of sim time between recorded drone xy points (rounded to whole control
+            steps); None records no track. With it, :attr:`EpisodeStats.track_xy` holds the drone's
+            xy at reset, every interval and at the end, and :attr:`EpisodeStats.found_xy` where each
+            target was when it was first seen (targets in view at the spawn first), metres, world ENU.
     """
     reset = getattr(policy, "reset", None)
     if callable(reset):
         reset(seed)
     act = as_action_fn(policy, deterministic)
     obs, _ = env.reset(seed=int(seed))
+    task = env.unwrapped.task
+    track: list[tuple[float, float]] | None = None
+    if track_interval_s is not None:
+        if not track_interval_s > 0:
+            raise ValueError(f"track_interval_s must be > 0 s, got {track_interval_s!r}")
+        every = max(1, round(float(track_interval_s) / task.step_dt))
+        track = [_xy(task.pos_w[0])]
+        seen_before = task.seen[0].copy()
+        found = [_xy(task.target_pos_w[t]) for t in np.flatnonzero(seen_before)]
     ret, steps = 0.0, 0
     while True:
         obs, reward, terminated, truncated, info = env.step(np.asarray(act(obs), dtype=np.float32).reshape(ACTION_DIM))
         ret += reward
         steps += 1
+        if track is not None:
+            seen = task.seen[0]
+            if seen.sum() != seen_before.sum():
+                found.extend(_xy(task.target_pos_w[t]) for t in np.flatnonzero(seen & ~seen_before))
+                seen_before = seen.copy()
+            if steps % every == 0 or terminated or truncated:
+                track.append(_xy(task.pos_w[0]))
         if on_step is not None:
             on_step(steps, ret, info)
         if terminated or truncated:
@@ -376,11 +424,18 @@ def run_episode(env, policy, seed: int, *, deterministic: bool = True,
                 seed=int(seed),
                 ret=float(ret),
                 steps=steps,
-                targets_seen=int(env.unwrapped.task.seen[0].sum()),
-                coverage=float(env.unwrapped.task.covered[0].mean()),
+                targets_seen=int(task.seen[0].sum()),
+                coverage=float(task.covered[0].mean()),
                 crashed=bool(log.get("Episode_Termination/crash", 0)),
                 geofence=bool(log.get("Episode_Termination/geofence", 0)),
+                track_xy=tuple(track) if track is not None else (),
+                found_xy=tuple(found) if track is not None else (),
             )
+
+
+def _xy(pos) -> tuple[float, float]:
+    """(x, y) of a position, metres, rounded to centimetres (plain floats for JSON)."""
+    return round(float(pos[0]), 2), round(float(pos[1]), 2)
 
 
 def eval_flight_stack(flight_stack: str = "cascade", env_cfg=None) -> tuple[str, str]:
@@ -410,6 +465,8 @@ def evaluate_policy_full_fidelity(
     progress: bool = False,
     px4_instances: int = 1,
     first_px4_instance: int | None = None,
+    track_interval_s: float | None = None,
+    env=None,
 ) -> EvalResult:
     """Score ``policy`` in ``PX4ISR-v0`` (render off), one episode per seed, on one or N parallel envs.
 
@@ -430,6 +487,11 @@ def evaluate_policy_full_fidelity(
             process). With PX4 each flies its own PX4 SITL instance. Results equal the serial ones.
         first_px4_instance: PX4 instance of copy 0 (copy ``j`` flies ``first + j``, TCP 4560 + i,
             UDP 14540 + i); None: ``env_cfg.px4.instance``. Instances 0..9 only.
+        track_interval_s: s between recorded drone xy points of each episode
+            (:attr:`EpisodeStats.track_xy`, :attr:`EpisodeStats.found_xy`); None: no tracks.
+        env: an already built ``PX4ISR-v0`` to run every episode in, serially (it is not closed;
+            ``episode_length_s``, ``env_cfg``, ``flight_stack`` and the PX4 options are then its own
+            and ignored). Lets several policies share one env (:func:`run_evaluation`).
 
     Returns:
         :class:`EvalResult` (per-seed returns in seed order, mean, Student-t 95 % CI, targets seen,
@@ -456,14 +518,25 @@ def evaluate_policy_full_fidelity(
 
         bar = tqdm(total=len(seeds), desc=f"evaluate {label or ''}".strip(), unit="episode")
     try:
-        if n_envs == 1:
+        if env is not None:  # the caller's env: its config, flight stack and instance
+            episodes = []
+            for seed in seeds:
+                episodes.append(run_episode(env, policy, seed, deterministic=deterministic,
+                                            track_interval_s=track_interval_s))
+                if bar is not None:
+                    bar.update(1)
+            stack, stack_label = env.unwrapped.flight_stack.value, env.unwrapped.flight_stack_label
+            instances = [int(env.unwrapped.cfg.px4.instance)] if stack == "px4" else []
+            n_envs = 1
+        elif n_envs == 1:
             if first != cfg.px4.instance:
                 cfg = replace(cfg, px4=replace(cfg.px4, instance=int(first)))
             env = make_eval_env(env_cfg=cfg, flight_stack=flight_stack)
             episodes = []
             try:
                 for seed in seeds:
-                    episodes.append(run_episode(env, policy, seed, deterministic=deterministic))
+                    episodes.append(run_episode(env, policy, seed, deterministic=deterministic,
+                                                track_interval_s=track_interval_s))
                     if bar is not None:
                         bar.update(1)
                 stack, stack_label = env.flight_stack.value, env.flight_stack_label
@@ -472,7 +545,8 @@ def evaluate_policy_full_fidelity(
             instances = [int(first)] if stack == "px4" else []
         else:
             stack, stack_label = eval_flight_stack(flight_stack, cfg)
-            episodes = _evaluate_parallel(policy, seeds, cfg, stack, n_envs, int(first), deterministic, bar)
+            episodes = _evaluate_parallel(policy, seeds, cfg, stack, n_envs, int(first), deterministic, bar,
+                                          track_interval_s)
             instances = list(range(int(first), int(first) + n_envs)) if stack == "px4" else []
     finally:
         if bar is not None:
@@ -484,7 +558,7 @@ def evaluate_policy_full_fidelity(
 
 
 def _evaluate_parallel(policy, seeds: list[int], cfg, stack: str, n_envs: int, first: int,
-                       deterministic: bool, bar) -> list[EpisodeStats]:
+                       deterministic: bool, bar, track_interval_s: float | None = None) -> list[EpisodeStats]:
     """Episodes of ``seeds`` on ``n_envs`` worker envs: each idle worker takes the next seed."""
     from flyby.training.parallel import make_px4_pool
 
@@ -498,7 +572,7 @@ def _evaluate_parallel(policy, seeds: list[int], cfg, stack: str, n_envs: int, f
         def give(j: int) -> None:
             k, seed = todo.pop()
             running[j] = k
-            pool.send(j, "run", _worker_run_episode, (seed, deterministic))
+            pool.send(j, "run", _worker_run_episode, (seed, deterministic, track_interval_s))
 
         for j in range(n_envs):
             give(j)
@@ -510,3 +584,439 @@ def _evaluate_parallel(policy, seeds: list[int], cfg, stack: str, n_envs: int, f
             if todo:
                 give(j)
     return [episodes[k] for k in range(len(seeds))]
+
+
+# ------------------------------------------------------------------ evaluation with baselines (metrics.json)
+
+METRICS_SCHEMA = "flyby.evaluation/1"
+EVAL_ENV_ID = "flyby/PX4ISR-v0"
+POLICY_KEYS = ("trained", "zero", "random", "patrol")  # metrics.json "policies" keys, trained first
+SUCCESS_DEFINITION = (
+    "An episode succeeds when it reaches the time limit (episode_length_s) with no crash and no geofence exit "
+    "AND finds at least {n} distinct targets (targets_found: targets seen by the ground-truth detector of the "
+    "perception camera at any time in the episode, those in view at the spawn included)."
+)
+DETECTION_NOTE_GT = (
+    "perception ran in ground_truth mode: the detections are the analytic ground truth, so precision and recall "
+    "are 1 by construction and are not reported; evaluate with perception mode yolo for detection figures"
+)
+
+
+def make_baseline(name: str, step_dt: float = 0.04):
+    """The scripted baseline ``name``: ``"zero"`` (:class:`ZeroPolicy`, hover), ``"random"``
+    (:class:`RandomPolicy`) or ``"patrol"`` (:class:`flyby.policies.PatrolPolicy` with ``dt = step_dt``, s).
+
+    Raises:
+        ConfigError: an unknown name (the message lists the baselines).
+    """
+    from flyby.policies import PatrolPolicy
+
+    if name == "zero":
+        return ZeroPolicy()
+    if name == "random":
+        return RandomPolicy()
+    if name == "patrol":
+        return PatrolPolicy(dt=step_dt)
+    raise ConfigError([f"baselines: {name!r} is not a baseline; choose from {list(POLICY_KEYS[1:])}"])
+
+
+_PX4_VERSION_CACHE: dict[tuple[str, int, int], str | None] = {}
+
+
+def px4_version(px4_dir: str | None = None) -> str | None:
+    """The version tag of the PX4 SITL binary flyby would start (e.g. ``"v1.16.2"``), or None.
+
+    PX4 compiles its git tag (``PX4_GIT_TAG_STR``, what ``ver all`` prints) into the binary as a
+    NUL-terminated string; this scans the binary (``find_px4``: ``px4_dir``, ``$PX4_DIR``, PATH) for
+    NUL-delimited tags ``vX.Y.Z[-...]`` and leaves out the tags quoted by PX4's own version-parser
+    self-tests. Reading the 4 MB binary takes about 10 ms; the answer is cached per binary
+    (path, size, mtime). No PX4 is started.
+
+    Returns:
+        the tag when exactly one remains, else None (also when no PX4 is found).
+    """
+    import re
+
+    from flyby.errors import PX4Unavailable
+    from flyby.px4.launcher import find_px4
+
+    try:
+        binary, _ = find_px4(px4_dir or None)
+        st = binary.stat()
+    except (PX4Unavailable, OSError):
+        return None
+    key = (str(binary), st.st_size, st.st_mtime_ns)
+    if key not in _PX4_VERSION_CACHE:
+        try:
+            data = binary.read_bytes()
+        except OSError:
+            return None
+        tags = set(re.findall(rb"\x00(v\d+\.\d+\.\d+(?:-[0-9A-Za-z.\-]+)?)\x00", data))
+        tags -= set(re.findall(rb'"(v\d+\.\d+\.\d+[^"]*)"', data))  # the self-tests' sample tags
+        _PX4_VERSION_CACHE[key] = tags.pop().decode() if len(tags) == 1 else None
+    return _PX4_VERSION_CACHE[key]
+
+
+@dataclass
+class EvaluationRun:
+    """Everything one :func:`run_evaluation` produced.
+
+    Attributes:
+        metrics: the ``metrics.json`` dict (schema ``flyby.evaluation/1``, docs/evaluation_metrics.md).
+        tracks: the ``tracks.json`` dict (top-down tracks of every episode, the world's layout).
+        results: policy key (``"trained"``, ``"zero"``, ``"random"``, ``"patrol"``) -> :class:`EvalResult`.
+        video: the validation video's :class:`~flyby.training.validation_video.VideoResult`, or None.
+        paths: files written (``"metrics"``, ``"tracks"``, ``"video"``), when any.
+    """
+
+    metrics: dict[str, Any]
+    tracks: dict[str, Any]
+    results: dict[str, EvalResult]
+    video: Any = None
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The trained policy beside the baselines: one row each with intervals, and the flight stack."""
+        m = self.metrics
+
+        def ci(pair, fmt: str) -> str:
+            return "(n=1: no CI)" if pair is None else f"[{pair[0]:{fmt}}, {pair[1]:{fmt}}]"
+
+        rows = [f"{'policy':<24} {'return, 95% CI':<28} {'success':>7}  {'targets, 95% CI':<22} "
+                f"{'coverage':>8} {'crashes':>8} {'geofence':>8}"]
+        for key, p in m["policies"].items():
+            tf = p["targets_found"]
+            name = key if p["label"] in (key, "") else f"{key} ({p['label']})"
+            rows.append(
+                f"{name[:24]:<24} {p['mean_return']:+8.2f} {ci(p['ci95'], '+.2f'):<19} "
+                f"{100 * p['success_rate']:6.0f}%  {tf['mean']:5.1f} {ci(tf['ci95'], '.1f'):<16} "
+                f"{100 * p['coverage']['mean']:7.1f}% {p['crashes']:>4}/{p['n']:<3} {p['geofence_exits']:>4}/{p['n']:<3}")
+        version = f" {m['px4_version']}" if m["px4_version"] else ""
+        rows.append(f"flight stack: {m['flight_stack_label']}{version}; seeds {m['seeds'][0]}..{m['seeds'][-1]} "
+                    f"({len(m['seeds'])} episodes of {m['episode_length_s']:g} s per policy, the same for every policy)")
+        rows.append(f"success: {m['success_definition']}")
+        det = m["detection"]
+        if det is not None:
+            rows.append(f"detection ({det['mode']}, validation episode): precision {det['precision']:.3f}, "
+                        f"recall {det['recall']:.3f} (tp {det['tp']}, fp {det['fp']}, fn {det['fn']}, "
+                        f"{det['frames']} frames, IoU >= {det['iou_threshold']})")
+        elif m.get("detection_note"):
+            rows.append(f"detection: {m['detection_note']}")
+        return "\n".join(rows)
+
+
+def resolve_eval_seeds(num_episodes: int | None = None, seeds: Iterable[int] | None = None,
+                       protocol=None) -> list[int]:
+    """The evaluation seeds: ``seeds`` when given, else the first ``num_episodes`` of the config's
+    ``evaluation.seeds`` (more than it lists continue after its last seed; None: all of them).
+
+    Raises:
+        ConfigError: ``num_episodes < 1``, or bad / repeated seeds.
+    """
+    if seeds is not None:
+        return _check_seeds(seeds)
+    if protocol is None:
+        from flyby.training.evaluation_cfg import load_evaluation_cfg
+
+        protocol = load_evaluation_cfg().evaluation
+    base = list(protocol.seeds)
+    if num_episodes is None:
+        return _check_seeds(base)
+    if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
+        raise ConfigError([f"num_episodes: {num_episodes!r} must be an integer >= 1"])
+    n = int(num_episodes)
+    out = base[:n]
+    nxt = max(base) + 1
+    while len(out) < n:
+        out.append(nxt)
+        nxt += 1
+    if n > len(base):
+        logger.info("evaluation: %d episodes asked, evaluation.seeds lists %d; seeds continue from %d",
+                    n, len(base), max(base) + 1)
+    return _check_seeds(out)
+
+
+def run_evaluation(
+    policy,
+    *,
+    seeds: Iterable[int],
+    flight_stack: str = "auto",
+    px4_instances: int | None = None,
+    first_px4_instance: int | None = None,
+    episode_length_s: float | None = None,
+    baselines: Sequence[str] = ("zero", "random", "patrol"),
+    record_video: bool | str | os.PathLike = False,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    deterministic: bool = True,
+    label: str | None = None,
+    env_cfg=None,
+    protocol=None,
+) -> EvaluationRun:
+    """Evaluate ``policy`` and the scripted baselines on the same seeds and flight stack.
+
+    The work behind :func:`evaluate_policy` (and ``flyby evaluate``), for any policy object: an
+    SB3 model, a :class:`~flyby.training.policy_io.LoadedPolicy` or a callable ``obs -> action``.
+    ``flight_stack="auto"`` is resolved once, so every policy flies the same stack, and
+    :attr:`EvaluationRun.metrics` says which (``flight_stack``, ``flight_stack_label``, and
+    ``px4_version`` only when PX4 flew).
+
+    Args:
+        policy: the policy scored under the key ``"trained"``.
+        seeds: distinct non-negative reset seeds, one episode each, for every policy.
+        flight_stack: ``"auto"`` (PX4 SITL when found, else the built-in cascade), ``"px4"``, ``"cascade"``.
+        px4_instances: parallel ``PX4ISR-v0`` copies in worker processes (1..10; None: 1).
+        first_px4_instance: PX4 instance of copy 0 (None: the config's).
+        episode_length_s: s, overrides the config's episode length.
+        baselines: any of ``"zero"``, ``"random"``, ``"patrol"``, in the order given.
+        record_video: False; True (the validation video of the trained policy's first seed into
+            ``out_dir/validation.mp4``, or ``output/videos/validation.mp4`` without ``out_dir``); or a path.
+        out_dir: write ``metrics.json`` and ``tracks.json`` there (atomically); None: write nothing
+            but the video.
+        progress: tqdm bars over the episodes (and the video's steps).
+        deterministic: SB3 models act with their mean action.
+        label: the trained policy's name (default: its ``label`` or class name).
+        env_cfg: ``PX4EnvCfg`` (default: ``px4_env`` of ``evaluation_config.yaml``).
+        protocol: ``EvalProtocolCfg`` (default: ``evaluation`` of ``evaluation_config.yaml``):
+            success bar and track interval.
+
+    Returns:
+        :class:`EvaluationRun` (metrics, tracks, per-policy :class:`EvalResult`, video).
+
+    Raises:
+        ConfigError: bad seeds, baselines or PX4 instance range.
+        PX4Unavailable: ``"px4"`` and PX4 is not found, or a PX4 failed.
+        OutputError: ``out_dir`` is not writable (checked before any episode runs).
+    """
+    import time
+
+    t0 = time.perf_counter()
+    if env_cfg is None or protocol is None:
+        from flyby.training.evaluation_cfg import load_evaluation_cfg
+
+        loaded = load_evaluation_cfg()
+        env_cfg = loaded.px4_env if env_cfg is None else env_cfg
+        protocol = loaded.evaluation if protocol is None else protocol
+    cfg = eval_env_cfg(episode_length_s, env_cfg)
+    seeds = _check_seeds(seeds)
+    baselines = list(baselines)
+    for name in baselines:
+        make_baseline(name)  # unknown names fail before anything runs
+    if len(set(baselines)) != len(baselines):
+        raise ConfigError([f"baselines: {baselines} repeats a baseline"])
+    n_envs = 1 if px4_instances is None else int(px4_instances)
+    first = cfg.px4.instance if first_px4_instance is None else int(first_px4_instance)
+    from flyby.training.parallel import check_px4_instances
+
+    check_px4_instances(n_envs, first)
+    if out_dir is not None:
+        from flyby.utils.atomic import check_writable
+
+        check_writable(out_dir)
+    stack, stack_label = eval_flight_stack(flight_stack, cfg)  # resolved once for every policy
+    name = label or getattr(policy, "label", None) or type(policy).__name__
+    policies = {"trained": (policy, name)}
+    for b in baselines:
+        base = make_baseline(b, cfg.step_dt)
+        policies[b] = (base, base.label)
+    kw = {"episode_length_s": None, "env_cfg": cfg, "flight_stack": stack, "progress": progress,
+          "px4_instances": n_envs, "first_px4_instance": first, "track_interval_s": protocol.track_interval_s}
+    world = None
+    if min(n_envs, len(seeds)) == 1:  # serial: every policy flies in one env, built once
+        env_cfg_1 = cfg if first == cfg.px4.instance else replace(cfg, px4=replace(cfg.px4, instance=first))
+        env = make_eval_env(env_cfg=env_cfg_1, flight_stack=stack)
+        try:
+            results = {key: evaluate_policy_full_fidelity(p, seeds, deterministic=deterministic, label=lab, env=env,
+                                                          **kw) for key, (p, lab) in policies.items()}
+            world = env.unwrapped.task.world
+        finally:
+            env.close()
+    else:
+        results = {key: evaluate_policy_full_fidelity(p, seeds, deterministic=deterministic, label=lab, **kw)
+                   for key, (p, lab) in policies.items()}
+
+    video = None
+    paths: dict[str, str] = {}
+    if record_video:
+        from flyby.training.validation_video import record_validation_video
+
+        if record_video is True:
+            video_path = Path(out_dir) / "validation.mp4" if out_dir is not None else Path("output/videos/validation.mp4")
+        else:
+            video_path = Path(record_video)
+        video = record_validation_video(policy, seeds[0], video_path, flight_stack=stack, env_cfg=cfg,
+                                        progress=progress, label=name)
+        paths["video"] = str(video.path)
+
+    metrics = _metrics(results, seeds=seeds, cfg=cfg, protocol=protocol, stack=stack, stack_label=stack_label,
+                       video=video, wall_s=time.perf_counter() - t0)
+    tracks = _tracks(results, cfg, world)
+    if out_dir is not None:
+        from flyby.utils.atomic import atomic_write_json
+
+        paths["metrics"] = str(atomic_write_json(Path(out_dir) / "metrics.json", metrics))
+        paths["tracks"] = str(atomic_write_json(Path(out_dir) / "tracks.json", tracks))
+        logger.info("wrote %s and %s", paths["metrics"], paths["tracks"])
+    return EvaluationRun(metrics=metrics, tracks=tracks, results=results, video=video, paths=paths)
+
+
+def evaluate_policy(
+    policy_path,
+    num_episodes: int = 10,
+    record_video: bool | str | os.PathLike = False,
+    *,
+    seeds: Iterable[int] | None = None,
+    flight_stack: str = "auto",
+    px4_instances: int | None = None,
+    episode_length_s: float | None = None,
+    baselines: Sequence[str] = ("zero", "random", "patrol"),
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a trained policy bundle in ``flyby/PX4ISR-v0`` beside the scripted baselines.
+
+    The trained policy (loaded with its normaliser by :func:`flyby.training.policy_io.load_policy`)
+    and every baseline (``zero``: hover, ``random``: uniform actions, ``patrol``: scripted patrol)
+    fly one episode per seed, the same seeds, on the same flight stack (``"auto"`` is resolved once:
+    PX4 SITL when found, else the built-in cascade; the result says which).
+
+    Success (also in the JSON as ``success_definition``): an episode succeeds when it reaches the
+    time limit with no crash and no geofence exit AND finds at least
+    ``evaluation.success_min_targets`` targets (``evaluation_config.yaml``; 20 of the world's 40
+    by default: hovering finds at most 11 in 60 s, the scripted patrol 33-40).
+
+    Args:
+        policy_path: the model zip (``training/model.zip``; ``vecnormalize.pkl`` and
+            ``model.json`` beside it), a run folder, or an already loaded policy object.
+        num_episodes: episodes per policy: the first n of ``evaluation.seeds`` (fixed seeds from
+            1000, apart from the training seeds). Ignored when ``seeds`` is given.
+        record_video: False, True (``out_dir/validation.mp4``: the trained policy's first seed,
+            with detections drawn) or the video's path.
+        seeds: explicit reset seeds.
+        flight_stack: ``"auto"``, ``"px4"`` or ``"cascade"``.
+        px4_instances: parallel envs in worker processes, one PX4 instance each (None: 1).
+        episode_length_s: s, overrides ``px4_env.episode_length_s`` (60 s).
+        baselines: which scripted baselines to run.
+        out_dir: also write ``metrics.json`` and ``tracks.json`` there, atomically.
+        progress: tqdm progress bars.
+
+    Returns:
+        the metrics dict, schema ``"flyby.evaluation/1"`` (docs/evaluation_metrics.md).
+
+    Raises:
+        ModelLoadError: missing, corrupt or incompatible model (spaces or normaliser).
+        ConfigError: bad seeds, episode count, baselines or PX4 instances.
+        PX4Unavailable: ``"px4"`` and PX4 is not found, or a PX4 failed.
+    """
+    from flyby.training.evaluation_cfg import load_evaluation_cfg
+
+    loaded = load_evaluation_cfg()
+    env_cfg = eval_env_cfg(episode_length_s, loaded.px4_env)
+    if isinstance(policy_path, (str, os.PathLike)):
+        from flyby.training.policy_io import eval_spaces, load_policy
+
+        obs_space, act_space = eval_spaces(env_cfg)
+        policy = load_policy(policy_path, observation_space=obs_space, action_space=act_space)
+    else:
+        policy = policy_path
+    seed_list = resolve_eval_seeds(num_episodes, seeds, loaded.evaluation)
+    run = run_evaluation(policy, seeds=seed_list, flight_stack=flight_stack, px4_instances=px4_instances,
+                         baselines=baselines, record_video=record_video, out_dir=out_dir, progress=progress,
+                         env_cfg=env_cfg, protocol=loaded.evaluation)
+    return run.metrics
+
+
+def _ci(values) -> list[float] | None:
+    """[lo, hi] of the Student-t 95 % interval, None for one value (no spread to estimate)."""
+    _, (lo, hi) = mean_ci95(values)
+    return None if math.isnan(lo) else [float(lo), float(hi)]
+
+
+def _policy_metrics(result: EvalResult, min_targets: int) -> dict[str, Any]:
+    eps = result.episodes
+    success = [not e.crashed and not e.geofence and e.targets_seen >= min_targets for e in eps]
+    targets = [int(e.targets_seen) for e in eps]
+    cover = [float(e.coverage) for e in eps]
+    returns = [float(e.ret) for e in eps]
+    return {
+        "label": result.label,
+        "n": len(eps),
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns, ddof=1)) if len(eps) > 1 else 0.0,
+        "ci95": _ci(returns),
+        "success_rate": float(np.mean(success)),
+        "targets_found": {"mean": float(np.mean(targets)), "ci95": _ci(targets), "per_episode": targets},
+        "coverage": {"mean": float(np.mean(cover)), "per_episode": cover},
+        "crashes": int(result.crashes),
+        "geofence_exits": int(result.geofence_exits),
+        "episode_lengths": [int(e.steps) for e in eps],
+        "returns": returns,
+        "episodes": [{"seed": e.seed, "return": float(e.ret), "steps": int(e.steps), "targets_found": int(e.targets_seen),
+                      "coverage": float(e.coverage), "crashed": bool(e.crashed), "geofence": bool(e.geofence),
+                      "success": bool(ok)} for e, ok in zip(eps, success)],
+    }
+
+
+def _metrics(results: dict[str, EvalResult], *, seeds, cfg, protocol, stack, stack_label, video,
+             wall_s: float) -> dict[str, Any]:
+    import datetime
+
+    detection = None if video is None else video.detection
+    mode = _perception_mode(cfg) if video is None else video.perception_mode
+    note = None
+    if detection is None:
+        if mode == "ground_truth":
+            note = DETECTION_NOTE_GT
+        elif video is None:
+            note = "no validation video was recorded (record_video=False): the detection figures come from it"
+        else:
+            note = video.detection_note
+    first = next(iter(results.values()))
+    return {
+        "schema": METRICS_SCHEMA,
+        "env_id": EVAL_ENV_ID,
+        "flight_stack": stack,
+        "flight_stack_label": stack_label,
+        "px4_version": px4_version(cfg.px4.px4_dir) if stack == "px4" else None,
+        "perception_mode": mode,
+        "seeds": list(seeds),
+        "episode_length_s": float(cfg.episode_length_s),
+        "success_definition": SUCCESS_DEFINITION.format(n=protocol.success_min_targets),
+        "policies": {key: _policy_metrics(r, protocol.success_min_targets) for key, r in results.items()},
+        "detection": detection,
+        # Extras beyond the fixed schema (readers may ignore them):
+        "success_min_targets": int(protocol.success_min_targets),
+        "max_episode_steps": int(cfg.max_episode_length),
+        "step_dt": float(cfg.step_dt),
+        "parallel_envs": first.parallel_envs,
+        "px4_instances": list(first.px4_instances),
+        "detection_note": note,
+        "video": None if video is None else str(video.path),
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "wall_s": round(float(wall_s), 2),
+    }
+
+
+def _perception_mode(cfg) -> str:
+    mode = getattr(getattr(cfg, "perception", None), "mode", "ground_truth")
+    return str(getattr(mode, "value", mode))
+
+
+def _tracks(results: dict[str, EvalResult], cfg, world=None) -> dict[str, Any]:
+    from flyby.enums import TargetClass
+    from flyby.world.world import generate_world
+
+    if world is None:
+        world = generate_world(cfg.world, cfg.world_seed)
+    lo, hi = world.building_min_w, world.building_max_w
+    pos0, _ = world.target_poses(0.0)
+    return {
+        "half_extent_m": [float(v) for v in world.half_extent],
+        "buildings": [[round(float(a[0]), 2), round(float(a[1]), 2), round(float(b[0]), 2), round(float(b[1]), 2)]
+                      for a, b in zip(lo, hi)],
+        "targets": [{"xy": [round(float(p[0]), 2), round(float(p[1]), 2)], "cls": TargetClass(int(c)).name.lower()}
+                    for p, c in zip(pos0, world.target_class)],
+        "episodes": [{"policy": key, "seed": e.seed, "xy": [list(p) for p in e.track_xy],
+                      "found": [list(p) for p in e.found_xy]}
+                     for key, r in results.items() for e in r.episodes],
+    }

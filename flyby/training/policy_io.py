@@ -8,7 +8,9 @@ A pipeline run saves its policy as three files in one folder (``output/runs/<NAM
                         "action_space": {...}, "normalize": {"obs": true, "clip_obs": 10.0,
                         "epsilon": 1e-8}, "env_steps": int, ...}
 
-Older zips written by :func:`flyby.training.train.save_model` have ``<stem>.json`` beside them (for
+Training checkpoints (``ckpt_<steps>.zip``) have ``ckpt_<steps>.vecnormalize.pkl`` and
+``ckpt_<steps>.json`` beside them; those are used when present. Older zips written by
+:func:`flyby.training.train.save_model` have ``<stem>.json`` beside them (for
 ``model.zip`` that is ``model.json`` too) and no normaliser; they still load, with
 ``obs_rms=None`` (observations are passed to the network unchanged).
 
@@ -139,7 +141,7 @@ class LoadedPolicy:
         epsilon: added to the variance before the square root.
         info: the ``model.json`` summary (empty dict when there is none).
         label: name in reports (``model.json``'s ``"label"``, else the zip's stem, or for the
-            generic ``model.zip`` the algorithm and the run's folder name).
+            generic ``model.zip`` the run's folder name: ``runs/<NAME>/training/model.zip`` -> NAME).
         path: the model zip it was loaded from.
         observation_space, action_space: the spaces the model was trained on.
     """
@@ -221,7 +223,7 @@ class LoadedPolicy:
         where = Path(path) if path else Path("<bytes>")
         data = _read_zip(zip_bytes, where)
         algorithm = _algorithm(info, data, where)
-        norm = _normaliser(pkl_bytes, where.parent / VECNORMALIZE_PKL, info, data.get("observation_space"))
+        norm = _normaliser(pkl_bytes, _normaliser_path(where), info, data.get("observation_space"))
         model = _load_model(algorithm, zip_bytes, where)
         return cls(model=model, algorithm=algorithm, obs_rms=norm[0], clip_obs=norm[1], epsilon=norm[2], info=info,
                    label=label, path=None if path is None else Path(path), zip_bytes=zip_bytes, pkl_bytes=pkl_bytes)
@@ -293,7 +295,7 @@ def load_policy(path: str | Path, *, observation_space: Any = None, action_space
             + f". Evaluate a policy trained on flyby's ISR envs (flyby/MultiDroneISR-v0, flyby/DirectISR-v0 "
             f"or {env_id}), e.g. one from `flyby train`", path)
 
-    pkl_path = path.parent / VECNORMALIZE_PKL
+    pkl_path = _normaliser_path(path)
     pkl_bytes = None
     if pkl_path.is_file():
         try:
@@ -302,11 +304,17 @@ def load_policy(path: str | Path, *, observation_space: Any = None, action_space
             raise ModelLoadError(f"cannot read the normaliser {str(pkl_path)!r}: {exc}", pkl_path) from exc
     obs_rms, clip_obs, epsilon = _normaliser(pkl_bytes, pkl_path, info, model_obs)
     model = _load_model(algorithm, zip_bytes, path)
-    label = str(info.get("label") or (path.stem if path.stem != "model" else f"{algorithm} {_run_name(path)}"))
+    label = str(info.get("label") or (path.stem if path.stem != "model" else _run_name(path)))
     policy = LoadedPolicy(model=model, algorithm=algorithm, obs_rms=obs_rms, clip_obs=clip_obs, epsilon=epsilon,
                           info=info, label=label, path=path, zip_bytes=zip_bytes, pkl_bytes=pkl_bytes)
     logger.info("loaded %r", policy)
     return policy
+
+
+def _normaliser_path(path: Path) -> Path:
+    """``<stem>.vecnormalize.pkl`` (training checkpoints) when present, else ``vecnormalize.pkl`` beside the zip."""
+    own = path.with_suffix(".vecnormalize.pkl")
+    return own if own.is_file() else path.parent / VECNORMALIZE_PKL
 
 
 def _resolve_zip(path: Path) -> Path:

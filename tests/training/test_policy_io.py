@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize  # noqa: 
 from flyby.errors import FlybyError, ModelLoadError  # noqa: E402
 from flyby.training.policy_io import LoadedPolicy, eval_spaces, load_policy  # noqa: E402
 
-OBS_DIM = 64
+OBS_DIM = eval_spaces()[0].shape[0]  # PX4ISR-v0's observation size (64 with top_k=5)
 
 
 class _SpacesEnv(gym.Env):
@@ -110,7 +110,7 @@ def test_older_zip_without_normaliser_or_json_still_loads(bundles, tmp_path):
     assert policy.obs_rms is None and policy.algorithm == "PPO" and policy.label == "direct" and policy.info == {}
     obs = _obs()
     np.testing.assert_array_equal(policy.predict(obs)[0], model.predict(obs, deterministic=True)[0])
-    with pytest.raises(ValueError, match=r"shape \(64,\) or \(N, 64\), got \(3,\)"):
+    with pytest.raises(ValueError, match=rf"shape \({OBS_DIM},\) or \(N, {OBS_DIM}\), got \(3,\)"):
         policy.normalize_obs(np.zeros(3))
 
 
@@ -160,14 +160,14 @@ def test_cartpole_model_names_both_spaces(tmp_path):
     text = str(exc.value)
     obs_space, act_space = eval_spaces()
     assert "trained on observation space Box(" in text and "(4,), float32) (an SB3 CartPole model?)" in text
-    assert f"flyby/PX4ISR-v0 has {obs_space!r}" in text and repr(obs_space) == "Box(-1.0, 1.0, (64,), float32)"
+    assert f"flyby/PX4ISR-v0 has {obs_space!r}" in text and repr(obs_space) == f"Box(-1.0, 1.0, ({OBS_DIM},), float32)"
     assert f"action space Discrete(2) but flyby/PX4ISR-v0 has {act_space!r}" in text
 
 
 def test_spaces_can_be_given(bundles):
     path = bundles["PPO"][0]
     obs = gym.spaces.Box(-1.0, 1.0, (32,), dtype=np.float32)
-    with pytest.raises(ModelLoadError, match=r"Box\(-1.0, 1.0, \(64,\), float32\) but my-env has Box\(-1.0, 1.0, \(32,\)"):
+    with pytest.raises(ModelLoadError, match=rf"Box\(-1.0, 1.0, \({OBS_DIM},\), float32\) but my-env has Box\(-1.0, 1.0, \(32,\)"):
         load_policy(path, observation_space=obs, env_id="my-env")
 
 
@@ -181,7 +181,7 @@ def test_normaliser_missing_corrupt_or_of_another_shape_is_refused(bundles, tmp_
         load_policy(run / "model.zip")
     _vec_normalize(10).save(run / "vecnormalize.pkl")
     with pytest.raises(ModelLoadError, match=r"statistics of shape \(10,\) but the model's observation space is "
-                                             r"Box\(-1.0, 1.0, \(64,\), float32\)"):
+                                             rf"Box\(-1.0, 1.0, \({OBS_DIM},\), float32\)"):
         load_policy(run / "model.zip")
     (run / "vecnormalize.pkl").write_bytes(b"\x80\x04garbage")
     with pytest.raises(ModelLoadError, match="vecnormalize.pkl' cannot be unpickled"):
