@@ -18,12 +18,24 @@ seeded per episode) and :class:`ZeroPolicy` (zero velocity and yaw rate: hover
 in place). A policy that learned nothing scores about as well as the better of
 the two; see :func:`transfer_criterion`.
 
+Evaluation with baselines (:func:`evaluate_policy`, ``flyby evaluate``): a trained policy
+bundle (loaded with its normaliser by :func:`flyby.training.policy_io.load_policy`) beside the
+scripted baselines ``zero``, ``random`` and ``patrol`` on the same fixed seeds
+(``evaluation.seeds`` of ``evaluation_config.yaml``, from 1000) and the same flight stack,
+summarised as ``metrics.json`` (schema ``"flyby.evaluation/1"``: returns with 95 % intervals,
+success rate, targets found, coverage, crashes, geofence exits, episode lengths, detection
+precision/recall, flight stack and PX4 version) and ``tracks.json`` (top-down tracks); see
+``docs/evaluation_metrics.md``. An episode *succeeds* when it reaches the time limit with no crash
+and no geofence exit and finds at least ``evaluation.success_min_targets`` targets.
+
 Example::
 
-    from flyby.training.evaluate import evaluate_policy_full_fidelity
+    from flyby.training.evaluate import evaluate_policy, evaluate_policy_full_fidelity
 
     result = evaluate_policy_full_fidelity(PPO.load("output/models/direct.zip"), seeds=range(10))
     print(result.describe())
+    metrics = evaluate_policy("output/runs/demo/training/model.zip", num_episodes=10,
+                              out_dir="output/runs/demo/evaluation")
 """
 
 from __future__ import annotations
