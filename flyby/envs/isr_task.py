@@ -114,6 +114,7 @@ class ISRTask:
         half = self.world.half_extent
         self._grid_shape = np.ceil(2 * half / cell).astype(np.intp)
         gx, gy = (int(g) for g in self._grid_shape)
+        self._grid_shape_xy = (gx, gy)
         self.covered = np.zeros((n, gx * gy), dtype=bool)
         self._num_covered = self._counters[:, 0]  # covered.sum(axis=1), kept up to date by _cover
         r_cells = math.ceil(cfg.rewards.max_footprint_radius_m / cell) + 1
@@ -443,6 +444,11 @@ class ISRTask:
             pos_scale=self._pos_scale,
             vel_scale=self._vel_scale,
             max_altitude_m=self.cfg.terminations.max_altitude_m,
+            coverage=obs_mdp.coverage_patch(
+                self.covered, self._grid_shape_xy,
+                np.floor((pos[:, :2] + self.world.half_extent) / self.cfg.rewards.coverage_cell_m).astype(np.intp),
+                self.cfg.observations.coverage_block_cells,
+            ),
             out=self._obs,
         )
 

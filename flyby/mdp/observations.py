@@ -12,6 +12,9 @@ Observation (num_envs, OBS_DIM) float32, every entry clipped to [-1, 1]:
 | layout.detections | K * 8  | top-K ground-truth detections, each DET_FIELDS (below)         | image size                 |
 | layout.progress  | 3      | area covered fraction, targets seen fraction, time used fraction | -                        |
 | layout.last_action | 4      | previous normalised action                                     | -                          |
+| layout.coverage  | 9      | share of the ground NOT yet covered this episode in a 3x3 patch of | -                      |
+|                  |        | blocks around the drone (row-major, x then y; a block is           |                        |
+|                  |        | `coverage_block_cells` coverage cells square; outside the area = 0) |                       |
 
 Each detection slot holds ``[present, is_vehicle, is_person, is_new, cx, cy,
 w, h]``: ``cx, cy`` in [-1, 1] from the image centre, ``w, h`` as fractions of
@@ -39,6 +42,7 @@ class ObservationCfg:
 
     top_k: int = cfg_field(5, ge=1, le=64)  # detection slots in the observation
     clearance_cell_m: float = cfg_field(10.0, gt=0.0)  # m, spacing of the 3x3 clearance patch
+    coverage_block_cells: int = cfg_field(4, ge=1, le=64)  # coverage cells per side of a block of the coverage patch
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,60 @@ class ObsLayout:
         return slice(end, end + 4)
 
     @cached_property
+    def coverage(self) -> slice:
+        end = self.last_action.stop
+        return slice(end, end + 9)
+
+    @cached_property
     def dim(self) -> int:
-        return self.last_action.stop
+        return self.coverage.stop
 
 
 # 3x3 patch offsets in units of clearance_cell_m, row-major over (dx, dy).
 _PATCH = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], dtype=np.float64)
+
+
+def coverage_patch(covered: np.ndarray, grid_shape: tuple[int, int], cell_xy: np.ndarray, block: int,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Share of the ground not yet covered in 3x3 blocks around each drone (where to fly next).
+
+    A memoryless policy sees where it is but not where it has been; this patch is the part of
+    the episode's coverage map that matters for the next seconds: for each of the 3x3 blocks of
+    ``block x block`` coverage cells centred on the drone's block, the fraction of its cells not
+    yet covered. Cells outside the area count as covered (nothing to gain there), so the patch
+    also shows the geofence.
+
+    Args:
+        covered: (N, gx * gy) bool, row-major over (x cell, y cell), this episode's coverage.
+        grid_shape: (gx, gy) cells.
+        cell_xy: (N, 2) int, the drone's cell (x, y) index, may lie outside the grid.
+        block: cells per block side (``ObservationCfg.coverage_block_cells``).
+        out: optional (N, 9) float buffer.
+
+    Returns:
+        (N, 9) float64 in [0, 1], row-major over (dx, dy) in (-1, 0, 1) blocks, as the clearance patch.
+    """
+    n = covered.shape[0]
+    gx, gy = grid_shape
+    pad = 3 * block  # the patch reaches 2.5 blocks from a drone clipped to 1 block outside the grid
+    uncovered = np.zeros((n, gx + 2 * pad + 1, gy + 2 * pad + 1), dtype=np.int32)
+    # Integral image of the uncovered cells (row 0 and column 0 stay 0): S[i, j] = sum over [0, i) x [0, j).
+    core = uncovered[:, pad + 1 : pad + 1 + gx, pad + 1 : pad + 1 + gy]
+    np.logical_not(covered.reshape(n, gx, gy), out=core, casting="unsafe")
+    np.cumsum(uncovered, axis=1, out=uncovered)
+    np.cumsum(uncovered, axis=2, out=uncovered)
+    # Block (dx, dy) spans cells [c - block // 2 + d * block, ... + block) along each axis, c the drone's cell.
+    cxy = np.clip(cell_xy, -block, np.array([gx, gy]) + block - 1) + pad  # padded index, kept inside the pad
+    lo = cxy[:, None, :] - block // 2 + _PATCH_INT[None] * block  # (N, 9, 2)
+    hi = lo + block
+    rows = np.arange(n)[:, None]
+    total = (uncovered[rows, hi[..., 0], hi[..., 1]] - uncovered[rows, lo[..., 0], hi[..., 1]]
+             - uncovered[rows, hi[..., 0], lo[..., 1]] + uncovered[rows, lo[..., 0], lo[..., 1]])
+    res = np.divide(total, block * block, out=out)
+    return res
+
+
+_PATCH_INT = _PATCH.astype(np.intp)
 
 
 def clearance_patch(pos_w: np.ndarray, height_at, cell_m: float) -> np.ndarray:
@@ -208,6 +260,7 @@ def build_observation(
     pos_scale: np.ndarray,
     vel_scale: np.ndarray,
     max_altitude_m: float,
+    coverage: np.ndarray,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Assemble the (N, layout.dim) float32 observation, clipped to [-1, 1].
@@ -216,6 +269,7 @@ def build_observation(
         pos_scale: (3,) metres dividing the position (half area x, y; max altitude).
         vel_scale: (3,) m/s dividing the velocity.
         progress: (N, 3) fractions in [0, 1].
+        coverage: (N, 9) uncovered fractions in [0, 1] (:func:`coverage_patch`).
         out: optional preallocated (N, dim) float32 buffer.
     """
     n = pos_w.shape[0]
@@ -228,6 +282,7 @@ def build_observation(
     obs[:, layout.detections] = detections
     obs[:, layout.progress] = progress
     obs[:, layout.last_action] = last_action
+    obs[:, layout.coverage] = coverage
     np.maximum(obs, -1.0, out=obs)
     np.minimum(obs, 1.0, out=obs)
     return obs

@@ -13,11 +13,12 @@ from flyby.mdp.actions import scale_actions, validate_actions
 
 def test_layout_slices_are_contiguous_and_named():
     layout = om.ObsLayout(top_k=5)
-    parts = [layout.pos, layout.vel, layout.yaw, layout.clearance, layout.detections, layout.progress, layout.last_action]
+    parts = [layout.pos, layout.vel, layout.yaw, layout.clearance, layout.detections, layout.progress, layout.last_action,
+             layout.coverage]
     assert parts[0].start == 0
     for a, b in zip(parts, parts[1:]):
         assert a.stop == b.start
-    assert layout.dim == 3 + 3 + 2 + 9 + 5 * om.DET_FIELDS + 3 + 4 == 64
+    assert layout.dim == 3 + 3 + 2 + 9 + 5 * om.DET_FIELDS + 3 + 4 + 9 == 73
 
 
 def test_top_k_puts_new_targets_first_then_larger_boxes():
