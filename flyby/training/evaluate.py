@@ -479,6 +479,7 @@ def evaluate_policy_full_fidelity(
     first_px4_instance: int | None = None,
     track_interval_s: float | None = None,
     env=None,
+    pool=None,
 ) -> EvalResult:
     """Score ``policy`` in ``PX4ISR-v0`` (render off), one episode per seed, on one or N parallel envs.
 
@@ -504,6 +505,10 @@ def evaluate_policy_full_fidelity(
         env: an already built ``PX4ISR-v0`` to run every episode in, serially (it is not closed;
             ``episode_length_s``, ``env_cfg``, ``flight_stack`` and the PX4 options are then its own
             and ignored). Lets several policies share one env (:func:`run_evaluation`).
+        pool: an already started :class:`~flyby.training.parallel.EnvPool` of at least
+            ``px4_instances`` workers built with this ``env_cfg`` and flight stack
+            (:func:`~flyby.training.parallel.make_px4_pool`; not closed here), for parallel
+            evaluation of several policies without restarting the workers.
 
     Returns:
         :class:`EvalResult` (per-seed returns in seed order, mean, Student-t 95 % CI, targets seen,
@@ -558,7 +563,7 @@ def evaluate_policy_full_fidelity(
         else:
             stack, stack_label = eval_flight_stack(flight_stack, cfg)
             episodes = _evaluate_parallel(policy, seeds, cfg, stack, n_envs, int(first), deterministic, bar,
-                                          track_interval_s)
+                                          track_interval_s, pool=pool)
             instances = list(range(int(first), int(first) + n_envs)) if stack == "px4" else []
     finally:
         if bar is not None:
@@ -570,31 +575,41 @@ def evaluate_policy_full_fidelity(
 
 
 def _evaluate_parallel(policy, seeds: list[int], cfg, stack: str, n_envs: int, first: int,
-                       deterministic: bool, bar, track_interval_s: float | None = None) -> list[EpisodeStats]:
-    """Episodes of ``seeds`` on ``n_envs`` worker envs: each idle worker takes the next seed."""
+                       deterministic: bool, bar, track_interval_s: float | None = None,
+                       pool=None) -> list[EpisodeStats]:
+    """Episodes of ``seeds`` on ``n_envs`` worker envs (of ``pool``, or of a pool started and stopped
+    here): each idle worker takes the next seed."""
     from flyby.training.parallel import make_px4_pool
 
+    if pool is not None:
+        return _run_on_pool(pool, policy, seeds, n_envs, deterministic, bar, track_interval_s)
+    with make_px4_pool(cfg, stack, n_envs, first) as own:
+        return _run_on_pool(own, policy, seeds, n_envs, deterministic, bar, track_interval_s)
+
+
+def _run_on_pool(pool, policy, seeds: list[int], n_envs: int, deterministic: bool, bar,
+                 track_interval_s: float | None) -> list[EpisodeStats]:
+    """Install ``policy`` in every worker of ``pool``, then run ``seeds`` on its first ``n_envs`` workers."""
     payload = policy_payload(policy)
     episodes: dict[int, EpisodeStats] = {}
-    with make_px4_pool(cfg, stack, n_envs, first) as pool:
-        pool.broadcast("run", _worker_install_policy, (payload,))
-        todo = list(enumerate(seeds))[::-1]
-        running: dict[int, int] = {}  # worker -> episode index
+    pool.broadcast("run", _worker_install_policy, (payload,))
+    todo = list(enumerate(seeds))[::-1]
+    running: dict[int, int] = {}  # worker -> episode index
 
-        def give(j: int) -> None:
-            k, seed = todo.pop()
-            running[j] = k
-            pool.send(j, "run", _worker_run_episode, (seed, deterministic, track_interval_s))
+    def give(j: int) -> None:
+        k, seed = todo.pop()
+        running[j] = k
+        pool.send(j, "run", _worker_run_episode, (seed, deterministic, track_interval_s))
 
-        for j in range(n_envs):
+    for j in range(n_envs):
+        give(j)
+    while running:
+        j, stats = pool.recv_any(list(running))
+        episodes[running.pop(j)] = stats
+        if bar is not None:
+            bar.update(1)
+        if todo:
             give(j)
-        while running:
-            j, stats = pool.recv_any(list(running))
-            episodes[running.pop(j)] = stats
-            if bar is not None:
-                bar.update(1)
-            if todo:
-                give(j)
     return [episodes[k] for k in range(len(seeds))]
 
 
@@ -843,9 +858,12 @@ def run_evaluation(
             world = env.unwrapped.task.world
         finally:
             env.close()
-    else:
-        results = {key: evaluate_policy_full_fidelity(p, seeds, deterministic=deterministic, label=lab, **kw)
-                   for key, (p, lab) in policies.items()}
+    else:  # parallel: one pool of workers (and PX4 instances) serves every policy
+        from flyby.training.parallel import make_px4_pool
+
+        with make_px4_pool(cfg, stack, min(n_envs, len(seeds)), first) as pool:
+            results = {key: evaluate_policy_full_fidelity(p, seeds, deterministic=deterministic, label=lab,
+                                                          pool=pool, **kw) for key, (p, lab) in policies.items()}
 
     video = None
     paths: dict[str, str] = {}

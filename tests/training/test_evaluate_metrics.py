@@ -223,3 +223,30 @@ def test_cli_evaluate_writes_metrics_and_refuses_bad_models(bundle, tmp_path, ca
     assert err.startswith("flyby evaluate: model ") and "is not a zip file" in err and "Traceback" not in err
     assert main(["evaluate", str(tmp_path / "none.zip")]) == 2
     assert "no model at" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parallel_evaluation_equals_serial(bundle):
+    """Worker processes (one pool for every policy) return the serial figures, tracks included."""
+    kw = {"seeds": SEEDS, "flight_stack": "cascade", "episode_length_s": 1.0, "baselines": ("patrol",),
+          "progress": False}
+    from flyby.training.evaluate import run_evaluation
+    from flyby.training.policy_io import load_policy
+
+    policy = load_policy(bundle)
+    serial = run_evaluation(policy, **kw)
+    parallel = run_evaluation(policy, px4_instances=2, **kw)
+    assert parallel.metrics["parallel_envs"] == 2 and serial.metrics["parallel_envs"] == 1
+    for key in ("trained", "patrol"):
+        assert parallel.metrics["policies"][key]["episodes"] == serial.metrics["policies"][key]["episodes"]
+    assert parallel.tracks == serial.tracks
+
+
+@pytest.mark.px4
+def test_px4_evaluation_says_px4_and_its_version(px4_binary, bundle, tmp_path):
+    metrics = evaluate_policy(bundle, seeds=[1000], flight_stack="px4", episode_length_s=1.0, baselines=("zero",),
+                              out_dir=tmp_path, progress=False)
+    assert metrics["flight_stack"] == "px4" and metrics["flight_stack_label"].startswith("PX4 SITL")
+    assert metrics["px4_version"] is not None and metrics["px4_version"].startswith("v")
+    assert metrics["px4_instances"] == [0] and list(metrics["policies"]) == ["trained", "zero"]
+    assert all(p["episode_lengths"] == [25] for p in metrics["policies"].values())

@@ -200,3 +200,16 @@ def test_bad_model_json(bundles, tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"algorithm": "A2C"}))
     with pytest.raises(ModelLoadError, match="says algorithm 'A2C'; flyby evaluates PPO and SAC models"):
         load_policy(path)
+
+
+def test_parallel_payload_carries_the_normaliser(bundles):
+    from flyby.training.evaluate import load_policy_payload, policy_payload
+
+    path, model, venv = bundles["PPO"]
+    policy = load_policy(path)
+    kind, data = policy_payload(policy)
+    assert kind == "loaded" and data[0] == path.read_bytes() and data[1] == (path.parent / "vecnormalize.pkl").read_bytes()
+    copy = load_policy_payload((kind, data))
+    obs = _obs()
+    assert isinstance(copy, LoadedPolicy) and copy.normalized and copy.label == policy.label
+    np.testing.assert_array_equal(copy.predict(obs)[0], model.predict(venv.normalize_obs(obs), deterministic=True)[0])
