@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	# torch's Linux wheel pulls triton (GPU kernel compiler); flyby never uses it, and loading its LLVM
+	# after Mesa's llvmpipe (MuJoCo EGL rendering) segfaults the process. torch runs without it.
+	$(PY) -m pip uninstall --quiet -y triton
 	touch $(STAMP)
 
 gates: $(STAMP)
@@ -53,7 +56,8 @@ system-deps:
 		libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 ffmpeg chromium
 
 constraints: $(STAMP)
-	$(PY) -m pip freeze | grep -v -iE "^-e|^flyby|^pip==|^setuptools==" | sed -e 's/+cpu//' -e 's|^torch @ .*|torch==2.13.0|' -e '/^# Editable/d' > constraints.txt
+	{ sed -n '1,/^[^#]/{/^#/p}' constraints.txt; $(PY) -m pip freeze | grep -v -iE "^-e|^flyby|^pip==|^setuptools==|^triton==" \
+		| sed -e 's/+cpu//' -e '/^# Editable/d'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf output .pytest_cache

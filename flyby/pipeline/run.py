@@ -187,7 +187,9 @@ def config_record(cfg: PipelineCfg) -> dict[str, Any]:
     from flyby.training.trainer_cfg import cfg_hash
 
     tcfg, trainer = resolve_training(cfg)
-    record = {"pipeline": asdict(cfg), "training": to_dict(trainer), "multi_drone_env": to_dict(tcfg.multi_drone_env)}
+    from flyby.training.trainer import training_env_cfg
+
+    record = {"pipeline": asdict(cfg), "training": to_dict(trainer), "multi_drone_env": to_dict(training_env_cfg(tcfg))}
     fingerprint = {k: v for k, v in record.items()}
     fingerprint["pipeline"] = {k: v for k, v in record["pipeline"].items() if k != "name"}
     return {"config": record, "config_hash": cfg_hash(fingerprint)}
@@ -293,6 +295,9 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
         ConfigError: ``cfg`` or the training config is invalid (every problem listed).
         OutputError: the run or report folder is not writable (checked before training).
         ConfigChanged: the run folder holds a run made with another config and ``fresh`` is False.
+
+    ``fresh=True`` moves an existing run folder aside (``<NAME>.previous-<time>``, never deleted)
+    and starts again; without it, a run with the same config continues where it stopped.
         ModelLoadError: the trained model cannot be loaded for evaluation.
         KeyboardInterrupt: interrupted; the manifest says which stage, rerun to resume.
     """
@@ -309,15 +314,15 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
             old = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError):
             old = {"config_hash": None}
-        if old.get("config_hash") != record["config_hash"]:
-            if not fresh:
-                raise ConfigChanged(
-                    f"{run_dir} holds run {cfg.name!r} made with another config (fingerprint "
-                    f"{old.get('config_hash')} != {record['config_hash']}); it is kept as it is. Use another NAME, "
-                    "the same options as before, or --fresh to move the old run aside and start again")
-            aside = run_dir.with_name(f"{cfg.name}.previous-{_dt.datetime.now():%Y%m%d-%H%M%S}")
-            run_dir.rename(aside)
-            print(f"moved the previous run to {aside} (kept)", flush=True)
+        if old.get("config_hash") != record["config_hash"] and not fresh:
+            raise ConfigChanged(
+                f"{run_dir} holds run {cfg.name!r} made with another config (fingerprint "
+                f"{old.get('config_hash')} != {record['config_hash']}); it is kept as it is. Use another NAME, "
+                "the same options as before, or --fresh to move the old run aside and start again")
+    if fresh and run_dir.exists():
+        aside = run_dir.with_name(f"{cfg.name}.previous-{_dt.datetime.now():%Y%m%d-%H%M%S-%f}")
+        run_dir.rename(aside)
+        print(f"moved the previous run to {aside} (kept)", flush=True)
     check_writable(run_dir)
     check_writable(reports_dir)
     st = _Stages(cfg, run_dir, reports_dir, progress)
@@ -343,7 +348,9 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
         from flyby.training.trainer import train
 
         resume = (train_dir / "train_config.json").exists()
-        run = train(trainer_cfg, train_dir, env_cfg=tcfg.multi_drone_env, resume=resume, progress=progress)
+        from flyby.training.trainer import training_env_cfg
+
+        run = train(trainer_cfg, train_dir, env_cfg=training_env_cfg(tcfg), resume=resume, progress=progress)
         print(f"  {run.env_steps:,} env steps, {run.steps_per_s:,.0f} steps/s end to end, learner share "
               f"{100 * run.learner_share:.0f} %", flush=True)
         return {"env_steps": run.env_steps, "steps_per_s": round(run.steps_per_s, 1),
@@ -487,7 +494,8 @@ def add_pipeline_parser(subparsers) -> None:
                    help="detections in the validation video (default: evaluation_config.yaml's)")
     p.add_argument("--output-dir", default="output", help="where runs/ and reports/ go (default output)")
     p.add_argument("--fresh", action="store_true",
-                   help="if NAME exists with another config, move it aside (kept) and start again")
+                   help="move an existing run NAME aside (kept as NAME.previous-<time>) and start again; needed when "
+                        "NAME was made with another config")
 
     def _run(args) -> int:
         from flyby.config import from_dict

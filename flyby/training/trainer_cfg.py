@@ -74,6 +74,7 @@ class TrainerCfg:
     checkpoint_freq_steps: int = cfg_field(250_000, ge=1)  # env steps between checkpoints (resume points)
     keep_checkpoints: int = cfg_field(2, ge=1)  # newest checkpoints kept on disk (older ones are replaced)
     torch_threads: int = cfg_field(1, ge=1)  # torch intra-op threads (these MLPs do not gain from more)
+    match_eval_env: bool = True  # train with PX4ISR-v0's perception camera and control rate (evaluation_config.yaml)
     ppo: PPOSection = field(default_factory=PPOSection)  # algorithm: PPO
     sac: SACSection = field(default_factory=SACSection)  # algorithm: SAC
 
