@@ -709,18 +709,20 @@ class EvaluationRun:
         def ci(pair, fmt: str) -> str:
             return "(n=1: no CI)" if pair is None else f"[{pair[0]:{fmt}}, {pair[1]:{fmt}}]"
 
-        rows = [f"{'policy':<24} {'return, 95% CI':<28} {'success':>7}  {'targets, 95% CI':<22} "
-                f"{'coverage':>8} {'crashes':>8} {'geofence':>8}"]
+        rows = [(f"{'policy':<24} {'return, 95% CI':<28} {'success':>7}  {'targets, 95% CI':<22} "
+                 f"{'coverage':>8} {'crashes':>8} {'geofence':>8}")]
         for key, p in m["policies"].items():
             tf = p["targets_found"]
             name = key if p["label"] in (key, "") else f"{key} ({p['label']})"
             rows.append(
                 f"{name[:24]:<24} {p['mean_return']:+8.2f} {ci(p['ci95'], '+.2f'):<19} "
                 f"{100 * p['success_rate']:6.0f}%  {tf['mean']:5.1f} {ci(tf['ci95'], '.1f'):<16} "
-                f"{100 * p['coverage']['mean']:7.1f}% {p['crashes']:>4}/{p['n']:<3} {p['geofence_exits']:>4}/{p['n']:<3}")
+                f"{100 * p['coverage']['mean']:7.1f}% {p['crashes']:>4}/{p['n']:<3} "
+                f"{p['geofence_exits']:>4}/{p['n']:<3}")
         version = f" {m['px4_version']}" if m["px4_version"] else ""
         rows.append(f"flight stack: {m['flight_stack_label']}{version}; seeds {m['seeds'][0]}..{m['seeds'][-1]} "
-                    f"({len(m['seeds'])} episodes of {m['episode_length_s']:g} s per policy, the same for every policy)")
+                    f"({len(m['seeds'])} episodes of {m['episode_length_s']:g} s per policy, "
+                    "the same for every policy)")
         rows.append(f"success: {m['success_definition']}")
         det = m["detection"]
         if det is not None:
@@ -853,8 +855,8 @@ def run_evaluation(
         env_cfg_1 = cfg if first == cfg.px4.instance else replace(cfg, px4=replace(cfg.px4, instance=first))
         env = make_eval_env(env_cfg=env_cfg_1, flight_stack=stack)
         try:
-            results = {key: evaluate_policy_full_fidelity(p, seeds, deterministic=deterministic, label=lab, env=env,
-                                                          **kw) for key, (p, lab) in policies.items()}
+            results = {key: evaluate_policy_full_fidelity(p, seeds, deterministic=deterministic, label=lab,
+                                                          env=env, **kw) for key, (p, lab) in policies.items()}
             world = env.unwrapped.task.world
         finally:
             env.close()
@@ -871,7 +873,7 @@ def run_evaluation(
         from flyby.training.validation_video import record_validation_video
 
         if record_video is True:
-            video_path = Path(out_dir) / "validation.mp4" if out_dir is not None else Path("output/videos/validation.mp4")
+            video_path = Path(out_dir if out_dir is not None else "output/videos") / "validation.mp4"
         else:
             video_path = Path(record_video)
         video = record_validation_video(policy, seeds[0], video_path, flight_stack=stack, env_cfg=cfg,
@@ -981,9 +983,9 @@ def _policy_metrics(result: EvalResult, min_targets: int) -> dict[str, Any]:
         "geofence_exits": int(result.geofence_exits),
         "episode_lengths": [int(e.steps) for e in eps],
         "returns": returns,
-        "episodes": [{"seed": e.seed, "return": float(e.ret), "steps": int(e.steps), "targets_found": int(e.targets_seen),
-                      "coverage": float(e.coverage), "crashed": bool(e.crashed), "geofence": bool(e.geofence),
-                      "success": bool(ok)} for e, ok in zip(eps, success)],
+        "episodes": [{"seed": e.seed, "return": float(e.ret), "steps": int(e.steps),
+                      "targets_found": int(e.targets_seen), "coverage": float(e.coverage), "crashed": bool(e.crashed),
+                      "geofence": bool(e.geofence), "success": bool(ok)} for e, ok in zip(eps, success)],
     }
 
 
@@ -1042,9 +1044,8 @@ def _tracks(results: dict[str, EvalResult], cfg, world=None) -> dict[str, Any]:
     pos0, _ = world.target_poses(0.0)
     return {
         "half_extent_m": [float(v) for v in world.half_extent],
-        "buildings": [[round(float(a[0]), 2), round(float(a[1]), 2), round(float(b[0]), 2), round(float(b[1]), 2)]
-                      for a, b in zip(lo, hi)],
-        "targets": [{"xy": [round(float(p[0]), 2), round(float(p[1]), 2)], "cls": TargetClass(int(c)).name.lower()}
+        "buildings": [[*_xy(a), *_xy(b)] for a, b in zip(lo, hi)],
+        "targets": [{"xy": list(_xy(p)), "cls": TargetClass(int(c)).name.lower()}
                     for p, c in zip(pos0, world.target_class)],
         "episodes": [{"policy": key, "seed": e.seed, "xy": [list(p) for p in e.track_xy],
                       "found": [list(p) for p in e.found_xy]}

@@ -59,10 +59,10 @@ from flyby.errors import ModelLoadError
 __all__ = [
     "ALGORITHMS",
     "EVAL_ENV_ID",
-    "LoadedPolicy",
     "MODEL_JSON",
-    "ModelLoadError",
     "VECNORMALIZE_PKL",
+    "LoadedPolicy",
+    "ModelLoadError",
     "describe_space",
     "eval_spaces",
     "load_policy",
@@ -77,7 +77,9 @@ ALGORITHMS = ("PPO", "SAC")  # stable-baselines3 algorithms a bundle may hold
 # Inference needs none of the training schedules; replacing them avoids unpickling lambdas saved by
 # another Python version (SB3's documented way to load a model for prediction only).
 _INFERENCE_OBJECTS = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
-_FIX_RETRAIN = "train and save it again with `flyby train` (model.zip, vecnormalize.pkl and model.json together)"
+_FIX_RETRAIN = (
+    "train and save it again with `flyby train` (model.zip, vecnormalize.pkl and model.json together)"
+)
 
 
 def eval_spaces(env_cfg=None) -> tuple[Any, Any]:
@@ -103,8 +105,10 @@ def eval_spaces(env_cfg=None) -> tuple[Any, Any]:
 
         env_cfg = load_evaluation_cfg().px4_env
     obs_dim = ObsLayout(env_cfg.observations.top_k).dim
-    return (gym.spaces.Box(-1.0, 1.0, (obs_dim,), dtype=np.float32),
-            gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32))
+    return (
+        gym.spaces.Box(-1.0, 1.0, (obs_dim,), dtype=np.float32),
+        gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32),
+    )
 
 
 def describe_space(space: Any) -> str:
@@ -146,9 +150,20 @@ class LoadedPolicy:
         observation_space, action_space: the spaces the model was trained on.
     """
 
-    def __init__(self, *, model: Any, algorithm: str, obs_rms: Any, clip_obs: float, epsilon: float,
-                 info: dict[str, Any], label: str, path: Path | None, zip_bytes: bytes,
-                 pkl_bytes: bytes | None) -> None:
+    def __init__(
+        self,
+        *,
+        model: Any,
+        algorithm: str,
+        obs_rms: Any,
+        clip_obs: float,
+        epsilon: float,
+        info: dict[str, Any],
+        label: str,
+        path: Path | None,
+        zip_bytes: bytes,
+        pkl_bytes: bytes | None,
+    ) -> None:
         self.model = model
         self.algorithm = algorithm
         self.obs_rms = obs_rms
@@ -183,14 +198,21 @@ class LoadedPolicy:
         obs = np.asarray(obs)
         dim = self.observation_space.shape[-1]
         if obs.ndim not in (1, 2) or obs.shape[-1] != dim:
-            raise ValueError(f"{self.label}: observations must have shape ({dim},) or (N, {dim}), got {obs.shape}")
+            raise ValueError(
+                f"{self.label}: observations must have shape ({dim},) or (N, {dim}), got {obs.shape}"
+            )
         if self.obs_rms is None:
             return obs.astype(np.float32, copy=False)
         norm = (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
         return np.clip(norm, -self.clip_obs, self.clip_obs).astype(np.float32)
 
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
         """SB3's ``predict`` on the normalised observation.
 
         Args:
@@ -200,8 +222,12 @@ class LoadedPolicy:
         Returns:
             (actions (4,) or (N, 4) float32 in the action box, state) as SB3 returns them.
         """
-        return self.model.predict(self.normalize_obs(observation), state=state, episode_start=episode_start,
-                                  deterministic=deterministic)
+        return self.model.predict(
+            self.normalize_obs(observation),
+            state=state,
+            episode_start=episode_start,
+            deterministic=deterministic,
+        )
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """The deterministic action for one observation: (obs_dim,) -> (4,) float32."""
@@ -210,11 +236,23 @@ class LoadedPolicy:
 
     def to_bytes(self) -> tuple[bytes, bytes | None, dict[str, Any], str, str | None]:
         """What rebuilds this policy elsewhere: (zip bytes, normaliser bytes or None, info, label, path)."""
-        return self._zip_bytes, self._pkl_bytes, dict(self.info), self.label, None if self.path is None else str(self.path)
+        return (
+            self._zip_bytes,
+            self._pkl_bytes,
+            dict(self.info),
+            self.label,
+            None if self.path is None else str(self.path),
+        )
 
     @classmethod
-    def from_bytes(cls, zip_bytes: bytes, pkl_bytes: bytes | None, info: dict[str, Any], label: str,
-                   path: str | None = None) -> LoadedPolicy:
+    def from_bytes(
+        cls,
+        zip_bytes: bytes,
+        pkl_bytes: bytes | None,
+        info: dict[str, Any],
+        label: str,
+        path: str | None = None,
+    ) -> LoadedPolicy:
         """Inverse of :meth:`to_bytes` (spaces are not checked again: they were at :func:`load_policy`).
 
         Raises:
@@ -225,8 +263,18 @@ class LoadedPolicy:
         algorithm = _algorithm(info, data, where)
         norm = _normaliser(pkl_bytes, _normaliser_path(where), info, data.get("observation_space"))
         model = _load_model(algorithm, zip_bytes, where)
-        return cls(model=model, algorithm=algorithm, obs_rms=norm[0], clip_obs=norm[1], epsilon=norm[2], info=info,
-                   label=label, path=None if path is None else Path(path), zip_bytes=zip_bytes, pkl_bytes=pkl_bytes)
+        return cls(
+            model=model,
+            algorithm=algorithm,
+            obs_rms=norm[0],
+            clip_obs=norm[1],
+            epsilon=norm[2],
+            info=info,
+            label=label,
+            path=None if path is None else Path(path),
+            zip_bytes=zip_bytes,
+            pkl_bytes=pkl_bytes,
+        )
 
     def __reduce__(self):
         return _restore, self.to_bytes()
@@ -236,13 +284,15 @@ class LoadedPolicy:
         return f"LoadedPolicy({self.label!r}, {self.algorithm}, {norm}, from {self.path})"
 
 
-def _restore(zip_bytes: bytes, pkl_bytes: bytes | None, info: dict[str, Any], label: str,
-             path: str | None) -> LoadedPolicy:
+def _restore(
+    zip_bytes: bytes, pkl_bytes: bytes | None, info: dict[str, Any], label: str, path: str | None
+) -> LoadedPolicy:
     return LoadedPolicy.from_bytes(zip_bytes, pkl_bytes, info, label, path)
 
 
-def load_policy(path: str | Path, *, observation_space: Any = None, action_space: Any = None,
-                env_id: str = EVAL_ENV_ID) -> LoadedPolicy:
+def load_policy(
+    path: str | Path, *, observation_space: Any = None, action_space: Any = None, env_id: str = EVAL_ENV_ID
+) -> LoadedPolicy:
     """Load a trained policy bundle for evaluation: the model zip, its normaliser and its summary.
 
     Args:
@@ -272,7 +322,9 @@ def load_policy(path: str | Path, *, observation_space: Any = None, action_space
     try:
         zip_bytes = path.read_bytes()
     except OSError as exc:
-        raise ModelLoadError(f"cannot read the model {str(path)!r}: {exc}; check the file's permissions", path) from exc
+        raise ModelLoadError(
+            f"cannot read the model {str(path)!r}: {exc}; check the file's permissions", path
+        ) from exc
     data = _read_zip(zip_bytes, path)
     info = _read_info(path)
     algorithm = _algorithm(info, data, path)
@@ -284,16 +336,22 @@ def load_policy(path: str | Path, *, observation_space: Any = None, action_space
     model_obs, model_act = data.get("observation_space"), data.get("action_space")
     problems = []
     if model_obs is None or not _spaces_equal(model_obs, observation_space):
-        problems.append(f"observation space {describe_space(model_obs)}{_guess(model_obs, model_act)} but "
-                        f"{env_id} has {describe_space(observation_space)}")
+        problems.append(
+            f"observation space {describe_space(model_obs)}{_guess(model_obs, model_act)} but "
+            f"{env_id} has {describe_space(observation_space)}"
+        )
     if model_act is None or not _spaces_equal(model_act, action_space):
-        problems.append(f"action space {describe_space(model_act)} but {env_id} has {describe_space(action_space)}")
+        problems.append(
+            f"action space {describe_space(model_act)} but {env_id} has {describe_space(action_space)}"
+        )
     if problems:
         raise ModelLoadError(
             f"model {str(path)!r} ({algorithm}) does not fit {env_id}: it was trained on "
             + "; and on ".join(problems)
             + f". Evaluate a policy trained on flyby's ISR envs (flyby/MultiDroneISR-v0, flyby/DirectISR-v0 "
-            f"or {env_id}), e.g. one from `flyby train`", path)
+            f"or {env_id}), e.g. one from `flyby train`",
+            path,
+        )
 
     pkl_path = _normaliser_path(path)
     pkl_bytes = None
@@ -305,8 +363,18 @@ def load_policy(path: str | Path, *, observation_space: Any = None, action_space
     obs_rms, clip_obs, epsilon = _normaliser(pkl_bytes, pkl_path, info, model_obs)
     model = _load_model(algorithm, zip_bytes, path)
     label = str(info.get("label") or (path.stem if path.stem != "model" else _run_name(path)))
-    policy = LoadedPolicy(model=model, algorithm=algorithm, obs_rms=obs_rms, clip_obs=clip_obs, epsilon=epsilon,
-                          info=info, label=label, path=path, zip_bytes=zip_bytes, pkl_bytes=pkl_bytes)
+    policy = LoadedPolicy(
+        model=model,
+        algorithm=algorithm,
+        obs_rms=obs_rms,
+        clip_obs=clip_obs,
+        epsilon=epsilon,
+        info=info,
+        label=label,
+        path=path,
+        zip_bytes=zip_bytes,
+        pkl_bytes=pkl_bytes,
+    )
     logger.info("loaded %r", policy)
     return policy
 
@@ -324,13 +392,17 @@ def _resolve_zip(path: Path) -> Path:
                 return candidate
         raise ModelLoadError(
             f"no model at {str(path)!r}: the folder holds neither model.zip nor training/model.zip; "
-            "pass the model zip written by `flyby train`", path)
+            "pass the model zip written by `flyby train`",
+            path,
+        )
     if not path.is_file():
         with_zip = path.with_name(path.name + ".zip")
         hint = f" (there is {str(with_zip)!r})" if path.suffix != ".zip" and with_zip.is_file() else ""
         raise ModelLoadError(
             f"no model at {str(path)!r}: the file does not exist{hint}; train one with `flyby train` "
-            "or pass the path of a model zip (output/runs/<NAME>/training/model.zip)", path)
+            "or pass the path of a model zip (output/runs/<NAME>/training/model.zip)",
+            path,
+        )
     return path
 
 
@@ -342,44 +414,63 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(io.BytesIO(zip_bytes)):
         raise ModelLoadError(
             f"model {str(path)!r} is not a zip file ({len(zip_bytes)} bytes starting {head!r}; an SB3 model "
-            f"zip starts b'PK\\x03\\x04'): the file is corrupt, truncated or something else; {_FIX_RETRAIN}", path)
+            f"zip starts b'PK\\x03\\x04'): the file is corrupt, truncated or something else; {_FIX_RETRAIN}",
+            path,
+        )
     try:
         with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
             names = archive.namelist()
             bad = archive.testzip()  # reads every member and checks its CRC
     except Exception as exc:  # noqa: BLE001 - zipfile raises several types for damaged archives
-        raise ModelLoadError(f"model {str(path)!r} is a damaged zip ({type(exc).__name__}: {exc}); {_FIX_RETRAIN}",
-                             path) from exc
+        raise ModelLoadError(
+            f"model {str(path)!r} is a damaged zip ({type(exc).__name__}: {exc}); {_FIX_RETRAIN}", path
+        ) from exc
     if bad is not None:
-        raise ModelLoadError(f"model {str(path)!r} is a damaged zip: member {bad!r} fails its CRC check; "
-                             f"{_FIX_RETRAIN}", path)
+        raise ModelLoadError(
+            f"model {str(path)!r} is a damaged zip: member {bad!r} fails its CRC check; {_FIX_RETRAIN}", path
+        )
     first = _first_member_name(zip_bytes)
     if first is not None and first not in names:
         # A cut-off SB3 zip still holds the torch .pth zips nested inside it, whose directory zipfile
         # then finds: the directory no longer describes the file's first member.
         raise ModelLoadError(
             f"model {str(path)!r} is a truncated or damaged zip ({len(zip_bytes)} bytes): it starts with member "
-            f"{first!r} but its directory lists {sorted(names)[:4]}...; {_FIX_RETRAIN}", path)
+            f"{first!r} but its directory lists {sorted(names)[:4]}...; {_FIX_RETRAIN}",
+            path,
+        )
     if "data" not in names or "policy.pth" not in names:
         raise ModelLoadError(
             f"{str(path)!r} is a zip but not a stable-baselines3 model (it holds {sorted(names)[:8]}, no 'data' and "
-            "'policy.pth'); pass the model.zip written by model.save() / `flyby train`", path)
+            "'policy.pth'); pass the model.zip written by model.save() / `flyby train`",
+            path,
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            data, _, _ = load_from_zip_file(io.BytesIO(zip_bytes), device="cpu", custom_objects=_INFERENCE_OBJECTS)
+            data, _, _ = load_from_zip_file(
+                io.BytesIO(zip_bytes), device="cpu", custom_objects=_INFERENCE_OBJECTS
+            )
         except Exception as exc:  # noqa: BLE001 - JSON, pickle and torch errors all mean "cannot read it"
             raise ModelLoadError(
                 f"model {str(path)!r} cannot be read by stable-baselines3 ({type(exc).__name__}: {exc}); "
-                f"{_FIX_RETRAIN}", path) from exc
+                f"{_FIX_RETRAIN}",
+                path,
+            ) from exc
     if not isinstance(data, dict):
-        raise ModelLoadError(f"model {str(path)!r} holds no SB3 class parameters ('data' is empty); {_FIX_RETRAIN}", path)
+        raise ModelLoadError(
+            f"model {str(path)!r} holds no SB3 class parameters ('data' is empty); {_FIX_RETRAIN}", path
+        )
     for key in ("observation_space", "action_space"):
         if key not in data:
-            why = "; ".join(str(w.message).splitlines()[0] for w in caught if key in str(w.message)) or "not saved"
+            why = (
+                "; ".join(str(w.message).splitlines()[0] for w in caught if key in str(w.message))
+                or "not saved"
+            )
             raise ModelLoadError(
                 f"model {str(path)!r}: cannot read the {key.replace('_', ' ')} it was trained on ({why}); "
-                f"it was probably saved by other gymnasium/stable-baselines3 versions; {_FIX_RETRAIN}", path)
+                f"it was probably saved by other gymnasium/stable-baselines3 versions; {_FIX_RETRAIN}",
+                path,
+            )
     return data
 
 
@@ -388,7 +479,7 @@ def _first_member_name(zip_bytes: bytes) -> str | None:
     if len(zip_bytes) < 30 or not zip_bytes.startswith(b"PK\x03\x04"):
         return None
     n = int.from_bytes(zip_bytes[26:28], "little")
-    return zip_bytes[30:30 + n].decode("utf-8", errors="replace") if len(zip_bytes) >= 30 + n else None
+    return zip_bytes[30 : 30 + n].decode("utf-8", errors="replace") if len(zip_bytes) >= 30 + n else None
 
 
 def _read_info(path: Path) -> dict[str, Any]:
@@ -399,11 +490,17 @@ def _read_info(path: Path) -> dict[str, Any]:
     try:
         info = json.loads(info_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"the training summary {str(info_path)!r} beside the model is not readable JSON "
-                             f"({exc}); fix or delete it", info_path) from exc
+        raise ModelLoadError(
+            f"the training summary {str(info_path)!r} beside the model is not readable JSON "
+            f"({exc}); fix or delete it",
+            info_path,
+        ) from exc
     if not isinstance(info, dict):
-        raise ModelLoadError(f"the training summary {str(info_path)!r} must be a JSON object, got "
-                             f"{type(info).__name__}; fix or delete it", info_path)
+        raise ModelLoadError(
+            f"the training summary {str(info_path)!r} must be a JSON object, got "
+            f"{type(info).__name__}; fix or delete it",
+            info_path,
+        )
     return info
 
 
@@ -412,8 +509,11 @@ def _algorithm(info: dict[str, Any], data: dict[str, Any], path: Path) -> str:
     algo = info.get("algorithm")
     if algo is not None:
         if str(algo).upper() not in ALGORITHMS:
-            raise ModelLoadError(f"{str(path.with_suffix('.json'))!r} says algorithm {algo!r}; flyby evaluates "
-                                 f"{' and '.join(ALGORITHMS)} models", path)
+            raise ModelLoadError(
+                f"{str(path.with_suffix('.json'))!r} says algorithm {algo!r}; flyby evaluates "
+                f"{' and '.join(ALGORITHMS)} models",
+                path,
+            )
         return str(algo).upper()
     policy_cls = data.get("policy_class")
     module = getattr(policy_cls, "__module__", "") or ""
@@ -424,11 +524,14 @@ def _algorithm(info: dict[str, Any], data: dict[str, Any], path: Path) -> str:
     raise ModelLoadError(
         f"model {str(path)!r}: cannot tell its algorithm (policy class {getattr(policy_cls, '__name__', policy_cls)!r}"
         f"); flyby evaluates {' and '.join(ALGORITHMS)} models; if it is one of them, write "
-        f'{{"algorithm": "PPO"}} or {{"algorithm": "SAC"}} into {path.with_suffix(".json").name} beside it', path)
+        f'{{"algorithm": "PPO"}} or {{"algorithm": "SAC"}} into {path.with_suffix(".json").name} beside it',
+        path,
+    )
 
 
-def _normaliser(pkl_bytes: bytes | None, pkl_path: Path, info: dict[str, Any],
-                obs_space: Any) -> tuple[Any, float, float]:
+def _normaliser(
+    pkl_bytes: bytes | None, pkl_path: Path, info: dict[str, Any], obs_space: Any
+) -> tuple[Any, float, float]:
     """(obs_rms or None, clip_obs, epsilon) from ``vecnormalize.pkl``, checked against ``model.json``."""
     norm_cfg = info.get("normalize") if isinstance(info.get("normalize"), dict) else {}
     clip_obs = float(norm_cfg.get("clip_obs", 10.0))
@@ -439,7 +542,9 @@ def _normaliser(pkl_bytes: bytes | None, pkl_path: Path, info: dict[str, Any],
             raise ModelLoadError(
                 f"the model's model.json says its observations were normalised (normalize.obs: true) but the "
                 f"normaliser {str(pkl_path)!r} is missing; copy vecnormalize.pkl from the training run next to the "
-                "model (without it the policy would see unnormalised observations)", pkl_path)
+                "model (without it the policy would see unnormalised observations)",
+                pkl_path,
+            )
         return None, clip_obs, epsilon
     if wants is False:
         logger.info("%s: model.json says normalize.obs false; the normaliser beside it is not used", pkl_path)
@@ -449,11 +554,17 @@ def _normaliser(pkl_bytes: bytes | None, pkl_path: Path, info: dict[str, Any],
 
         vec_norm = pickle.loads(pkl_bytes)  # noqa: S301 - SB3's own format; see the module's security note
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise ModelLoadError(f"the normaliser {str(pkl_path)!r} cannot be unpickled ({type(exc).__name__}: {exc}); "
-                             f"it is corrupt or from other versions; {_FIX_RETRAIN}", pkl_path) from exc
+        raise ModelLoadError(
+            f"the normaliser {str(pkl_path)!r} cannot be unpickled ({type(exc).__name__}: {exc}); "
+            f"it is corrupt or from other versions; {_FIX_RETRAIN}",
+            pkl_path,
+        ) from exc
     if not isinstance(vec_norm, VecNormalize):
-        raise ModelLoadError(f"{str(pkl_path)!r} holds a {type(vec_norm).__name__}, not SB3 VecNormalize statistics; "
-                             "save them with VecNormalize.save()", pkl_path)
+        raise ModelLoadError(
+            f"{str(pkl_path)!r} holds a {type(vec_norm).__name__}, not SB3 VecNormalize statistics; "
+            "save them with VecNormalize.save()",
+            pkl_path,
+        )
     if not getattr(vec_norm, "norm_obs", False):
         return None, clip_obs, epsilon
     rms = vec_norm.obs_rms
@@ -463,10 +574,14 @@ def _normaliser(pkl_bytes: bytes | None, pkl_path: Path, info: dict[str, Any],
         raise ModelLoadError(
             f"the normaliser {str(pkl_path)!r} has statistics of shape {shape if shape is not None else 'dict'} but the "
             f"model's observation space is {describe_space(obs_space)} (shape {expected}); it belongs to another "
-            f"model: copy the vecnormalize.pkl saved with this model", pkl_path)
+            f"model: copy the vecnormalize.pkl saved with this model",
+            pkl_path,
+        )
     if not (np.isfinite(rms.mean).all() and np.isfinite(rms.var).all() and (rms.var >= 0).all()):
-        raise ModelLoadError(f"the normaliser {str(pkl_path)!r} holds non-finite or negative statistics; "
-                             f"{_FIX_RETRAIN}", pkl_path)
+        raise ModelLoadError(
+            f"the normaliser {str(pkl_path)!r} holds non-finite or negative statistics; {_FIX_RETRAIN}",
+            pkl_path,
+        )
     return rms, float(vec_norm.clip_obs), float(vec_norm.epsilon)
 
 
@@ -479,8 +594,10 @@ def _load_model(algorithm: str, zip_bytes: bytes, path: Path) -> Any:
             warnings.simplefilter("ignore")
             return cls.load(io.BytesIO(zip_bytes), device="cpu", custom_objects=_INFERENCE_OBJECTS)
     except Exception as exc:  # noqa: BLE001 - torch/state-dict errors: the zip is not a loadable model
-        raise ModelLoadError(f"model {str(path)!r} does not load as {algorithm} ({type(exc).__name__}: {exc}); "
-                             f"{_FIX_RETRAIN}", path) from exc
+        raise ModelLoadError(
+            f"model {str(path)!r} does not load as {algorithm} ({type(exc).__name__}: {exc}); {_FIX_RETRAIN}",
+            path,
+        ) from exc
 
 
 def _run_name(path: Path) -> str:
@@ -493,6 +610,11 @@ def _guess(obs: Any, act: Any) -> str:
     """A hint for well-known foreign models (CartPole's Box(4,) / Discrete(2))."""
     import gymnasium as gym
 
-    if isinstance(obs, gym.spaces.Box) and obs.shape == (4,) and isinstance(act, gym.spaces.Discrete) and act.n == 2:
+    if (
+        isinstance(obs, gym.spaces.Box)
+        and obs.shape == (4,)
+        and isinstance(act, gym.spaces.Discrete)
+        and act.n == 2
+    ):
         return " (an SB3 CartPole model?)"
     return ""

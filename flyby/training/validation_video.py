@@ -56,7 +56,10 @@ logger = logging.getLogger(__name__)
 
 DISPLAY_SCALE = 2  # rendered frames are shown at 2x (320x240 -> 640x480) so the overlay text stays legible
 MINIMAP_PX = 150  # side of the minimap inset, pixels of the displayed frame
-CLASS_RGB = {0: (255, 170, 40), 1: (80, 200, 255)}  # ground-truth box colour per TargetClass (vehicle, person)
+CLASS_RGB = {
+    0: (255, 170, 40),
+    1: (80, 200, 255),
+}  # ground-truth box colour per TargetClass (vehicle, person)
 YOLO_RGB = {0: (255, 80, 40), 1: (230, 60, 230)}  # YOLO box colour per class id
 
 
@@ -167,8 +170,9 @@ def record_validation_video(
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create the folder of {out_path}: {exc.strerror or exc}; "
-                          "choose a writable folder") from exc
+        raise OutputError(
+            f"cannot create the folder of {out_path}: {exc.strerror or exc}; choose a writable folder"
+        ) from exc
     name = label or getattr(policy, "label", None) or type(policy).__name__
     env, mode, yolo_note = _make_env(cfg, flight_stack, mode, yolo_note)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp.mp4", dir=out_path.parent)
@@ -187,15 +191,21 @@ def record_validation_video(
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         backend = env.backend.description
         perception = "perception: YOLO" if mode == "yolo" else "perception: ground truth"
-        header = [f"{name}  |  seed {int(seed)}  |  {env.flight_stack_label}",
-                  f"{yolo_note or perception}  |  {stamp}  |  {backend}"]
+        header = [
+            f"{name}  |  seed {int(seed)}  |  {env.flight_stack_label}",
+            f"{yolo_note or perception}  |  {stamp}  |  {backend}",
+        ]
         tally = _tally(cfg) if mode == "yolo" else None
         layout = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=int(cfg.max_episode_length), desc=f"validation video seed {seed}", unit="step",
-                       mininterval=1.0)
+            bar = tqdm(
+                total=int(cfg.max_episode_length),
+                desc=f"validation video seed {seed}",
+                unit="step",
+                mininterval=1.0,
+            )
 
         def on_step(step: int, ret: float, info: dict) -> None:
             nonlocal layout
@@ -220,9 +230,14 @@ def record_validation_video(
                 "coverage": f"{100 * float(task.covered[0].mean()):.1f} %",
                 "step": f"{step} / {cfg.max_episode_length}",
             }
-            footer = ["boxes: dashed = ground truth at the render camera"
-                      + ("; solid = YOLO" if mode == "yolo" else "") + "; minimap: track, targets (filled = found)"]
-            writer.write(compose_panels(big, layout, header=header, footer=footer, metrics=metrics, boxes=boxes))
+            footer = [
+                "boxes: dashed = ground truth at the render camera"
+                + ("; solid = YOLO" if mode == "yolo" else "")
+                + "; minimap: track, targets (filled = found)"
+            ]
+            writer.write(
+                compose_panels(big, layout, header=header, footer=footer, metrics=metrics, boxes=boxes)
+            )
             if bar is not None:
                 bar.update(1)
 
@@ -248,25 +263,51 @@ def record_validation_video(
     if tally is not None:
         detection = {"mode": "yolo", **tally.as_dict()}
     elif mode == "ground_truth" and note is None:
-        note = ("ground_truth perception: detections are the analytic ground truth (precision = recall = 1 by "
-                "construction), not reported")
+        note = (
+            "ground_truth perception: detections are the analytic ground truth (precision = recall = 1 by "
+            "construction), not reported"
+        )
     result = VideoResult(
-        path=out_path, frames=writer.frames_written, fps=writer.fps, size=tuple(writer.size or (0, 0)),
-        seed=int(seed), label=name, ret=float(stats.ret), steps=int(stats.steps),
-        targets_found=int(stats.targets_seen), num_targets=int(world.num_targets), coverage=float(stats.coverage),
-        crashed=bool(stats.crashed), geofence=bool(stats.geofence), flight_stack=stack,
-        flight_stack_label=stack_label, backend=backend, perception_mode=mode, detection=detection,
+        path=out_path,
+        frames=writer.frames_written,
+        fps=writer.fps,
+        size=tuple(writer.size or (0, 0)),
+        seed=int(seed),
+        label=name,
+        ret=float(stats.ret),
+        steps=int(stats.steps),
+        targets_found=int(stats.targets_seen),
+        num_targets=int(world.num_targets),
+        coverage=float(stats.coverage),
+        crashed=bool(stats.crashed),
+        geofence=bool(stats.geofence),
+        flight_stack=stack,
+        flight_stack_label=stack_label,
+        backend=backend,
+        perception_mode=mode,
+        detection=detection,
         detection_note=note,
     )
-    logger.info("wrote %s: %d frames, return %+.2f, %d/%d targets, %s", out_path, result.frames, result.ret,
-                result.targets_found, result.num_targets, stack_label)
+    logger.info(
+        "wrote %s: %d frames, return %+.2f, %d/%d targets, %s",
+        out_path,
+        result.frames,
+        result.ret,
+        result.targets_found,
+        result.num_targets,
+        stack_label,
+    )
     return result
 
 
 def _perception(cfg, requested: str | None) -> tuple[str, str | None]:
     """The perception mode asked for (``"ground_truth"`` / ``"yolo"``) and, if YOLO cannot be asked for, why."""
     current = getattr(getattr(cfg, "perception", None), "mode", "ground_truth")
-    mode = str(getattr(current, "value", current)) if requested is None else str(getattr(requested, "value", requested))
+    mode = (
+        str(getattr(current, "value", current))
+        if requested is None
+        else str(getattr(requested, "value", requested))
+    )
     if mode not in ("ground_truth", "yolo"):
         raise ValueError(f"perception_mode must be 'ground_truth' or 'yolo', got {requested!r}")
     if mode == "yolo" and not hasattr(cfg, "perception"):
@@ -321,8 +362,17 @@ def _gt_boxes(task, detector, box_cls) -> list:
     for t in np.flatnonzero(det.visible[0]):
         cls = int(world.target_class[t])
         x1, y1, x2, y2 = (float(v) * DISPLAY_SCALE for v in det.boxes_px[0, t])
-        out.append(box_cls(x1, y1, x2, y2, label="vehicle" if cls == 0 else "person", color=CLASS_RGB.get(cls, (0, 255, 0)),
-                           style="dashed"))
+        out.append(
+            box_cls(
+                x1,
+                y1,
+                x2,
+                y2,
+                label="vehicle" if cls == 0 else "person",
+                color=CLASS_RGB.get(cls, (0, 255, 0)),
+                style="dashed",
+            )
+        )
     return out
 
 
@@ -336,11 +386,22 @@ def _yolo_boxes(info: dict, box_cls) -> list:
     except ImportError:  # pragma: no cover - yolo mode imported it already
         CLASS_NAMES = {}
     out = []
-    for (x1, y1, x2, y2), c, p in zip(np.asarray(yolo.boxes_px, dtype=float).reshape(-1, 4), yolo.cls, yolo.conf):
+    for (x1, y1, x2, y2), c, p in zip(
+        np.asarray(yolo.boxes_px, dtype=float).reshape(-1, 4), yolo.cls, yolo.conf
+    ):
         c = int(c)
-        out.append(box_cls(x1 * DISPLAY_SCALE, y1 * DISPLAY_SCALE, x2 * DISPLAY_SCALE, y2 * DISPLAY_SCALE,
-                           label=str(CLASS_NAMES.get(c, c)), color=YOLO_RGB.get(c, (255, 255, 255)),
-                           confidence=float(np.clip(p, 0.0, 1.0)), style="solid"))
+        out.append(
+            box_cls(
+                x1 * DISPLAY_SCALE,
+                y1 * DISPLAY_SCALE,
+                x2 * DISPLAY_SCALE,
+                y2 * DISPLAY_SCALE,
+                label=str(CLASS_NAMES.get(c, c)),
+                color=YOLO_RGB.get(c, (255, 255, 255)),
+                confidence=float(np.clip(p, 0.0, 1.0)),
+                style="solid",
+            )
+        )
     return out
 
 
@@ -367,7 +428,7 @@ class _Minimap:
     def _px(self, xy) -> tuple[int, int]:
         """World ENU xy (metres) -> inset pixel (x right = east, y down = south)."""
         c = (self.size - 1) / 2
-        return int(round(c + xy[0] * self._scale)), int(round(c - xy[1] * self._scale))
+        return round(float(c + xy[0] * self._scale)), round(float(c - xy[1] * self._scale))
 
     def draw(self, img: np.ndarray, task) -> None:
         """Draw the inset in place into the top-right corner of ``img`` (H, W, 3) uint8."""
@@ -380,7 +441,9 @@ class _Minimap:
         pos = task.pos_w[0]
         self._track.append(self._px(pos[:2]))
         if len(self._track) > 1:
-            cv2.polylines(inset, [np.array(self._track, dtype=np.int32)], False, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.polylines(
+                inset, [np.array(self._track, dtype=np.int32)], False, (255, 255, 255), 1, cv2.LINE_AA
+            )
         seen = task.seen[0]
         for t, p in enumerate(task.target_pos_w):
             colour = CLASS_RGB.get(int(self.world.target_class[t]), (0, 255, 0))
@@ -388,4 +451,4 @@ class _Minimap:
         cv2.circle(inset, self._px(pos[:2]), 4, (255, 60, 60), -1)
         h, w = img.shape[:2]
         if self.size + 4 <= min(h, w):
-            img[4:4 + self.size, w - 4 - self.size:w - 4] = inset
+            img[4 : 4 + self.size, w - 4 - self.size : w - 4] = inset

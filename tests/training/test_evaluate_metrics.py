@@ -16,7 +16,11 @@ from flyby.cli import main  # noqa: E402
 from flyby.errors import ConfigError, ModelLoadError  # noqa: E402
 from flyby.policies import PatrolPolicy  # noqa: E402
 from flyby.training.evaluate import (  # noqa: E402
-    METRICS_SCHEMA, evaluate_policy, make_baseline, px4_version, resolve_eval_seeds,
+    METRICS_SCHEMA,
+    evaluate_policy,
+    make_baseline,
+    px4_version,
+    resolve_eval_seeds,
 )
 from flyby.training.evaluation_cfg import load_evaluation_cfg  # noqa: E402
 
@@ -26,14 +30,44 @@ EPISODE_S = 2.0
 # The documented schema (docs/evaluation_metrics.md): key -> type; dicts are nested schemas.
 NUM = (int, float)
 CI = (list, type(None))
-EPISODE = {"seed": int, "return": NUM, "steps": int, "targets_found": int, "coverage": NUM, "crashed": bool,
-           "geofence": bool, "success": bool}
-POLICY = {"label": str, "n": int, "mean_return": NUM, "std_return": NUM, "ci95": CI, "success_rate": NUM,
-          "targets_found": {"mean": NUM, "ci95": CI, "per_episode": list}, "coverage": {"mean": NUM, "per_episode": list},
-          "crashes": int, "geofence_exits": int, "episode_lengths": list, "returns": list, "episodes": list}
-TOP = {"schema": str, "env_id": str, "flight_stack": str, "flight_stack_label": str, "px4_version": (str, type(None)),
-       "perception_mode": str, "seeds": list, "episode_length_s": NUM, "success_definition": str, "policies": dict,
-       "detection": (dict, type(None))}
+EPISODE = {
+    "seed": int,
+    "return": NUM,
+    "steps": int,
+    "targets_found": int,
+    "coverage": NUM,
+    "crashed": bool,
+    "geofence": bool,
+    "success": bool,
+}
+POLICY = {
+    "label": str,
+    "n": int,
+    "mean_return": NUM,
+    "std_return": NUM,
+    "ci95": CI,
+    "success_rate": NUM,
+    "targets_found": {"mean": NUM, "ci95": CI, "per_episode": list},
+    "coverage": {"mean": NUM, "per_episode": list},
+    "crashes": int,
+    "geofence_exits": int,
+    "episode_lengths": list,
+    "returns": list,
+    "episodes": list,
+}
+TOP = {
+    "schema": str,
+    "env_id": str,
+    "flight_stack": str,
+    "flight_stack_label": str,
+    "px4_version": (str, type(None)),
+    "perception_mode": str,
+    "seeds": list,
+    "episode_length_s": NUM,
+    "success_definition": str,
+    "policies": dict,
+    "detection": (dict, type(None)),
+}
 
 
 def _check(obj: dict, schema: dict, where: str) -> None:
@@ -70,8 +104,9 @@ def bundle(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "run" / "training"
     folder.mkdir(parents=True)
     venv = VecNormalize(DummyVecEnv([SpacesEnv]), norm_reward=False)
-    PPO("MlpPolicy", venv, n_steps=8, batch_size=8, device="cpu", seed=0, policy_kwargs={"net_arch": [16]}).save(
-        folder / "model.zip")
+    PPO(
+        "MlpPolicy", venv, n_steps=8, batch_size=8, device="cpu", seed=0, policy_kwargs={"net_arch": [16]}
+    ).save(folder / "model.zip")
     venv.save(folder / "vecnormalize.pkl")
     (folder / "model.json").write_text(json.dumps({"algorithm": "PPO", "normalize": {"obs": True}}))
     return folder / "model.zip"
@@ -80,8 +115,9 @@ def bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
-    metrics = evaluate_policy(bundle, seeds=SEEDS, flight_stack="cascade", episode_length_s=EPISODE_S, out_dir=out,
-                              progress=False)
+    metrics = evaluate_policy(
+        bundle, seeds=SEEDS, flight_stack="cascade", episode_length_s=EPISODE_S, out_dir=out, progress=False
+    )
     return metrics, out
 
 
@@ -112,7 +148,10 @@ def test_metrics_follow_the_schema_for_every_policy_on_the_same_seeds(evaluated)
         assert tlo <= p["targets_found"]["mean"] <= thi
         # Nothing crashes in 2 s except possibly random; every other episode runs to the time limit.
         assert all(e["steps"] == steps for e in p["episodes"] if not (e["crashed"] or e["geofence"]))
-    assert metrics["policies"]["patrol"]["label"] == "patrol" and metrics["policies"]["trained"]["label"] == "run"
+    assert (
+        metrics["policies"]["patrol"]["label"] == "patrol"
+        and metrics["policies"]["trained"]["label"] == "run"
+    )
     # The written file is the returned dict, as strict JSON.
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert not list(out.glob(".*.tmp"))
@@ -121,7 +160,10 @@ def test_metrics_follow_the_schema_for_every_policy_on_the_same_seeds(evaluated)
 def test_success_is_the_documented_definition(evaluated):
     metrics, _ = evaluated
     bar = load_evaluation_cfg().evaluation.success_min_targets
-    assert metrics["success_min_targets"] == bar and f"at least {bar} distinct targets" in metrics["success_definition"]
+    assert (
+        metrics["success_min_targets"] == bar
+        and f"at least {bar} distinct targets" in metrics["success_definition"]
+    )
     assert "no crash and no geofence exit" in metrics["success_definition"]
     for p in metrics["policies"].values():
         for e in p["episodes"]:
@@ -198,8 +240,11 @@ def test_patrol_policy_repeats_per_seed_and_pickles():
 def test_px4_version_reads_the_binary_tag(tmp_path, monkeypatch):
     binary = tmp_path / "build" / "px4_sitl_default" / "bin" / "px4"
     binary.parent.mkdir(parents=True)
-    binary.write_bytes(b"\x7fELF\x00" + b'_test_tag_to_version_number("v1.2.3", 0x010203FF)\x00v1.2.3\x00'
-                       + b"localhost\x00v1.16.2\x00main\x00Linux\x00")
+    binary.write_bytes(
+        b"\x7fELF\x00"
+        + b'_test_tag_to_version_number("v1.2.3", 0x010203FF)\x00v1.2.3\x00'
+        + b"localhost\x00v1.16.2\x00main\x00Linux\x00"
+    )
     binary.chmod(0o755)
     monkeypatch.setenv("PX4_DIR", str(tmp_path))
     assert px4_version() == "v1.16.2"
@@ -210,10 +255,29 @@ def test_px4_version_reads_the_binary_tag(tmp_path, monkeypatch):
 
 def test_cli_evaluate_writes_metrics_and_refuses_bad_models(bundle, tmp_path, capsys):
     out = tmp_path / "evaluation"
-    assert main(["evaluate", str(bundle), "--seeds", "1000", "--episode-length-s", "1", "--flight-stack", "cascade",
-                 "--baselines", "zero", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(bundle),
+                "--seeds",
+                "1000",
+                "--episode-length-s",
+                "1",
+                "--flight-stack",
+                "cascade",
+                "--baselines",
+                "zero",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
-    assert "trained (run)" in text and "zero (zero-action)" in text and "flight stack: built-in cascade" in text
+    assert (
+        "trained (run)" in text and "zero (zero-action)" in text and "flight stack: built-in cascade" in text
+    )
     data = json.loads((out / "metrics.json").read_text())
     assert list(data["policies"]) == ["trained", "zero"] and (out / "tracks.json").is_file()
     junk = tmp_path / "junk.zip"
@@ -228,8 +292,13 @@ def test_cli_evaluate_writes_metrics_and_refuses_bad_models(bundle, tmp_path, ca
 @pytest.mark.slow
 def test_parallel_evaluation_equals_serial(bundle):
     """Worker processes (one pool for every policy) return the serial figures, tracks included."""
-    kw = {"seeds": SEEDS, "flight_stack": "cascade", "episode_length_s": 1.0, "baselines": ("patrol",),
-          "progress": False}
+    kw = {
+        "seeds": SEEDS,
+        "flight_stack": "cascade",
+        "episode_length_s": 1.0,
+        "baselines": ("patrol",),
+        "progress": False,
+    }
     from flyby.training.evaluate import run_evaluation
     from flyby.training.policy_io import load_policy
 
@@ -244,8 +313,15 @@ def test_parallel_evaluation_equals_serial(bundle):
 
 @pytest.mark.px4
 def test_px4_evaluation_says_px4_and_its_version(px4_binary, bundle, tmp_path):
-    metrics = evaluate_policy(bundle, seeds=[1000], flight_stack="px4", episode_length_s=1.0, baselines=("zero",),
-                              out_dir=tmp_path, progress=False)
+    metrics = evaluate_policy(
+        bundle,
+        seeds=[1000],
+        flight_stack="px4",
+        episode_length_s=1.0,
+        baselines=("zero",),
+        out_dir=tmp_path,
+        progress=False,
+    )
     assert metrics["flight_stack"] == "px4" and metrics["flight_stack_label"].startswith("PX4 SITL")
     assert metrics["px4_version"] is not None and metrics["px4_version"].startswith("v")
     assert metrics["px4_instances"] == [0] and list(metrics["policies"]) == ["trained", "zero"]

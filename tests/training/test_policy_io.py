@@ -55,12 +55,18 @@ def _save_bundle(folder, algorithm: str = "PPO", *, normalize: bool = True):
     model.save(folder / "model.zip")
     if normalize:
         venv.save(folder / "vecnormalize.pkl")
-    (folder / "model.json").write_text(json.dumps({
-        "algorithm": algorithm, "env_id": "flyby/MultiDroneISR-v0",
-        "observation_space": {"shape": [OBS_DIM], "low": -1.0, "high": 1.0},
-        "action_space": {"shape": [4], "low": -1.0, "high": 1.0},
-        "normalize": {"obs": normalize, "clip_obs": 5.0, "epsilon": 1e-8}, "env_steps": 0,
-    }))
+    (folder / "model.json").write_text(
+        json.dumps(
+            {
+                "algorithm": algorithm,
+                "env_id": "flyby/MultiDroneISR-v0",
+                "observation_space": {"shape": [OBS_DIM], "low": -1.0, "high": 1.0},
+                "action_space": {"shape": [4], "low": -1.0, "high": 1.0},
+                "normalize": {"obs": normalize, "clip_obs": 5.0, "epsilon": 1e-8},
+                "env_steps": 0,
+            }
+        )
+    )
     return model, venv
 
 
@@ -107,7 +113,12 @@ def test_older_zip_without_normaliser_or_json_still_loads(bundles, tmp_path):
     old = tmp_path / "direct.zip"
     old.write_bytes(path.read_bytes())
     policy = load_policy(old)
-    assert policy.obs_rms is None and policy.algorithm == "PPO" and policy.label == "direct" and policy.info == {}
+    assert (
+        policy.obs_rms is None
+        and policy.algorithm == "PPO"
+        and policy.label == "direct"
+        and policy.info == {}
+    )
     obs = _obs()
     np.testing.assert_array_equal(policy.predict(obs)[0], model.predict(obs, deterministic=True)[0])
     with pytest.raises(ValueError, match=rf"shape \({OBS_DIM},\) or \(N, {OBS_DIM}\), got \(3,\)"):
@@ -134,7 +145,9 @@ def test_random_bytes_and_truncated_zips_are_clear_errors(bundles, tmp_path):
     good = bundles["PPO"][0].read_bytes()
     cut = tmp_path / "cut.zip"
     cut.write_bytes(good[: len(good) // 2])  # the central directory is gone
-    with pytest.raises(ModelLoadError, match=r"cut.zip' is a truncated or damaged zip .* it starts with member 'data'"):
+    with pytest.raises(
+        ModelLoadError, match=r"cut.zip' is a truncated or damaged zip .* it starts with member 'data'"
+    ):
         load_policy(cut)
     flipped = bytearray(good)
     with zipfile.ZipFile(bundles["PPO"][0]) as archive:
@@ -153,21 +166,29 @@ def test_random_bytes_and_truncated_zips_are_clear_errors(bundles, tmp_path):
 
 
 def test_cartpole_model_names_both_spaces(tmp_path):
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=8, batch_size=8, device="cpu", policy_kwargs={"net_arch": [8]})
+    model = PPO(
+        "MlpPolicy", "CartPole-v1", n_steps=8, batch_size=8, device="cpu", policy_kwargs={"net_arch": [8]}
+    )
     model.save(tmp_path / "cartpole.zip")
     with pytest.raises(ModelLoadError) as exc:
         load_policy(tmp_path / "cartpole.zip")
     text = str(exc.value)
     obs_space, act_space = eval_spaces()
     assert "trained on observation space Box(" in text and "(4,), float32) (an SB3 CartPole model?)" in text
-    assert f"flyby/PX4ISR-v0 has {obs_space!r}" in text and repr(obs_space) == f"Box(-1.0, 1.0, ({OBS_DIM},), float32)"
+    assert (
+        f"flyby/PX4ISR-v0 has {obs_space!r}" in text
+        and repr(obs_space) == f"Box(-1.0, 1.0, ({OBS_DIM},), float32)"
+    )
     assert f"action space Discrete(2) but flyby/PX4ISR-v0 has {act_space!r}" in text
 
 
 def test_spaces_can_be_given(bundles):
     path = bundles["PPO"][0]
     obs = gym.spaces.Box(-1.0, 1.0, (32,), dtype=np.float32)
-    with pytest.raises(ModelLoadError, match=rf"Box\(-1.0, 1.0, \({OBS_DIM},\), float32\) but my-env has Box\(-1.0, 1.0, \(32,\)"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"Box\(-1.0, 1.0, \({OBS_DIM},\), float32\) but my-env has Box\(-1.0, 1.0, \(32,\)",
+    ):
         load_policy(path, observation_space=obs, env_id="my-env")
 
 
@@ -177,11 +198,16 @@ def test_normaliser_missing_corrupt_or_of_another_shape_is_refused(bundles, tmp_
     run.mkdir()
     (run / "model.zip").write_bytes((src / "model.zip").read_bytes())
     (run / "model.json").write_text((src / "model.json").read_text())
-    with pytest.raises(ModelLoadError, match=r"normalize.obs: true\) but the normaliser .*vecnormalize.pkl' is missing"):
+    with pytest.raises(
+        ModelLoadError, match=r"normalize.obs: true\) but the normaliser .*vecnormalize.pkl' is missing"
+    ):
         load_policy(run / "model.zip")
     _vec_normalize(10).save(run / "vecnormalize.pkl")
-    with pytest.raises(ModelLoadError, match=r"statistics of shape \(10,\) but the model's observation space is "
-                                             rf"Box\(-1.0, 1.0, \({OBS_DIM},\), float32\)"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"statistics of shape \(10,\) but the model's observation space is "
+        rf"Box\(-1.0, 1.0, \({OBS_DIM},\), float32\)",
+    ):
         load_policy(run / "model.zip")
     (run / "vecnormalize.pkl").write_bytes(b"\x80\x04garbage")
     with pytest.raises(ModelLoadError, match="vecnormalize.pkl' cannot be unpickled"):
@@ -208,8 +234,14 @@ def test_parallel_payload_carries_the_normaliser(bundles):
     path, model, venv = bundles["PPO"]
     policy = load_policy(path)
     kind, data = policy_payload(policy)
-    assert kind == "loaded" and data[0] == path.read_bytes() and data[1] == (path.parent / "vecnormalize.pkl").read_bytes()
+    assert (
+        kind == "loaded"
+        and data[0] == path.read_bytes()
+        and data[1] == (path.parent / "vecnormalize.pkl").read_bytes()
+    )
     copy = load_policy_payload((kind, data))
     obs = _obs()
     assert isinstance(copy, LoadedPolicy) and copy.normalized and copy.label == policy.label
-    np.testing.assert_array_equal(copy.predict(obs)[0], model.predict(venv.normalize_obs(obs), deterministic=True)[0])
+    np.testing.assert_array_equal(
+        copy.predict(obs)[0], model.predict(venv.normalize_obs(obs), deterministic=True)[0]
+    )
