@@ -457,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", default=None,
                           help="also write the older per-episode results file (the model, random and zero-action)")
     evaluate.set_defaults(func=_cmd_evaluate)
+    from flyby.perception.yolo_cli import add_yolo_parsers  # yolo-dataset, yolo-train, yolo-eval
+    add_yolo_parsers(sub)
     return parser
 
 

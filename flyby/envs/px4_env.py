@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from flyby.enums import FlightStack
+from flyby.enums import FlightStack, PerceptionMode
 from flyby.envs.isr_task import ISRTask, start_pose_options
 from flyby.envs.px4_env_cfg import PX4Cfg, PX4EnvCfg
 from flyby.errors import InvalidAction, PX4Unavailable
@@ -69,6 +69,14 @@ class PX4ISREnv(gym.Env):
     ``info["rendered"]`` is True; on skipped steps only the state observation
     is produced. Observations never depend on rendering: ground-truth
     detections use the perception camera (``cfg.camera``).
+
+    Perception (``cfg.perception.mode``): ``ground_truth`` (default) detects analytically;
+    ``yolo`` renders the camera at the render preset on every perception step and takes the
+    detections that feed the observation and the found targets from YOLO
+    (:mod:`flyby.perception.yolo_env`: a YOLO box counts as a target only when it matches
+    the target's ground-truth box). Then ``info`` also carries ``yolo_boxes``,
+    ``gt_boxes``, ``gt_cls`` (render-camera pixels), ``detection_counts`` and
+    ``perception_fresh`` (:meth:`flyby.perception.yolo_env.YoloISRTask.perception_info`).
 
     Args:
         cfg: env config (default: ``px4_env`` of the packaged ``evaluation_config.yaml``).
@@ -142,7 +150,19 @@ class PX4ISREnv(gym.Env):
             takeoff=cfg.px4.takeoff, surface_height=world.height_at,
             rest_height_m=cfg.multirotor.collision_half_extent_m[2],
         )  # fmt: skip
-        self.task = ISRTask(cfg, num_envs=1, world=world, motion=motion)
+        if cfg.perception.mode is PerceptionMode.YOLO:  # detections from YOLO on rendered frames
+            from flyby.perception.yolo_env import YoloISRTask
+
+            try:
+                self.task = YoloISRTask(
+                    cfg, 1, world=world, motion=motion,
+                    backend=self.backend, render_camera=render_camera, perception=cfg.perception,
+                )  # fmt: skip
+            except BaseException:
+                self.close()
+                raise
+        else:
+            self.task = ISRTask(cfg, num_envs=1, world=world, motion=motion)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (self.task.obs_dim,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32)
         from flyby.envs.render import TaskRenderer
@@ -173,6 +193,8 @@ class PX4ISREnv(gym.Env):
         obs = self.task.reset_all(*start_pose_options(options, 1))
         info = self._render_info(force=True)
         info["takeoff_s"] = self.task.dynamics.last_takeoff_s
+        if self.cfg.perception.mode is PerceptionMode.YOLO:
+            info.update(self.task.perception_info(0))
         return obs[0], info
 
     def step(self, action):
@@ -181,6 +203,8 @@ class PX4ISREnv(gym.Env):
             raise InvalidAction(f"action must have shape (4,) = [vx, vy, vz, yaw_rate], got {a.shape}")
         res = self.task.step(a[None], autoreset=False)
         info = self._render_info()
+        if self.cfg.perception.mode is PerceptionMode.YOLO:
+            info.update(self.task.perception_info(0))
         if res.log:
             info["log"] = res.log
         return res.obs[0], float(res.reward[0]), bool(res.terminated[0]), bool(res.truncated[0]), info
@@ -194,8 +218,8 @@ class PX4ISREnv(gym.Env):
         if self.render_mode is not None:
             due = force or self.task.global_step % self.cfg.render_interval == 0
             if due:
-                frames, _ = self.renderer.cameras(force=True)
-                self._frame = frames[0]
+                fresh = getattr(self.task, "fresh_frame", lambda i: None)(0)  # yolo mode rendered it already
+                self._frame = fresh if fresh is not None else self.renderer.cameras(force=True)[0][0]
                 info["camera"] = self._frame
                 info["rendered"] = True
         return info

@@ -11,6 +11,7 @@ from flyby.dynamics.multirotor import MultirotorCfg
 from flyby.enums import ResolutionPreset
 from flyby.envs.isr_env_cfg import ISREnvCfg
 from flyby.perception.camera import CameraCfg
+from flyby.perception.yolo import PerceptionCfg
 from flyby.sensors import SensorCfg
 
 
@@ -82,6 +83,7 @@ class PX4EnvCfg(ISREnvCfg):
     cascade: CascadeCfg = field(default_factory=CascadeCfg)  # built-in flight stack (PX4 default gains)
     sensors: SensorCfg = field(default_factory=SensorCfg)  # IMU, magnetometer, barometer, GPS
     px4: PX4Cfg = field(default_factory=PX4Cfg)  # PX4 SITL
+    perception: PerceptionCfg = field(default_factory=PerceptionCfg)  # detections: ground_truth (analytic) or yolo
 
     def validate(self) -> list[str]:
         problems = super().validate()

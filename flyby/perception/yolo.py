@@ -195,13 +195,47 @@ def _offline_environment() -> Path:
     return user_dir
 
 
+def _mesa_llvm_loaded() -> bool:
+    """True when Mesa's LLVM (``libLLVM*.so``, loaded by MuJoCo's EGL/OSMesa software renderer) is mapped."""
+    try:
+        with open("/proc/self/maps") as fh:
+            return any("libLLVM" in line for line in fh)
+    except OSError:  # not Linux
+        return False
+
+
+def _keep_triton_out() -> None:
+    """Stop torch from importing triton where that would crash the process.
+
+    triton bundles its own LLVM; importing it after Mesa's llvmpipe has loaded the system
+    LLVM (any MuJoCo render with EGL or OSMesa on a machine without an NVIDIA driver)
+    is a segmentation fault. torch imports triton lazily, at the first predict. triton
+    only serves GPU kernels (``torch.compile``), so it is kept out (``sys.modules["triton"]
+    = None``: torch then sees no triton) when no CUDA device is present, or when Mesa's
+    LLVM is already mapped. A triton already imported is left alone (importing it before
+    the renderer is safe).
+    """
+    if "triton" in sys.modules:
+        return
+    try:
+        import torch
+    except ImportError:
+        return  # ultralytics' own import reports it
+    if torch.cuda.is_available() and not _mesa_llvm_loaded():
+        return
+    sys.modules["triton"] = None  # type: ignore[assignment]
+    log.debug("triton kept out of this process (no CUDA device, or Mesa's LLVM loaded by MuJoCo rendering)")
+
+
 def import_ultralytics() -> ModuleType:
     """Import ultralytics with every network access turned off (see the module docstring).
 
     Safe to call many times and from several threads; the environment is set before the
     first import only. When something imported ultralytics before flyby could set
     ``YOLO_OFFLINE`` (its DNS probe then already ran), a warning says so and its
-    ``ONLINE`` flags are forced off from here on.
+    ``ONLINE`` flags are forced off from here on. On a machine without CUDA (or once
+    MuJoCo's software renderer is loaded) triton is kept out of the process: importing it
+    next to Mesa's LLVM crashes (see :func:`_keep_triton_out`).
 
     Returns:
         The ``ultralytics`` module.
@@ -213,6 +247,7 @@ def import_ultralytics() -> ModuleType:
     with _import_lock:
         already = "ultralytics" in sys.modules
         user_dir = _offline_environment()
+        _keep_triton_out()
         try:
             import ultralytics
             import ultralytics.utils as ul_utils
@@ -282,8 +317,9 @@ def load_yolo(weights: str | os.PathLike | None = None):
         model = ul.YOLO(str(path), task="detect")
         names = dict(model.names)
     except Exception as err:  # torch/pickle/ultralytics raise many kinds for a bad file
+        reason = (str(err).strip().splitlines() or [""])[0].replace("ERROR ❌️ ", "")  # not ultralytics' download advice
         raise WeightsError(
-            f"cannot load YOLO weights {path}: {type(err).__name__}: {err}. The file is not an "
+            f"cannot load YOLO weights {path}: {type(err).__name__}: {reason} The file is not an "
             f"ultralytics detection checkpoint (or is corrupt); rebuild it with: {REPRODUCE_COMMAND}",
             path,
         ) from err

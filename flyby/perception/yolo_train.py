@@ -81,6 +81,7 @@ class YoloEvalResult:
         cpu_ms_per_frame: median CPU time of one :meth:`YoloDetector.detect` call on one frame
             at the evaluation preset (320 x 240), milliseconds (None when not measured).
         cpu_threads: torch threads during that measurement.
+        timing_frame_size: ``"<W>x<H>"`` of the timed frames.
     """
 
     map50: float
@@ -94,6 +95,7 @@ class YoloEvalResult:
     seeds: list[int]
     cpu_ms_per_frame: float | None = None
     cpu_threads: int | None = None
+    timing_frame_size: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,8 +206,8 @@ def evaluate_yolo(
         WeightsError: the weights are missing or unloadable.
         FlybyError: the dataset or split is missing.
     """
-    data_yaml = _check_data_yaml(data, split)
     detector = YoloDetector(weights, imgsz=imgsz, device="cpu")
+    data_yaml = _check_data_yaml(data, split)
     own_tmp = run_dir is None
     project = Path(tempfile.mkdtemp(prefix="flyby-yolo-val-")) if own_tmp else Path(run_dir)
     try:
@@ -240,6 +242,7 @@ def evaluate_yolo(
         if len(frames):
             result.cpu_ms_per_frame = measure_cpu_ms(detector, frames)
             result.cpu_threads = int(torch.get_num_threads())
+            result.timing_frame_size = f"{frames.shape[2]}x{frames.shape[1]}"
     return result
 
 
