@@ -13,6 +13,7 @@ pytest.importorskip("stable_baselines3", reason='needs the train extra: pip inst
 
 from flyby.cli import main  # noqa: E402
 from flyby.errors import ConfigError  # noqa: E402
+from flyby.mdp.observations import ObsLayout  # noqa: E402
 from flyby.training.evaluate import (  # noqa: E402
     RandomPolicy,
     ZeroPolicy,
@@ -154,7 +155,7 @@ def test_evaluation_takes_any_callable():
         return [0.2, 0.0, 0.0, 0.0]
 
     r = evaluate_policy_full_fidelity(policy, [0], episode_length_s=EPISODE_S, label="east")
-    assert len(calls) == 25 and calls[0] == (64,)
+    assert len(calls) == 25 and calls[0] == (ObsLayout(5).dim,)
     assert r.label == "east" and math.isnan(r.ci95[0]) and "east" in r.describe()
 
 
@@ -241,6 +242,8 @@ def test_cli_bad_inputs(capsys, tmp_path):
         main(["train", "--env", "bogus"])
     assert exc.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
     assert main(["train", "--env", "direct", "--budget-s", "0"]) == 2
+    assert "budget_s: 0.0 is out of range (must be > 0)" in capsys.readouterr().err
+    assert main(["train", "--env", "full", "--budget-s", "0"]) == 2
     assert "budget_s: 0.0 must be a finite number of seconds > 0" in capsys.readouterr().err
     assert main(["evaluate", "zero", "--seeds", ""]) == 2
     assert "no seeds given" in capsys.readouterr().err
@@ -249,10 +252,15 @@ def test_cli_bad_inputs(capsys, tmp_path):
 
 
 def test_cli_train_then_evaluate(tmp_path, capsys):
-    model = tmp_path / "direct.zip"
-    assert main(["train", "--env", "direct", "--budget-s", "1", "--num-envs", "4", "--out", str(model),
-                 "--episode-length-s", "2", "--timesteps-cap", "256"]) == 0
-    assert "wrote" in capsys.readouterr().out and model.is_file()
+    run = tmp_path / "direct"
+    assert main(["train", "--budget-s", "30", "--num-envs", "8", "--out", str(run),
+                 "--episode-length-s", "2", "--total-steps", "2048"]) == 0
+    out_text = capsys.readouterr().out
+    assert "learner share" in out_text and "wrote" in out_text
+    model = run / "model.zip"
+    assert model.is_file() and (run / "vecnormalize.pkl").is_file()
+    assert main(["train", "--budget-s", "30", "--num-envs", "8", "--out", str(run), "--total-steps", "2048"]) == 2
+    assert "already exists; it is kept" in capsys.readouterr().err
     out = tmp_path / "eval.json"
     assert main(["evaluate", str(model), "--seeds", "0..1", "--episode-length-s", "1", "--flight-stack", "cascade",
                  "--json", str(out)]) == 0
