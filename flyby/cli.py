@@ -1,5 +1,6 @@
 """The ``flyby`` command line: ``flyby info``, ``flyby bench``, ``flyby record``, ``flyby px4-log``,
-``flyby tune``, ``flyby train``, ``flyby evaluate``."""
+``flyby tune``, ``flyby train``, ``flyby evaluate``, ``flyby pipeline``, ``flyby report``, ``flyby export``
+and the YOLO commands."""
 
 from __future__ import annotations
 
@@ -254,41 +255,84 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from flyby.training.train import (
-        FULL_NUM_ENVS, check_budget, load_ppo_cfg, resolve_train_flight_stack, save_model, train_ppo,
-    )
-
-    check_budget(args.budget_s)
     if args.env == "direct" and (args.flight_stack is not None or args.first_px4_instance is not None):
         print("flyby train: --flight-stack and --first-px4-instance apply to --env full only "
               "(--env direct trains on the direct dynamics)", file=sys.stderr)
         return 2
-    ppo_cfg = load_ppo_cfg(args.ppo_config)
-    num_envs = args.num_envs or (16 if args.env == "direct" else FULL_NUM_ENVS)
-    out = args.out or f"output/models/{args.env}.zip"
-    stack = None
     if args.env == "direct":
-        label = "MultiDroneISR-v0 (direct dynamics)"
-        where = f"{num_envs} parallel env(s)"
-    else:
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
-        from flyby.training.parallel import check_px4_instances
+        return _train_direct(args)
+    return _train_full(args)
 
-        cfg = load_evaluation_cfg().px4_env
-        first = cfg.px4.instance if args.first_px4_instance is None else args.first_px4_instance
-        if args.flight_stack == "px4":
-            check_px4_instances(num_envs, first, count_name="--num-envs", first_name="--first-px4-instance")
-        stack, stack_label = resolve_train_flight_stack("full", args.flight_stack or "auto", cfg)
-        label = f"PX4ISR-v0 ({stack_label}, render off)"
-        if stack == "px4":
-            check_px4_instances(num_envs, first, count_name="--num-envs", first_name="--first-px4-instance")
-            where = (f"{num_envs} parallel env(s) in worker processes on PX4 instances "
-                     f"{first}..{first + num_envs - 1}")
-        else:
-            where = f"{num_envs} env(s) stepped in turn"
+
+def _train_direct(args: argparse.Namespace) -> int:
+    """``flyby train`` on MultiDroneISR-v0 with the ``training:`` section of the training config."""
+    from dataclasses import replace
+
+    from flyby.config import from_dict, to_dict
+    from flyby.training.trainer import train, training_env_cfg
+    from flyby.training.training_cfg import load_training_cfg
+
+    cfg = load_training_cfg(args.config, args.dynamics_config)
+    tc, env_cfg = cfg.training, training_env_cfg(cfg)
+    overrides = {"algorithm": args.algorithm, "total_steps": args.total_steps or args.timesteps_cap,
+                 "budget_s": args.budget_s, "seed": args.seed, "num_drones": args.num_envs}
+    merged = {**to_dict(tc), **{k: v for k, v in overrides.items() if v is not None}}
+    tc = from_dict(type(tc), merged, source="flyby train options")
+    if args.episode_length_s is not None:
+        env_cfg = replace(env_cfg, episode_length_s=float(args.episode_length_s))
+    out = Path(args.out or f"output/models/{tc.algorithm.value.lower()}_seed{tc.seed}")
+    budget = f"{tc.total_steps:,} env steps" + (f" or {tc.budget_s:g} s wall clock" if tc.budget_s else "")
+    print(f"{tc.algorithm.value} on MultiDroneISR-v0 (direct dynamics), {tc.num_drones} drones, {budget}, "
+          f"seed {tc.seed} -> {out}{' (resuming)' if args.resume else ''}")
+    run = train(tc, out, env_cfg=env_cfg, resume=args.resume, progress=True)
+    if run.stopped_by == "already_done":
+        print(f"{out} already holds a complete model ({run.env_steps:,} env steps); nothing to train")
+        return 0
+    print(f"trained {run.env_steps:,} env steps in {run.wall_s:.1f} s: {run.steps_per_s:,.0f} steps/s end to end "
+          f"(env {run.env_s:.1f} s, learner {run.learner_s:.1f} s: learner share {100 * run.learner_share:.0f} %), "
+          f"stopped by {run.stopped_by}")
+    print(f"wrote {run.model_path} with its normaliser {run.vecnormalize_path.name if run.vecnormalize_path else '-'}, "
+          f"model.json, progress.csv, eval.csv and TensorBoard logs in {out / 'tb'}")
+    return 0
+
+
+def _train_full(args: argparse.Namespace) -> int:
+    """``flyby train --env full``: PPO on PX4ISR-v0 within a wall-clock budget (the transfer baseline)."""
+    from flyby.training.train import (
+        FULL_NUM_ENVS, check_budget, load_ppo_cfg, resolve_train_flight_stack, save_model, train_ppo,
+    )
+
+    budget_s = 60.0 if args.budget_s is None else args.budget_s
+    check_budget(budget_s)
+    if args.resume or args.algorithm not in (None, "PPO"):
+        print("flyby train: --resume and --algorithm apply to the direct env; --env full trains PPO "
+              "within --budget-s", file=sys.stderr)
+        return 2
+    args.budget_s = budget_s
+    args.seed = 0 if args.seed is None else args.seed
+    ppo_cfg = load_ppo_cfg(args.ppo_config)
+    num_envs = args.num_envs or FULL_NUM_ENVS
+    out = args.out or "output/models/full.zip"
+    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.training.parallel import check_px4_instances
+
+    cfg = load_evaluation_cfg().px4_env
+    first = cfg.px4.instance if args.first_px4_instance is None else args.first_px4_instance
+    if args.flight_stack == "px4":
+        check_px4_instances(num_envs, first, count_name="--num-envs", first_name="--first-px4-instance")
+    stack, stack_label = resolve_train_flight_stack("full", args.flight_stack or "auto", cfg)
+    label = f"PX4ISR-v0 ({stack_label}, render off)"
+    if stack == "px4":
+        check_px4_instances(num_envs, first, count_name="--num-envs", first_name="--first-px4-instance")
+        where = f"{num_envs} parallel env(s) in worker processes on PX4 instances {first}..{first + num_envs - 1}"
+    else:
+        where = f"{num_envs} env(s) stepped in turn"
+    from flyby.utils.atomic import check_writable
+
+    check_writable(Path(out).parent)  # before the budget is spent
     print(f"PPO on {label}, {where}, budget {args.budget_s:g} s wall clock, seed {args.seed}")
     result = train_ppo(
-        args.env, budget_s=args.budget_s, seed=args.seed, total_timesteps_cap=args.timesteps_cap,
+        "full", budget_s=args.budget_s, seed=args.seed, total_timesteps_cap=args.timesteps_cap,
         ppo_kwargs=ppo_cfg, num_drones=num_envs, num_envs_full=num_envs, episode_length_s=args.episode_length_s,
         flight_stack=stack, first_px4_instance=args.first_px4_instance,
     )
@@ -400,16 +444,35 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--ablation", action="store_true",
                       help="also refit with each model extension left out and print what each one buys (slower)")
     tune.set_defaults(func=_cmd_tune)
-    train = sub.add_parser("train", help="train PPO on the direct or full-fidelity env within a wall-clock budget")
-    train.add_argument("--env", required=True, choices=("direct", "full"),
-                       help="direct: MultiDroneISR-v0 (direct dynamics); full: PX4ISR-v0 (render off) on the "
+    train = sub.add_parser(
+        "train", help="train a policy: PPO or SAC on MultiDroneISR-v0 (direct), or PPO on PX4ISR-v0 (--env full)",
+        description="Train on the multi-drone direct env with the training: section of training_config.yaml "
+                    "(algorithm, total_steps, batch_size, learning_rate, ...): observation normaliser beside the "
+                    "model, progress.csv, eval.csv and TensorBoard logs, checkpoints; --resume continues an "
+                    "interrupted run. --env full trains PPO on PX4ISR-v0 within a wall-clock budget instead.")
+    train.add_argument("--env", default="direct", choices=("direct", "full"),
+                       help="direct (default): MultiDroneISR-v0 (direct dynamics); full: PX4ISR-v0 (render off) on the "
                             "flight stack of --flight-stack")
-    train.add_argument("--budget-s", type=float, default=60.0, help="wall-clock training budget in s (default 60)")
-    train.add_argument("--seed", type=int, default=0, help="seed of PPO and the training envs (default 0)")
-    train.add_argument("--out", default=None, help="model zip to write (default output/models/<env>.zip)")
+    train.add_argument("--config", default="training_config.yaml",
+                       help="training config YAML (default: the packaged training_config.yaml)")
+    train.add_argument("--dynamics-config", default="dynamics_config.yaml",
+                       help="dynamics config YAML (default: the packaged dynamics_config.yaml, fitted to PX4)")
+    train.add_argument("--algorithm", default=None, choices=("PPO", "SAC"),
+                       help="override training.algorithm (direct env only)")
+    train.add_argument("--total-steps", type=int, default=None, help="override training.total_steps (env steps)")
+    train.add_argument("--budget-s", type=float, default=None,
+                       help="wall-clock budget in s (direct: overrides training.budget_s, stops at whichever budget "
+                            "comes first; full: default 60)")
+    train.add_argument("--seed", type=int, default=None, help="seed of the algorithm and the envs (direct default: "
+                                                              "training.seed; full default 0)")
+    train.add_argument("--out", default=None,
+                       help="direct: run folder (default output/models/<algorithm>_seed<seed>); full: model zip "
+                            "(default output/models/full.zip)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its newest checkpoint (same config required)")
     train.add_argument("--num-envs", type=int, default=None,
-                       help="parallel envs: drones for direct (default 16), PX4ISR-v0 copies for full (default 4; "
-                            "with PX4 one worker process and one PX4 instance each, at most 10)")
+                       help="parallel envs: drones for direct (default training.num_drones), PX4ISR-v0 copies for "
+                            "full (default 4; with PX4 one worker process and one PX4 instance each, at most 10)")
     train.add_argument("--flight-stack", default=None, choices=("auto", "px4", "cascade"),
                        help="--env full only: flight stack of PX4ISR-v0 (default auto: PX4 SITL when found, "
                             "else the built-in cascade)")
@@ -418,9 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(TCP 4560+i, UDP 14540+i; instances 0..9; default: evaluation_config.yaml's px4.instance)")
     train.add_argument("--episode-length-s", type=float, default=None,
                        help="training episode length in s (default: the env config's)")
-    train.add_argument("--timesteps-cap", type=int, default=None, help="also stop after this many env steps")
+    train.add_argument("--timesteps-cap", type=int, default=None,
+                       help="also stop after this many env steps (full; for direct the same as --total-steps)")
     train.add_argument("--ppo-config", default="ppo_config.yaml",
-                       help="YAML with a ppo: section (default: the packaged ppo_config.yaml)")
+                       help="--env full: YAML with a ppo: section (default: the packaged ppo_config.yaml)")
     train.set_defaults(func=_cmd_train)
     evaluate = sub.add_parser("evaluate", help="score a model in PX4ISR-v0 over fixed seeds beside the scripted "
                                                "baselines (mean return and 95%% CI, success, targets, coverage)")
@@ -457,6 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", default=None,
                           help="also write the older per-episode results file (the model, random and zero-action)")
     evaluate.set_defaults(func=_cmd_evaluate)
+    from flyby.pipeline.run import add_pipeline_parser
+
+    add_pipeline_parser(sub)
+    from flyby.pipeline.report import add_report_parser
+
+    add_report_parser(sub)
+    from flyby.training.export import add_export_parser
+
+    add_export_parser(sub)
     from flyby.perception.yolo_cli import add_yolo_parsers  # yolo-dataset, yolo-train, yolo-eval
     add_yolo_parsers(sub)
     return parser
