@@ -54,6 +54,7 @@ __all__ = [
     "YoloBoxes",
     "YoloDetector",
     "import_ultralytics",
+    "load_yolo",
     "yolo_config_dir",
 ]
 

@@ -58,7 +58,16 @@ from flyby.perception.yolo import CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SPLITS", "YoloDataset", "YoloDatasetCfg", "export_dataset", "render_camera_cfg", "yolo_label_lines"]
+__all__ = [
+    "SPLITS",
+    "YoloDataset",
+    "YoloDatasetCfg",
+    "export_dataset",
+    "parse_seeds",
+    "render_camera_cfg",
+    "sample_camera_poses",
+    "yolo_label_lines",
+]
 
 #: Dataset splits, in the order they are rendered.
 SPLITS = ("train", "val", "test")

@@ -35,7 +35,7 @@ from flyby.perception.yolo import CLASS_NAMES, YoloDetector, import_ultralytics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["YoloEvalResult", "YoloTrainCfg", "evaluate_yolo", "measure_cpu_ms", "train_yolo"]
+__all__ = ["YoloEvalResult", "YoloTrainCfg", "evaluate_yolo", "measure_cpu_ms", "reproduce_command", "train_yolo"]
 
 
 @dataclass(kw_only=True)
