@@ -75,6 +75,7 @@ class TrainerCfg:
     keep_checkpoints: int = cfg_field(2, ge=1)  # newest checkpoints kept on disk (older ones are replaced)
     torch_threads: int = cfg_field(1, ge=1)  # torch intra-op threads (these MLPs do not gain from more)
     match_eval_env: bool = True  # train with PX4ISR-v0's perception camera and control rate (evaluation_config.yaml)
+    collision_margin_m: float = cfg_field(3.0, ge=0.0, le=50.0)  # m, buildings grow by this more in training only
     ppo: PPOSection = field(default_factory=PPOSection)  # algorithm: PPO
     sac: SACSection = field(default_factory=SACSection)  # algorithm: SAC
 

@@ -45,8 +45,8 @@ POLICY_KEYS = ("trained", "zero", "random", "patrol")
 class Phase4RunCfg:
     """One configuration of the gate."""
 
-    total_steps: int = cfg_field(1_500_000, ge=1)  # env steps of training
-    budget_s: float = cfg_field(420.0, gt=0.0)  # s of training wall clock at most
+    total_steps: int = cfg_field(2_000_000, ge=1)  # env steps of training
+    budget_s: float = cfg_field(900.0, gt=0.0)  # s of training wall clock at most
     eval_episodes: int = cfg_field(8, ge=2)  # evaluation episodes per policy
 
 
