@@ -163,3 +163,17 @@ def test_sac_trains_and_saves_with_its_normaliser(tmp_path, env_cfg):
     model = SAC.load(tmp_path / "model.zip", device="cpu")
     action, _ = model.predict(np.zeros(64, dtype=np.float32), deterministic=True)
     assert action.shape == (4,) and np.all(np.abs(action) <= 1)
+
+
+def test_training_env_matches_the_evaluation_camera_rate_and_adds_the_margin():
+    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.training.trainer import training_env_cfg
+
+    cfg = load_training_cfg()
+    px4 = load_evaluation_cfg().px4_env
+    env = training_env_cfg(cfg)
+    assert env.camera == px4.camera and env.step_dt == px4.step_dt
+    assert env.terminations.drone_radius_m == pytest.approx(
+        cfg.multi_drone_env.terminations.drone_radius_m + cfg.training.collision_margin_m)
+    plain = replace(cfg, training=replace(cfg.training, match_eval_env=False, collision_margin_m=0.0))
+    assert training_env_cfg(plain) == cfg.multi_drone_env
