@@ -192,7 +192,8 @@ def test_cli_evaluate_parallel_names_the_flight_stack(tmp_path, capsys):
                  "--px4-instances", "2", "--first-px4-instance", str(FIRST), "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "flight stack: built-in cascade" in text and "2 parallel envs" in text
-    assert "[built-in cascade (PX4 default gains), no PX4]" in text  # on the figure's own line
+    # The table's figures are followed by the line naming what flew them.
+    assert "\nflight stack: built-in cascade (PX4 default gains), no PX4; seeds 0..2" in text
     data = json.loads(out.read_text())
     assert data["flight_stack"] == "cascade" and data["parallel_envs"] == 2
     assert data["results"][0]["flight_stack"] == "cascade" and "cascade" in data["results"][0]["flight_stack_label"]

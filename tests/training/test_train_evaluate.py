@@ -242,7 +242,7 @@ def test_cli_bad_inputs(capsys, tmp_path):
         main(["train", "--env", "bogus"])
     assert exc.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
     assert main(["train", "--env", "direct", "--budget-s", "0"]) == 2
-    assert "budget_s: 0.0 is out of range (must be > 0)" in capsys.readouterr().err
+    assert "budget_s: 0.0 is out of range (must be > 0.0)" in capsys.readouterr().err
     assert main(["train", "--env", "full", "--budget-s", "0"]) == 2
     assert "budget_s: 0.0 must be a finite number of seconds > 0" in capsys.readouterr().err
     assert main(["evaluate", "zero", "--seeds", ""]) == 2

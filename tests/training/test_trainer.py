@@ -13,10 +13,14 @@ import pytest
 pytest.importorskip("stable_baselines3")
 
 from flyby.errors import ConfigError, OutputError, TrainingError  # noqa: E402
+from flyby.mdp.observations import ObsLayout  # noqa: E402
 from flyby.mdp.rewards import REWARD_TERMS  # noqa: E402
 from flyby.training.trainer import PROGRESS_COLUMNS, train  # noqa: E402
 from flyby.training.trainer_cfg import Algorithm, TrainerCfg  # noqa: E402
 from flyby.training.training_cfg import load_training_cfg  # noqa: E402
+
+
+OBS_DIM = ObsLayout(top_k=5).dim
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,7 @@ def test_ppo_run_writes_model_normaliser_logs_and_checkpoints(tmp_path, env_cfg)
         assert (out / name).is_file(), name
     assert list((out / "tb").glob("events.out.tfevents.*")), "no TensorBoard events"
     summary = json.loads((out / "model.json").read_text())
-    assert summary["algorithm"] == "PPO" and summary["observation_space"]["shape"] == [64]
+    assert summary["algorithm"] == "PPO" and summary["observation_space"]["shape"] == [OBS_DIM]
     assert summary["normalize"]["obs"] is True
     assert 0 < summary["learner_share"] < 1 and summary["env_s"] > 0
     rows = list(csv.DictReader((out / "progress.csv").open()))
@@ -68,7 +72,7 @@ def test_ppo_run_writes_model_normaliser_logs_and_checkpoints(tmp_path, env_cfg)
     assert [int(r["env_steps"]) for r in rows] == list(range(256, 1025, 256))
     # The normaliser saw the training observations: non-trivial statistics of the right shape.
     vecnorm = pickle.loads((out / "vecnormalize.pkl").read_bytes())
-    assert vecnorm.obs_rms.mean.shape == (64,) and vecnorm.obs_rms.count > 1000
+    assert vecnorm.obs_rms.mean.shape == (OBS_DIM,) and vecnorm.obs_rms.count > 1000
     assert len(list((out / "checkpoints").glob("ckpt_*.json"))) == 2  # keep_checkpoints
 
 
@@ -161,7 +165,7 @@ def test_sac_trains_and_saves_with_its_normaliser(tmp_path, env_cfg):
     from stable_baselines3 import SAC
 
     model = SAC.load(tmp_path / "model.zip", device="cpu")
-    action, _ = model.predict(np.zeros(64, dtype=np.float32), deterministic=True)
+    action, _ = model.predict(np.zeros(OBS_DIM, dtype=np.float32), deterministic=True)
     assert action.shape == (4,) and np.all(np.abs(action) <= 1)
 
 
