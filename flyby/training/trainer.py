@@ -131,6 +131,10 @@ def training_env_cfg(training_cfg, evaluation_cfg=None):
     (128 x 128) and 23.2 with the multi-drone tile camera (80 x 80, whose 2-pixel detection floor
     drops the small targets), so a policy trained on the tiles would be judged on another task.
 
+    ``training.reward_scales`` overrides reward scales for training only (shaping: the packaged
+    config pays 2 per new target instead of 1, so the search is for targets first and ground second;
+    evaluation always scores the shared reward).
+
     ``training.collision_margin_m`` grows every building by that much more for collisions in
     training only (``terminations.drone_radius_m``), so the policy keeps clear of roofs and walls by
     a margin the direct model's differences from PX4 cannot eat. Measured: a policy trained without
@@ -142,6 +146,9 @@ def training_env_cfg(training_cfg, evaluation_cfg=None):
 
     env = training_cfg.multi_drone_env
     margin = training_cfg.training.collision_margin_m
+    if training_cfg.training.reward_scales:
+        scales = {**env.rewards.scales, **training_cfg.training.reward_scales}
+        env = _replace(env, rewards=_replace(env.rewards, scales=scales))
     if margin:
         terms = env.terminations
         env = _replace(env, terminations=_replace(terms, drone_radius_m=terms.drone_radius_m + margin))
@@ -165,8 +172,51 @@ def make_vec_env(cfg: TrainerCfg, env_cfg, *, seed: int, num_drones: int | None 
 
     venv = VecMonitor(SB3VecEnvAdapter(MultiDroneISREnv(num_drones=num_drones or cfg.num_drones, cfg=env_cfg)))
     venv.seed(seed)
+    if training and tuple(cfg.action_gain_range) != (1.0, 1.0):
+        venv = ActionGainRandomization(venv, cfg.action_gain_range, seed=seed)
     return VecNormalize(venv, training=training, norm_obs=cfg.normalize_obs,
                         norm_reward=cfg.normalize_reward and training, clip_obs=cfg.clip_obs, gamma=cfg.gamma)
+
+
+def _action_gain_wrapper():
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    class ActionGainRandomization(VecEnvWrapper):
+        """Domain randomization of the velocity response: each env's horizontal velocity command is
+        multiplied by a gain drawn from ``gain_range`` at its episode start (training only).
+
+        The direct model and the full-fidelity flight stacks differ most in how fast the drone
+        gets up to the commanded speed from a hover; a policy trained on one response keeps no
+        margin for another. The gain makes it meet a spread of responses. Actions stay in [-1, 1].
+        """
+
+        def __init__(self, venv, gain_range: tuple[float, float], seed: int = 0) -> None:
+            super().__init__(venv)
+            self.lo, self.hi = float(gain_range[0]), float(gain_range[1])
+            self.rng = np.random.default_rng([int(seed), 0x6A1])
+            self.gain = self.rng.uniform(self.lo, self.hi, self.num_envs)
+
+        def reset(self):
+            self.gain = self.rng.uniform(self.lo, self.hi, self.num_envs)
+            return self.venv.reset()
+
+        def step_async(self, actions: np.ndarray) -> None:
+            scaled = np.array(actions, dtype=np.float32, copy=True)
+            scaled[:, :2] = np.clip(scaled[:, :2] * self.gain[:, None], -1.0, 1.0)
+            self.venv.step_async(scaled)
+
+        def step_wait(self):
+            obs, rewards, dones, infos = self.venv.step_wait()
+            if dones.any():
+                self.gain[dones] = self.rng.uniform(self.lo, self.hi, int(dones.sum()))
+            return obs, rewards, dones, infos
+
+    return ActionGainRandomization
+
+
+def ActionGainRandomization(venv, gain_range, seed: int = 0):  # noqa: N802 - a class built on demand (SB3 import)
+    """:class:`VecEnvWrapper` randomizing each drone's horizontal velocity gain per episode (see the class)."""
+    return _action_gain_wrapper()(venv, gain_range, seed)
 
 
 def _algo_class(algorithm: Algorithm):

@@ -75,12 +75,23 @@ class TrainerCfg:
     keep_checkpoints: int = cfg_field(2, ge=1)  # newest checkpoints kept on disk (older ones are replaced)
     torch_threads: int = cfg_field(1, ge=1)  # torch intra-op threads (these MLPs do not gain from more)
     match_eval_env: bool = True  # train with PX4ISR-v0's perception camera and control rate (evaluation_config.yaml)
-    collision_margin_m: float = cfg_field(3.0, ge=0.0, le=50.0)  # m, buildings grow by this more in training only
+    collision_margin_m: float = cfg_field(0.0, ge=0.0, le=50.0)  # m, buildings grow by this more in training only
+    # Reward scales overriding the env's in training only (shaping); evaluation keeps the shared reward.
+    reward_scales: dict[str, float] = field(default_factory=dict)
+    # Domain randomization: each drone's commanded horizontal velocity is multiplied by a gain drawn
+    # uniformly from this range at every episode start (training only); (1, 1) turns it off.
+    action_gain_range: tuple[float, float] = cfg_field((1.0, 1.0), gt=0.0, le=3.0)
     ppo: PPOSection = field(default_factory=PPOSection)  # algorithm: PPO
     sac: SACSection = field(default_factory=SACSection)  # algorithm: SAC
 
     def validate(self) -> list[str]:
-        problems = []
+        from flyby.mdp.rewards import REWARD_TERMS
+
+        problems = [f"reward_scales.{k}: unknown reward term (known: {', '.join(REWARD_TERMS)})"
+                    for k in sorted(set(self.reward_scales) - set(REWARD_TERMS))]
+        lo, hi = self.action_gain_range
+        if lo > hi:
+            problems.append(f"action_gain_range: low {lo} is above high {hi}")
         if self.algorithm is Algorithm.PPO and (self.ppo.n_steps * self.num_drones) < self.batch_size:
             problems.append(
                 f"batch_size: {self.batch_size} is larger than one PPO rollout "

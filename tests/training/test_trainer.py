@@ -179,5 +179,42 @@ def test_training_env_matches_the_evaluation_camera_rate_and_adds_the_margin():
     assert env.camera == px4.camera and env.step_dt == px4.step_dt
     assert env.terminations.drone_radius_m == pytest.approx(
         cfg.multi_drone_env.terminations.drone_radius_m + cfg.training.collision_margin_m)
-    plain = replace(cfg, training=replace(cfg.training, match_eval_env=False, collision_margin_m=0.0))
+    plain = replace(cfg, training=replace(cfg.training, match_eval_env=False, collision_margin_m=0.0,
+                                          reward_scales={}))
     assert training_env_cfg(plain) == cfg.multi_drone_env
+    margin = replace(cfg, training=replace(cfg.training, collision_margin_m=2.0))
+    assert training_env_cfg(margin).terminations.drone_radius_m == pytest.approx(
+        cfg.multi_drone_env.terminations.drone_radius_m + 2.0)
+
+
+def test_training_only_reward_scales_override_the_env_and_unknown_terms_are_refused(tmp_path):
+    from flyby.training.trainer import training_env_cfg
+
+    cfg = load_training_cfg()
+    shaped = replace(cfg, training=replace(cfg.training, reward_scales={"new_targets": 5.0}))
+    env = training_env_cfg(shaped)
+    assert env.rewards.scales["new_targets"] == 5.0
+    assert env.rewards.scales["coverage"] == cfg.multi_drone_env.rewards.scales["coverage"]
+    bad = tmp_path / "t.yaml"
+    bad.write_text("training:\n  reward_scales: {targets: 2.0}\n  action_gain_range: [1.5, 0.5]\n")
+    with pytest.raises(ConfigError) as err:
+        load_training_cfg(bad)
+    assert "reward_scales.targets: unknown reward term" in str(err.value)
+    assert "action_gain_range: low 1.5 is above high 0.5" in str(err.value)
+
+
+def test_action_gain_randomization_scales_horizontal_commands_per_episode(env_cfg):
+    from flyby.training.trainer import make_vec_env
+
+    cfg = replace(tiny(), action_gain_range=(0.5, 0.5))
+    short = replace(env_cfg, episode_length_s=0.25)  # 5 steps
+    venv = make_vec_env(cfg, short, seed=0)
+    wrapper = venv.venv
+    sent = []
+    real = wrapper.venv.step_async
+    wrapper.venv.step_async = lambda a: (sent.append(a.copy()), real(a))[1]
+    venv.reset()
+    venv.step(np.full((4, 4), 0.8, dtype=np.float32))
+    assert np.allclose(sent[-1][:, :2], 0.4) and np.allclose(sent[-1][:, 2:], 0.8)  # vz and yaw rate untouched
+    evaluation = make_vec_env(cfg, short, seed=0, training=False)
+    assert not hasattr(evaluation.venv, "gain")  # never at evaluation
