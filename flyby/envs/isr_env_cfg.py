@@ -20,6 +20,9 @@ class SpawnCfg:
 
     altitude_m: tuple[float, float] = cfg_field((20.0, 45.0), gt=0.0)  # m, min/max start altitude above ground
     building_clearance_m: float = cfg_field(5.0, ge=0.0)  # m, start at least this high above the building below
+    # m, ... and above every building within this horizontal distance (a 5 x 5 grid of height samples);
+    # 0: only the one below. Without it a drone can start 1 m beside a wall 10 m taller than itself.
+    clearance_radius_m: float = cfg_field(15.0, ge=0.0)
     edge_margin_m: float = cfg_field(15.0, ge=0.0)  # m, keep starts this far inside the geofence
 
     def validate(self) -> list[str]:

@@ -403,7 +403,7 @@ class ISRTask:
         margin = min(scfg.edge_margin_m, float(half.min()) - 1.0)
         xy = self.rng.uniform(-half + margin, half - margin, size=(k, 2))
         alt = self.rng.uniform(*scfg.altitude_m, size=k)
-        floor = self.world.height_at(xy) + scfg.building_clearance_m
+        floor = self._tallest_near(xy, scfg.clearance_radius_m) + scfg.building_clearance_m
         z = np.minimum(np.maximum(alt, floor), self.cfg.terminations.max_altitude_m - 1.0)
         yaw = self.rng.uniform(-np.pi, np.pi, size=k)  # drawn even when overridden: same stream either way
         pos = np.column_stack([xy, z]) if start_pos is None else start_pos
@@ -421,6 +421,13 @@ class ISRTask:
         # Detections at the spawn are not rewarded; they only mark what is already in view.
         self.newly_seen[ids] = False
         self.new_cells[ids] = 0
+
+    def _tallest_near(self, xy: np.ndarray, radius_m: float) -> np.ndarray:
+        """(k,) metres: the tallest surface within ``radius_m`` of each (k, 2) point (5 x 5 samples)."""
+        if radius_m <= 0:
+            return self.world.height_at(xy)
+        offsets = np.stack(np.meshgrid(*[np.linspace(-radius_m, radius_m, 5)] * 2), axis=-1).reshape(1, 25, 2)
+        return self.world.height_at(xy[:, None, :] + offsets).max(axis=1)
 
     def _get_observations(self) -> np.ndarray:
         d = self.detections

@@ -212,3 +212,24 @@ def test_events_pay_the_same_at_any_control_rate(step_dt):
     task.newly_seen[1, :3] = True
     task.new_cells[:] = 0
     np.testing.assert_allclose(task._get_rewards(), [-10.0, 3.0])
+
+
+def test_spawns_clear_every_building_within_the_clearance_radius():
+    from dataclasses import replace
+
+    from flyby.envs.multi_drone_env import MultiDroneISREnv
+    from flyby.training.training_cfg import load_training_cfg
+
+    cfg = load_training_cfg().multi_drone_env
+    env = MultiDroneISREnv(num_drones=256, cfg=cfg)
+    env.reset(seed=5)
+    task = env.task
+    pos, r, clearance = task.pos_w, cfg.spawn.clearance_radius_m, cfg.spawn.building_clearance_m
+    ring = np.stack(np.meshgrid(*[np.linspace(-r, r, 5)] * 2), axis=-1).reshape(1, 25, 2)
+    tallest = task.world.height_at(pos[:, None, :2] + ring).max(axis=1)
+    top = cfg.terminations.max_altitude_m - 1.0
+    assert np.all(pos[:, 2] >= np.minimum(tallest + clearance, top) - 1e-9)
+    # Radius 0 is the old rule: only the surface right below counts, so some starts sit lower.
+    env0 = MultiDroneISREnv(num_drones=256, cfg=replace(cfg, spawn=replace(cfg.spawn, clearance_radius_m=0.0)))
+    env0.reset(seed=5)
+    assert np.array_equal(env0.task.pos_w[:, :2], pos[:, :2]) and np.any(env0.task.pos_w[:, 2] < pos[:, 2])
