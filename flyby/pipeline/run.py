@@ -511,7 +511,7 @@ def add_pipeline_parser(subparsers) -> None:
     """``flyby pipeline NAME ...``."""
     p = subparsers.add_parser(
         "pipeline", help="train -> evaluate (PX4 when found) -> validation video -> ONNX -> HTML report",
-        description=__doc__.split("\n\n")[0] + " Artefacts go to output/runs/NAME/, the report to "
+        description=__doc__.split("\n\n")[0].replace("``", "") + " Artefacts go to output/runs/NAME/, the report to "
                     "output/reports/NAME_report.html. Stages with a valid artefact are skipped; rerun to resume. "
                     "Exit codes: 0 done, 1 a stage failed, 2 bad input, 3 config differs from the existing run, "
                     "130 interrupted.")
