@@ -117,22 +117,26 @@ def coverage_patch(covered: np.ndarray, grid_shape: tuple[int, int], cell_xy: np
     """
     n = covered.shape[0]
     gx, gy = grid_shape
-    pad = 3 * block  # the patch reaches 2.5 blocks from a drone clipped to 1 block outside the grid
-    uncovered = np.zeros((n, gx + 2 * pad + 1, gy + 2 * pad + 1), dtype=np.int32)
-    # Integral image of the uncovered cells (row 0 and column 0 stay 0): S[i, j] = sum over [0, i) x [0, j).
-    core = uncovered[:, pad + 1 : pad + 1 + gx, pad + 1 : pad + 1 + gy]
-    np.logical_not(covered.reshape(n, gx, gy), out=core, casting="unsafe")
-    np.cumsum(uncovered, axis=1, out=uncovered)
-    np.cumsum(uncovered, axis=2, out=uncovered)
-    # Block (dx, dy) spans cells [c - block // 2 + d * block, ... + block) along each axis, c the drone's cell.
-    cxy = np.clip(cell_xy, -block, np.array([gx, gy]) + block - 1) + pad  # padded index, kept inside the pad
+    # Integral image of the uncovered cells: S[i, j] = uncovered cells in [0, i) x [0, j). A block's
+    # corner indices clipped to [0, g] give the count over its part inside the grid, so cells outside
+    # count as covered without padding the grid.
+    integral = np.zeros((n, gx + 1, gy + 1), dtype=np.int32)
+    np.logical_not(covered.reshape(n, gx, gy), out=integral[:, 1:, 1:], casting="unsafe")
+    np.cumsum(integral, axis=1, out=integral)
+    np.cumsum(integral, axis=2, out=integral)
+    # Block (dx, dy) spans cells [c - block // 2 + d * block, ... + block) along each axis, c the drone's
+    # cell, itself clipped to one block outside the grid.
+    grid = np.array([gx, gy])
+    cxy = np.minimum(np.maximum(cell_xy, -block), grid + block - 1)
     lo = cxy[:, None, :] - block // 2 + _PATCH_INT[None] * block  # (N, 9, 2)
-    hi = lo + block
-    rows = np.arange(n)[:, None]
-    total = (uncovered[rows, hi[..., 0], hi[..., 1]] - uncovered[rows, lo[..., 0], hi[..., 1]]
-             - uncovered[rows, hi[..., 0], lo[..., 1]] + uncovered[rows, lo[..., 0], lo[..., 1]])
-    res = np.divide(total, block * block, out=out)
-    return res
+    hi = np.minimum(np.maximum(lo + block, 0), grid)
+    lo = np.minimum(np.maximum(lo, 0), grid)
+    flat = integral.reshape(n, -1)
+    stride = gy + 1
+    rows = _row_offsets(n, 1)
+    total = (flat[rows, hi[..., 0] * stride + hi[..., 1]] - flat[rows, lo[..., 0] * stride + hi[..., 1]]
+             - flat[rows, hi[..., 0] * stride + lo[..., 1]] + flat[rows, lo[..., 0] * stride + lo[..., 1]])
+    return np.divide(total, block * block, out=out)
 
 
 _PATCH_INT = _PATCH.astype(np.intp)
