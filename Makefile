@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch's Linux wheel pulls triton (GPU kernel compiler); flyby never uses it, and loading its LLVM
 	# after Mesa's llvmpipe (MuJoCo EGL rendering) segfaults the process. torch runs without it.
 	$(PY) -m pip uninstall --quiet -y triton
+	# The install writes about 6 GB (torch's CUDA wheels); flush it before any timed gate runs, so the
+	# first gates do not measure against the kernel writing it back.
+	sync
 	touch $(STAMP)
 
 gates: $(STAMP)
