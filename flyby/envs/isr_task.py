@@ -256,6 +256,15 @@ class ISRTask:
         det = self.detector.detect(
             cam_pos, rot_wc, self.target_pos_w, self.target_yaw_rad, self.world.target_size_m
         )
+        self._record_detections(ids, det, cam_pos, rot_wc)
+
+    def _record_detections(self, ids: np.ndarray | None, det: Detections, cam_pos: np.ndarray,
+                           rot_wc: np.ndarray) -> None:
+        """Store fresh detections of envs ``ids`` (all when None): seen / newly seen targets and coverage.
+
+        ``det`` holds one row per env of ``ids``; its arrays become the task's when ``ids`` is None.
+        Shared by every perception source (analytic here, YOLO in :mod:`flyby.perception.yolo_env`).
+        """
         vis = det.visible
         if ids is None:
             self.detections = det  # fresh arrays that belong to the caller: no copy needed

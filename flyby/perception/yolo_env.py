@@ -196,17 +196,7 @@ class YoloISRTask(ISRTask):
             self.match_counts[i] = (match.tp, match.fp, match.fn)
         self.perception_step[rows] = self.global_step
         det = Detections(boxes, visible, depth, gt.in_frustum.copy(), gt.occluded.copy())
-        if ids is None:
-            self.detections = det
-            np.greater(visible, self.seen, out=self.newly_seen)
-            self.seen |= visible
-            self.new_cells[:] = self._cover(None, cam_pos, rot_wc)
-            return
-        for mine, fresh in zip(self.detections, det):
-            mine[rows] = fresh
-        self.newly_seen[rows] = visible & ~self.seen[rows]
-        self.seen[rows] |= visible
-        self.new_cells[rows] = self._cover(rows, cam_pos, rot_wc)
+        self._record_detections(None if ids is None else rows, det, cam_pos, rot_wc)
 
     def _get_observations(self) -> np.ndarray:
         obs = super()._get_observations()  # true positives, encoded by the task's own rule

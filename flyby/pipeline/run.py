@@ -298,8 +298,8 @@ def _valid_export(export_dir: Path) -> bool:
         data = json.loads(contract.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    sha = data.get("sha256") or data.get("onnx", {}).get("sha256")
-    return sha is None or hashlib.sha256(onnx.read_bytes()).hexdigest() == sha
+    sha = data.get("onnx", {}).get("sha256") if isinstance(data.get("onnx"), dict) else None
+    return sha is not None and hashlib.sha256(onnx.read_bytes()).hexdigest() == sha  # the contract is this graph's
 
 
 def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: bool = False,

@@ -170,3 +170,16 @@ def test_the_seed_script_passes_its_positionals_and_refuses_bad_ones():
     through = subprocess.run([str(script), "../x", "1000", "4"], capture_output=True, text=True,
                              env={"PATH": "/usr/bin:/bin", "FLYBY": str(REPO / ".venv" / "bin" / "flyby")})
     assert through.returncode == 2 and "name: '../x'" in through.stderr
+
+
+def test_an_export_that_does_not_match_its_contract_is_redone(done_run, tiny_cfg, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(done_run[0], out)
+    onnx = out / "runs" / "tiny" / "export" / "policy.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")  # no longer the graph the contract's sha256 names
+    result = run_pipeline(tiny_cfg, output_dir=out, progress=False)
+    assert result.manifest["stages"]["export"]["status"] == "done"
+    assert result.manifest["stages"]["train"]["status"] == "done"  # kept from the first run, skipped now
+    from flyby.pipeline.run import _valid_export
+
+    assert _valid_export(onnx.parent)
