@@ -34,6 +34,15 @@ class Phase1GateCfg:
     min_speedup: float = cfg_field(2.0, gt=0.0)  # B steps/s over A steps/s, same run
     min_steps_per_s: float = cfg_field(120.0, gt=0.0)  # B steps/s floor
     skip_render_interval: int = cfg_field(4, ge=2)  # run B's render interval
+    timing_segments: int = cfg_field(5, ge=1)  # judged rates: medians over this many equal step segments
+
+    def validate(self) -> list[str]:
+        if self.steps % (self.timing_segments * self.skip_render_interval) == 0:
+            return []
+        return [
+            f"steps: {self.steps} does not split into timing_segments={self.timing_segments} segments of whole "
+            f"render intervals ({self.skip_render_interval} steps); e.g. steps 200 with 5 segments"
+        ]
 
 
 @pytest.fixture(scope="session")

@@ -39,10 +39,18 @@ def test_takeoff_hover_reset_and_close():
         assert double.violations == []
         assert double.params == pytest.approx(SITL_PARAMS, abs=1e-6)  # float32 on the wire
         assert double.offboard and double.armed and stack.ready.all()
-        # Setpoints streamed at 50 Hz of PX4 time, before and during OFFBOARD (the double stamps
-        # UDP arrivals with its lockstep clock, so one 4 ms step of jitter).
-        gaps = np.diff(double.setpoint_times_us)
-        assert gaps.max() <= 24_000 and len(gaps) > 200
+        # Setpoints streamed at 50 Hz of PX4 time, before and during OFFBOARD, none missed. The double
+        # stamps each arrival with its lockstep clock, and the offboard socket is read beside the HIL
+        # one, so on a loaded machine a setpoint can be stamped a few 4 ms steps late (one CI run saw
+        # a 28 ms gap followed by a 12 ms one): the count over the span is exact, each gap is not.
+        times = np.asarray(double.setpoint_times_us)
+        gaps = np.diff(times)
+        assert len(gaps) > 200
+        assert np.median(gaps) == 20_000
+        # Each arrival lies in its own 20 ms slot (within half a period of the stream's phase): a
+        # missed or doubled setpoint shifts every later slot.
+        phase = np.median(times - 20_000 * np.arange(len(times)))
+        assert np.array_equal(np.rint((times - phase) / 20_000), np.arange(len(times)))
         assert stack.round_trip_times_s().size > 1000
 
         # A reset restarts the PX4 instance (a fresh boot) and the next update arms it again.
