@@ -75,16 +75,17 @@ def _run_b(cfg, flight_stack: str, steps: int, count_steps) -> dict:
         policy = SmoothPatrolPolicy(1, env.task.layout, seed=0, altitude_frac=0.3)
         # Frame -1 is the one rendered at reset; step k's frame exists when B rendered on step k.
         out = {"frames": {-1: info["camera"].copy()}, "visible": [], "boxes": [], "sim_t": [], "rendered": [],
-               "actions": [], "pos": [], "rot": []}
+               "actions": [], "pos": [], "rot": [], "return": []}
         count_steps(0)  # start the clock: the FPS overlay reads run B's rate
         t0 = time.perf_counter()
         out["step_s"] = []
         for _ in range(steps):
             t_step = time.perf_counter()
             action = policy(obs[None])[0]
-            obs, _, terminated, truncated, info = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             out["step_s"].append(time.perf_counter() - t_step)
             count_steps(1)
+            out["return"].append((out["return"][-1] if out["return"] else 0.0) + float(reward))
             out["actions"].append(action)
             out["rendered"].append(info["rendered"])
             if info["rendered"]:
@@ -150,12 +151,14 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
         draw_detector = GroundTruthDetector.from_world(env.backend.camera, world)
         fresh = GroundTruthDetector.from_world(env.task.cfg.camera, world)
         last_b = -1
+        a_return = 0.0
         for k in range(gate.steps):
             action = b["actions"][k]
             t0 = time.perf_counter()
-            obs, _, _, _, info = env.step(action)
+            obs, reward, _, _, info = env.step(action)
             a_step_s.append(time.perf_counter() - t0)
             a_wall += a_step_s[-1]
+            a_return += float(reward)
             det = env.task.detections
             a_pos.append(env.task.pos_w[0].copy())
             if b["rendered"][k]:
@@ -177,7 +180,10 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
             video_recorder.add_frame(
                 frame, boxes=boxes, texts=texts, rendered=b["rendered"][k],
                 metrics={
+                    "step": k + 1,
                     "sim time s": round(info["sim_time_s"], 3),
+                    "return A": round(a_return, 2),
+                    "return B": round(b["return"][k], 2),
                     "A steps/s": round(a_fps, 1),
                     "B steps/s": round(b_fps, 1),
                     "speed-up": f"{b_fps / a_fps:.2f}x",

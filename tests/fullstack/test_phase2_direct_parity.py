@@ -49,6 +49,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from gate_overlays import truth_boxes
 
 from flyby.bench import measure_single_env, measure_vector_env
 from flyby.config import load_yaml, read_yaml
@@ -57,6 +58,7 @@ from flyby.enums import ResolutionPreset
 from flyby.envs.direct_env import DirectISREnv
 from flyby.envs.multi_drone_env import MultiDroneISREnv
 from flyby.envs.px4_env import PX4ISREnv
+from flyby.perception.gt import GroundTruthDetector
 from flyby.training.evaluation_cfg import load_evaluation_cfg
 from flyby.training.record import excitation_sequences, record_trajectories
 from flyby.training.training_cfg import load_training_cfg
@@ -186,10 +188,15 @@ def _record_side_by_side(recorder, direct_cfg, eval_cfg, tuned, commands, flight
     try:
         for env in (direct, full):
             env.reset(seed=0, options={"pos_w": START, "yaw_rad": 0.0})
+        # Ground truth in each rendered view (direct renders its perception camera, full fidelity its render camera).
+        truth_d = GroundTruthDetector.from_world(direct.task.cfg.camera, direct.task.world)
+        truth_f = GroundTruthDetector.from_world(full.backend.camera, full.task.world)
         path_d, path_f, ret_d, ret_f = [], [], 0.0, 0.0
+        recorder.count_steps(0)  # the FPS counter: control steps of this side-by-side run (both envs, rendering)
         for k in range(int(PHASE2["video_seconds"] / eval_cfg.step_dt)):
             _, r_d, *_ = direct.step(commands[k])
             _, r_f, _, _, info = full.step(commands[k])
+            recorder.count_steps(1)
             ret_d += r_d
             ret_f += r_f
             p_d, p_f = direct.task.pos_w[0].copy(), full.task.pos_w[0].copy()
@@ -197,17 +204,23 @@ def _record_side_by_side(recorder, direct_cfg, eval_cfg, tuned, commands, flight
             path_f.append(p_f)
             if k % 2:
                 continue  # every other control step is plenty for the video
-            frame = side_by_side(side_by_side(direct.render(), info["camera"], pad=4),
+            view_d = direct.render()
+            frame = side_by_side(side_by_side(view_d, info["camera"], pad=4),
                                  _top_down(path_d, path_f, size=240), pad=4)
+            x_f = view_d.shape[1] + 4
+            boxes = [b.box() for b in truth_boxes(direct.task, truth_d)]
+            boxes += [b.box(dx=x_f) for b in truth_boxes(full.task, truth_f)]
             recorder.add_frame(
                 frame,
+                boxes=boxes,
                 texts=[Text("direct (tuned model)", x=6, y=16, scale=0.45),
-                       Text("full fidelity", x=330, y=16, scale=0.45)],
-                metrics={"sim time s": round((k + 1) * eval_cfg.step_dt, 2),
+                       Text("full fidelity", x=x_f + 6, y=16, scale=0.45)],
+                metrics={"step": k + 1, "sim time s": round((k + 1) * eval_cfg.step_dt, 2),
                          "return direct": round(ret_d, 2), "return full": round(ret_f, 2),
                          "position error m": round(float(np.linalg.norm(p_d - p_f)), 2),
                          "command": "[" + ", ".join(f"{c:+.2f}" for c in commands[k]) + "]"},
-                footer="same held-out command sequence, same start; top-down: blue direct, orange full fidelity",
+                footer="same held-out command sequence, same start; top-down: blue direct, orange full fidelity; "
+                       "boxes: ground truth, labelled by whether the env's observation holds the target",
             )
     finally:
         direct.close()

@@ -60,8 +60,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gate_overlays import truth_boxes
 
 from flyby.config import cfg_field, load_yaml
+from flyby.perception.gt import GroundTruthDetector
 from flyby.training.evaluate import (
     RandomPolicy,
     ZeroPolicy,
@@ -183,10 +185,19 @@ def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder,
                         flight_stack=flight_stack)
     try:
         video_recorder.set_header(flight_stack=env.flight_stack_label)
-        recorded = [_record_episode(env, model, seeds[0]) for model in (direct_run.model, base_run.model)]
+        truth = GroundTruthDetector.from_world(env.backend.camera, env.task.world)
+        video_recorder.count_steps(0)  # the FPS counter: control steps of the recorded (rendered) episodes
+        recorded = [_record_episode(env, model, seeds[0], truth, video_recorder.count_steps)
+                    for model in (direct_run.model, base_run.model)]
     finally:
         env.close()
     _write_video(video_recorder, recorded, footer)
+
+    # The criterion, (direct - reference) >= min_fraction * (baseline - reference), as a floor check: the
+    # report's gate summary shows it with its figures (the assert below says the same in words).
+    video_recorder.check_floor(f"direct gain over reference (>= {100 * gate.min_fraction:.0f} % of baseline's)",
+                               measured=direct.mean - reference, floor=gate.min_fraction * (base.mean - reference),
+                               unit="return")
 
     # Verdicts.
     for label, (stats, _), result in zip(("direct-trained", "baseline"), recorded, (direct, base)):
@@ -207,13 +218,16 @@ def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder,
         f"({reference:+.2f}) ({runs_line})")
 
 
-def _record_episode(env, model, seed: int):
-    """Run one rendered episode; return its stats and the rendered frames with their step, return, targets seen."""
+def _record_episode(env, model, seed: int, truth, count_steps):
+    """Run one rendered episode; return its stats and the rendered frames with their step, return, targets
+    seen, sim time and ground-truth boxes (``truth``: a detector on the render camera)."""
     frames = []
 
     def on_step(step: int, ret: float, info: dict) -> None:
+        count_steps(1)
         if info["rendered"]:
-            frames.append((info["camera"].copy(), step, ret, int(env.task.seen[0].sum()), info["sim_time_s"]))
+            frames.append((info["camera"].copy(), step, ret, int(env.task.seen[0].sum()), info["sim_time_s"],
+                           truth_boxes(env.task, truth)))
 
     stats = run_episode(env, model, seed, on_step=on_step)
     return stats, frames
@@ -224,10 +238,11 @@ def _write_video(video_recorder, recorded, footer: str) -> None:
     (d_stats, d_frames), (b_stats, b_frames) = recorded
     labels = ("direct-trained (MultiDroneISR-v0)", "baseline (PX4ISR-v0)")
     for k in range(max(len(d_frames), len(b_frames))):
-        views, texts, metrics = [], [], {}
+        views, texts, metrics, boxes = [], [], {}, []
         x0, sim_t = 0, 0.0
         for label, stats, frames in zip(labels, (d_stats, b_stats), (d_frames, b_frames)):
-            image, step, ret, seen, t = frames[min(k, len(frames) - 1)]
+            image, step, ret, seen, t, truth = frames[min(k, len(frames) - 1)]
+            boxes += [b.box(dx=x0, scale=VIEW_SCALE) for b in truth]
             state = f"step {step}  return {ret:+.2f}"
             if k >= len(frames):  # this episode is over: show how it ended
                 step, ret = stats.steps, stats.ret
@@ -244,4 +259,4 @@ def _write_video(video_recorder, recorded, footer: str) -> None:
             metrics[f"{short} seen"] = seen
             x0 += view.shape[1] + 6
         metrics["sim time s"] = round(sim_t, 2)
-        video_recorder.add_frame(side_by_side(*views, pad=6), texts=texts, metrics=metrics, footer=footer)
+        video_recorder.add_frame(side_by_side(*views, pad=6), boxes=boxes, texts=texts, metrics=metrics, footer=footer)

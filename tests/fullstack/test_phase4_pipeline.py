@@ -109,7 +109,8 @@ def test_phase4_pipeline(run, flight_stack, phase4_cfg, video_recorder, stack_st
         video_recorder.record_metric(f"return_mean_{key}", p["mean_return"])
         video_recorder.record_metric(f"targets_found_{key}", p["targets_found"]["mean"])
     video_recorder.record_metric("onnx_max_abs_diff", onnx_diff)
-    _embed_validation_video(video_recorder, result.run_dir / "video" / "validation.mp4", stack_strings, metrics)
+    _embed_validation_video(video_recorder, result.run_dir / "video" / "validation.mp4", stack_strings, metrics,
+                            stages)
 
     # Every artefact is valid.
     assert all(stages[s]["status"] in ("done", "skipped") for s in STAGES), stages
@@ -168,7 +169,7 @@ def _check_artefacts(run_dir: Path, metrics: dict, max_onnx_diff: float) -> None
     assert diff <= max_onnx_diff, f"ONNX actions differ from SB3's by {diff:.2e} (> {max_onnx_diff:g})"
 
 
-def _embed_validation_video(video_recorder, mp4: Path, stack_strings: dict, metrics: dict) -> None:
+def _embed_validation_video(video_recorder, mp4: Path, stack_strings: dict, metrics: dict, stages: dict) -> None:
     """The pipeline's validation video, frame by frame, into the gate's own video (report embedding)."""
     import av
 
@@ -177,10 +178,22 @@ def _embed_validation_video(video_recorder, mp4: Path, stack_strings: dict, metr
     footer = (f"trained {t['mean_return']:+.1f} [{t['ci95'][0]:+.1f}, {t['ci95'][1]:+.1f}], targets "
               f"{t['targets_found']['mean']:.1f} | patrol {patrol['mean_return']:+.1f}, targets "
               f"{patrol['targets_found']['mean']:.1f} ({len(metrics['seeds'])} seeds)")
+    # The sidebar carries the gate's own figures beside the per-step ones drawn into the episode frames.
+    train, video = stages["train"], stages["video"]
+    figures = {
+        "training steps/s": round(train["steps_per_s"]),
+        "training env steps": train["env_steps"],
+        "learner share": f"{100 * train['learner_share']:.0f} %",
+        "episode return": round(video.get("return", float("nan")), 2),
+        "episode targets": video.get("targets_found", "-"),
+        "trained mean return": round(t["mean_return"], 2),
+        "patrol mean return": round(patrol["mean_return"], 2),
+    }
     if not mp4.is_file():
         return
     with av.open(str(mp4)) as container:
         for k, frame in enumerate(container.decode(video=0)):
             if k % 2:  # every other frame: the gate video stays small; the full one is in the run folder
                 continue
-            video_recorder.add_frame(frame.to_ndarray(format="rgb24"), footer=footer)
+            video_recorder.add_frame(frame.to_ndarray(format="rgb24"), footer=footer,
+                                     metrics={"episode step": k + 1, **figures})
