@@ -34,6 +34,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import flyby  # noqa: F401  (registers the envs)
     from flyby.bench import format_table, machine_info, measure_single_env, scaling_table
 
+    counts = _parse_drone_counts(args.drones)  # before any measurement
     results: dict = {"machine": machine_info()}
     print("machine:", ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
     note = f"{args.steps} steps, median of {args.repeats} runs" if args.repeats > 1 else f"{args.steps} steps"
@@ -45,7 +46,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nDirectISR-v0 (1 drone, training config, no render), {note}:")
     single = median_run(lambda: measure_single_env(gym.make("flyby/DirectISR-v0"), steps=args.steps))
     print(format_table([single]))
-    counts = [int(c) for c in args.drones.split(",")]
     print(f"\nMultiDroneISR-v0 (training config: state + ground-truth detections, render skipped), {note}:")
     rows = [median_run(lambda n=n: scaling_table([n], steps=args.steps)[0]) for n in counts]
     print(format_table(rows))
@@ -56,10 +56,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if not args.no_full_fidelity:
         results["full_fidelity"] = _bench_full_fidelity(args)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        from flyby.utils.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _parse_drone_counts(text: str) -> list[int]:
+    """``"1,4,16"`` -> [1, 4, 16]; a ConfigError naming ``--drones`` and the bad entry otherwise."""
+    from flyby.errors import ConfigError
+
+    counts = []
+    for part in text.split(","):
+        try:
+            counts.append(int(part))
+        except ValueError:
+            problem = f"--drones: {part.strip()!r} in {text!r} is not an integer; pass counts such as 1,4,16"
+            raise ConfigError([problem]) from None
+    return counts
 
 
 def _bench_render(args: argparse.Namespace) -> dict:
@@ -274,7 +289,8 @@ def _train_direct(args: argparse.Namespace) -> int:
 
     cfg = load_training_cfg(args.config, args.dynamics_config)
     tc, env_cfg = cfg.training, training_env_cfg(cfg)
-    overrides = {"algorithm": args.algorithm, "total_steps": args.total_steps or args.timesteps_cap,
+    total_steps = args.total_steps if args.total_steps is not None else args.timesteps_cap
+    overrides = {"algorithm": args.algorithm, "total_steps": total_steps,
                  "budget_s": args.budget_s, "seed": args.seed, "num_drones": args.num_envs}
     merged = {**to_dict(tc), **{k: v for k, v in overrides.items() if v is not None}}
     tc = from_dict(type(tc), merged, source="flyby train options")
@@ -311,7 +327,7 @@ def _train_full(args: argparse.Namespace) -> int:
     args.budget_s = budget_s
     args.seed = 0 if args.seed is None else args.seed
     ppo_cfg = load_ppo_cfg(args.ppo_config)
-    num_envs = args.num_envs or FULL_NUM_ENVS
+    num_envs = FULL_NUM_ENVS if args.num_envs is None else args.num_envs
     out = args.out or "output/models/full.zip"
     from flyby.training.evaluation_cfg import load_evaluation_cfg
     from flyby.training.parallel import check_px4_instances
@@ -327,9 +343,6 @@ def _train_full(args: argparse.Namespace) -> int:
         where = f"{num_envs} parallel env(s) in worker processes on PX4 instances {first}..{first + num_envs - 1}"
     else:
         where = f"{num_envs} env(s) stepped in turn"
-    from flyby.utils.atomic import check_writable
-
-    check_writable(Path(out).parent)  # before the budget is spent
     print(f"PPO on {label}, {where}, budget {args.budget_s:g} s wall clock, seed {args.seed}")
     result = train_ppo(
         "full", budget_s=args.budget_s, seed=args.seed, total_timesteps_cap=args.timesteps_cap,
@@ -387,9 +400,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {run.paths['metrics']} and {run.paths['tracks']} (flight stack: {stack_label})")
     if args.json:
+        from flyby.utils.atomic import atomic_write_text
+
         legacy = [results[k] for k in ("trained", "random", "zero") if k in results]  # the older file's policies
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
+        atomic_write_text(args.json, json.dumps({
             "seeds": seeds, "flight_stack": stack, "flight_stack_label": stack_label, "parallel_envs": n_envs,
             "results": [r.as_dict() for r in legacy],
         }, indent=2))
@@ -535,13 +549,99 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Integer options and their least allowed value, per command: a bad value ends the command with
+# exit status 2 and one line naming the option and the value, before any work. Options a command's
+# own config already checks with every problem at once (pipeline, yolo-*, export --opset) are left to it.
+_INT_MIN: dict[str, dict[str, int]] = {
+    "bench": {"steps": 1, "repeats": 1, "render_frames": 1},
+    "record": {"seed": 0, "px4_instance": 0},
+    "train": {"total_steps": 1, "seed": 0, "num_envs": 1, "first_px4_instance": 0, "timesteps_cap": 1},
+    "evaluate": {"episodes": 1, "px4_instances": 1, "first_px4_instance": 0},
+}
+
+# Output options per command: "file" (a file path; its folder must take a file) or "dir" (a folder,
+# made if missing). Checked before any work (flyby.utils.atomic.check_output_file / _dir), so
+# a destination that cannot be written ends the command at once rather than after training.
+_OUTPUTS: dict[str, dict[str, str]] = {
+    "bench": {"json": "file"},
+    "record": {"out": "file", "plot": "file"},
+    "px4-log": {"plot": "file"},
+    "tune": {"out": "file", "plot": "file"},
+    "train": {"out": "dir"},  # --env full: the model zip, a file
+    "evaluate": {"out": "dir", "json": "file", "video": "file"},
+    "pipeline": {"output_dir": "dir"},
+    "report": {"out": "file"},
+    "export": {"out": "dir"},
+    "yolo-dataset": {"out": "dir"},
+    "yolo-train": {"out": "file", "run_dir": "dir"},
+    "yolo-eval": {"json": "file"},
+}
+
+
+def _check_int_options(args: argparse.Namespace) -> str | None:
+    """The first integer option below its least value, as a message; None when all are in range."""
+    for dest, least in _INT_MIN.get(args.command, {}).items():
+        value = getattr(args, dest, None)
+        if value is not None and value < least:
+            return f"--{dest.replace('_', '-')} must be >= {least}, got {value}"
+    return None
+
+
+def _output_paths(args: argparse.Namespace) -> list[tuple[str, str, Path]]:
+    """(option, kind, path) for every output the command will write, as the command resolves them."""
+    found = []
+    for dest, kind in _OUTPUTS.get(args.command, {}).items():
+        value = getattr(args, dest, None)
+        option = f"--{dest.replace('_', '-')}"
+        if args.command == "record" and dest == "out" and value is None:
+            from flyby.training.record import LOG_DIR
+
+            value = LOG_DIR / f"excitation_seed{args.seed}.npz"
+        if args.command == "evaluate" and dest == "video" and value is True:
+            value = Path(args.out or "output/videos") / "validation.mp4"
+        if value is None or value is False or value == "":
+            continue
+        path = Path(value)
+        if args.command == "train" and getattr(args, "env", None) == "full":
+            kind = "file"
+            if path.suffix != ".zip":  # save_model appends .zip
+                found.append((option, kind, path))
+                path = path.with_name(path.name + ".zip")
+        if args.command == "record" and dest == "out" and path.suffix != ".npz":  # save_log's suffix
+            found.append((option, kind, path))
+            path = path.with_suffix(".npz")
+        found.append((option, kind, path))
+    return found
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Check every output path of a parsed command before it starts (nothing is created).
+
+    Raises:
+        OutputError: a folder where a file is needed, a file where a folder is needed, or a
+            destination that cannot be created or written; one line naming the option, the path
+            and the fix.
+    """
+    from flyby.utils.atomic import check_output_dir, check_output_file
+
+    for option, kind, path in _output_paths(args):
+        (check_output_file if kind == "file" else check_output_dir)(path, option=option)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``flyby`` command line; returns the exit status (2: bad input, nothing done).
+
+    Integer options below their least value and unwritable output paths are refused before a
+    command starts; any :class:`~flyby.errors.FlybyError` the command raises is printed as
+    ``flyby <command>: <message>`` with status 2. Argparse's own errors exit with status 2.
+    """
     args = build_parser().parse_args(argv)
-    for name in ("steps", "repeats"):
-        if getattr(args, name, 1) < 1:
-            print(f"flyby: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
-            return 2
+    problem = _check_int_options(args)
+    if problem is not None:
+        print(f"flyby {args.command}: {problem}", file=sys.stderr)
+        return 2
     try:
+        check_outputs(args)
         return args.func(args)
     except FlybyError as exc:
         print(f"flyby {args.command}: {exc}", file=sys.stderr)

@@ -815,7 +815,7 @@ def run_evaluation(
     Raises:
         ConfigError: bad seeds, baselines or PX4 instance range.
         PX4Unavailable: ``"px4"`` and PX4 is not found, or a PX4 failed.
-        OutputError: ``out_dir`` is not writable (checked before any episode runs).
+        OutputError: ``out_dir`` or the video's folder is not writable (checked before any episode runs).
     """
     import time
 
@@ -838,10 +838,12 @@ def run_evaluation(
     from flyby.training.parallel import check_px4_instances
 
     check_px4_instances(n_envs, first)
-    if out_dir is not None:
-        from flyby.utils.atomic import check_writable
+    from flyby.utils.atomic import check_output_file, check_writable
 
+    if out_dir is not None:
         check_writable(out_dir)
+    if record_video:  # the video comes after every episode: its destination is checked first too
+        check_output_file(_video_path(record_video, out_dir))
     stack, stack_label = eval_flight_stack(flight_stack, cfg)  # resolved once for every policy
     name = label or getattr(policy, "label", None) or type(policy).__name__
     policies = {"trained": (policy, name)}
@@ -872,12 +874,8 @@ def run_evaluation(
     if record_video:
         from flyby.training.validation_video import record_validation_video
 
-        if record_video is True:
-            video_path = Path(out_dir if out_dir is not None else "output/videos") / "validation.mp4"
-        else:
-            video_path = Path(record_video)
-        video = record_validation_video(policy, seeds[0], video_path, flight_stack=stack, env_cfg=cfg,
-                                        progress=progress, label=name)
+        video = record_validation_video(policy, seeds[0], _video_path(record_video, out_dir), flight_stack=stack,
+                                        env_cfg=cfg, progress=progress, label=name)
         paths["video"] = str(video.path)
 
     metrics = _metrics(results, seeds=seeds, cfg=cfg, protocol=protocol, stack=stack, stack_label=stack_label,
@@ -890,6 +888,13 @@ def run_evaluation(
         paths["tracks"] = str(atomic_write_json(Path(out_dir) / "tracks.json", tracks))
         logger.info("wrote %s and %s", paths["metrics"], paths["tracks"])
     return EvaluationRun(metrics=metrics, tracks=tracks, results=results, video=video, paths=paths)
+
+
+def _video_path(record_video: bool | str | os.PathLike, out_dir: str | os.PathLike | None) -> Path:
+    """Where :func:`run_evaluation` writes the validation video (``record_video`` True or a path)."""
+    if record_video is True:
+        return Path(out_dir if out_dir is not None else "output/videos") / "validation.mp4"
+    return Path(record_video)
 
 
 def evaluate_policy(

@@ -43,11 +43,10 @@ ULog paths in ``meta["px4"]``. :mod:`flyby.training.px4_plot` plots them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ import numpy as np
 from flyby.config import to_dict
 from flyby.errors import TuningDataError
 from flyby.mdp.actions import ACT_VEL, ACTION_DIM
+from flyby.utils.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -673,29 +673,26 @@ def save_log(log: TrajectoryLog, path: str | Path | None = None) -> Path:
 
     The optional PX4 arrays (``px4_time_s``, ``px4_est_pos_w``, ``px4_est_vel_w``) are written
     when the log has them. The file is written beside ``path`` under a temporary name and
-    renamed onto it, so a reader never sees half a log.
+    renamed onto it (:func:`flyby.utils.atomic.atomic_write_bytes`), so a reader never sees half
+    a log and a failed write leaves the previous file as it was.
 
     Args:
         path: file path; default ``output/logs/<flight_stack>_seed<seed>.npz``. Parent folders are created.
+
+    Raises:
+        OutputError: the folder cannot be created or the file cannot be written (a file where a
+            folder should be, permissions, disk full); names the path.
     """
     if path is None:
         path = LOG_DIR / f"{log.meta.get('flight_stack', 'log')}_seed{log.meta.get('seed', 0)}.npz"
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: getattr(log, k) for k in _ARRAYS}
     arrays.update({k: getattr(log, k) for k in _PX4_ARRAYS if getattr(log, k) is not None})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(log.meta, sort_keys=True)), **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.array(json.dumps(log.meta, sort_keys=True)), **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_log(path: str | Path) -> TrajectoryLog:

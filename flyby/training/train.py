@@ -493,13 +493,26 @@ def _resolve_ppo_cfg(ppo_kwargs: PPOCfg | dict[str, Any] | None) -> PPOCfg:
 def save_model(result: TrainResult, path: str | Path) -> Path:
     """Save the model as an SB3 zip at ``path`` and the run's summary beside it (``<path>.json``).
 
+    Both files are written atomically (:mod:`flyby.utils.atomic`): the model is serialised in
+    memory, written to a temporary file in the same folder and renamed onto ``path``, so a full
+    disk or a kill never leaves a truncated zip; a model already at ``path`` stays intact until
+    the new one is complete.
+
     Returns:
-        the zip's path.
+        the zip's path (``.zip`` appended when ``path`` has another suffix).
+
+    Raises:
+        OutputError: the folder cannot be created or a file cannot be written; names the path.
     """
+    import io
+
+    from flyby.utils.atomic import atomic_write_bytes, atomic_write_text
+
     path = Path(path)
     if path.suffix != ".zip":
         path = path.with_name(path.name + ".zip")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result.model.save(path)
-    path.with_suffix(".json").write_text(json.dumps(result.summary(), indent=2))
+    buf = io.BytesIO()
+    result.model.save(buf)
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_text(path.with_suffix(".json"), json.dumps(result.summary(), indent=2))
     return path

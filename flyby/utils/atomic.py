@@ -15,7 +15,14 @@ from typing import Any
 
 from flyby.errors import OutputError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writable"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_output_dir",
+    "check_output_file",
+    "check_writable",
+]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -80,3 +87,70 @@ def check_writable(folder: str | Path) -> Path:
             f"output folder {folder} is not writable ({exc.strerror or exc}); pass a folder you can write to"
         ) from exc
     return folder
+
+
+def _what(option: str | None) -> str:
+    return f"{option} " if option else ""
+
+
+def _probe_folder(target: Path, folder: Path, option: str | None, fix: str) -> None:
+    """Prove ``target`` (a folder to be made, or a file's folder) can be created and written.
+
+    Walks up to the nearest existing ancestor of ``folder`` and writes and removes a small
+    temporary file there. Creates nothing that stays.
+    """
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(
+            f"{_what(option)}{target}: cannot create the folder {folder}: {ancestor} is a file, not a folder; {fix}"
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=ancestor, prefix=".write-check.", delete=True) as fh:
+            fh.write(b"ok")
+            fh.flush()
+    except OSError as exc:
+        raise OutputError(
+            f"{_what(option)}{target}: the folder {ancestor} is not writable ({exc.strerror or exc}); {fix}"
+        ) from exc
+
+
+def check_output_file(path: str | Path, *, option: str | None = None) -> Path:
+    """Check, before any long work, that a file can be written at ``path``; nothing is created.
+
+    ``path`` must not be an existing folder, every existing ancestor must be a folder, and the
+    nearest existing one must take a file (a temporary file is written and removed there).
+
+    Args:
+        path: the output file.
+        option: the command-line option that named it (``"--out"``), for the message.
+
+    Raises:
+        OutputError: one line naming the option, the path, what is wrong and the fix.
+    """
+    path = Path(path)
+    fix = "pass a file path in a folder you can write to"
+    if path.is_dir():
+        raise OutputError(f"{_what(option)}{path} is a folder, not a file; pass a file path (e.g. {path / 'NAME'})")
+    _probe_folder(path, path.parent if str(path.parent) else Path("."), option, fix)
+    return path
+
+
+def check_output_dir(path: str | Path, *, option: str | None = None) -> Path:
+    """Check, before any long work, that ``path`` is or can become a writable folder; nothing is created.
+
+    Args:
+        path: the output folder.
+        option: the command-line option that named it (``"--out"``), for the message.
+
+    Raises:
+        OutputError: one line naming the option, the path, what is wrong (a file where the folder
+            should be, an unwritable parent) and the fix.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{_what(option)}{path} is a file, not a folder; pass a folder path (the file is "
+                          "left as it is)")
+    _probe_folder(path, path, option, "pass a folder you can write to")
+    return path
