@@ -80,6 +80,15 @@ _INFERENCE_OBJECTS = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_
 _FIX_RETRAIN = (
     "train and save it again with `flyby train` (model.zip, vecnormalize.pkl and model.json together)"
 )
+_CORRUPT_FIX = f"it is not a flyby/SB3 model as it stands; {_FIX_RETRAIN}"
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """``"<Type>: <first line of the message>"``, at most ``limit`` characters: library errors (torch's
+    unpickler, zipfile) span many lines, and flyby's messages are one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def eval_spaces(env_cfg=None) -> tuple[Any, Any]:
@@ -112,8 +121,17 @@ def eval_spaces(env_cfg=None) -> tuple[Any, Any]:
 
 
 def describe_space(space: Any) -> str:
-    """A space as its ``repr`` (``Box(-1.0, 1.0, (64,), float32)``, ``Discrete(2)``); ``"unknown"`` for None."""
-    return "unknown" if space is None else repr(space)
+    """A space on one line: its ``repr`` (``Box(-1.0, 1.0, (64,), float32)``, ``Discrete(2)``) with
+    numpy's line breaks folded; a Box whose per-element bounds make that longer than 160 characters
+    as ``Box(low -4.8..-inf, high ..., (shape), dtype)`` (the range of its bounds); ``"unknown"`` for None."""
+    if space is None:
+        return "unknown"
+    text = " ".join(repr(space).split())
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if len(text) > 160 and low is not None and high is not None:
+        text = (f"Box(low {np.min(low):g}..{np.max(low):g}, high {np.min(high):g}..{np.max(high):g}, "
+                f"{tuple(space.shape)}, {np.dtype(space.dtype).name})")
+    return text
 
 
 def _spaces_equal(a: Any, b: Any) -> bool:
@@ -323,7 +341,7 @@ def load_policy(
         zip_bytes = path.read_bytes()
     except OSError as exc:
         raise ModelLoadError(
-            f"cannot read the model {str(path)!r}: {exc}; check the file's permissions", path
+            f"cannot read the model {str(path)!r}: {_one_line(exc)}; check the file's permissions", path
         ) from exc
     data = _read_zip(zip_bytes, path)
     info = _read_info(path)
@@ -346,7 +364,7 @@ def load_policy(
         )
     if problems:
         raise ModelLoadError(
-            f"model {str(path)!r} ({algorithm}) does not fit {env_id}: it was trained on "
+            f"model {str(path)!r} ({algorithm}) was trained on another env, not {env_id}: it was trained on "
             + "; and on ".join(problems)
             + f". Evaluate a policy trained on flyby's ISR envs (flyby/MultiDroneISR-v0, flyby/DirectISR-v0 "
             f"or {env_id}), e.g. one from `flyby train`",
@@ -359,7 +377,7 @@ def load_policy(
         try:
             pkl_bytes = pkl_path.read_bytes()
         except OSError as exc:
-            raise ModelLoadError(f"cannot read the normaliser {str(pkl_path)!r}: {exc}", pkl_path) from exc
+            raise ModelLoadError(f"cannot read the normaliser {str(pkl_path)!r}: {_one_line(exc)}", pkl_path) from exc
     obs_rms, clip_obs, epsilon = _normaliser(pkl_bytes, pkl_path, info, model_obs)
     model = _load_model(algorithm, zip_bytes, path)
     label = str(info.get("label") or (path.stem if path.stem != "model" else _run_name(path)))
@@ -414,7 +432,7 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(io.BytesIO(zip_bytes)):
         raise ModelLoadError(
             f"model {str(path)!r} is not a zip file ({len(zip_bytes)} bytes starting {head!r}; an SB3 model "
-            f"zip starts b'PK\\x03\\x04'): the file is corrupt, truncated or something else; {_FIX_RETRAIN}",
+            f"zip starts b'PK\\x03\\x04'): the file is corrupt, truncated or something else; {_CORRUPT_FIX}",
             path,
         )
     try:
@@ -423,11 +441,11 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
             bad = archive.testzip()  # reads every member and checks its CRC
     except Exception as exc:  # noqa: BLE001 - zipfile raises several types for damaged archives
         raise ModelLoadError(
-            f"model {str(path)!r} is a damaged zip ({type(exc).__name__}: {exc}); {_FIX_RETRAIN}", path
+            f"model {str(path)!r} is a damaged zip ({_one_line(exc)}); {_CORRUPT_FIX}", path
         ) from exc
     if bad is not None:
         raise ModelLoadError(
-            f"model {str(path)!r} is a damaged zip: member {bad!r} fails its CRC check; {_FIX_RETRAIN}", path
+            f"model {str(path)!r} is a damaged zip: member {bad!r} fails its CRC check; {_CORRUPT_FIX}", path
         )
     first = _first_member_name(zip_bytes)
     if first is not None and first not in names:
@@ -435,13 +453,13 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
         # then finds: the directory no longer describes the file's first member.
         raise ModelLoadError(
             f"model {str(path)!r} is a truncated or damaged zip ({len(zip_bytes)} bytes): it starts with member "
-            f"{first!r} but its directory lists {sorted(names)[:4]}...; {_FIX_RETRAIN}",
+            f"{first!r} but its directory lists {sorted(names)[:4]}...; {_CORRUPT_FIX}",
             path,
         )
     if "data" not in names or "policy.pth" not in names:
         raise ModelLoadError(
             f"{str(path)!r} is a zip but not a stable-baselines3 model (it holds {sorted(names)[:8]}, no 'data' and "
-            "'policy.pth'); pass the model.zip written by model.save() / `flyby train`",
+            "'policy.pth'), so not a flyby/SB3 model; pass the model.zip written by model.save() / `flyby train`",
             path,
         )
     with warnings.catch_warnings(record=True) as caught:
@@ -452,13 +470,13 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
             )
         except Exception as exc:  # noqa: BLE001 - JSON, pickle and torch errors all mean "cannot read it"
             raise ModelLoadError(
-                f"model {str(path)!r} cannot be read by stable-baselines3 ({type(exc).__name__}: {exc}); "
-                f"{_FIX_RETRAIN}",
+                f"model {str(path)!r} cannot be read by stable-baselines3 ({_one_line(exc)}); "
+                f"{_CORRUPT_FIX}",
                 path,
             ) from exc
     if not isinstance(data, dict):
         raise ModelLoadError(
-            f"model {str(path)!r} holds no SB3 class parameters ('data' is empty); {_FIX_RETRAIN}", path
+            f"model {str(path)!r} holds no SB3 class parameters ('data' is empty); {_CORRUPT_FIX}", path
         )
     for key in ("observation_space", "action_space"):
         if key not in data:
@@ -555,7 +573,7 @@ def _normaliser(
         vec_norm = pickle.loads(pkl_bytes)  # noqa: S301 - SB3's own format; see the module's security note
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
         raise ModelLoadError(
-            f"the normaliser {str(pkl_path)!r} cannot be unpickled ({type(exc).__name__}: {exc}); "
+            f"the normaliser {str(pkl_path)!r} cannot be unpickled ({_one_line(exc)}); "
             f"it is corrupt or from other versions; {_FIX_RETRAIN}",
             pkl_path,
         ) from exc
@@ -595,7 +613,7 @@ def _load_model(algorithm: str, zip_bytes: bytes, path: Path) -> Any:
             return cls.load(io.BytesIO(zip_bytes), device="cpu", custom_objects=_INFERENCE_OBJECTS)
     except Exception as exc:  # noqa: BLE001 - torch/state-dict errors: the zip is not a loadable model
         raise ModelLoadError(
-            f"model {str(path)!r} does not load as {algorithm} ({type(exc).__name__}: {exc}); {_FIX_RETRAIN}",
+            f"model {str(path)!r} does not load as {algorithm} ({_one_line(exc)}); {_CORRUPT_FIX}",
             path,
         ) from exc
 
