@@ -84,6 +84,10 @@ try:
 except ImportError as err:  # mujoco is a core dependency; only a broken install lands here
     raise DependencyNotInstalled("mujoco", "all") from err
 
+from flyby.sim.mujoco_log import route_mujoco_warnings
+
+route_mujoco_warnings()  # MuJoCo's warnings to output/logs/mujoco.log, not MUJOCO_LOG.TXT in the CWD
+
 log = logging.getLogger(__name__)
 
 __all__ = ["MujocoBackend", "OverviewCamera", "PhysicsUnstable", "build_mjcf"]
