@@ -257,16 +257,14 @@ def _compose(env, a_image, detector, b, k, last_b):
     return frame, boxes, texts
 
 
-def test_segment_rates_are_per_segment_and_the_config_must_split_evenly():
-    from conftest import PHASE_CONFIG, Phase1GateCfg
-
-    from flyby.config import from_dict, load_yaml
+def test_segment_rates_are_per_segment_and_the_config_must_split_evenly(phase1_cfgs):
+    from flyby.config import from_dict
     from flyby.errors import ConfigError
 
     step_s = [0.01] * 8 + [0.5] + [0.01] * 7  # one stall in the second of two segments
     rates = segment_rates(step_s, 2)
     assert rates[0] == pytest.approx(100.0) and rates[1] == pytest.approx(8 / 0.57)
     assert float(np.median(segment_rates(step_s + [0.01] * 24, 5))) == pytest.approx(100.0)  # 1 stalled of 5: median holds
-    assert load_yaml(Phase1GateCfg, PHASE_CONFIG, section="phase1_px4").timing_segments == 5
+    assert phase1_cfgs["px4"].timing_segments == phase1_cfgs["cascade"].timing_segments == 5
     with pytest.raises(ConfigError, match="steps: 202 does not split into timing_segments=5"):
-        from_dict(Phase1GateCfg, {"steps": 202})
+        from_dict(type(phase1_cfgs["px4"]), {"steps": 202})
