@@ -5,7 +5,9 @@ and the YOLO commands."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -646,6 +648,19 @@ def main(argv: list[str] | None = None) -> int:
     except FlybyError as exc:
         print(f"flyby {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A file-system refusal raised by a writer that does not wrap it yet (a full disk, a read-only
+        # folder): one line naming the file, not a traceback. Other OSErrors (sockets, PX4) propagate.
+        if exc.errno not in _FILE_SYSTEM_ERRNOS or exc.filename is None:
+            raise
+        logging.getLogger(__name__).debug("flyby %s failed", args.command, exc_info=True)
+        print(f"flyby {args.command}: {exc.filename}: {exc.strerror} (free space, fix the permissions or pass "
+              "another path)", file=sys.stderr)
+        return 2
+
+
+_FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                       errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
 
 
 if __name__ == "__main__":

@@ -47,7 +47,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc} (the previous file, if any, is intact)") from exc
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc} (the previous file, if any, is intact); free space or "
+            "choose another folder"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -245,7 +245,7 @@ def test_train_full_on_a_full_disk_keeps_the_previous_model(tmp_path, capsys, mo
     line = _one_error_line(err, "train")
     assert disk.broken >= 1  # the save was reached and failed half-way
     assert code == 2 and f"cannot write {out}" in line and "No space left on device" in line, line
-    assert "previous file, if any, is intact" in line
+    assert "previous file, if any, is intact" in line and "free space" in line
     assert out.read_bytes() == before_zip and out.with_suffix(".json").read_bytes() == before_json
     assert _leftovers(tmp_path, {"full.zip", "full.json"}) == []
     sb3.PPO.load(out, device="cpu")  # still a whole model: no "No data found in the saved file"
@@ -300,6 +300,27 @@ def test_save_model_writes_a_whole_zip_with_the_file_mode_open_gives(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o666 & ~mask
+
+
+def test_a_file_system_error_from_any_writer_is_one_line(tmp_path, capsys, monkeypatch):
+    # Writers outside flyby.utils.atomic (tune's YAML, a plot) may still raise a raw OSError.
+    target = tmp_path / "dynamics_config.yaml"
+
+    def full(_args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr("flyby.cli._cmd_info", full)
+    code, _, err = _run(capsys, ["info"])
+    assert code == 2
+    assert _one_line_refusal(err) == (f"flyby info: {target}: No space left on device (free space, fix the "
+                                      "permissions or pass another path)")
+
+    def refused(_args):
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+
+    monkeypatch.setattr("flyby.cli._cmd_info", refused)
+    with pytest.raises(ConnectionRefusedError):  # not a file-system error: not hidden
+        main(["info"])
 
 
 # ---------------------------------------------------------------------------- 3. evaluate: foreign and corrupt models
