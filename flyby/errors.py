@@ -7,6 +7,8 @@ value received and the fix.
 
 from __future__ import annotations
 
+import gymnasium.error
+
 
 class FlybyError(Exception):
     """Base class of every error flyby raises on purpose."""
@@ -107,7 +109,15 @@ class PX4PortInUse(PX4Unavailable):
 
 
 class InvalidAction(FlybyError, ValueError):
-    """An action has the wrong shape, dtype, or contains NaN/inf."""
+    """An action has the wrong shape, dtype (complex, non-numeric), or contains NaN/inf."""
+
+
+class ResetNeeded(FlybyError, gymnasium.error.ResetNeeded):
+    """An env was stepped before its first ``reset()``, after ``close()``, or after a reset that failed.
+
+    Also a ``gymnasium.error.ResetNeeded``, which is what ``gymnasium.make``'s order-enforcing
+    wrapper raises: one ``except`` catches both, however the env was built.
+    """
 
 
 class PhysicsUnstable(FlybyError, RuntimeError):

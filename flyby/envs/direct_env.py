@@ -9,7 +9,7 @@ import numpy as np
 
 from flyby.enums import BackendKind
 from flyby.envs.direct_env_cfg import DirectEnvCfg
-from flyby.envs.isr_task import ISRTask, start_pose_options
+from flyby.envs.isr_task import ISRTask
 from flyby.errors import InvalidAction
 from flyby.mdp.actions import ACTION_DIM
 
@@ -20,7 +20,15 @@ class DirectISREnv(gym.Env):
     ## Action Space
     ``Box(-1, 1, (4,), float32)``: normalised ``[vx, vy, vz, yaw_rate]``, scaled by
     the dynamics config to m/s (world ENU) and rad/s; see :mod:`flyby.mdp.actions`.
-    Out-of-range values are clipped; NaN/inf or another shape raise ``InvalidAction``.
+    Out-of-range values are clipped; NaN/inf, complex values or another shape raise ``InvalidAction``.
+    ``step`` before the first ``reset`` or after ``close`` raises :class:`~flyby.errors.ResetNeeded`.
+
+    ## Reset Options
+    ``reset(options={"pos_w": (3,) metres world ENU, "yaw_rad": radians})``, either or both
+    (default: a random spawn). A start below the ground, outside the geofence or inside a
+    building (grown by ``terminations.drone_radius_m``), of another shape, or an unknown key
+    raises ``ValueError`` naming the value and the allowed region
+    (:func:`flyby.envs.isr_task.check_start_poses`).
 
     ## Observation Space
     ``Box(-1, 1, (obs_dim,), float32)``; slices (named in
@@ -78,9 +86,10 @@ class DirectISREnv(gym.Env):
         self._renderer = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        pos_w, yaw_rad = self.task.start_poses(options)  # bad options raise before anything changes
         super().reset(seed=seed)
         self.task.seed(int(self.np_random.integers(2**63)))
-        obs = self.task.reset_all(*start_pose_options(options, 1))
+        obs = self.task.reset_all(pos_w, yaw_rad)
         return obs[0], {}
 
     def step(self, action):
@@ -110,6 +119,8 @@ class DirectISREnv(gym.Env):
         return self._renderer
 
     def close(self) -> None:
+        """Release the renderer; ``step`` then raises ``ResetNeeded`` until the next ``reset``."""
+        self.task.mark_reset_needed("after close()")
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None

@@ -27,12 +27,14 @@ import numpy as np
 
 from flyby.config import check
 from flyby.dynamics.direct import DirectDynamics
+from flyby.dynamics.motion import MotionModel
 from flyby.envs.isr_env_cfg import ISREnvCfg
+from flyby.errors import InvalidAction, ResetNeeded
 from flyby.mdp import observations as obs_mdp
 from flyby.mdp import rewards as rew_mdp
 from flyby.mdp import terminations as term_mdp
 from flyby.mdp.actions import ACTION_DIM, validate_actions
-from flyby.dynamics.motion import MotionModel
+from flyby.mdp.terminations import TerminationCfg
 from flyby.perception.camera import camera_poses_w
 from flyby.perception.gt import Detections, GroundTruthDetector
 from flyby.world.world import ISRWorld, generate_world
@@ -66,6 +68,9 @@ class ISRTask:
         motion: how actions move the drones (see :mod:`flyby.dynamics.motion`);
             default: :class:`~flyby.dynamics.direct.DirectDynamics` from ``cfg.dynamics``.
 
+    Until :meth:`reset_all` has run (and again after :meth:`mark_reset_needed`, e.g. on close),
+    :meth:`step` raises :class:`~flyby.errors.ResetNeeded`.
+
     Raises:
         ConfigError: ``cfg`` is invalid.
     """
@@ -86,6 +91,8 @@ class ISRTask:
         self.detector = GroundTruthDetector.from_world(cfg.camera, self.world)
         self.layout = obs_mdp.ObsLayout(cfg.observations.top_k)
         self.rng = np.random.default_rng()
+        # Why step() must not run now (None: it may): set until reset_all() completes.
+        self._reset_needed: str | None = "before its first reset()"
 
         t = self.world.num_targets
         self.actions = np.zeros((n, ACTION_DIM))
@@ -171,21 +178,88 @@ class ISRTask:
         """Reset every env and the world clock; return observations (N, obs_dim) float32 (a copy).
 
         Args:
-            pos_w: optional (N, 3) start positions, metres, world ENU (default: random spawns).
-            yaw_rad: optional (N,) start yaw angles (default: random).
+            pos_w: optional (N, 3) start positions, metres, world ENU (default: random spawns);
+                (3,) is accepted when N = 1.
+            yaw_rad: optional (N,) start yaw angles, radians (default: random); a scalar when N = 1.
 
         Raises:
-            ValueError: a start position or yaw of the wrong shape or not finite.
+            ValueError: a start pose of the wrong shape, not finite, or outside the allowed region
+                (see :func:`check_start_poses`); nothing is reset then.
         """
+        n = self.num_envs
+        start_pos, start_yaw = check_start_poses(pos_w, yaw_rad, n, self.world, self.cfg.terminations)
+        self._reset_needed = "after a reset() that failed"  # until this reset completes
         self.world_time_s = 0.0
         self.global_step = 0
         self.target_pos_w, self.target_yaw_rad = self.world.target_poses(0.0)
         self.actions[:] = 0.0
-        n = self.num_envs
-        start_pos = None if pos_w is None else _checked(pos_w, (n, 3), "pos_w")
-        start_yaw = None if yaw_rad is None else _checked(yaw_rad, (n,), "yaw_rad")
         self._reset_idx(np.arange(n), start_pos, start_yaw)
+        self._reset_needed = None
         return self._get_observations().copy()
+
+    def start_poses(
+        self, options: dict | None, ids: np.ndarray | None = None, extra: tuple[str, ...] = ()
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Start poses from Gymnasium ``reset(options=...)``, checked against this task's world.
+
+        Envs call this before they reseed or restart anything, so a bad option changes nothing.
+
+        Args:
+            options: see :func:`start_pose_options`.
+            ids: check only these envs' rows (a partial reset); None: all.
+            extra: further option keys the caller handles itself.
+
+        Returns:
+            (pos_w (N, 3) float64 metres world ENU or None, yaw_rad (N,) float64 radians or None).
+
+        Raises:
+            TypeError, ValueError: see :func:`start_pose_options` and :func:`check_start_poses`.
+        """
+        pos, yaw = start_pose_options(options, self.num_envs, extra)
+        return check_start_poses(pos, yaw, self.num_envs, self.world, self.cfg.terminations, ids=ids)
+
+    def reset_some(
+        self, ids: np.ndarray, pos_w: np.ndarray | None = None, yaw_rad: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Start a new episode for envs ``ids`` only (what autoreset does); the world clock runs on.
+
+        Args:
+            ids: (k,) distinct env indices in [0, N).
+            pos_w: optional (N, 3) start positions, metres, world ENU; only rows ``ids`` are
+                read and checked (default: random spawns).
+            yaw_rad: optional (N,) start yaw angles, radians; only entries ``ids`` are read.
+
+        Returns:
+            (N, obs_dim) float32 observations of every env (a copy); rows not in ``ids`` are
+            their current observations.
+
+        Raises:
+            ResetNeeded: the task was never reset as a whole (or was closed): the other envs
+                have no episode to continue.
+            ValueError: bad ``ids`` or start poses (see :func:`check_start_poses`).
+        """
+        if self._reset_needed is not None:
+            raise ResetNeeded(
+                f"a partial reset of envs {np.asarray(ids).tolist()} was asked {self._reset_needed}: "
+                "the other envs have no episode to continue; reset every env first"
+            )
+        ids = np.asarray(ids)
+        n = self.num_envs
+        if ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu" or (ids < 0).any() or (ids >= n).any() \
+                or np.unique(ids).size != ids.size:
+            raise ValueError(f"ids must be distinct env indices in [0, {n}), at least one, got {ids.tolist()!r}")
+        start_pos, start_yaw = check_start_poses(pos_w, yaw_rad, n, self.world, self.cfg.terminations, ids=ids)
+        self._reset_idx(ids, None if start_pos is None else start_pos[ids],
+                        None if start_yaw is None else start_yaw[ids])
+        return self._get_observations().copy()
+
+    def mark_reset_needed(self, why: str) -> None:
+        """Make :meth:`step` raise :class:`~flyby.errors.ResetNeeded` until the next :meth:`reset_all`.
+
+        Args:
+            why: when it happened, for the message (e.g. ``"after close()"``).
+        """
+        self._reset_needed = why
 
     def step(self, actions: np.ndarray, *, autoreset: bool = True) -> StepResult:
         """Advance every env by one control step of ``step_dt`` seconds.
@@ -196,8 +270,11 @@ class ISRTask:
                 in ``obs`` and the pre-reset one in ``final_obs``.
 
         Raises:
-            InvalidAction: wrong shape or NaN/inf.
+            ResetNeeded: before the first :meth:`reset_all`, or after :meth:`mark_reset_needed`.
+            InvalidAction: wrong shape, complex or non-numeric, or NaN/inf.
         """
+        if self._reset_needed is not None:
+            raise ResetNeeded(f"step() was called {self._reset_needed}; call reset() first")
         self._pre_physics_step(actions)
         self._apply_action()
         self.world_time_s += self.step_dt
@@ -235,8 +312,16 @@ class ISRTask:
     # ------------------------------------------------------------- step template
 
     def _pre_physics_step(self, actions: np.ndarray) -> None:
+        a = np.asarray(actions)
+        if a.dtype.kind == "c":  # a float conversion would drop the imaginary part with only a warning
+            bad = np.argwhere(a.imag != 0) if a.ndim else np.zeros((0, 0), dtype=int)
+            raise InvalidAction(
+                f"actions must be real numbers, got dtype {a.dtype}"
+                + (f" with imaginary parts at (env, channel) {bad[:4].tolist()}" if bad.size else "")
+                + "; pass the policy's real-valued output (e.g. actions.real if that is what you mean)"
+            )
         # validate_actions returns a new array: keep it, no copies.
-        self.prev_actions, self.actions = self.actions, validate_actions(actions, self.num_envs)
+        self.prev_actions, self.actions = self.actions, validate_actions(a, self.num_envs)
 
     def _apply_action(self) -> None:
         self.dynamics.step(self.actions, self.step_dt)
@@ -479,29 +564,127 @@ class ISRTask:
         return log
 
 
-def _checked(value, shape: tuple[int, ...], name: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64).reshape(shape) if np.size(value) == np.prod(shape) else None
-    if arr is None or not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite with shape {shape}, got {np.asarray(value).shape}: {value!r}")
-    return arr
-
-
 RESET_OPTIONS = ("pos_w", "yaw_rad")
+"""Keys of ``reset(options=...)`` every flyby env accepts (the multi-drone env also takes ``reset_mask``)."""
 
 
-def start_pose_options(options: dict | None, num_envs: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Start poses from Gymnasium ``reset(options=...)``: ``pos_w`` (num_envs, 3) m ENU and ``yaw_rad``.
+def start_pose_options(
+    options: dict | None, num_envs: int, extra: tuple[str, ...] = ()
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The start poses of Gymnasium ``reset(options=...)``, as given (checked by :func:`check_start_poses`).
+
+    Args:
+        options: None or a dict with optional ``pos_w`` ((num_envs, 3) metres, world ENU; (3,) when
+            num_envs = 1) and ``yaw_rad`` ((num_envs,) radians; a scalar when num_envs = 1).
+        num_envs: number of drones N the options are for.
+        extra: further keys the caller handles itself (e.g. ``"reset_mask"``).
+
+    Returns:
+        (pos_w, yaw_rad), each None when not given.
 
     Raises:
-        ValueError: an unknown option (the message lists the supported ones).
+        TypeError: ``options`` is not a dict.
+        ValueError: an unknown key (the message names it and the supported keys).
     """
-    options = options or {}
-    unknown = set(options) - set(RESET_OPTIONS)
+    if options is None:
+        return None, None
+    if not isinstance(options, dict):
+        raise TypeError(f"reset options must be a dict or None, got {type(options).__name__}: {options!r}")
+    unknown = sorted(set(options) - set(RESET_OPTIONS) - set(extra), key=str)
     if unknown:
-        raise ValueError(f"unknown reset options {sorted(unknown)}; supported: 'pos_w' (3,) m ENU, 'yaw_rad'")
-    pos = options.get("pos_w")
-    yaw = options.get("yaw_rad")
-    return (
-        None if pos is None else np.reshape(np.asarray(pos, dtype=np.float64), (num_envs, 3)),
-        None if yaw is None else np.reshape(np.asarray(yaw, dtype=np.float64), (num_envs,)),
+        shape = "(3,)" if num_envs == 1 else f"({num_envs}, 3)"
+        yaw = "()" if num_envs == 1 else f"({num_envs},)"
+        supported = [f"'pos_w' {shape} m world ENU", f"'yaw_rad' {yaw} rad", *(repr(k) for k in extra)]
+        raise ValueError(f"unknown reset options {unknown}; supported: {', '.join(supported)}")
+    return options.get("pos_w"), options.get("yaw_rad")
+
+
+def check_start_poses(
+    pos_w,
+    yaw_rad,
+    num_envs: int,
+    world: ISRWorld,
+    terminations: TerminationCfg,
+    ids: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Check requested start poses: the one place every flyby env checks them.
+
+    A start position must be finite, at or above the ground (z >= 0 m), inside the geofence
+    (``|x| <= half_extent_x - geofence_margin_m``, the same for y, ``z <= max_altitude_m``) and
+    outside every building grown by ``drone_radius_m`` (the collision volume a crash is judged
+    by): anything else would end the episode at its first step, or put the drone in a wall. A
+    start on the ground (below ``min_altitude_m``) is allowed: it is a ground start.
+
+    Args:
+        pos_w: None, or (num_envs, 3) metres, world ENU; (3,) is accepted when num_envs = 1.
+        yaw_rad: None, or (num_envs,) radians (any finite angle); a scalar when num_envs = 1.
+        num_envs: number of drones N.
+        world: the world the drones start in (buildings, area).
+        terminations: the geofence and collision limits.
+        ids: check only these rows (a partial reset); None: every row.
+
+    Returns:
+        (pos_w (N, 3) float64 or None, yaw_rad (N,) float64 or None), new arrays.
+
+    Raises:
+        ValueError: wrong shape or dtype, not finite, or outside the allowed region; the message
+            names each bad drone, its value and the region (several at once).
+    """
+    pos = None if pos_w is None else _as_real(pos_w, (num_envs, 3), "pos_w", "metres, world ENU")
+    yaw = None if yaw_rad is None else _as_real(yaw_rad, (num_envs,), "yaw_rad", "radians")
+    if pos is None:
+        return pos, yaw
+    rows = np.arange(num_envs) if ids is None else np.asarray(ids)
+    p = pos[rows]
+    r = terminations.drone_radius_m
+    lim = world.half_extent - terminations.geofence_margin_m
+    top = terminations.max_altitude_m
+    region = (
+        f"allowed: z >= 0 m (the ground), |x| <= {lim[0]:g} m, |y| <= {lim[1]:g} m, z <= {top:g} m "
+        f"(the geofence), and outside every building grown by terminations.drone_radius_m = {r:g} m"
     )
+    below = p[:, 2] < 0.0
+    outside = term_mdp.outside_geofence(p, world.half_extent, terminations)
+    in_building = world.points_in_buildings(p, r)
+    problems = []
+    for row in np.flatnonzero(below | outside | in_building):
+        where = f"drone {int(rows[row])} start {np.round(p[row], 3).tolist()} m"
+        if below[row]:
+            problems.append(f"{where} is below the ground (z < 0 m)")
+        elif outside[row]:
+            problems.append(f"{where} is outside the geofence")
+        else:
+            lo = world.building_min_w - r
+            hi = world.building_max_w + r
+            b = int(np.flatnonzero(((p[row] >= lo) & (p[row] <= hi)).all(axis=1))[0])
+            bx, by, bz = zip(world.building_min_w[b].round(2).tolist(), world.building_max_w[b].round(2).tolist())
+            problems.append(
+                f"{where} is inside building {b} (x {bx[0]:g}..{bx[1]:g}, y {by[0]:g}..{by[1]:g}, "
+                f"z {bz[0]:g}..{bz[1]:g} m)"
+            )
+    if problems:
+        shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
+        raise ValueError("reset option pos_w: " + "; ".join(shown) + f". {region}")
+    return pos, yaw
+
+
+def _as_real(value, shape: tuple[int, ...], name: str, unit: str) -> np.ndarray:
+    """``value`` as a new float64 array of ``shape`` (a single env's unbatched shape is accepted too).
+
+    Raises:
+        ValueError: non-numeric, complex, another shape, or NaN/inf (the message names the value).
+    """
+    single = shape[1:]  # the shape of one env's value: (3,) or ()
+    try:
+        arr = np.array(value)
+        ok_dtype = arr.dtype.kind in "biuf"
+    except (TypeError, ValueError):  # ragged nested lists
+        arr, ok_dtype = None, False
+    expected = f"{shape}" + (f" or {single}" if shape[0] == 1 else "")
+    if not ok_dtype or not (arr.shape == shape or (shape[0] == 1 and arr.shape == single)):
+        got = f"dtype {arr.dtype}, shape {arr.shape}" if arr is not None else "a ragged sequence"
+        raise ValueError(f"reset option {name} must be real numbers of shape {expected} ({unit}), got {got}: {value!r}")
+    arr = arr.astype(np.float64).reshape(shape)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"reset option {name} must be finite with shape {expected} ({unit}), got {value!r}")
+    return arr

@@ -30,6 +30,10 @@ class MultiDroneISREnv(VectorEnv):
     ``infos["log"]`` holds ``Episode_Reward/<term>`` means of the episodes that
     ended this step.
 
+    ``reset(options=...)`` takes the single-drone options per drone (``pos_w`` (N, 3),
+    ``yaw_rad`` (N,)) and Gymnasium's ``reset_mask``; see :meth:`reset`. ``step`` before the
+    first ``reset`` or after ``close`` raises :class:`~flyby.errors.ResetNeeded`.
+
     Args:
         num_drones: number of drones N (default: ``multi_drone_env.num_drones``
             of the packaged training config, 16).
@@ -80,15 +84,60 @@ class MultiDroneISREnv(VectorEnv):
         self._seeded = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Reset every drone and the world clock; returns (obs (N, obs_dim) float32, {})."""
+        """Reset every drone and the world clock, or only the drones of ``options["reset_mask"]``.
+
+        Args:
+            seed: reseeds the spawns and dynamics noise of every drone (they share one stream);
+                None continues the current streams.
+            options: None or a dict of, each optional:
+
+                - ``pos_w``: (N, 3) start positions, metres, world ENU (default: random spawns).
+                - ``yaw_rad``: (N,) start yaw angles, radians (default: random).
+                - ``reset_mask``: (N,) bool ndarray, Gymnasium's partial reset: only those drones
+                  start a new episode (as autoreset does) and the world clock runs on; only their
+                  rows of ``pos_w`` / ``yaw_rad`` are read. Needs a full reset first.
+
+        Returns:
+            (obs (N, obs_dim) float32, {}); with ``reset_mask`` the other rows are current observations.
+
+        Raises:
+            ValueError: an unknown option key (the message names it and the supported ones), a start
+                pose of the wrong shape, below the ground, outside the geofence or inside a building
+                (:func:`flyby.envs.isr_task.check_start_poses`); nothing is reset then.
+            TypeError: ``options`` is not a dict, or ``reset_mask`` is not a bool ndarray.
+            ResetNeeded: ``reset_mask`` before any full reset (or after ``close``).
+        """
+        ids = None
+        if options is not None and isinstance(options, dict) and "reset_mask" in options:
+            ids = self._mask_ids(options["reset_mask"])
+        pos_w, yaw_rad = self.task.start_poses(options, ids=ids, extra=("reset_mask",))
         super().reset(seed=seed)
         if seed is not None or not self._seeded:  # otherwise continue the current random streams
             self._seeded = True
             self.task.seed(int(self.np_random.integers(2**63)))
-        return self.task.reset_all(), {}
+        if ids is not None:
+            return self.task.reset_some(ids, pos_w, yaw_rad), {}
+        return self.task.reset_all(pos_w, yaw_rad), {}
+
+    def _mask_ids(self, mask: Any) -> np.ndarray:
+        """Drone indices of a Gymnasium ``reset_mask`` (checked as ``SyncVectorEnv`` checks it)."""
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+            what = type(mask).__name__ if not isinstance(mask, np.ndarray) else f"dtype {mask.dtype}"
+            raise TypeError(f"options['reset_mask'] must be a numpy bool array of shape ({self.num_envs},), got {what}")
+        if mask.shape != (self.num_envs,) or not mask.any():
+            raise ValueError(
+                f"options['reset_mask'] must have shape ({self.num_envs},) with at least one True, "
+                f"got shape {mask.shape}: {mask.tolist()}"
+            )
+        return np.flatnonzero(mask)
 
     def step(self, actions):
-        """Step all drones; returns (obs, rewards, terminations, truncations, infos), batched (N, ...)."""
+        """Step all drones; returns (obs, rewards, terminations, truncations, infos), batched (N, ...).
+
+        Raises:
+            ResetNeeded: before the first ``reset`` or after ``close``.
+            InvalidAction: actions not (N, 4), complex or non-numeric, or NaN/inf.
+        """
         res = self.task.step(actions, autoreset=True)
         infos: dict[str, Any] = {}
         if res.done_ids.size:
@@ -122,6 +171,7 @@ class MultiDroneISREnv(VectorEnv):
         return self._renderer
 
     def close_extras(self, **kwargs: Any) -> None:
+        self.task.mark_reset_needed("after close()")
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from flyby.enums import FlightStack, PerceptionMode
-from flyby.envs.isr_task import ISRTask, start_pose_options
+from flyby.envs.isr_task import ISRTask
 from flyby.envs.px4_env_cfg import PX4Cfg, PX4EnvCfg
 from flyby.errors import InvalidAction, PX4Unavailable
 from flyby.mdp.actions import ACTION_DIM
@@ -96,6 +96,11 @@ class PX4ISREnv(gym.Env):
     (:class:`flyby.envs.px4_env_cfg.TakeoffCfg`) that is not part of the episode:
     not in its return, length or terminations; ``info["takeoff_s"]`` says how long
     it took in sim time. The cascade starts at the pose directly.
+
+    Reset options and the errors of ``step`` (``ResetNeeded`` before the first ``reset`` or after
+    ``close``; ``InvalidAction`` for NaN/inf, complex or misshaped actions) are those of
+    ``flyby/DirectISR-v0``: a start pose below the ground, outside the geofence or inside a
+    building raises ``ValueError`` before anything (PX4 included) is restarted.
 
     Raises:
         PX4Unavailable: PX4 requested but not found or not starting.
@@ -188,9 +193,10 @@ class PX4ISREnv(gym.Env):
         return PX4FlightStack(num_drones=1, px4=cfg.px4, sensors=cfg.sensors, physics_dt=cfg.physics_dt, **kwargs)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        pos_w, yaw_rad = self.task.start_poses(options)  # bad options raise before anything changes
         super().reset(seed=seed)
         self.task.seed(int(self.np_random.integers(2**63)))
-        obs = self.task.reset_all(*start_pose_options(options, 1))
+        obs = self.task.reset_all(pos_w, yaw_rad)
         info = self._render_info(force=True)
         info["takeoff_s"] = self.task.dynamics.last_takeoff_s
         if self.cfg.perception.mode is PerceptionMode.YOLO:
@@ -234,6 +240,10 @@ class PX4ISREnv(gym.Env):
         return self._frame
 
     def close(self) -> None:
+        """Stop the flight stack and the simulator; ``step`` then raises ``ResetNeeded`` until the next ``reset``."""
+        task = getattr(self, "task", None)  # absent when __init__ failed
+        if task is not None:
+            task.mark_reset_needed("after close()")
         closer = getattr(getattr(self, "_controller", None), "close", None)
         if callable(closer):
             closer()
