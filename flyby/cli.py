@@ -552,13 +552,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Integer options and their least allowed value, per command: a bad value ends the command with
-# exit status 2 and one line naming the option and the value, before any work. Options a command's
-# own config already checks with every problem at once (pipeline, yolo-*, export --opset) are left to it.
+# exit status 2 and one line naming the option and the value, before any work. Options a command
+# already checks before its work, with every problem at once, are left to it: pipeline's, yolo-*'s,
+# export --opset, and evaluate's --px4-instances / --first-px4-instance (check_px4_instances).
 _INT_MIN: dict[str, dict[str, int]] = {
     "bench": {"steps": 1, "repeats": 1, "render_frames": 1},
     "record": {"seed": 0, "px4_instance": 0},
     "train": {"total_steps": 1, "seed": 0, "num_envs": 1, "first_px4_instance": 0, "timesteps_cap": 1},
-    "evaluate": {"episodes": 1, "px4_instances": 1, "first_px4_instance": 0},
+    "evaluate": {"episodes": 1},
 }
 
 # Output options per command: "file" (a file path; its folder must take a file) or "dir" (a folder,

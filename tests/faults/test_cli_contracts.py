@@ -399,7 +399,6 @@ def test_describe_space_is_one_line_for_any_box():
     (["record", "--seed", "-1"], "--seed", 0, "-1"),  # was numpy's "expected non-negative integer" traceback
     (["record", "--px4-instance", "-2"], "--px4-instance", 0, "-2"),
     (["evaluate", "zero", "--episodes", "0"], "--episodes", 1, "0"),
-    (["evaluate", "zero", "--px4-instances", "0"], "--px4-instances", 1, "0"),
     (["bench", "--render-frames", "0"], "--render-frames", 1, "0"),  # was a NaN figure
     (["bench", "--steps", "-1"], "--steps", 1, "-1"),
     (["bench", "--repeats", "0"], "--repeats", 1, "0"),
@@ -408,6 +407,18 @@ def test_integer_options_out_of_range_are_refused(argv, option, least, value, ca
     code, _, err = _run(capsys, argv)
     line = _one_line_refusal(err)
     assert code == 2 and line == f"flyby {argv[0]}: {option} must be >= {least}, got {value}", line
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["evaluate", "zero", "--px4-instances", "0"], "--px4-instances: 0 must be >= 1"),
+    (["evaluate", "zero", "--first-px4-instance", "-1"], "--first-px4-instance: -1 must be in 0..9"),
+    (["pipeline", "run1", "--eval-episodes", "0"], "eval_episodes: 0 must be >= 2"),
+    (["yolo-train", "--epochs", "0"], "epochs: 0 is out of range"),
+])
+def test_integer_options_a_command_checks_itself_are_refused_before_work(argv, needle, capsys, no_work):
+    # Already handled before this issue (each command's own check, every problem at once): documented here.
+    code, _, err = _run(capsys, argv)
+    assert code == 2 and needle in err and "Traceback" not in err, err
 
 
 def test_num_envs_zero_is_not_silently_the_default(capsys, monkeypatch):
