@@ -49,6 +49,7 @@ import numpy as np
 from flyby.dynamics.direct import DirectDynamics
 from flyby.dynamics.direct_cfg import DirectDynamicsCfg
 from flyby.errors import DependencyNotInstalled, TuningDataError
+from flyby.utils.atomic import atomic_write_bytes, atomic_write_text
 from flyby.training.record import (  # noqa: F401  (re-exported for the parity gate)
     TrajectoryLog,
     action_scale,
@@ -855,11 +856,12 @@ def plot_matched(
         f"(median tuned error: {final[w]:.2f} m at {window_s:g} s; untuned {rs.pos_error_m[w, -1]:.2f} m)"
     )
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())  # a failed write never leaves a truncated plot
 
 
 def run_tuning(
@@ -926,9 +928,7 @@ def run_tuning(
             for h in seed_err
         ),
     ]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(dynamics_yaml(tuned, header))
+    out = atomic_write_text(out, dynamics_yaml(tuned, header))  # never a truncated dynamics file
     echo(f"\nwrote {out}")
     if plot:
         echo(f"wrote {plot_matched(plot, held, seed, result.cfg, seed_err, tuned_err)}")
