@@ -12,16 +12,27 @@
    printed too, so the percentage for another loop can be worked out from its own frame time.
 3. rss: the process's resident memory while recording 10,000 frames (320x240, full overlays),
    printed at 1k, 5k and 10k frames: frames are streamed to the encoder, so it must stay flat.
+4. kill (not in the default set: ``--only kill``): a subprocess records 320x240 frames with full
+   overlays through ``VideoRecorder`` and is killed with SIGKILL at a random instant (0.5-3 s after
+   its first frame), ``--kill-tries`` times; prints the frames it had handed to ``add_frame``, the
+   frames ffprobe decodes from what is left, and the loss in seconds of video.
 
     python benchmarks/bench_video.py
     python benchmarks/bench_video.py --only encode --encode-frames 300
     python benchmarks/bench_video.py --work-ms 10 --json output/metrics/bench_video.json
+    python benchmarks/bench_video.py --only kill --kill-tries 10
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -239,15 +250,80 @@ def bench_rss(
     }
 
 
+_KILL_CHILD = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, os.environ["BENCH_VIDEO_DIR"])
+from bench_video import _frames, _overlays
+from pytest_video_plugin import VideoRecorder
+
+video, progress, fps = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+images = _frames(320, 240)
+annotations = [_overlays(320, 240, i) for i in range(64)]
+tmp = progress.with_name(progress.name + ".tmp")
+rec = VideoRecorder(video, metrics_path=video.with_suffix(".json"), fps=fps)
+for i in range(10**6):
+    rec.add_frame(images[i % len(images)], **annotations[i % len(annotations)])
+    tmp.write_text(str(i + 1))
+    os.replace(tmp, progress)
+"""
+
+
+def _decoded_frames(path: Path) -> int:
+    """Frames ffprobe decodes from ``path``; 0 when it cannot open it (an MP4 without its index)."""
+    cmd = ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+           "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    text = out.stdout.strip().rstrip(",")
+    return int(text) if out.returncode == 0 and text.isdigit() else 0
+
+
+def bench_kill(tries: int, fps: float, folder: Path, seed: int = 0) -> dict[str, Any]:
+    """SIGKILL a recording subprocess at a random instant, ``tries`` times; frames handed vs decoded."""
+    rng = random.Random(seed)
+    env = {**os.environ, "BENCH_VIDEO_DIR": str(Path(__file__).resolve().parent)}
+    rows = []
+    for k in range(tries):
+        video, progress = folder / f"kill_{k}.mp4", folder / f"kill_{k}.progress"
+        proc = subprocess.Popen(  # cwd: not the checkout, so PYTHONPATH decides which plugin is measured
+            [sys.executable, "-c", _KILL_CHILD, str(video), str(progress), str(fps)], env=env, cwd=folder
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not (progress.is_file() and progress.read_text()):  # the first frame is recorded
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the recording subprocess did not start (exit {proc.returncode})")
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.5, 3.0))  # the random instant of the kill (a delay, not a sync)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        handed = int(progress.read_text())
+        decoded = _decoded_frames(video) if video.exists() else 0
+        rows.append({"handed": handed, "decoded": decoded, "lost_s": (handed - decoded) / fps})
+    lost = [r["lost_s"] for r in rows]
+    return {
+        "tries": rows,
+        "fps": fps,
+        "lost_s_min": min(lost),
+        "lost_s_median": statistics.median(lost),
+        "lost_s_max": max(lost),
+        "recovered_share": sum(r["decoded"] for r in rows) / max(1, sum(r["handed"] for r in rows)),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--only",
-        choices=("encode", "overhead", "rss"),
+        choices=("encode", "overhead", "rss", "kill"),
         action="append",
-        help="run only these parts (repeatable; default: all three)",
+        help="run only these parts (repeatable; default: encode, overhead, rss)",
     )
     parser.add_argument("--encode-frames", type=int, default=200, help="frames per encode size (default 200)")
     parser.add_argument(
@@ -276,6 +352,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--keep", type=Path, default=None, help="keep the MP4s in this folder (default: a temp folder)"
+    )
+    parser.add_argument("--kill-tries", type=int, default=10, help="SIGKILLs of the kill part (default 10)")
+    parser.add_argument(
+        "--kill-fps", type=float, default=15.0, help="video frame rate of the kill part (default 15)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -331,6 +411,20 @@ def main(argv: list[str] | None = None) -> None:
             for n, value in r["rss_at_frames"].items():
                 print(f"   after {n:>6,} frames: RSS {value / 2**20:7.1f} MiB")
             print(f"   sampler peak over the run: {r['sampler_peak_bytes'] / 2**20:.1f} MiB")
+        if "kill" in parts:
+            r = bench_kill(args.kill_tries, args.kill_fps, folder)
+            figures["kill"] = r
+            print(
+                f"\n4. SIGKILL at a random instant (0.5-3 s after the first frame), {args.kill_tries} tries, "
+                f"320x240 frames with full overlays, {args.kill_fps:g} fps video"
+            )
+            print(f"   {'try':>3}  {'handed':>6}  {'decoded':>7}  {'lost':>7}")
+            for k, row in enumerate(r["tries"], 1):
+                print(f"   {k:>3}  {row['handed']:6d}  {row['decoded']:7d}  {row['lost_s']:5.2f} s")
+            print(
+                f"   lost video: min {r['lost_s_min']:.2f} s, median {r['lost_s_median']:.2f} s, max "
+                f"{r['lost_s_max']:.2f} s; {100 * r['recovered_share']:.1f} % of all handed frames decodable"
+            )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")

@@ -6,7 +6,10 @@ thresholds with the ``min_fps``, ``max_vram`` and ``max_rss`` markers and per-te
 ``video(...)`` (:mod:`.markers`), and same-run floor checks with ``video_recorder.check_floor`` (a
 floor above the ceiling measured in the same run reads "not reachable here", :mod:`.floors`).
 Options (each also an ini key): ``--video-dir``, ``--video-mode``, ``--video-fps``,
-``--video-every-n``, ``--video-embed``, ``--video-embed-max-mb`` (:mod:`.plugin`).
+``--video-every-n``, ``--video-embed``, ``--video-embed-max-mb``, ``--video-prune-keep`` (:mod:`.plugin`).
+Every session writes into its own run folder and no run deletes another's; ``<video-dir>/<name>.mp4``
+shows the newest video of each test (``video_recorder.set_latest_name`` picks ``name``), see
+:mod:`.evidence`. Videos play at every moment of recording (fragmented MP4, :mod:`.encode`).
 See ``README.md`` in this folder.
 
 The drawing (:mod:`.overlay`), encoding (:mod:`.encode`), telemetry (:mod:`.metrics`), floor-check

@@ -1,9 +1,16 @@
-"""Streaming H.264 MP4 writer (PyAV / libx264) that browsers can play.
+"""Streaming H.264 MP4 writer (PyAV / libx264) that browsers can play, at every moment of recording.
 
 OpenCV's ``VideoWriter`` cannot write H.264 and its ``mp4v`` output does not play in browsers, so
-frames go through PyAV's bundled libx264: pixel format yuv420p, ``movflags=+faststart`` (the index
-is moved to the front so playback starts before the whole file is downloaded). Frames are encoded
-as they arrive; the writer never holds more than the encoder's own look-ahead.
+frames go through PyAV's bundled libx264, pixel format yuv420p. Frames are encoded as they arrive;
+the writer never holds more than the encoder's own look-ahead.
+
+While recording, the file is a *fragmented* MP4 (``movflags=frag_keyframe+empty_moov+default_base_moof``,
+a fragment at least every ``fragment_seconds`` of video, a keyframe at least every ``gop_seconds``,
+each fragment flushed to the file): whatever kills the process (SIGKILL, an OOM kill, a CI cancel),
+the file on disk plays and holds every frame but those of the last fragment and the encoder's
+delay. On :meth:`H264Writer.close` it is remuxed (stream copy, no re-encode) into a ``+faststart``
+MP4 (the index before the media data, so playback starts before the whole file is downloaded),
+written under a temporary name in the same folder and ``os.replace``-d onto the path.
 
 This module does not import pytest: it is usable as a library::
 
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -25,9 +33,12 @@ import numpy as np
 from .errors import VideoEncodeError, import_optional
 from .overlay import BACKGROUND, validate_frame
 
-__all__ = ["H264Writer", "even_size", "fit_frame", "thumbnail_png"]
+__all__ = ["H264Writer", "even_size", "faststart_remux", "fit_frame", "thumbnail_png", "top_level_boxes"]
 
 log = logging.getLogger(__name__)
+
+#: Muxer flags while recording: every fragment is a complete, playable unit (empty ``moov`` first).
+FRAGMENTED_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 
 
 def _av() -> Any:
@@ -76,11 +87,17 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class H264Writer:
-    """Write RGB frames to an H.264 MP4 as they arrive.
+    """Write RGB frames to an H.264 MP4 as they arrive; the file plays at every moment.
 
     The output size is fixed by the first frame, rounded up to even width and height (padding at the
     right/bottom); later frames of another size are letterboxed into it (:func:`fit_frame`). Frame
     ``i`` is shown at ``i / fps`` seconds, so the duration is ``frames_written / fps``.
+
+    With ``fragmented=True`` (default) the file is a fragmented MP4 while frames are written (see the
+    module docstring): a process killed at any instant leaves a playable file missing at most the
+    last ``fragment_seconds`` of video plus the encoder's delay (a few frames). :meth:`close` turns it
+    into a ``+faststart`` MP4 by a stream-copy remux, atomically. With ``fragmented=False`` the file
+    is written as a ``+faststart`` MP4 directly and is unplayable until :meth:`close` has run.
 
     Args:
         path: output file; its folder must exist. Nothing is created until the first frame.
@@ -88,11 +105,14 @@ class H264Writer:
         crf: x264 constant rate factor, 0 (lossless) .. 51; 23 is x264's default, small text stays sharp.
         preset: x264 speed/size preset (``"ultrafast"`` .. ``"veryslow"``); ``"superfast"`` encodes
             about twice as fast as ``"veryfast"`` at 640x480 with the same CRF, at a larger file.
-        gop_seconds: maximum distance between keyframes, seconds (seeking granularity in browsers).
+        gop_seconds: maximum distance between keyframes, seconds of video (seeking granularity, and
+            what a reader of a killed recording may have to skip).
+        fragmented: record as fragmented MP4 and remux on close (see above).
+        fragment_seconds: longest fragment, seconds of video (``fragmented`` only): the most a kill loses.
 
     Raises:
-        ValueError: ``fps`` not > 0.
-        VideoEncodeError: from :meth:`write`/:meth:`close` when PyAV/FFmpeg fails; names the file.
+        ValueError: ``fps``, ``gop_seconds`` or ``fragment_seconds`` not > 0.
+        VideoEncodeError: from :meth:`write`/:meth:`close` when PyAV/FFmpeg or the file fails; names the file.
     """
 
     def __init__(
@@ -102,20 +122,29 @@ class H264Writer:
         *,
         crf: int = 23,
         preset: str = "superfast",
-        gop_seconds: float = 2.0,
+        gop_seconds: float = 1.0,
+        fragmented: bool = True,
+        fragment_seconds: float = 0.5,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0 frames/s, got {fps!r}")
+        if not gop_seconds > 0:
+            raise ValueError(f"gop_seconds must be > 0 seconds of video, got {gop_seconds!r}")
+        if not fragment_seconds > 0:
+            raise ValueError(f"fragment_seconds must be > 0 seconds of video, got {fragment_seconds!r}")
         self.path = Path(path)
         self.fps = float(fps)
+        self.fragmented = bool(fragmented)
         self._crf = int(crf)
         self._preset = preset
         self._gop = max(1, round(gop_seconds * fps))
+        self._fragment_us = max(1, round(fragment_seconds * 1e6))
         self._container: Any = None
         self._stream: Any = None
         self._size: tuple[int, int] | None = None
         self._frames = 0
         self._closed = False
+        self._created = False  # True once this writer has created (truncated) the file
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -129,16 +158,25 @@ class H264Writer:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` has run."""
+        """True once :meth:`close` (or :meth:`discard`) has run, or after an encoder error."""
         return self._closed
 
     def _open(self, width: int, height: int) -> None:
         av = _av()
         self._size = even_size(width, height)
+        if self.fragmented:
+            # flush_packets: each fragment reaches the file when it is complete, not when FFmpeg's
+            # 32 KiB I/O buffer fills (a small video would otherwise sit in memory until close).
+            options = {
+                "movflags": FRAGMENTED_MOVFLAGS,
+                "frag_duration": str(self._fragment_us),
+                "flush_packets": "1",
+            }
+        else:
+            options = {"movflags": "+faststart"}
         try:
-            self._container = av.open(
-                str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
-            )
+            self._container = av.open(str(self.path), mode="w", format="mp4", options=options)
+            self._created = True
             stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
             stream.width, stream.height = self._size
             stream.pix_fmt = "yuv420p"
@@ -151,6 +189,10 @@ class H264Writer:
             raise VideoEncodeError(f"cannot open {self.path} for H.264 encoding: {exc}") from exc
         log.debug("encoding %s at %dx%d, %g fps", self.path, *self._size, self.fps)
 
+    def _mux(self, packets: Any) -> None:
+        """Hand encoded packets to the muxer (which writes the file); a seam for disk-full tests."""
+        self._container.mux(packets)
+
     def write(self, frame: np.ndarray) -> None:
         """Encode one frame.
 
@@ -160,7 +202,8 @@ class H264Writer:
         Raises:
             ValueError: wrong shape or dtype (message names them).
             RuntimeError: the writer is closed.
-            VideoEncodeError: the encoder or the file failed; the writer is closed afterwards.
+            VideoEncodeError: the encoder or the file failed (a full disk: ENOSPC in the message);
+                the writer is closed afterwards and the file is left as it was (see :meth:`discard`).
         """
         frame = validate_frame(frame)
         if self._closed:
@@ -176,19 +219,20 @@ class H264Writer:
         try:
             video_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             video_frame.pts = self._frames
-            self._container.mux(self._stream.encode(video_frame))
+            self._mux(self._stream.encode(video_frame))
         except (av.FFmpegError, OSError, ValueError) as exc:
             self._abort()
             raise VideoEncodeError(f"encoding frame {self._frames} into {self.path} failed: {exc}") from exc
         self._frames += 1
 
     def close(self) -> None:
-        """Flush the encoder and finish the MP4 (writes the index). Idempotent.
+        """Flush the encoder and finish the MP4 (fragmented: remux to ``+faststart``). Idempotent.
 
-        A writer that never got a frame creates no file.
+        A writer that never got a frame creates no file. If the remux fails (a full disk), the
+        fragmented file stays at :attr:`path`, complete and playable, and the error is raised.
 
         Raises:
-            VideoEncodeError: flushing or writing the trailer failed; names the file.
+            VideoEncodeError: flushing, writing the trailer or the remux failed; names the file.
         """
         if self._closed:
             return
@@ -197,7 +241,7 @@ class H264Writer:
             return
         av = _av()
         try:
-            self._container.mux(self._stream.encode(None))
+            self._mux(self._stream.encode(None))
             self._container.close()
         except (av.FFmpegError, OSError, ValueError) as exc:
             self._abort()
@@ -206,7 +250,20 @@ class H264Writer:
             ) from exc
         finally:
             self._container = None
+        if self.fragmented:
+            faststart_remux(self.path)
         log.debug("wrote %s: %d frames", self.path, self._frames)
+
+    def discard(self) -> None:
+        """Stop without finishing and delete the file this writer created (a partial recording after a
+        failure); a file it did not create is left alone. Idempotent."""
+        self._abort()
+        if self._created:
+            self._created = False
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot delete the partial video %s: %s", self.path, exc)
 
     def _abort(self) -> None:
         """Close the container after an error without raising again."""
@@ -223,6 +280,81 @@ class H264Writer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def faststart_remux(source: str | os.PathLike[str], target: str | os.PathLike[str] | None = None) -> Path:
+    """Copy the video stream of ``source`` into a ``+faststart`` MP4 at ``target`` (default: ``source``).
+
+    No re-encoding: packets are copied, their timestamps shifted so the first frame shows at 0 s
+    (as ``ffmpeg -i source -c copy -movflags +faststart target`` does). The result is written to a
+    hidden temporary file in ``target``'s folder and ``os.replace``-d onto ``target``: until then
+    ``target`` (and ``source``) are untouched, and nothing is left behind on failure or interruption.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        VideoEncodeError: ``source`` cannot be read (no video stream) or the output cannot be written
+            (a full disk: ENOSPC in the message); names both files.
+    """
+    av = _av()
+    source = Path(source)
+    target = source if target is None else Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.remux.tmp")
+    copied = 0
+    try:
+        with av.open(str(source)) as src:
+            in_stream = src.streams.video[0]
+            offset = in_stream.start_time or 0
+            with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as dst:
+                out_stream = dst.add_stream_from_template(in_stream)
+                out_stream.time_base = in_stream.time_base
+                for packet in src.demux(in_stream):
+                    if packet.dts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    packet.pts -= offset
+                    packet.dts -= offset
+                    packet.stream = out_stream
+                    dst.mux(packet)
+                    copied += 1
+        os.replace(tmp, target)
+    except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise VideoEncodeError(
+            f"remuxing {source} into a faststart MP4 {target} failed after {copied} packets: {exc} "
+            f"({source} is untouched)"
+        ) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def top_level_boxes(path: str | os.PathLike[str]) -> list[str]:
+    """The types of an MP4's top-level boxes in file order, e.g. ``["ftyp", "moov", "mdat"]``.
+
+    A ``+faststart`` MP4 has ``moov`` before ``mdat`` and no ``moof``; a fragmented one has ``moof``
+    boxes. A truncated last box is listed too.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    boxes: list[str] = []
+    with open(path, "rb") as fh:
+        size_total = os.fstat(fh.fileno()).st_size
+        at = 0
+        while at + 8 <= size_total:
+            fh.seek(at)
+            size, kind = struct.unpack(">I4s", fh.read(8))
+            if size == 1:  # 64-bit size follows
+                size = struct.unpack(">Q", fh.read(8))[0]
+            elif size == 0:  # box runs to the end of the file
+                size = size_total - at
+            boxes.append(kind.decode("latin-1"))
+            if size < 8:
+                break
+            at += size
+    return boxes
 
 
 def thumbnail_png(path: str | os.PathLike[str], width: int = 240) -> bytes:

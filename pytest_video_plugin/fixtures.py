@@ -1,8 +1,14 @@
-"""The ``video_recorder`` fixture, per-test state and the file naming of videos and metrics."""
+"""The ``video_recorder`` fixture, per-test state and the file naming of videos and metrics.
+
+Each session writes into its own run folder (:mod:`.evidence`): ``<video-dir>/runs/<run id>/<stem>.mp4``
+and ``<video-dir>/../metrics/runs/<run id>/<stem>.json``; when a test finishes, the plugin points the
+"latest" view ``<video-dir>/<name>.mp4`` and ``<video-dir>/../metrics/<name>.json`` at them.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +19,7 @@ from typing import Any
 import pytest
 
 from .errors import VideoDirError
+from .evidence import RunFolders, RunLock, publish_latest
 from .markers import TestPlan
 from .recorder import RecorderResult, VideoRecorder
 
@@ -24,11 +31,14 @@ __all__ = [
     "find_phase",
     "finish_recording",
     "plan_key",
+    "publish_latest_view",
     "settings_key",
     "state_key",
     "video_recorder",
     "video_stem",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Longest file stem written; longer test ids are cut and suffixed with a hash of the full id.
 MAX_STEM_CHARS = 150
@@ -47,6 +57,9 @@ class VideoSettings:
         embed: ``"link"`` or ``"inline"`` (base64 inside a ``--self-contained-html`` report).
         every_n: encode every Nth frame handed to ``add_frame``.
         embed_max_bytes: cap on the inline videos of one report, bytes.
+        run_id: this session's run folder name (:func:`~pytest_video_plugin.evidence.new_run_id`;
+            under xdist the controller's, handed to every worker).
+        prune_keep: ``--video-prune-keep``: earlier runs to keep, or None to prune nothing.
     """
 
     video_dir: Path
@@ -55,6 +68,8 @@ class VideoSettings:
     embed: str = "link"
     every_n: int = 1
     embed_max_bytes: int = 25 * 10**6
+    run_id: str = ""
+    prune_keep: int | None = None
 
     def with_overrides(self, overrides: dict[str, Any]) -> VideoSettings:
         """Copy with the given fields replaced (``video(...)`` marker values, already validated)."""
@@ -62,8 +77,19 @@ class VideoSettings:
 
     @property
     def metrics_dir(self) -> Path:
-        """Folder for metrics JSON files: ``<video_dir>/../metrics``."""
+        """Folder of the latest metrics JSON files: ``<video_dir>/../metrics``."""
         return self.video_dir.parent / "metrics"
+
+    @property
+    def folders(self) -> RunFolders:
+        """This session's run folders and the latest view.
+
+        Raises:
+            RuntimeError: ``run_id`` is empty (the plugin always sets it).
+        """
+        if not self.run_id:
+            raise RuntimeError("VideoSettings.run_id is empty: the plugin sets it in pytest_configure")
+        return RunFolders(self.run_id, self.video_dir, self.metrics_dir)
 
 
 @dataclass
@@ -74,14 +100,21 @@ class VideoTestState:
         recorder: the test's recorder.
         settings: the test's settings (session settings with its ``video(...)`` markers applied).
         properties_added: True once the metrics were appended to ``item.user_properties``.
+        reported: True once the call report carried the recorder's outcome (errors included), so
+            the fixture's teardown does not report them a second time.
+        published: True once the latest view was updated (or deliberately left alone) for this test.
     """
 
     recorder: VideoRecorder
     settings: VideoSettings | None = None
     properties_added: bool = False
+    reported: bool = False
+    published: bool = False
 
 
 settings_key = pytest.StashKey[VideoSettings]()
+#: This process's shared lock on the run folder (taken by the first test that records).
+run_lock_key = pytest.StashKey[RunLock]()
 state_key = pytest.StashKey[VideoTestState]()
 #: The test's parsed markers, stored at setup by ``pytest_runtest_setup``.
 plan_key = pytest.StashKey[TestPlan]()
@@ -149,10 +182,8 @@ def finish_recording(item: pytest.Item) -> tuple[RecorderResult, list[tuple[str,
 
     Returns:
         ``(result, new_properties)`` where ``new_properties`` are the pairs added by this call
-        (empty on repeated calls), or None when the test did not use ``video_recorder``.
-
-    Raises:
-        OSError: the metrics JSON could not be written.
+        (empty on repeated calls), or None when the test did not use ``video_recorder``. Errors
+        (encoder, metrics JSON) are in the result, not raised.
     """
     state = item.stash.get(state_key, None)
     if state is None:
@@ -166,16 +197,88 @@ def finish_recording(item: pytest.Item) -> tuple[RecorderResult, list[tuple[str,
     return result, new_properties
 
 
+def publish_latest_view(
+    state: VideoTestState, result: RecorderResult, video: Path | None
+) -> tuple[Path | None, Path | None]:
+    """Point the "latest" view at this test's finished files (called once per test, on the process
+    that ran it, after the final metrics JSON is written).
+
+    ``<video-dir>/<name>.mp4`` shows ``video`` and ``<video-dir>/../metrics/<name>.json`` the run's
+    metrics JSON, ``name`` being ``recorder.latest_name``. Nothing is ever removed from the view: a
+    test that kept no video (``--video-mode=off``, or deleted by ``retain-on-failure``) leaves the
+    latest video as it was, and a test whose recording failed (a full disk) leaves the whole view as
+    it was. Errors are logged, not raised: the run's own files are intact whatever happens here.
+
+    Returns:
+        (latest video, latest metrics JSON), each None when not updated.
+    """
+    state.published = True
+    if result.error is not None:
+        return None, None
+    settings = state.settings
+    assert settings is not None
+    name = state.recorder.latest_name
+    updated: list[Path | None] = [None, None]
+    sources = ((0, video, settings.video_dir / f"{name}.mp4"),)
+    if result.metrics_error is None and result.metrics_path is not None:
+        sources += ((1, result.metrics_path, settings.metrics_dir / f"{name}.json"),)
+    for slot, source, target in sources:
+        if source is None or not source.is_file():
+            continue
+        try:
+            updated[slot] = publish_latest(source, target)
+        except OSError as exc:
+            log.warning(
+                "the latest view %s was not updated (the run's file %s is intact): %s", target, source, exc
+            )
+    return updated[0], updated[1]
+
+
+def _hold_run_lock(config: pytest.Config, folders: RunFolders) -> None:
+    """Hold the run's shared lock in this process until pytest unconfigures (so ``--video-prune-keep``
+    in another session never deletes a run in progress)."""
+    if run_lock_key in config.stash:
+        return
+    lock = RunLock(folders)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        log.warning(
+            "cannot lock the video run folder %s (pruning could delete it): %s", lock.path.parent, exc
+        )
+        return
+    config.stash[run_lock_key] = lock
+    config.add_cleanup(lock.release)
+
+
+def _unused_stem(folders: RunFolders, stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... when this run already holds files of that name (the same
+    test id run twice in one session, e.g. by a rerun plugin): a run never overwrites its own evidence."""
+    unique, n = stem, 1
+    while (folders.run_video_dir / f"{unique}.mp4").exists() or (
+        folders.run_metrics_dir / f"{unique}.json"
+    ).exists():
+        n += 1
+        unique = f"{stem}-{n}"
+    return unique
+
+
 @pytest.fixture
 def video_recorder(request: pytest.FixtureRequest) -> Iterator[VideoRecorder]:
     """A :class:`~pytest_video_plugin.recorder.VideoRecorder` writing this test's video and metrics.
 
-    The MP4 is ``<video-dir>/<stem>.mp4`` and the metrics JSON ``<video-dir>/../metrics/<stem>.json``
-    with ``stem = video_stem(nodeid)``; a video left by an earlier run under that name is deleted.
+    Files of this run (never touched by another run):
+    ``<video-dir>/runs/<run id>/<stem>.mp4`` (a fragmented MP4 while recording, so it plays even
+    after a kill; ``+faststart`` once finished) and ``<video-dir>/../metrics/runs/<run id>/<stem>.json``
+    (written while recording and when finished), with ``stem = video_stem(nodeid)``. When the test
+    finishes the "latest" view is updated atomically: ``<video-dir>/<name>.mp4`` and
+    ``<video-dir>/../metrics/<name>.json``, where ``name`` is ``stem`` or the name given with
+    ``video_recorder.set_latest_name("render_skip_validation")`` (a plain file stem; ``ValueError``
+    otherwise). ``video_recorder.set_name(stem)`` renames the run's files and the latest name together.
     Settings come from the ini file, then the command line, then the test's ``video(...)`` markers.
     The recorder is finalized right after the test body (in ``pytest_runtest_makereport``), even when
     the test fails, so the video is attached to the call report; this fixture's teardown finalizes
-    it too, as a safety net for interrupted runs.
+    it too, for runs interrupted by Ctrl-C or SIGTERM.
 
     Raises:
         VideoDirError: the video or metrics folder cannot be created or written.
@@ -183,16 +286,15 @@ def video_recorder(request: pytest.FixtureRequest) -> Iterator[VideoRecorder]:
     item = request.node
     plan = item.stash.get(plan_key, None)
     settings = request.config.stash[settings_key].with_overrides(dict(plan.video) if plan else {})
-    stem = video_stem(item.nodeid)
+    folders = settings.folders
     if settings.mode != "off":
-        ensure_writable_dir(settings.video_dir, "video")
-    ensure_writable_dir(settings.metrics_dir, "metrics")
-    video_path = settings.video_dir / f"{stem}.mp4"
-    if video_path.parent.is_dir():  # with --video-mode=off the folder need not exist
-        video_path.unlink(missing_ok=True)
+        ensure_writable_dir(folders.run_video_dir, "video")
+    ensure_writable_dir(folders.run_metrics_dir, "metrics")
+    _hold_run_lock(request.config, folders)
+    stem = _unused_stem(folders, video_stem(item.nodeid))
     recorder = VideoRecorder(
-        video_path,
-        metrics_path=settings.metrics_dir / f"{stem}.json",
+        folders.run_video_dir / f"{stem}.mp4",
+        metrics_path=folders.run_metrics_dir / f"{stem}.json",
         fps=settings.fps,
         test_name=display_name(item.nodeid),
         phase=find_phase(item),
@@ -200,9 +302,19 @@ def video_recorder(request: pytest.FixtureRequest) -> Iterator[VideoRecorder]:
         every_n=settings.every_n,
         record_video=settings.mode != "off",
     )
-    item.stash[state_key] = VideoTestState(recorder, settings)
+    if stem != video_stem(item.nodeid):
+        recorder.set_latest_name(video_stem(item.nodeid))
+    state = VideoTestState(recorder, settings)
+    item.stash[state_key] = state
     recorder.start()
     try:
         yield recorder
     finally:
-        finish_recording(item)
+        finished = finish_recording(item)
+        if finished is not None and not state.reported:  # the call report never came (interrupted)
+            result = finished[0]
+            for error in (result.error, result.metrics_error):
+                if error is not None:
+                    raise error
+            if not state.published:
+                publish_latest_view(state, result, result.video_path)

@@ -11,7 +11,18 @@
   ``--video-every-n=N``        ``video_every_n``      encode every Nth frame handed to ``add_frame``
   ``--video-embed=HOW``        ``video_embed``        ``link`` | ``inline`` (``--self-contained-html``)
   ``--video-embed-max-mb=MB``  ``video_embed_max_mb`` cap on a report's inline videos (25 MB)
+  ``--video-prune-keep=N``     ``video_prune_keep``   delete all but the N newest earlier runs
   ============================ ====================== =============================================
+
+* files: every session writes into its own run folder, ``<video-dir>/runs/<run id>/`` and
+  ``<video-dir>/../metrics/runs/<run id>/`` (:mod:`.evidence`); reports link those files, and no
+  later run deletes them (only ``--video-prune-keep``). ``<video-dir>/<name>.mp4`` and
+  ``<video-dir>/../metrics/<name>.json`` are the "latest" view, updated atomically when a test
+  finishes (``video_recorder.set_latest_name`` picks ``name``);
+* SIGTERM: for the session the plugin turns SIGTERM into ``KeyboardInterrupt`` (as Ctrl-C), so a CI
+  cancel or ``timeout`` finishes the video and writes the metrics through the normal teardown; a
+  second SIGTERM ends the process at once (the fragmented video on disk still plays). The previous
+  handler is restored at the end of the session;
 
 * markers: ``video(...)``, ``min_fps(...)``, ``max_vram(...)``, ``max_rss(...)`` (see :mod:`.markers`),
   validated when each test is set up;
@@ -24,8 +35,9 @@
   leaves it passed, its verdict "NOT REACHABLE HERE (...)"), and the video, the metrics JSON and
   the verdict are attached to the call report: as pytest-html extras, as ``user_properties`` (JUnit
   XML) and as the ``pytest_video`` report attribute (a dict of JSON types). Everything rides on the
-  report, so it works under pytest-xdist, where only the controller (:mod:`.reporting`) cleans the
-  video folder, writes the report columns and the phase-gate summary.
+  report, so it works under pytest-xdist, where only the controller (:mod:`.reporting`) picks the
+  run id (handed to the workers), locks and prunes run folders, writes the report columns and the
+  phase-gate summary. Each worker writes the files of the tests it runs and their latest view.
 """
 
 from __future__ import annotations
@@ -33,6 +45,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import signal
+import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -42,11 +56,13 @@ import pytest
 from . import hooks
 from .encode import thumbnail_png
 from .errors import VideoPluginError
+from .evidence import new_run_id
 from .fixtures import (  # noqa: F401 - video_recorder is the fixture pytest collects from this plugin
     VideoSettings,
     find_phase,
     finish_recording,
     plan_key,
+    publish_latest_view,
     settings_key,
     state_key,
     video_recorder,
@@ -69,6 +85,7 @@ from .reporting import (
     INLINE_BYTES_KEY,
     LINK_KEY,
     REPORT_ATTR,
+    RUN_ID_WORKERINPUT_KEY,
     VideoSessionReport,
     inline_refusal,
     relative_link,
@@ -146,6 +163,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="cap on the inline videos of one report, megabytes; videos beyond it are refused and linked "
         f"(default: ini video_embed_max_mb, else {DEFAULT_EMBED_MAX_MB:g}).",
     )
+    group.addoption(
+        "--video-prune-keep",
+        dest="video_prune_keep",
+        metavar="N",
+        default=None,
+        help="at session start, delete the run folders (videos and metrics under DIR/runs and "
+        "DIR/../metrics/runs) of all but the N newest earlier runs; this run and runs still in progress "
+        "are never deleted, and the latest view DIR/<name>.mp4 keeps its files. Without it (default: "
+        "ini video_prune_keep, else none) nothing is ever deleted.",
+    )
+    parser.addini(
+        "video_prune_keep",
+        help="earlier runs to keep when pruning at session start (default: empty, no pruning).",
+        default="",
+    )
     parser.addini(
         "video_dir",
         help=f"folder for test videos, relative to the rootdir (default {DEFAULT_VIDEO_DIR}).",
@@ -196,6 +228,7 @@ def resolve_settings(config: pytest.Config) -> VideoSettings:
     raw_embed, embed_from = _option_or_ini(config, "video_embed")
     raw_every_n, every_n_from = _option_or_ini(config, "video_every_n")
     raw_cap, cap_from = _option_or_ini(config, "video_embed_max_mb")
+    raw_keep, keep_from = _option_or_ini(config, "video_prune_keep")
     try:
         fps = parse_fps(raw_fps, fps_from)
         every_n = parse_every_n(raw_every_n, every_n_from)
@@ -209,6 +242,7 @@ def resolve_settings(config: pytest.Config) -> VideoSettings:
             cap_mb = float("nan")
         if not cap_mb > 0:
             raise ValueError(f"{cap_from} must be a number of megabytes > 0, got {raw_cap!r}")
+        prune_keep = _parse_prune_keep(raw_keep, keep_from)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     return VideoSettings(
@@ -218,16 +252,94 @@ def resolve_settings(config: pytest.Config) -> VideoSettings:
         embed=raw_embed,
         every_n=every_n,
         embed_max_bytes=round(cap_mb * 1e6),
+        run_id=_run_id(config, video_dir.resolve()),
+        prune_keep=prune_keep,
     )
 
 
+def _parse_prune_keep(raw: Any, source: str) -> int | None:
+    """``--video-prune-keep`` / ini ``video_prune_keep``: None (empty) or an int >= 0."""
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        keep = int(str(raw).strip())
+    except ValueError:
+        keep = -1
+    if keep < 0:
+        raise ValueError(
+            f"{source} must be a whole number of earlier runs to keep (>= 0), got {raw!r}; "
+            "leave it out to delete nothing"
+        )
+    return keep
+
+
+def _run_id(config: pytest.Config, video_dir: Path) -> str:
+    """This session's run id: the controller's (handed to xdist workers), else a new one whose
+    folders do not exist yet."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        given = workerinput.get(RUN_ID_WORKERINPUT_KEY)
+        return str(given) if given else f"xdist-{workerinput.get('testrunuid') or new_run_id()}"
+    run_id = new_run_id()
+    runs = video_dir / "runs"
+    n = 1
+    while (runs / run_id).exists() or (video_dir.parent / "metrics" / "runs" / run_id).exists():
+        n += 1
+        run_id = f"{new_run_id()}-{n}"
+    return run_id
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Resolve the options, register the markers, and (on the controller only) the report plugin."""
+    """Resolve the options, register the markers, the SIGTERM handling and (on the controller only)
+    the report plugin."""
     config.stash[settings_key] = resolve_settings(config)
     for help_line in MARKER_HELP.values():
         config.addinivalue_line("markers", help_line)
+    config.pluginmanager.register(SigtermAsInterrupt(), SigtermAsInterrupt.NAME)
     if not hasattr(config, "workerinput"):  # xdist workers only run tests; the controller reports
         config.pluginmanager.register(VideoSessionReport(config), VideoSessionReport.NAME)
+
+
+class SigtermAsInterrupt:
+    """For the session, SIGTERM raises ``KeyboardInterrupt`` in the main thread, as Ctrl-C does.
+
+    pytest then tears the running test down (the ``video_recorder`` fixture finishes the video and
+    writes the metrics) and ends the session as interrupted (exit code 2). The first SIGTERM puts the
+    previous handler back, so a second one ends the process at once (the fragmented video on disk
+    still plays). Installed only when SIGTERM has its default action and pytest runs in the main
+    thread (an embedding program's own handler is left alone); restored at ``pytest_unconfigure``.
+    """
+
+    NAME = "pytest_video_plugin_sigterm"
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._installed = True
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.restore()
+        raise KeyboardInterrupt(
+            "SIGTERM received: pytest_video_plugin stops the session as on Ctrl-C, finishing the video "
+            "and metrics of the running test (a second SIGTERM ends the process at once)"
+        )
+
+    def restore(self) -> None:
+        """Put the previous SIGTERM handler back (idempotent)."""
+        if self._installed and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.restore()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -265,21 +377,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if phase is not None:
             setattr(report, REPORT_ATTR, {"phase": phase})
         return report
-    try:
-        finished = finish_recording(item)
-    except OSError as exc:
-        _fail_call(report, [f"pytest_video_plugin could not finish the recording: {exc}"])
-        finished = None
+    finished = finish_recording(item)
     if finished is None:
         if phase is not None:
             setattr(report, REPORT_ATTR, {"phase": phase})
         return report
     result, new_properties = finished
     state = item.stash[state_key]
+    state.reported = True
     settings = state.settings or item.config.stash[settings_key]
     report.user_properties.extend(new_properties)
 
-    problems = [] if result.error is None else [f"pytest_video_plugin: {result.error}"]
+    problems = [f"pytest_video_plugin: {e}" for e in (result.error, result.metrics_error) if e is not None]
     plan = item.stash.get(plan_key, None)
     judged = plan is not None and not report.skipped  # a skipped (or xfailed) body is not judged
     results = [evaluate(t, result.summary) for t in plan.thresholds] if judged else []
@@ -298,7 +407,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     deleted = None
     unreachable = any(c.verdict == NOT_REACHABLE_HERE for c in floors)  # not a PASS: keep the evidence
     if settings.mode == "retain-on-failure" and video_path is not None and report.passed and not unreachable:
-        video_path.unlink(missing_ok=True)
+        video_path.unlink(missing_ok=True)  # this run's file; the latest view keeps what it showed
         deleted = "deleted: the test passed (video mode retain-on-failure)"
         video_path = None
         for props in (report.user_properties, item.user_properties):
@@ -313,9 +422,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
     data: dict[str, Any] = {
         "phase": phase,
+        "run_id": settings.run_id,
         "video": None if video_path is None else str(video_path),
         "video_deleted": deleted,
+        "video_latest": None,
         "metrics_json": None if result.metrics_path is None else str(result.metrics_path),
+        "metrics_latest": None,
         "mode": settings.mode,
         "every_n": settings.every_n,
         "fps": result.summary["fps"],
@@ -333,14 +445,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "embed_refused": None,
     }
     summary = {
-        **result.summary, "video": data["video"], "video_deleted": deleted, "video_mode": settings.mode,
-        "thresholds": data["thresholds"], "verdict": final_verdict,
+        **result.summary, "run_id": settings.run_id, "video": data["video"], "video_deleted": deleted,
+        "video_mode": settings.mode, "thresholds": data["thresholds"], "verdict": final_verdict,
     }  # fmt: skip
-    if result.metrics_path is not None:
+    if result.metrics_path is not None and result.metrics_error is None:
         try:
             _write_json(result.metrics_path, summary)
         except OSError as exc:
+            result = RecorderResult(result.video_path, result.metrics_path, result.summary, result.error, exc)
             _fail_call(report, [f"pytest_video_plugin could not update the metrics JSON: {exc}"])
+    latest_video, latest_metrics = publish_latest_view(state, result, video_path)
+    data["video_latest"] = None if latest_video is None else str(latest_video)
+    data["metrics_latest"] = None if latest_metrics is None else str(latest_metrics)
     if item.config.getoption("htmlpath", None):
         html_extras, refusal = _html_extras(item.config, item.nodeid, summary, settings, video_path)
         if html_extras:

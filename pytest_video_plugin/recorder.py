@@ -13,12 +13,17 @@ pytest and can be used directly::
 Every output frame is the caller's frame with its boxes and texts, a metrics sidebar on the right, a
 header bar (test name, phase, UTC time, backend, flight stack, GPU) and a footer bar (steps/s,
 memory, frame counter, caller text); see :class:`~pytest_video_plugin.overlay.PanelLayout`.
+
+Evidence survives a killed process: the video is a fragmented MP4 while it is recorded (it plays at
+every moment, see :mod:`.encode`) and becomes a ``+faststart`` MP4 on :meth:`VideoRecorder.finalize`;
+the metrics JSON is written atomically when recording starts, on every ``record_metric`` and
+``check_floor``, and at most every ``metrics_interval_s`` seconds of ``add_frame`` / ``count_steps``
+calls (its ``state`` is ``"recording"`` until ``finalize`` writes ``"finished"``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 import os
@@ -32,6 +37,7 @@ import numpy as np
 
 from .encode import H264Writer
 from .errors import VideoEncodeError
+from .evidence import atomic_write_json, validate_stem
 from .floors import FloorCheck, judge_floor
 from .metrics import NO_GPU, MemorySampler, StepRate
 from .overlay import Box, PanelLayout, Text, compose_panels, validate_frame
@@ -89,16 +95,19 @@ class RecorderResult:
     """Outcome of :meth:`VideoRecorder.finalize`.
 
     Attributes:
-        video_path: the finished MP4, or None when no frame was added.
+        video_path: the finished MP4, or None when no frame was added or the recording failed.
         metrics_path: the metrics JSON, or None when the recorder had no metrics path.
         summary: the metrics JSON content (see :meth:`VideoRecorder.summary`).
-        error: the encoder error met while finishing the video, if any (already logged).
+        error: the encoder error met while recording or finishing the video, if any (already
+            logged); after an error while recording the partial video is deleted.
+        metrics_error: the error met writing the final metrics JSON (a full disk), if any (logged).
     """
 
     video_path: Path | None
     metrics_path: Path | None
     summary: dict[str, Any]
     error: VideoEncodeError | None = None
+    metrics_error: OSError | None = None
 
     def user_properties(self) -> list[tuple[str, Any]]:
         """(name, value) pairs for ``item.user_properties`` / JUnit XML: built-ins, then recorded metrics."""
@@ -147,8 +156,10 @@ class VideoRecorder:
     """Records one overlaid H.264 video plus throughput and memory metrics.
 
     Args:
-        video_path: MP4 to write; its folder must exist. Created on the first :meth:`add_frame`.
-        metrics_path: JSON summary written by :meth:`finalize`; None to skip. Its folder is created.
+        video_path: MP4 to write; its folder must exist. Created on the first :meth:`add_frame`
+            (fragmented MP4 while recording, ``+faststart`` after :meth:`finalize`).
+        metrics_path: metrics JSON, written atomically while recording and by :meth:`finalize`;
+            None to skip. Its folder is created.
         fps: video frame rate, frames/s.
         test_name: shown first in the header.
         phase: shown in the header (e.g. ``"phase3"``); None shows ``"phase: none"``.
@@ -159,9 +170,13 @@ class VideoRecorder:
             the others are counted (frame counter, rendered/skipped totals) but neither drawn nor
             encoded, which is what makes recording cheap on a fast loop.
         record_video: False counts frames and keeps metrics but writes no video at all.
+        metrics_interval_s: longest time between two writes of the metrics JSON while frames or
+            steps are added, seconds (what a SIGKILL can lose of the counters; recorded metrics
+            and floor checks are written at once).
 
     Raises:
-        ValueError: ``fps`` or ``sample_interval_s`` not > 0, ``every_n`` not an int >= 1.
+        ValueError: ``fps``, ``sample_interval_s`` or ``metrics_interval_s`` not > 0, ``every_n``
+            not an int >= 1.
     """
 
     def __init__(
@@ -177,11 +192,14 @@ class VideoRecorder:
         clock: Callable[[], float] = time.perf_counter,
         every_n: int = 1,
         record_video: bool = True,
+        metrics_interval_s: float = 1.0,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0 frames/s, got {fps!r}")
         if isinstance(every_n, bool) or not isinstance(every_n, int) or every_n < 1:
             raise ValueError(f"every_n must be an int >= 1 (record every Nth frame), got {every_n!r}")
+        if not metrics_interval_s > 0:
+            raise ValueError(f"metrics_interval_s must be > 0 seconds, got {metrics_interval_s!r}")
         self.every_n = every_n
         self.record_video = bool(record_video)
         self._video_path = Path(video_path)
@@ -199,38 +217,95 @@ class VideoRecorder:
         self._floor_checks: list[FloorCheck] = []
         self._started_utc: str | None = None
         self._result: RecorderResult | None = None
+        self._latest_name: str | None = None
+        self._video_error: VideoEncodeError | None = None  # met while recording (partial file deleted)
+        self._close_error: VideoEncodeError | None = None  # met finishing the file (recording kept)
+        self._state = "recording"
+        self._metrics_interval_s = float(metrics_interval_s)
+        self._metrics_written_at: float | None = None  # time.monotonic() of the last write
+        self._metrics_write_failed = False
 
     # -- public API ---------------------------------------------------------------------------
 
     @property
     def path(self) -> Path | None:
-        """Path of the MP4, or None before the first frame."""
-        return self._video_path if self._writer is not None else None
+        """Path of the MP4, or None before the first frame and after a failed recording."""
+        return self._video_path if self._writer is not None and self._video_error is None else None
 
     @property
     def metrics_path(self) -> Path | None:
-        """Path of the metrics JSON written at finalize, or None."""
+        """Path of the metrics JSON (written while recording and at finalize), or None."""
         return self._metrics_path
 
+    @property
+    def latest_name(self) -> str:
+        """File stem of this recording in the pytest plugin's "latest" view (``<video-dir>/<stem>.mp4``):
+        the :meth:`set_latest_name` stem, else the stem of the video file."""
+        return self._latest_name or self._video_path.stem
+
     def set_name(self, stem: str) -> None:
-        """Name the outputs ``<stem>.mp4`` and ``<stem>.json`` in the same folders.
+        """Name the outputs ``<stem>.mp4`` and ``<stem>.json`` in the same folders, and in the latest view.
 
         For tests whose evidence has a conventional file name (for example
-        ``functions_check_hover``); the caller keeps names unique across tests.
+        ``functions_check_hover``); the caller keeps names unique across tests. A file of that name
+        already in the folder is never overwritten: the outputs are then ``<stem>-2.mp4`` (``-3``,
+        ...), while the latest view still uses ``<stem>`` (unless :meth:`set_latest_name` says otherwise).
 
         Raises:
-            ValueError: ``stem`` is empty or has characters other than letters, digits, ``_ . -``.
+            ValueError: ``stem`` is not a plain file stem (letters, digits, ``_ . -``; see
+                :func:`~pytest_video_plugin.evidence.validate_stem`).
             RuntimeError: called after the first frame (the file is already open).
         """
-        if not stem or not all(c.isascii() and (c.isalnum() or c in "_.-") for c in stem):
-            raise ValueError(f"video name {stem!r} must be non-empty and use only letters, digits, '_', '.', '-'")
+        try:
+            validate_stem(stem, "video name")
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
         if self._writer is not None:
             raise RuntimeError(f"set_name({stem!r}) must come before the first add_frame(); {self._video_path} is open")
-        self._video_path = self._video_path.with_name(f"{stem}.mp4")
-        if self._video_path.parent.is_dir():
-            self._video_path.unlink(missing_ok=True)  # a stale video from an earlier run
+        unique, n = stem, 1
+        while self._taken(unique):
+            n += 1
+            unique = f"{stem}-{n}"
+        self._video_path = self._video_path.with_name(f"{unique}.mp4")
         if self._metrics_path is not None:
-            self._metrics_path = self._metrics_path.with_name(f"{stem}.json")
+            old, self._metrics_path = self._metrics_path, self._metrics_path.with_name(f"{unique}.json")
+            if self._metrics_written_at is not None and old != self._metrics_path:
+                old.unlink(missing_ok=True)  # this recorder's own file, written under the old name
+                self._write_metrics(force=True)
+        if self._latest_name is None and unique != stem:
+            self._latest_name = stem
+
+    def _taken(self, stem: str) -> bool:
+        """True when a file named ``stem`` already exists where this recorder would write."""
+        if self._video_path.with_name(f"{stem}.mp4").exists():
+            return True
+        if self._metrics_path is None:
+            return False
+        metrics = self._metrics_path.with_name(f"{stem}.json")
+        return metrics != self._metrics_path and metrics.exists()  # our own file does not count
+
+    def set_latest_name(self, stem: str) -> None:
+        """Name this test's files in the pytest plugin's "latest" view.
+
+        The plugin keeps every run's files in ``<video-dir>/runs/<run id>/`` and shows the newest
+        of each test in ``<video-dir>/<stem>.mp4`` and ``<video-dir>/../metrics/<stem>.json``; by
+        default ``stem`` is the test's file stem (see ``video_stem``). After
+        ``set_latest_name("render_skip_validation")`` they are ``<video-dir>/render_skip_validation.mp4``
+        and ``<video-dir>/../metrics/render_skip_validation.json``. The run's own files keep their
+        names. May be called at any time before the recorder is finalized; the last call wins. The
+        caller keeps latest names unique across tests (the last test to finish wins a shared name).
+
+        Args:
+            stem: a plain file stem: 1-200 ASCII letters, digits, ``_``, ``.``, ``-``, not starting
+                with ``.``, without folder or extension.
+
+        Raises:
+            ValueError: ``stem`` is not a plain file stem (the message names it and the rule).
+            TypeError: ``stem`` is not a str.
+            RuntimeError: the recorder is finalized.
+        """
+        self._check_open("set_latest_name")
+        self._latest_name = validate_stem(stem, "set_latest_name(): the latest-view name")
 
     @property
     def fps(self) -> float | None:
@@ -273,6 +348,7 @@ class VideoRecorder:
         if self._started_utc is None:
             self._started_utc = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             self._sampler.start()
+            self._write_metrics(force=True)
 
     def set_header(
         self,
@@ -310,6 +386,7 @@ class VideoRecorder:
         """
         self.start()
         self._rate.count(steps)
+        self._write_metrics()
 
     def record_metric(self, name: str, value: Any) -> None:
         """Record a scalar for the metrics JSON and the test's user properties (not drawn).
@@ -325,6 +402,7 @@ class VideoRecorder:
         if not isinstance(name, str) or not name:
             raise ValueError(f"metric name must be a non-empty str, got {name!r}")
         self._metrics[name] = _json_scalar(name, value)
+        self._write_metrics(force=True)
 
     def check_floor(
         self,
@@ -368,6 +446,7 @@ class VideoRecorder:
                 "check its own name"
             )
         self._floor_checks.append(check)
+        self._write_metrics(force=True)
         return check
 
     def add_frame(
@@ -395,9 +474,12 @@ class VideoRecorder:
             ValueError: ``frame`` is not (H, W, 3) uint8; the message names its shape and dtype.
             TypeError: a box or text is not a :class:`Box` / :class:`Text`.
             RuntimeError: the recorder is finalized.
-            VideoEncodeError: the encoder failed (names the file).
+            VideoEncodeError: the encoder or the file failed (names the file; a full disk says
+                ENOSPC). The partial video is deleted and later calls raise the same error.
         """
         self._check_open("add_frame")
+        if self._video_error is not None:
+            raise VideoEncodeError(f"recording stopped after an earlier error: {self._video_error}")
         frame = validate_frame(frame)
         boxes, texts = tuple(boxes), tuple(texts)
         _check_items(boxes, Box, "boxes")
@@ -433,26 +515,38 @@ class VideoRecorder:
             self._draw_hook(frame=out, annotations=annotations, recorder=self)
         if self._writer is None:
             self._writer = H264Writer(self._video_path, self.video_fps)
-        self._writer.write(out)
+        try:
+            self._writer.write(out)
+        except VideoEncodeError as exc:
+            self._video_error = exc
+            self._writer.discard()
+            log.error("%s (partial video %s deleted)", exc, self._video_path)
+            self._write_metrics(force=True)
+            raise
         self._frames.total = index
         self._frames.rendered += bool(rendered)
         self._frames.recorded += 1
+        self._write_metrics()
 
     def summary(self) -> dict[str, Any]:
         """The metrics JSON content so far.
 
-        Keys: ``test``, ``phase``, ``backend``, ``flight_stack``, ``header`` (extra fields),
+        Keys: ``state`` (``"recording"`` until :meth:`finalize`, then ``"finished"``: a file left
+        with ``"recording"`` comes from a process that was killed), ``test``, ``phase``, ``backend``,
+        ``flight_stack``, ``header`` (extra fields),
         ``started_utc``, ``fps`` (steps/s or null), ``steps``, ``timed_steps``, ``wall_time_s``
         (first to last count, s, or null), ``frames`` (all handed in), ``frames_rendered``,
         ``frames_skipped``, ``frames_recorded`` (encoded), ``every_n``, ``recording`` (False when
         recording is off), ``video`` (path or null), ``video_fps``, ``video_size`` ([w, h] or null), ``rss_peak_bytes``,
         ``vram_peak_bytes`` (null without GPU), ``vram_start_bytes``, ``vram`` (GPU or "no GPU"),
         ``memory_samples``, ``metrics`` (every :meth:`record_metric` value), ``floor_checks``
-        (every :meth:`check_floor`: name, measured, floor, ceiling, unit, verdict, text, short).
+        (every :meth:`check_floor`: name, measured, floor, ceiling, unit, verdict, text, short),
+        ``video_error`` (the encoder error, or null).
         """
         sampler = self._sampler
         size = self._writer.size if self._writer is not None else None
         return {
+            "state": self._state,
             "test": self._header.test_name,
             "phase": self._header.phase,
             "backend": self._header.backend,
@@ -479,35 +573,41 @@ class VideoRecorder:
             "memory_samples": sampler.samples,
             "metrics": dict(self._metrics),
             "floor_checks": [check.as_dict() for check in self._floor_checks],
+            "video_error": next((str(e) for e in (self._video_error, self._close_error) if e), None),
         }
 
     def finalize(self) -> RecorderResult:
-        """Stop sampling, close the video and write the metrics JSON. Idempotent.
+        """Stop sampling, finish the video (``+faststart``) and write the final metrics JSON. Idempotent.
 
-        An encoder error while closing does not stop the JSON from being written; it is logged and
-        returned in :attr:`RecorderResult.error` for the caller to report.
+        Errors do not raise: an encoder error (met while recording or closing) does not stop the
+        JSON from being written, and a JSON that cannot be written (a full disk) does not stop the
+        result from being returned; both are logged and returned in :attr:`RecorderResult.error` and
+        :attr:`RecorderResult.metrics_error` for the caller to report, once.
 
         Returns:
             The same :class:`RecorderResult` on every call.
-
-        Raises:
-            OSError: the metrics JSON cannot be written (names the path).
         """
         if self._result is not None:
             return self._result
         self._sampler.stop()
-        error: VideoEncodeError | None = None
-        if self._writer is not None:
+        if self._writer is not None and self._video_error is None:
             try:
                 self._writer.close()
             except VideoEncodeError as exc:
                 log.error("%s", exc)
-                error = exc
+                self._close_error = exc
+        error = self._video_error or self._close_error
+        self._state = "finished"
         summary = self.summary()
+        metrics_error: OSError | None = None
         if self._metrics_path is not None:
-            _write_json(self._metrics_path, summary)
-        video = self.path if self.path is not None and self.path.exists() else None
-        self._result = RecorderResult(video, self._metrics_path, summary, error)
+            try:
+                atomic_write_json(self._metrics_path, summary, fsync=True)
+            except OSError as exc:
+                log.error("cannot write the video metrics JSON: %s", exc)
+                metrics_error = exc
+        video = self.path if self.path is not None and self.path.is_file() else None
+        self._result = RecorderResult(video, self._metrics_path, summary, error, metrics_error)
         return self._result
 
     def __enter__(self) -> VideoRecorder:
@@ -518,8 +618,27 @@ class VideoRecorder:
         result = self.finalize()
         if result.error is not None:
             raise result.error
+        if result.metrics_error is not None:
+            raise result.metrics_error
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _write_metrics(self, *, force: bool = False) -> None:
+        """Write the metrics JSON so far, atomically (survives SIGKILL); unless ``force``, only when
+        ``metrics_interval_s`` has passed since the last write. A failure is logged once, not raised:
+        the final write in :meth:`finalize` is the one that reports."""
+        if self._metrics_path is None or self._result is not None:
+            return
+        now = time.monotonic()
+        if not force and self._metrics_written_at is not None and now - self._metrics_written_at < self._metrics_interval_s:
+            return
+        self._metrics_written_at = now
+        try:
+            atomic_write_json(self._metrics_path, self.summary())
+        except (OSError, ValueError) as exc:
+            if not self._metrics_write_failed:
+                log.warning("cannot update the video metrics JSON while recording (retried later): %s", exc)
+            self._metrics_write_failed = True
 
     def _check_open(self, what: str) -> None:
         if self._result is not None:
@@ -582,11 +701,9 @@ def _check_items(items: tuple[Any, ...], kind: type, what: str) -> None:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as strict, indented JSON to ``path`` (folder created), via a temp file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise OSError(f"cannot write video metrics JSON {path}: {exc}") from exc
+    """Write ``data`` as strict, indented JSON to ``path`` atomically and durably (folder created).
+
+    Raises:
+        OSError: naming the path (``errno`` kept); no temporary file is left and the old file is intact.
+    """
+    atomic_write_json(path, data, fsync=True)

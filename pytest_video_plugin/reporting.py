@@ -1,4 +1,4 @@
-"""What only the controller does: clean the previous run's files, cap inline videos, and report.
+"""What only the controller does: hold and prune run folders, cap inline videos, and report.
 
 Under pytest-xdist the workers run the tests and the controller receives their reports; the
 per-test data rides on each report as the ``pytest_video`` attribute (a dict of JSON types, which
@@ -6,20 +6,24 @@ pytest's report serialization carries across like any other report attribute). T
 :class:`VideoSessionReport` plugin is registered only where ``config`` has no ``workerinput``, so
 exactly one process:
 
-* deletes the videos and metrics JSON listed in the manifest the previous run left in the metrics
-  folder (only files this plugin wrote, never anything else in the folders), at session start;
+* hands its run id to the xdist workers (``pytest_configure_node``), so one session writes one run
+  folder whichever process ran a test;
+* only when asked with ``--video-prune-keep=N``, deletes the folders of all but the N newest earlier
+  finished runs at session start (runs whose :class:`~pytest_video_plugin.evidence.RunLock` is held
+  are never deleted). No other file of an earlier run is ever touched;
 * enforces the per-report cap of ``--video-embed=inline``;
 * adds the FPS / VRAM / RSS / verdict columns and the phase-gate summary to the pytest-html report
   (hooks marked optional: pytest-html need not be installed); floor checks (``check_floor``) show
   in the FPS column and the gate's figure cell, "not reachable here" with floor and ceiling;
 * prints threshold and floor-check verdicts and refused embeds in the terminal summary;
-* writes the new manifest at session end.
+* writes the run's index ``<metrics>/runs/<run id>/run.json`` at session end (start and end time,
+  exit status, the files written) when the session wrote any.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import html
-import json
 import logging
 import os
 from pathlib import Path
@@ -27,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from .evidence import RUN_INDEX_NAME, atomic_write_json, prune_runs
 from .fixtures import settings_key
 from .floors import NOT_REACHABLE_HERE
 from .markers import NOT_MEASURABLE_NO_GPU, format_bytes, verdict
@@ -34,8 +39,8 @@ from .markers import NOT_MEASURABLE_NO_GPU, format_bytes, verdict
 __all__ = [
     "INLINE_BYTES_KEY",
     "LINK_KEY",
-    "MANIFEST_NAME",
     "REPORT_ATTR",
+    "RUN_ID_WORKERINPUT_KEY",
     "VideoSessionReport",
     "inline_refusal",
     "relative_link",
@@ -48,8 +53,8 @@ REPORT_ATTR = "pytest_video"
 #: Private keys of an inline video extra, read and removed by the controller before pytest-html sees it.
 INLINE_BYTES_KEY = "pytest_video_inline_bytes"
 LINK_KEY = "pytest_video_link"
-#: File in the metrics folder listing the files the last run wrote.
-MANIFEST_NAME = ".pytest-video-manifest.json"
+#: Key of ``workerinput`` (pytest-xdist) carrying the controller's run id to the workers.
+RUN_ID_WORKERINPUT_KEY = "pytest_video_run_id"
 
 
 def relative_link(target: Path, report_path: Path) -> str:
@@ -102,44 +107,42 @@ class VideoSessionReport:
         self.threshold_reports: list[tuple[str, str, list[str]]] = []  # nodeid, verdict, threshold lines
         self.gates: dict[str, dict[str, Any]] = {}
         self.written: list[str] = []
+        self.pruned: list[str] = []
+        self.started_utc = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-    # -- the previous run's files ---------------------------------------------------------------
+    # -- run folders ----------------------------------------------------------------------------
 
-    @property
-    def manifest_path(self) -> Path:
-        return self.settings.metrics_dir / MANIFEST_NAME
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist: every worker writes into this session's run folder."""
+        node.workerinput[RUN_ID_WORKERINPUT_KEY] = self.settings.run_id
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Delete the files the previous run listed in its manifest (controller only, before workers start)."""
-        if self.config.option.collectonly:
-            return
-        manifest = self.manifest_path
-        try:
-            listed = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, AttributeError) as exc:
-            log.warning("ignoring unreadable video manifest %s: %s", manifest, exc)
-            return
-        folders = {self.settings.video_dir.resolve(), self.settings.metrics_dir.resolve()}
-        removed = 0
-        for name in listed:
-            path = Path(str(name))
-            if path.parent.resolve() in folders and path.suffix in (".mp4", ".json") and path.is_file():
-                path.unlink(missing_ok=True)
-                removed += 1
-        manifest.unlink(missing_ok=True)
-        log.info("removed %d video/metrics files of the previous run listed in %s", removed, manifest)
+        """Prune earlier runs, only when asked with ``--video-prune-keep``."""
+        folders = self.settings.folders
+        if self.settings.prune_keep is not None:
+            self.pruned = prune_runs(
+                folders.video_dir, folders.metrics_dir, self.settings.prune_keep, current=folders.run_id
+            )
+            log.info("--video-prune-keep=%d deleted %d earlier run(s)", self.settings.prune_keep, len(self.pruned))
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """List this run's files for the next run to clean up."""
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write the run's index, when the run wrote files."""
         if not self.written:
             return
+        folders = self.settings.folders
+        index = {
+            "run_id": folders.run_id,
+            "started_utc": self.started_utc,
+            "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "exit_status": int(exitstatus),
+            "files": sorted(set(self.written)),
+        }
         try:
-            self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
-            self.manifest_path.write_text(json.dumps({"files": sorted(set(self.written))}, indent=1) + "\n")
+            atomic_write_json(folders.run_metrics_dir / RUN_INDEX_NAME, index, fsync=True)
         except OSError as exc:
-            log.warning("cannot write the video manifest %s: %s", self.manifest_path, exc)
+            log.warning("cannot write the video run index in %s: %s", folders.run_metrics_dir, exc)
 
     # -- per-test reports -----------------------------------------------------------------------
 
@@ -294,6 +297,11 @@ class VideoSessionReport:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Threshold and floor-check verdicts (measured vs required, "not measurable here", "not
         reachable here" with floor and ceiling) and refused inline embeds."""
+        if self.pruned:
+            terminalreporter.write_line(
+                f"pytest_video_plugin: --video-prune-keep={self.settings.prune_keep} deleted {len(self.pruned)} "
+                f"earlier run folder(s) under {self.settings.video_dir / 'runs'}: {', '.join(self.pruned)}"
+            )
         if not self.threshold_reports and not self.refusals:
             return
         terminalreporter.write_sep("=", "video thresholds (pytest_video_plugin)")

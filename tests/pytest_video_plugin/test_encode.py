@@ -115,3 +115,77 @@ def test_thumbnail_of_a_broken_file_names_it(tmp_path: Path) -> None:
     path.write_bytes(b"not a video")
     with pytest.raises(VideoEncodeError, match="broken.mp4"):
         thumbnail_png(path)
+
+
+def test_the_file_decodes_while_it_is_being_written(tmp_path: Path, ffprobe: Probe) -> None:
+    """A fragmented MP4 while recording: a reader (or a kill) at any frame sees a playable file."""
+    from pytest_video_plugin.encode import top_level_boxes
+
+    path = tmp_path / "live.mp4"
+    writer = H264Writer(path, fps=30, fragment_seconds=0.5)
+    for t in range(60):
+        writer.write(_frame(48, 64, t))
+    live = ffprobe(path)  # not closed: what a SIGKILL would leave
+    assert 60 - 30 <= live["nb_read_frames"] < 60, "a kill may lose at most ~1 s of video"
+    assert "moof" in top_level_boxes(path)
+    writer.close()
+    info = ffprobe(path)
+    assert info["nb_read_frames"] == 60
+    assert info["format_duration"] == pytest.approx(2.0, abs=0.05)  # starts at 0 s after the remux
+    assert info["moov_first"] and "moof" not in top_level_boxes(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.mp4"]  # no temporary file left
+
+
+def test_unfragmented_mode_writes_faststart_directly(tmp_path: Path, ffprobe: Probe) -> None:
+    from pytest_video_plugin.encode import top_level_boxes
+
+    path = tmp_path / "plain.mp4"
+    with H264Writer(path, fps=10, fragmented=False) as writer:
+        for t in range(5):
+            writer.write(_frame(48, 64, t))
+    assert ffprobe(path)["nb_read_frames"] == 5 and "moof" not in top_level_boxes(path)
+
+
+@pytest.mark.parametrize("name", ["gop_seconds", "fragment_seconds"])
+def test_gop_and_fragment_lengths_must_be_positive(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be > 0"):
+        H264Writer(tmp_path / "x.mp4", **{name: 0})
+
+
+def test_faststart_remux_failure_leaves_the_source_and_no_temporary_file(tmp_path: Path) -> None:
+    from pytest_video_plugin.encode import faststart_remux
+
+    source = tmp_path / "broken.mp4"
+    source.write_bytes(b"not a video")
+    with pytest.raises(VideoEncodeError, match=r"broken\.mp4.*is untouched"):
+        faststart_remux(source)
+    assert source.read_bytes() == b"not a video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]
+
+
+def test_a_write_error_leaves_the_file_for_the_caller_and_discard_removes_only_its_own(
+    tmp_path: Path,
+) -> None:
+    import errno
+
+    path = tmp_path / "full.mp4"
+    writer = H264Writer(path, fps=10)
+    writer.write(_frame(48, 64))
+
+    def disk_full(packets: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer._mux = disk_full  # type: ignore[method-assign]
+    with pytest.raises(VideoEncodeError, match=r"full\.mp4 failed: .*No space left on device"):
+        for t in range(30):
+            writer.write(_frame(48, 64, t))
+    assert writer.closed and path.exists()
+    writer.discard()
+    assert not path.exists()
+    someone_elses = tmp_path / "someone_elses.mp4"
+    someone_elses.mkdir()
+    other = H264Writer(someone_elses)
+    with pytest.raises(VideoEncodeError):
+        other.write(_frame(16, 16))  # cannot open a folder
+    other.discard()
+    assert someone_elses.is_dir()  # not created by the writer: left alone

@@ -55,6 +55,12 @@ def _video(pytester: pytest.Pytester, stem: str = STEM) -> Path:
     return pytester.path / "output" / "videos" / f"{stem}.mp4"
 
 
+def _run_video(pytester: pytest.Pytester, stem: str = STEM) -> Path:
+    """This run's own file of ``stem`` (``output/videos/runs/<run id>/<stem>.mp4``; one run only)."""
+    (found,) = (pytester.path / "output" / "videos" / "runs").glob(f"*/{stem}.mp4")
+    return found
+
+
 def _metrics(pytester: pytest.Pytester, stem: str = STEM) -> dict[str, Any]:
     return json.loads((pytester.path / "output" / "metrics" / f"{stem}.json").read_text())
 
@@ -127,7 +133,7 @@ def test_unwritable_video_dir_fails_naming_the_path(pytester: pytest.Pytester) -
     result = pytester.runpytest(f"--video-dir={bad_dir}")
     result.assert_outcomes(errors=1)
     output = result.stdout.str()
-    assert f"video folder {bad_dir} is not writable" in output
+    assert f"video folder {bad_dir / 'runs'}" in output and "is not writable" in output
     assert "--video-dir=<writable folder>" in output
 
 
@@ -156,7 +162,8 @@ def test_phase_override(video_recorder):
     assert data["fps"] > 0 and data["wall_time_s"] > 0
     assert data["fps"] == pytest.approx(data["timed_steps"] / data["wall_time_s"])
     assert data["metrics"]["fps_16_things"] > 0
-    assert data["video"] == str(_video(pytester))
+    assert data["video"] == str(_run_video(pytester))  # the run's own file, not the latest view
+    assert _run_video(pytester).samefile(_video(pytester))
     assert data["backend"] == "unit-test backend" and data["test"] == "test_gen.py::test_video"
     assert data["rss_peak_bytes"] > 0
     assert (data["vram_peak_bytes"] is None) == (data["vram"] == "no GPU")
@@ -168,7 +175,7 @@ def test_phase_override(video_recorder):
     )
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert float(props["fps_16_things"]) > 0
-    assert props["frames"] == "30" and props["video"] == str(_video(pytester))
+    assert props["frames"] == "30" and props["video"] == str(_run_video(pytester))
     assert props["vram"] == data["vram"]
 
 
@@ -202,7 +209,8 @@ def test_self_contained_html_links_the_video_instead_of_inlining_it(pytester: py
         for e in _call_extras(_report_data(report), "test_gen.py::test_video")
         if e["format_type"] == "video"
     ]
-    assert video["content"] == f"./output/videos/{STEM}.mp4"
+    run_id = _run_video(pytester).parent.name
+    assert video["content"] == f"./output/videos/runs/{run_id}/{STEM}.mp4"
     assert "data:video/mp4" not in report.read_text(encoding="utf-8")
 
 
@@ -219,18 +227,24 @@ def test_plain():
     pass
 """
     )
-    stale = _video(pytester)
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"an old video from an earlier run")
+    earlier = _video(pytester)
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"the latest video of an earlier run")
     report = pytester.path / "report.html"
     pytester.runpytest(f"--html={report}").assert_outcomes(passed=2)
-    assert not stale.exists(), "a stale video from an earlier run must not pass for this run's"
+    # evidence is never deleted: the latest view keeps the earlier video; this run's metrics, report
+    # and run folder say there is no video
+    assert earlier.read_bytes() == b"the latest video of an earlier run"
     assert _metrics(pytester)["metrics"] == {"answer": 42}
+    assert _metrics(pytester)["video"] is None
     formats = [e["format_type"] for e in _call_extras(_report_data(report), "test_gen.py::test_video")]
     assert formats == ["json"]
     assert _call_extras(_report_data(report), "test_gen.py::test_plain") == []
     written = sorted(p.name for p in (pytester.path / "output" / "metrics").iterdir())
-    assert written == [".pytest-video-manifest.json", f"{STEM}.json"]
+    assert written == ["runs", f"{STEM}.json"]
+    (run,) = (pytester.path / "output" / "metrics" / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "run.json", f"{STEM}.json"]
+    assert list((pytester.path / "output" / "videos" / "runs").glob("*/*")) == []
 
 
 def test_draw_overlays_hook_runs_after_the_builtins(pytester: pytest.Pytester) -> None:

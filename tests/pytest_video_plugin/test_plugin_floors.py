@@ -402,7 +402,9 @@ def test_retain_on_failure_keeps_the_video_of_a_not_reachable_test(pytester: pyt
     pytester.makepyfile(test_gen=FLOOR_TESTS)
     pytester.makeini(MARKERS_INI)
     pytester.runpytest("--video-mode=retain-on-failure", "-k", "test_pass or test_not_reachable or test_fail")
-    videos = sorted(p.name for p in (pytester.path / "output" / "videos").iterdir())
     # test_pass passed: deleted; test_fail failed and test_not_reachable is no PASS: both kept
+    videos = sorted(p.name for p in (pytester.path / "output" / "videos").glob("runs/*/*.mp4"))
     assert videos == ["test_gen.py__test_fail.mp4", "test_gen.py__test_not_reachable.mp4"]
+    latest = sorted(p.name for p in (pytester.path / "output" / "videos").glob("*.mp4"))
+    assert latest == videos
     assert _metrics(pytester, "test_pass")["video_deleted"].startswith("deleted: the test passed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ def test_retain_on_failure_keeps_only_failing_videos(pytester: pytest.Pytester, 
     pytester.runpytest("--video-mode=retain-on-failure", "--junitxml=junit.xml").assert_outcomes(
         passed=1, failed=1
     )
-    assert sorted(p.name for p in _videos(pytester).iterdir()) == ["test_gen.py__test_fails.mp4"]
+    assert sorted(p.name for p in _videos(pytester).iterdir()) == ["runs", "test_gen.py__test_fails.mp4"]
+    (run,) = (_videos(pytester) / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == ["test_gen.py__test_fails.mp4"]
     assert ffprobe(_videos(pytester) / "test_gen.py__test_fails.mp4")["nb_read_frames"] == 10
     passed = _metrics(pytester, "test_passes")
     assert passed["video"] is None and "retain-on-failure" in passed["video_deleted"]
@@ -171,7 +174,7 @@ def test_inline_embed_is_refused_above_the_per_report_cap(
             (
                 "--video-embed=inline refused for test_gen.py::test_b_large: its video (*MB) would bring "
                 f"this report's inline videos to *MB, above the cap of {cap_mb:g} MB (--video-embed-max-mb "
-                "/ ini video_embed_max_mb); linked instead: ./output/videos/test_gen.py__test_b_large.mp4.*"
+                "/ ini video_embed_max_mb); linked instead: ./output/videos/runs/*/test_gen.py__test_b_large.mp4.*"
             ),
         ]
     )
@@ -179,7 +182,9 @@ def test_inline_embed_is_refused_above_the_per_report_cap(
     (small_video,) = view.extras("test_gen.py::test_a_small", "video")
     (large_video,) = view.extras("test_gen.py::test_b_large", "video")
     assert small_video["content"].startswith("data:video/mp4;base64,")
-    assert large_video["content"] == "./output/videos/test_gen.py__test_b_large.mp4"
+    assert re.fullmatch(
+        r"\./output/videos/runs/[^/]+/test_gen\.py__test_b_large\.mp4", large_video["content"]
+    )
     assert "inline refused" in view.entry("test_gen.py::test_b_large")["log"]
 
 
@@ -195,7 +200,7 @@ def test_inline_embed_cap_applies_to_a_single_video_too(pytester: pytest.Pyteste
         ["--video-embed=inline refused for test_gen.py::test_b_large*cap of 0.001 MB*"]
     )
     (video,) = read_report(report).extras("test_gen.py::test_b_large", "video")
-    assert video["content"] == "./output/videos/test_gen.py__test_b_large.mp4"
+    assert re.fullmatch(r"\./output/videos/runs/[^/]+/test_gen\.py__test_b_large\.mp4", video["content"])
 
 
 def test_encoder_failure_fails_the_test_naming_the_file(pytester: pytest.Pytester) -> None:
@@ -215,11 +220,15 @@ def broken_trailer(monkeypatch):
     )
     result = pytester.runpytest("-k", "passes")
     result.assert_outcomes(failed=1)
-    video = _videos(pytester) / "test_gen.py__test_passes.mp4"
+    video = f"{_videos(pytester)}/runs/*/test_gen.py__test_passes.mp4"
     result.stdout.fnmatch_lines(
         [f"pytest_video_plugin: finishing {video} failed after 10 frames: *No space left*"]
     )
-    assert _metrics(pytester, "test_passes")["frames"] == 10  # the metrics JSON is still written
+    (metrics,) = (pytester.path / "output" / "metrics" / "runs").glob("*/test_gen.py__test_passes.json")
+    assert json.loads(metrics.read_text())["frames"] == 10  # the metrics JSON is still written
+    # a failed recording leaves the latest view alone
+    assert not (_videos(pytester) / "test_gen.py__test_passes.mp4").exists()
+    assert not (pytester.path / "output" / "metrics" / "test_gen.py__test_passes.json").exists()
 
 
 def test_encoder_failure_while_recording_names_the_file(pytester: pytest.Pytester) -> None:
@@ -228,7 +237,9 @@ def test_encoder_failure_while_recording_names_the_file(pytester: pytest.Pyteste
 import numpy as np
 
 def test_blocked(video_recorder):
-    video_recorder.metrics_path.parent.joinpath("..", "videos", "test_gen.py__test_blocked.mp4").mkdir()
+    # this run's video file, output/videos/runs/<run id>/<stem>.mp4, is a folder: the encoder cannot open it
+    run_id = video_recorder.metrics_path.parent.name
+    video_recorder.metrics_path.parents[3].joinpath("videos", "runs", run_id, "test_gen.py__test_blocked.mp4").mkdir()
     video_recorder.add_frame(np.zeros((48, 64, 3), np.uint8))
 """
     )
@@ -239,21 +250,27 @@ def test_blocked(video_recorder):
     )
 
 
-def test_previous_runs_files_are_cleaned_but_nothing_else(pytester: pytest.Pytester) -> None:
+def test_a_later_run_deletes_nothing_of_an_earlier_one(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_gen=TESTS)
     pytester.runpytest("-k", "passes").assert_outcomes(passed=1)
     videos, metrics = _videos(pytester), pytester.path / "output" / "metrics"
     assert (videos / "test_gen.py__test_passes.mp4").is_file()
+    (first_run,) = (videos / "runs").iterdir()
+    first_files = {p: p.read_bytes() for p in (*first_run.iterdir(), *(metrics / "runs").glob("*/*.json"))}
     (videos / "someone_elses.mp4").write_bytes(b"not ours")
     (metrics / "phase3_scaling.json").write_text("{}")
     pytester.runpytest("-k", "fails").assert_outcomes(failed=1)
-    assert sorted(p.name for p in videos.iterdir()) == ["someone_elses.mp4", "test_gen.py__test_fails.mp4"]
-    assert sorted(p.name for p in metrics.iterdir()) == [
-        ".pytest-video-manifest.json", "phase3_scaling.json", "test_gen.py__test_fails.json",
+    assert sorted(p.name for p in videos.iterdir()) == [
+        "runs", "someone_elses.mp4", "test_gen.py__test_fails.mp4", "test_gen.py__test_passes.mp4",
     ]  # fmt: skip
-    # --collect-only cleans nothing
+    assert sorted(p.name for p in metrics.iterdir()) == [
+        "phase3_scaling.json", "runs", "test_gen.py__test_fails.json", "test_gen.py__test_passes.json",
+    ]  # fmt: skip
+    assert len(list((videos / "runs").iterdir())) == 2
+    assert {p: p.read_bytes() for p in first_files} == first_files  # the first run's files, unchanged
+    # --collect-only touches nothing either
     pytester.runpytest("--collect-only")
-    assert (videos / "test_gen.py__test_fails.mp4").is_file()
+    assert len(list((videos / "runs").iterdir())) == 2 and (videos / "test_gen.py__test_fails.mp4").is_file()
 
 
 def test_crashing_test_body_still_finalizes_the_video(pytester: pytest.Pytester, ffprobe: Probe) -> None:

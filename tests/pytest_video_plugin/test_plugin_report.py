@@ -94,7 +94,10 @@ def _check_report(report: Path, view: Any, has_gpu_text: bool | None = None) -> 
     assert rows["test_gen.py::test_gate_slow"][2] == "FAIL (min_fps)"
     assert rows["test_gen.py::test_gate_bad_marker"][2] == "ERROR (setup)"
     video_cell = rows["test_gen.py::test_gate_ok"][4]
-    assert 'href="./output/videos/test_gen.py__test_gate_ok.mp4"' in video_cell
+    # the link names this run's own file, which no later run deletes (not the "latest" view)
+    link = re.search(r'href="([^"]+)"', video_cell)
+    assert link and re.fullmatch(r"\./output/videos/runs/[^/]+/test_gen\.py__test_gate_ok\.mp4", link.group(1)), video_cell
+    assert (report.parent / link.group(1)).is_file()
     assert '<img src="data:image/png;base64,' in video_cell
     assert rows["test_gen.py::test_gate_ok"][5] == "unit backend; flight stack none"  # which simulator made it
     assert text.index("Phase gates") < text.index('id="results-table"')
@@ -131,13 +134,14 @@ def test_xdist_two_workers_carry_thresholds_columns_and_summary(
     cases = {c.get("name"): c for c in ET.parse(pytester.path / "junit.xml").iter("testcase")}
     props = {p.get("name"): p.get("value") for p in cases["test_gate_slow"].iter("property")}
     assert props["verdict"] == "FAIL (min_fps)" and "FAILED" in props["threshold min_fps(1000000000000.0)"]
-    # one file per test, whichever worker ran it; the manifest is written once, by the controller
-    videos = sorted(p.name for p in (pytester.path / "output" / "videos").iterdir())
-    assert videos == [
-        f"test_gen.py__{n}.mp4" for n in ("test_gate_ok", "test_gate_slow", "test_plain_recording")
-    ]
-    manifest = json.loads((pytester.path / "output" / "metrics" / ".pytest-video-manifest.json").read_text())
-    assert len(manifest["files"]) == 6
+    # one file per test in one run folder, whichever worker ran it (the controller hands the workers
+    # its run id); the run's index is written once, by the controller
+    expected = [f"test_gen.py__{n}.mp4" for n in ("test_gate_ok", "test_gate_slow", "test_plain_recording")]
+    (run,) = (pytester.path / "output" / "videos" / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == expected
+    assert sorted(p.name for p in (pytester.path / "output" / "videos").glob("*.mp4")) == expected
+    index = json.loads((pytester.path / "output" / "metrics" / "runs" / run.name / "run.json").read_text())
+    assert index["run_id"] == run.name and len(index["files"]) == 6
 
 
 def test_xdist_auto(pytester: pytest.Pytester) -> None:

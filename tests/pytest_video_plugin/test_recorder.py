@@ -20,7 +20,7 @@ SUMMARY_KEYS = {
     "wall_time_s", "frames", "frames_rendered", "frames_skipped", "frames_recorded", "every_n", "recording",
     "video", "video_fps", "video_size",
     "rss_peak_bytes", "vram_peak_bytes", "vram_start_bytes", "vram", "memory_samples", "metrics",
-    "floor_checks",
+    "floor_checks", "state", "video_error",
 }  # fmt: skip
 
 
@@ -112,6 +112,7 @@ def test_finalize_writes_video_and_metrics_json(tmp_path: Path, ffprobe: Probe) 
     assert result.video_path == tmp_path / "v.mp4" == rec.path
     data = json.loads((tmp_path / "metrics" / "v.json").read_text())
     assert set(data) == SUMMARY_KEYS
+    assert data["state"] == "finished" and data["video_error"] is None
     assert data["frames"] == 12 and data["frames_rendered"] == 4 and data["frames_skipped"] == 8
     assert data["steps"] == 96 and data["fps"] > 0
     assert data["metrics"] == {"throughput": 123.5, "label": "ok", "broken": None}
@@ -228,5 +229,149 @@ def test_set_name_renames_video_and_metrics_before_the_first_frame(tmp_path: Pat
     assert (tmp_path / "functions_check_hover.mp4").stat().st_size > 0
     assert (tmp_path / "m" / "functions_check_hover.json").is_file()
     assert not (tmp_path / "auto_name.mp4").exists()
-    with pytest.raises(ValueError, match="must be non-empty"):
+    assert not (tmp_path / "m" / "auto_name.json").exists()  # its start-of-recording JSON moved too
+    assert rec.latest_name == "functions_check_hover"
+    with pytest.raises(ValueError, match="not a plain file stem"):
         VideoRecorder(tmp_path / "x.mp4").set_name("../escape")
+
+
+def test_set_name_never_overwrites_an_existing_file(tmp_path: Path) -> None:
+    (tmp_path / "functions_check_hover.mp4").write_bytes(b"an earlier recording")
+    rec = VideoRecorder(tmp_path / "auto_name.mp4", metrics_path=tmp_path / "auto_name.json")
+    rec.set_name("functions_check_hover")
+    rec.add_frame(np.zeros((48, 64, 3), np.uint8))
+    result = rec.finalize()
+    assert (tmp_path / "functions_check_hover.mp4").read_bytes() == b"an earlier recording"
+    assert result.video_path == tmp_path / "functions_check_hover-2.mp4"
+    assert result.metrics_path == tmp_path / "functions_check_hover-2.json"
+    assert rec.latest_name == "functions_check_hover"  # the latest view still uses the asked-for name
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        ("", ValueError, "not a plain file stem"),
+        ("a/b", ValueError, r"has '/'"),
+        ("../up", ValueError, "not a plain file stem"),
+        (".hidden", ValueError, "not a plain file stem"),
+        ("name with space", ValueError, r"has ' '"),
+        ("render.mp4", ValueError, "pass the stem only \\('render'\\)"),
+        ("x" * 201, ValueError, "not a plain file stem"),
+        (None, TypeError, "must be a str file stem"),
+        (7, TypeError, "got int"),
+    ],
+)
+def test_set_latest_name_rejects_anything_but_a_plain_stem(
+    tmp_path: Path, bad: object, error: type, match: str
+) -> None:
+    rec = VideoRecorder(tmp_path / "v.mp4")
+    with pytest.raises(error, match=match):
+        rec.set_latest_name(bad)  # type: ignore[arg-type]
+    assert rec.latest_name == "v"
+
+
+def test_set_latest_name_is_kept_and_refused_after_finalize(tmp_path: Path) -> None:
+    rec = VideoRecorder(tmp_path / "v.mp4")
+    rec.set_latest_name("render_skip_validation")
+    rec.set_latest_name("render_skip_validation-2.b")  # the last call wins
+    assert rec.latest_name == "render_skip_validation-2.b"
+    rec.finalize()
+    with pytest.raises(RuntimeError, match="after it was finalized"):
+        rec.set_latest_name("late")
+
+
+def test_metrics_json_is_written_while_recording(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a SIGKILL leaves: the JSON exists from the start and holds every recorded metric at once;
+    frame and step counts are rewritten at most every metrics_interval_s."""
+    from pytest_video_plugin import recorder as recorder_module
+
+    writes: list[dict[str, Any]] = []
+    real_write = recorder_module.atomic_write_json
+
+    def counting_write(path: Path, data: Any, **kwargs: Any) -> Path:
+        writes.append(dict(data))
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(recorder_module, "atomic_write_json", counting_write)
+    metrics = tmp_path / "m" / "v.json"
+    rec = VideoRecorder(tmp_path / "v.mp4", metrics_path=metrics, metrics_interval_s=3600)
+    rec.start()
+    assert json.loads(metrics.read_text())["state"] == "recording"
+    rec.record_metric("early", 42)
+    assert json.loads(metrics.read_text())["metrics"] == {"early": 42}
+    rec.check_floor("x", measured=2.0, floor=1.0)
+    assert json.loads(metrics.read_text())["floor_checks"][0]["verdict"] == "pass"
+    for _ in range(20):
+        rec.add_frame(_frame())
+        rec.count_steps(4)
+    assert len(writes) == 3  # start, record_metric, check_floor: the frames waited for the interval
+    rec.finalize()
+    final = json.loads(metrics.read_text())
+    assert final["state"] == "finished" and final["frames"] == 20
+    assert sorted(p.name for p in metrics.parent.iterdir()) == ["v.json"]  # no temporary file left
+
+
+def test_metrics_json_follows_frames_once_the_interval_passed(tmp_path: Path) -> None:
+    metrics = tmp_path / "v.json"
+    rec = VideoRecorder(tmp_path / "v.mp4", metrics_path=metrics, metrics_interval_s=1e-9)
+    for _ in range(3):
+        rec.add_frame(_frame())
+    assert json.loads(metrics.read_text())["frames"] == 3
+    rec.finalize()
+
+
+def test_metrics_interval_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="metrics_interval_s must be > 0"):
+        VideoRecorder(tmp_path / "v.mp4", metrics_interval_s=0)
+
+
+def test_a_full_disk_stops_the_recording_deletes_the_partial_video_and_reports_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from pytest_video_plugin import VideoEncodeError
+    from pytest_video_plugin.encode import H264Writer
+
+    real_mux = H264Writer._mux
+
+    def mux(self: H264Writer, packets: Any) -> None:
+        if self.frames_written >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_mux(self, packets)
+
+    monkeypatch.setattr(H264Writer, "_mux", mux)
+    rec = VideoRecorder(tmp_path / "v.mp4", metrics_path=tmp_path / "v.json")
+    with pytest.raises(VideoEncodeError, match=r"v\.mp4 failed: .*No space left on device"):
+        for _ in range(10):
+            rec.add_frame(_frame())
+    assert not (tmp_path / "v.mp4").exists()  # the partial video is deleted
+    with pytest.raises(VideoEncodeError, match="recording stopped after an earlier error"):
+        rec.add_frame(_frame())
+    result = rec.finalize()
+    assert result.video_path is None and isinstance(result.error, VideoEncodeError)
+    assert result.metrics_error is None
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert data["video"] is None and "No space left" in data["video_error"] and data["state"] == "finished"
+
+
+def test_finalize_reports_an_unwritable_metrics_json_without_raising_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from pytest_video_plugin import evidence
+
+    rec = VideoRecorder(tmp_path / "v.mp4", metrics_path=tmp_path / "v.json")
+    rec.add_frame(_frame())
+
+    def full(fh: Any, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evidence, "_write_all", full)
+    result = rec.finalize()
+    assert isinstance(result.metrics_error, OSError) and result.metrics_error.errno == errno.ENOSPC
+    assert "v.json" in str(result.metrics_error)
+    assert rec.finalize() is result  # once: a second call (the fixture's teardown) reports nothing new
+    assert result.video_path == tmp_path / "v.mp4" and result.error is None
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
