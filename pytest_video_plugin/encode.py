@@ -21,9 +21,12 @@ This module does not import pytest: it is usable as a library::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
+import threading
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,12 +36,54 @@ import numpy as np
 from .errors import VideoEncodeError, import_optional
 from .overlay import BACKGROUND, validate_frame
 
-__all__ = ["H264Writer", "even_size", "faststart_remux", "fit_frame", "thumbnail_png", "top_level_boxes"]
+__all__ = [
+    "H264Writer",
+    "even_size",
+    "faststart_remux",
+    "fit_frame",
+    "interrupt_safely",
+    "thumbnail_png",
+    "top_level_boxes",
+]
 
 log = logging.getLogger(__name__)
 
 #: Muxer flags while recording: every fragment is a complete, playable unit (empty ``moov`` first).
 FRAGMENTED_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+
+_uninterruptible = threading.local()  # .depth: H264Writer sections running; .pending: a deferred interrupt
+
+
+@contextlib.contextmanager
+def _no_interrupt_halfway() -> Iterator[None]:
+    """Mark a section (encode + mux of one frame, or closing the file) that :func:`interrupt_safely`
+    must not cut in half; an interrupt asked for meanwhile is raised when the section ends."""
+    _uninterruptible.depth = getattr(_uninterruptible, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _uninterruptible.depth -= 1
+        pending = getattr(_uninterruptible, "pending", None)
+        if _uninterruptible.depth == 0 and pending is not None:
+            _uninterruptible.pending = None
+            raise pending
+
+
+def interrupt_safely(exc: BaseException) -> None:
+    """Raise ``exc`` now, or, while this thread is inside an :class:`H264Writer` frame write or close,
+    as soon as that ends.
+
+    For signal handlers that interrupt the main thread (the pytest plugin's SIGTERM handler): raised
+    between the encoder returning a frame's packets and the muxer writing them, an interrupt would
+    drop those packets, and the frames that reference them would no longer decode.
+
+    Raises:
+        BaseException: ``exc``, unless deferred.
+    """
+    if getattr(_uninterruptible, "depth", 0) > 0:
+        _uninterruptible.pending = exc
+        return
+    raise exc
 
 
 def _av() -> Any:
@@ -219,11 +264,12 @@ class H264Writer:
         try:
             video_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             video_frame.pts = self._frames
-            self._mux(self._stream.encode(video_frame))
+            with _no_interrupt_halfway():
+                self._mux(self._stream.encode(video_frame))
+                self._frames += 1
         except (av.FFmpegError, OSError, ValueError) as exc:
             self._abort()
             raise VideoEncodeError(f"encoding frame {self._frames} into {self.path} failed: {exc}") from exc
-        self._frames += 1
 
     def close(self) -> None:
         """Flush the encoder and finish the MP4 (fragmented: remux to ``+faststart``). Idempotent.
@@ -234,6 +280,10 @@ class H264Writer:
         Raises:
             VideoEncodeError: flushing, writing the trailer or the remux failed; names the file.
         """
+        with _no_interrupt_halfway():
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

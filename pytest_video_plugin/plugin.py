@@ -54,7 +54,7 @@ from typing import Any
 import pytest
 
 from . import hooks
-from .encode import thumbnail_png
+from .encode import interrupt_safely, thumbnail_png
 from .errors import VideoPluginError
 from .evidence import new_run_id
 from .fixtures import (  # noqa: F401 - video_recorder is the fixture pytest collects from this plugin
@@ -116,8 +116,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="video_dir",
         metavar="DIR",
         default=None,
-        help=f"folder for test videos (MP4); metrics JSON go to DIR/../metrics. "
-        f"Default: ini video_dir, else {DEFAULT_VIDEO_DIR} under the rootdir.",
+        help=f"folder for test videos (MP4); metrics JSON go to DIR/../metrics. Each session writes "
+        "DIR/runs/<run id>/ (and DIR/../metrics/runs/<run id>/), which no later run deletes; DIR/<name>.mp4 "
+        f"shows the newest video of each test. Default: ini video_dir, else {DEFAULT_VIDEO_DIR} under the rootdir.",
     )
     group.addoption(
         "--video-mode",
@@ -327,9 +328,12 @@ class SigtermAsInterrupt:
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.restore()
-        raise KeyboardInterrupt(
-            "SIGTERM received: pytest_video_plugin stops the session as on Ctrl-C, finishing the video "
-            "and metrics of the running test (a second SIGTERM ends the process at once)"
+        # raised now, or right after the frame being encoded is in the file (never between the two)
+        interrupt_safely(
+            KeyboardInterrupt(
+                "SIGTERM received: pytest_video_plugin stops the session as on Ctrl-C, finishing the video "
+                "and metrics of the running test (a second SIGTERM ends the process at once)"
+            )
         )
 
     def restore(self) -> None:
@@ -347,7 +351,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     s = config.stash[settings_key]
     return (
         f"video: dir={s.video_dir}, fps={s.fps:g}, mode={s.mode}, every_n={s.every_n}, embed={s.embed} "
-        f"(inline cap {s.embed_max_bytes / 1e6:g} MB)"
+        f"(inline cap {s.embed_max_bytes / 1e6:g} MB), run folder runs/{s.run_id}"
     )
 
 

@@ -189,3 +189,29 @@ def test_a_write_error_leaves_the_file_for_the_caller_and_discard_removes_only_i
         other.write(_frame(16, 16))  # cannot open a folder
     other.discard()
     assert someone_elses.is_dir()  # not created by the writer: left alone
+
+
+def test_an_interrupt_between_encoding_and_muxing_waits_for_the_frame(tmp_path: Path, ffprobe: Probe) -> None:
+    """The plugin's SIGTERM handler interrupts through interrupt_safely: a frame being written is
+    finished first (packets dropped between encoder and muxer would break the frames after them)."""
+    from pytest_video_plugin.encode import interrupt_safely
+
+    path = tmp_path / "clip.mp4"
+    writer = H264Writer(path, fps=10)
+    for t in range(5):
+        writer.write(_frame(48, 64, t))
+    real_mux = writer._mux
+
+    def signal_arrives_then_mux(packets: Any) -> None:
+        interrupt_safely(KeyboardInterrupt("SIGTERM"))  # as if the signal came right after encode()
+        real_mux(packets)
+
+    writer._mux = signal_arrives_then_mux  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        writer.write(_frame(48, 64, 5))
+    assert writer.frames_written == 6  # the frame went into the file before the interrupt
+    writer._mux = real_mux  # type: ignore[method-assign]
+    writer.close()
+    assert ffprobe(path)["nb_read_frames"] == 6
+    with pytest.raises(KeyboardInterrupt, match="now"):
+        interrupt_safely(KeyboardInterrupt("now"))  # outside a write: raised at once

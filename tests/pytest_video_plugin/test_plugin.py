@@ -82,6 +82,8 @@ def test_passing_test_writes_h264_video_with_all_frames(pytester: pytest.Pyteste
     result = pytester.runpytest("--video-fps=15")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["video: dir=*output*videos, fps=15, mode=on, every_n=1, embed=link*"])
+    run_id = _run_video(pytester).parent.name
+    result.stdout.fnmatch_lines([f"video: *, run folder runs/{run_id}"])  # where this run's files are
     info = ffprobe(_video(pytester))
     assert info["codec_name"] == "h264"
     assert info["pix_fmt"] == "yuv420p"
