@@ -52,6 +52,7 @@ class StepRate:
         self.timed_steps = 0  #: steps counted after the first call (the rate's numerator)
         self.first_t: float | None = None  #: clock time of the first call, seconds
         self.last_t: float | None = None  #: clock time of the latest call, seconds
+        self.timed_elsewhere_s = 0.0  #: seconds of steps timed outside this counter (:meth:`count_timed`)
 
     def count(self, steps: int) -> None:
         """Record ``steps`` (int >= 0) more steps, completed now.
@@ -75,12 +76,36 @@ class StepRate:
         self.last_t = now
         self.steps += steps
 
+    def count_timed(self, steps: int, seconds: float) -> None:
+        """Record ``steps`` (int >= 0) that took ``seconds`` (> 0, finite), timed by the caller.
+
+        For a run the test shows but did not time step by step (e.g. a training stage whose wall
+        time a pipeline recorded): the steps and the seconds both join the rate. The clock of
+        :meth:`count` is not started.
+
+        Raises:
+            ValueError: ``steps`` is not an int >= 0, or ``seconds`` is not a finite number > 0.
+        """
+        try:
+            if isinstance(steps, bool):
+                raise TypeError
+            steps = operator.index(steps)
+        except TypeError:
+            raise ValueError(f"steps must be an int >= 0, got {steps!r}") from None
+        if steps < 0:
+            raise ValueError(f"steps must be an int >= 0, got {steps}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < seconds < float("inf")):
+            raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
+        self.steps += steps
+        self.timed_steps += steps
+        self.timed_elsewhere_s += float(seconds)
+
     @property
     def elapsed_s(self) -> float | None:
-        """Seconds from the first to the latest call, or None before the first call."""
+        """Seconds from the first to the latest call plus those of :meth:`count_timed`, or None before any."""
         if self.first_t is None or self.last_t is None:
-            return None
-        return self.last_t - self.first_t
+            return self.timed_elsewhere_s or None
+        return self.last_t - self.first_t + self.timed_elsewhere_s
 
     @property
     def fps(self) -> float | None:

@@ -374,18 +374,25 @@ class VideoRecorder:
             self._header.phase = str(phase)
         self._header.extra.update({name: str(value) for name, value in fields.items() if value is not None})
 
-    def count_steps(self, steps: int) -> None:
+    def count_steps(self, steps: int, *, seconds: float | None = None) -> None:
         """Count ``steps`` agent transitions completed since the previous call.
 
         steps/s = steps counted after the first call / seconds from the first call to the latest.
         The first call starts the clock (its own steps have no known start time): call
         ``count_steps(0)`` right before a timed loop, or accept that the first batch is not timed.
 
+        With ``seconds``, the steps were timed by the caller instead (a run the video shows but the
+        test did not step itself, e.g. a pipeline's training stage: its env steps and wall time):
+        they join the rate as they are, and the clock is not started.
+
         Raises:
-            ValueError: ``steps`` is not an int >= 0.
+            ValueError: ``steps`` is not an int >= 0, or ``seconds`` is not a finite number > 0.
         """
         self.start()
-        self._rate.count(steps)
+        if seconds is None:
+            self._rate.count(steps)
+        else:
+            self._rate.count_timed(steps, seconds)
         self._write_metrics()
 
     def record_metric(self, name: str, value: Any) -> None:

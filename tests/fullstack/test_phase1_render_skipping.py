@@ -131,6 +131,8 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
     if stack == "px4":
         request.getfixturevalue("px4_binary")  # skips with the build instruction (fails in CI) without PX4
     gate = phase1_cfgs[stack]
+    # The seed plan's name in the people's latest view (output/videos/); PX4 is the seed plan's Phase 1.
+    video_recorder.set_latest_name("render_skip_validation" if stack == "px4" else "render_skip_validation_cascade")
     base = load_evaluation_cfg().px4_env
     cfg_a = replace(base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL))
     cfg_b = replace(base, render_interval=gate.skip_render_interval,

@@ -89,6 +89,7 @@ def _time_full_fidelity(cfg, steps: int, render: bool, flight_stack: str) -> flo
 @pytest.mark.min_fps(float(PHASE2["min_direct_fps"]), metric="direct_fps")
 @pytest.mark.min_fps(float(PHASE2["min_speedup"]), metric="speedup_vs_full_eval")
 def test_phase2_direct_parity(flight_stack, video_recorder, stack_strings):
+    video_recorder.set_latest_name("parity_comparison")  # the seed plan's name in output/videos/
     train = load_training_cfg()
     # The model tuned to the flight stack that flies the held-out sequences.
     tuned = train.direct_env.dynamics if flight_stack == "px4" else load_yaml(DirectDynamicsCfg, CASCADE_FIT)

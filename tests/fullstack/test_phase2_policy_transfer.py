@@ -114,6 +114,7 @@ def transfer_cfg() -> Phase2TransferGateCfg:
 @pytest.mark.parametrize("run", ["quick", pytest.param("slow", marks=pytest.mark.slow)])
 def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder, stack_strings, output_dir):
     gate = transfer_cfg
+    video_recorder.set_latest_name(f"policy_transfer_{run}")
     px4 = flight_stack == "px4"
     run_cfg: TransferRunCfg = getattr(gate, run)
     seeds = list(range(gate.first_eval_seed, gate.first_eval_seed + run_cfg.eval_episodes))

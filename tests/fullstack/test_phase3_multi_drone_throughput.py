@@ -47,6 +47,7 @@ PHASE3_FLOORS = read_yaml(Path(__file__).with_name("phase_config.yaml"))[0]["pha
 @pytest.mark.max_vram(f"{float(PHASE3_FLOORS['max_vram_gb']):g} GB")
 def test_phase3_multi_drone_throughput(video_recorder, phase3_cfg, stack_strings, output_dir, backend_kind):
     gate = phase3_cfg
+    video_recorder.set_latest_name("multi_drone_grid")  # the seed plan's name in output/videos/
     env_cfg = load_training_cfg().multi_drone_env
     video_recorder.set_header(**stack_strings)
 

@@ -75,6 +75,8 @@ def test_phase4_pipeline(run, flight_stack, phase4_cfg, video_recorder, stack_st
 
     gate = phase4_cfg
     run_cfg: Phase4RunCfg = getattr(gate, run)
+    # The seed plan's name in output/videos/ (the slow run keeps its own).
+    video_recorder.set_latest_name("pipeline_validation" if run == "quick" else f"pipeline_validation_{run}")
     cfg = PipelineCfg(name=f"phase4_{run}", total_steps=run_cfg.total_steps, budget_s=run_cfg.budget_s,
                       eval_episodes=run_cfg.eval_episodes, first_eval_seed=gate.first_eval_seed,
                       flight_stack=flight_stack, px4_instances=gate.px4_instances)
@@ -178,8 +180,11 @@ def _embed_validation_video(video_recorder, mp4: Path, stack_strings: dict, metr
     footer = (f"trained {t['mean_return']:+.1f} [{t['ci95'][0]:+.1f}, {t['ci95'][1]:+.1f}], targets "
               f"{t['targets_found']['mean']:.1f} | patrol {patrol['mean_return']:+.1f}, targets "
               f"{patrol['targets_found']['mean']:.1f} ({len(metrics['seeds'])} seeds)")
-    # The sidebar carries the gate's own figures beside the per-step ones drawn into the episode frames.
+    # The FPS counter shows the training stage's throughput (env + learner), as the pipeline timed it; the
+    # sidebar carries the gate's own figures beside the per-step ones drawn into the episode frames.
     train, video = stages["train"], stages["video"]
+    if train.get("env_steps") and train.get("wall_s"):
+        video_recorder.count_steps(int(train["env_steps"]), seconds=float(train["wall_s"]))
     figures = {
         "training steps/s": round(train["steps_per_s"]),
         "training env steps": train["env_steps"],

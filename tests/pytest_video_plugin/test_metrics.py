@@ -46,6 +46,36 @@ def test_step_rate_rejects_non_counts(bad: object) -> None:
         StepRate().count(bad)  # type: ignore[arg-type]
 
 
+def test_step_rate_counts_steps_timed_elsewhere() -> None:
+    clock = FakeClock()
+    rate = StepRate(clock)
+    rate.count_timed(2_000_000, 250.0)  # e.g. a training stage's env steps and wall time
+    assert rate.fps == pytest.approx(8_000.0) and rate.steps == 2_000_000 and rate.first_t is None
+    rate.count(0)
+    clock.t += 10.0
+    rate.count(80_000)  # a timed loop after it joins the same rate
+    assert rate.elapsed_s == pytest.approx(260.0)
+    assert rate.fps == pytest.approx(2_080_000 / 260.0)
+
+
+@pytest.mark.parametrize(("steps", "seconds", "match"), [(-1, 1.0, "int >= 0"), (10, 0.0, "seconds"),
+                                                         (10, float("nan"), "seconds"), (10, "5", "seconds")])
+def test_step_rate_count_timed_rejects_bad_input(steps: object, seconds: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        StepRate().count_timed(steps, seconds)  # type: ignore[arg-type]
+
+
+def test_recorder_count_steps_with_seconds_sets_the_fps(tmp_path) -> None:
+    from pytest_video_plugin import VideoRecorder
+
+    rec = VideoRecorder(tmp_path / "v.mp4")
+    rec.count_steps(7_500, seconds=1.0)
+    assert rec.fps == pytest.approx(7_500.0)
+    with pytest.raises(ValueError, match="seconds"):
+        rec.count_steps(1, seconds=-1.0)
+    rec.finalize()
+
+
 def test_memory_sampler_records_rss_and_reports_gpu_state() -> None:
     with MemorySampler(interval_s=0.01) as sampler:
         assert sampler.samples >= 1  # first sample is synchronous
