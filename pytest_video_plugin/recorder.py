@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .encode import H264Writer
+from .encode import H264Writer, _no_interrupt_halfway
 from .errors import VideoEncodeError
 from .evidence import atomic_write_json, validate_stem
 from .floors import FloorCheck, judge_floor
@@ -522,17 +522,20 @@ class VideoRecorder:
             self._draw_hook(frame=out, annotations=annotations, recorder=self)
         if self._writer is None:
             self._writer = H264Writer(self._video_path, self.video_fps)
-        try:
-            self._writer.write(out)
-        except VideoEncodeError as exc:
-            self._video_error = exc
-            self._writer.discard()
-            log.error("%s (partial video %s deleted)", exc, self._video_path)
-            self._write_metrics(force=True)
-            raise
-        self._frames.total = index
-        self._frames.rendered += bool(rendered)
-        self._frames.recorded += 1
+        # A deferred SIGTERM (see encode.interrupt_safely) is raised once the frame is in the file *and*
+        # counted, so the metrics' frame count always equals the frames the video holds.
+        with _no_interrupt_halfway():
+            try:
+                self._writer.write(out)
+            except VideoEncodeError as exc:
+                self._video_error = exc
+                self._writer.discard()
+                log.error("%s (partial video %s deleted)", exc, self._video_path)
+                self._write_metrics(force=True)
+                raise
+            self._frames.total = index
+            self._frames.rendered += bool(rendered)
+            self._frames.recorded += 1
         self._write_metrics()
 
     def summary(self) -> dict[str, Any]:
