@@ -27,7 +27,10 @@ def test_phase3_report_embeds_a_playable_h264_video(tmp_path, output_dir, reques
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
-    (mp4,) = videos.glob("*phase3*.mp4")
+    # The run's own file, and the people's latest view under the seed plan's name (the same bytes).
+    (mp4,) = videos.glob("runs/*/*phase3*.mp4")
+    latest = videos / "multi_drone_grid.mp4"
+    assert latest.is_file() and latest.read_bytes() == mp4.read_bytes(), sorted(videos.rglob("*.mp4"))
     probe = json.loads(subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
          "stream=codec_name,pix_fmt,width,height:format=duration", "-of", "json", str(mp4)],
