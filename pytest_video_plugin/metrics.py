@@ -33,6 +33,19 @@ def format_gb(num_bytes: int | None) -> str:
     return "n/a" if num_bytes is None else f"{num_bytes / 1e9:.1f} GB"
 
 
+def _step_count(steps: object) -> int:
+    """``steps`` as an int >= 0, or ValueError naming it (bools are not counts)."""
+    try:
+        if isinstance(steps, bool):
+            raise TypeError
+        count = operator.index(steps)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}") from None
+    if count < 0:
+        raise ValueError(f"steps must be an int >= 0, got {count}")
+    return count
+
+
 class StepRate:
     """Steps-per-second counter fed by "this many steps since the last call" increments.
 
@@ -60,14 +73,7 @@ class StepRate:
         Raises:
             ValueError: ``steps`` is negative or not an integer.
         """
-        try:
-            if isinstance(steps, bool):
-                raise TypeError
-            steps = operator.index(steps)
-        except TypeError:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}") from None
-        if steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps}")
+        steps = _step_count(steps)
         now = self._clock()
         if self.first_t is None:
             self.first_t = now
@@ -86,14 +92,7 @@ class StepRate:
         Raises:
             ValueError: ``steps`` is not an int >= 0, or ``seconds`` is not a finite number > 0.
         """
-        try:
-            if isinstance(steps, bool):
-                raise TypeError
-            steps = operator.index(steps)
-        except TypeError:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}") from None
-        if steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps}")
+        steps = _step_count(steps)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < seconds < float("inf")):
             raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
         self.steps += steps
