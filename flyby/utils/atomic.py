@@ -82,14 +82,19 @@ def check_writable(folder: str | Path) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", delete=True) as fh:
-            fh.write(b"ok")
-            fh.flush()
+        _write_probe(folder)
     except OSError as exc:
         raise OutputError(
             f"output folder {folder} is not writable ({exc.strerror or exc}); pass a folder you can write to"
         ) from exc
     return folder
+
+
+def _write_probe(folder: Path) -> None:
+    """Write and remove a small temporary file in ``folder``; raise the OSError if that fails."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", delete=True) as fh:
+        fh.write(b"ok")
+        fh.flush()
 
 
 def _what(option: str | None) -> str:
@@ -110,9 +115,7 @@ def _probe_folder(target: Path, folder: Path, option: str | None, fix: str) -> N
             f"{_what(option)}{target}: cannot create the folder {folder}: {ancestor} is a file, not a folder; {fix}"
         )
     try:
-        with tempfile.NamedTemporaryFile(dir=ancestor, prefix=".write-check.", delete=True) as fh:
-            fh.write(b"ok")
-            fh.flush()
+        _write_probe(ancestor)
     except OSError as exc:
         raise OutputError(
             f"{_what(option)}{target}: the folder {ancestor} is not writable ({exc.strerror or exc}); {fix}"
