@@ -29,7 +29,7 @@ from flyby.config import check
 from flyby.dynamics.direct import DirectDynamics
 from flyby.dynamics.motion import MotionModel
 from flyby.envs.isr_env_cfg import ISREnvCfg
-from flyby.errors import InvalidAction, ResetNeeded
+from flyby.errors import ResetNeeded
 from flyby.mdp import observations as obs_mdp
 from flyby.mdp import rewards as rew_mdp
 from flyby.mdp import terminations as term_mdp
@@ -312,16 +312,8 @@ class ISRTask:
     # ------------------------------------------------------------- step template
 
     def _pre_physics_step(self, actions: np.ndarray) -> None:
-        a = np.asarray(actions)
-        if a.dtype.kind == "c":  # a float conversion would drop the imaginary part with only a warning
-            bad = np.argwhere(a.imag != 0) if a.ndim else np.zeros((0, 0), dtype=int)
-            raise InvalidAction(
-                f"actions must be real numbers, got dtype {a.dtype}"
-                + (f" with imaginary parts at (env, channel) {bad[:4].tolist()}" if bad.size else "")
-                + "; pass the policy's real-valued output (e.g. actions.real if that is what you mean)"
-            )
         # validate_actions returns a new array: keep it, no copies.
-        self.prev_actions, self.actions = self.actions, validate_actions(a, self.num_envs)
+        self.prev_actions, self.actions = self.actions, validate_actions(actions, self.num_envs)
 
     def _apply_action(self) -> None:
         self.dynamics.step(self.actions, self.step_dt)

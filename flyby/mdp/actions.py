@@ -39,10 +39,18 @@ def validate_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
         (num_envs, 4) float64 actions clipped to [-1, 1] (a new array).
 
     Raises:
-        InvalidAction: wrong shape, non-numeric, or NaN/inf values.
+        InvalidAction: wrong shape, non-numeric, complex, or NaN/inf values.
     """
     try:
-        a = np.asarray(actions, dtype=np.float64)
+        raw = np.asarray(actions)
+        if raw.dtype.kind == "c":  # a float conversion would drop the imaginary part with only a warning
+            bad = np.argwhere(raw.imag != 0)
+            raise InvalidAction(
+                f"actions must be real numbers, got dtype {raw.dtype}"
+                + (f" with imaginary parts at (env, channel) {bad[:4].tolist()}" if bad.size else "")
+                + "; pass the policy's real-valued output (e.g. actions.real if that is what you mean)"
+            )
+        a = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidAction(f"actions must be numeric, got {type(actions).__name__}: {exc}") from exc
     if a.shape != (num_envs, ACTION_DIM):
