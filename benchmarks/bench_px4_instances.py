@@ -32,14 +32,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "PX4 SITL instances.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--px4-instances", default="1,2,4",
-                   help="comma-separated counts of parallel instances (each 1..10; first + N - 1 <= 9)")
-    p.add_argument("--first-instance", type=int, default=None,
-                   help="PX4 instance of the first env (default: evaluation_config.yaml's px4.instance, 0)")
+    p.add_argument(
+        "--px4-instances",
+        default="1,2,4",
+        help="comma-separated counts of parallel instances (each 1..10; first + N - 1 <= 9)",
+    )
+    p.add_argument(
+        "--first-instance",
+        type=int,
+        default=None,
+        help="PX4 instance of the first env (default: evaluation_config.yaml's px4.instance, 0)",
+    )
     p.add_argument("--steps", type=int, default=500, help="timed env steps per env, per run")
     p.add_argument("--warmup", type=int, default=25, help="untimed env steps per env after the reset")
-    p.add_argument("--flight-stack", choices=("auto", "px4", "cascade"), default="auto",
-                   help="auto: PX4 SITL when found (PX4_DIR or px4 on PATH), else the built-in cascade")
+    p.add_argument(
+        "--flight-stack",
+        choices=("auto", "px4", "cascade"),
+        default="auto",
+        help="auto: PX4 SITL when found (PX4_DIR or px4 on PATH), else the built-in cascade",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return p.parse_args(argv)
 
@@ -53,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = [int(c) for c in args.px4_instances.split(",") if c.strip()]
     except ValueError:
-        print(f"bench_px4_instances: --px4-instances {args.px4_instances!r} must be comma-separated integers "
-              "like 1,2,4", file=sys.stderr)
+        print(
+            f"bench_px4_instances: --px4-instances {args.px4_instances!r} must be comma-separated integers "
+            "like 1,2,4",
+            file=sys.stderr,
+        )
         return 2
     if not counts:
         print("bench_px4_instances: --px4-instances is empty; pass counts like 1,2,4", file=sys.stderr)
@@ -62,13 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print("machine:", ", ".join(f"{k} {v}" for k, v in machine.items()))
     try:
-        rows = measure_px4_instances(counts, steps=args.steps, warmup=args.warmup, flight_stack=args.flight_stack,
-                                     first_instance=args.first_instance, progress=True)
+        rows = measure_px4_instances(
+            counts,
+            steps=args.steps,
+            warmup=args.warmup,
+            flight_stack=args.flight_stack,
+            first_instance=args.first_instance,
+            progress=True,
+        )
     except FlybyError as exc:
         print(f"bench_px4_instances: {exc}", file=sys.stderr)
         return 2
-    print(f"\nPX4ISR-v0, render off, flight stack: {rows[0].flight_stack_label}; {args.steps} timed steps per env "
-          "(free-running sum, lockstep sum as SB3 training steps, each instance's own rate):")
+    print(
+        f"\nPX4ISR-v0, render off, flight stack: {rows[0].flight_stack_label}; {args.steps} timed steps per env "
+        "(free-running sum, lockstep sum as SB3 training steps, each instance's own rate):"
+    )
     print(format_instance_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

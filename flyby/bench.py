@@ -94,7 +94,9 @@ def measure_single_env(env, *, steps: int = 1000, warmup: int = 100, seed: int =
     )
 
 
-def scaling_table(drone_counts=(1, 4, 16, 32), *, steps: int = 500, warmup: int = 50, cfg=None) -> list[Throughput]:
+def scaling_table(
+    drone_counts=(1, 4, 16, 32), *, steps: int = 500, warmup: int = 50, cfg=None
+) -> list[Throughput]:
     """Measure ``MultiDroneISR-v0`` at each drone count on the training configuration."""
     from flyby.envs.multi_drone_env import MultiDroneISREnv
 
@@ -137,7 +139,9 @@ class InstanceThroughput:
     flight_stack_label: str  # the same in words
     px4_instances: tuple[int, ...]  # instances that flew (empty for the cascade)
     steps: int  # timed env steps per env
-    env_steps_per_s: float  # sum over the envs, free-running: steps * N / wall s from start to the last env done
+    env_steps_per_s: (
+        float  # sum over the envs, free-running: steps * N / wall s from start to the last env done
+    )
     per_instance_steps_per_s: tuple[float, ...]  # each env's own rate while free-running
     lockstep_env_steps_per_s: float  # sum over the envs when stepped together, as SB3's VecEnv steps them
 
@@ -173,8 +177,14 @@ def _bench_free_run(env, state: dict, steps: int) -> float:
 
 
 def measure_px4_instances(
-    counts=(1, 2, 4), *, steps: int = 500, warmup: int = 25, flight_stack: str = "auto",
-    first_instance: int | None = None, env_cfg=None, progress: bool = False,
+    counts=(1, 2, 4),
+    *,
+    steps: int = 500,
+    warmup: int = 25,
+    flight_stack: str = "auto",
+    first_instance: int | None = None,
+    env_cfg=None,
+    progress: bool = False,
 ) -> list[InstanceThroughput]:
     """``PX4ISR-v0`` env steps/s (render off) at each count of parallel envs, one PX4 instance each.
 
@@ -248,26 +258,37 @@ def measure_px4_instances(
                 for j in range(n):
                     pool.recv(j)
             lock_wall = time.perf_counter() - t0
-        rows.append(InstanceThroughput(
-            num_instances=n,
-            flight_stack=stack.value,
-            flight_stack_label=FLIGHT_STACK_LABELS[stack],
-            px4_instances=tuple(range(first, first + n)) if stack.value == "px4" else (),
-            steps=steps,
-            env_steps_per_s=n * steps / free_wall,
-            per_instance_steps_per_s=tuple(steps / s for s in inside),
-            lockstep_env_steps_per_s=n * steps / lock_wall,
-        ))
+        rows.append(
+            InstanceThroughput(
+                num_instances=n,
+                flight_stack=stack.value,
+                flight_stack_label=FLIGHT_STACK_LABELS[stack],
+                px4_instances=tuple(range(first, first + n)) if stack.value == "px4" else (),
+                steps=steps,
+                env_steps_per_s=n * steps / free_wall,
+                per_instance_steps_per_s=tuple(steps / s for s in inside),
+                lockstep_env_steps_per_s=n * steps / lock_wall,
+            )
+        )
     return rows
 
 
 def format_instance_table(rows: list[InstanceThroughput]) -> str:
     """A plain-text table of :func:`measure_px4_instances` rows."""
-    lines = [f"{'envs':>4}  {'PX4 instances':<14} {'env steps/s (sum)':>17} {'lockstep sum':>13}  per instance"]
+    lines = [
+        f"{'envs':>4}  {'PX4 instances':<14} {'env steps/s (sum)':>17} {'lockstep sum':>13}  per instance"
+    ]
     for r in rows:
-        inst = (f"{r.px4_instances[0]}..{r.px4_instances[-1]}" if len(r.px4_instances) > 1
-                else str(r.px4_instances[0]) if r.px4_instances else "none (cascade)")
+        inst = (
+            f"{r.px4_instances[0]}..{r.px4_instances[-1]}"
+            if len(r.px4_instances) > 1
+            else str(r.px4_instances[0])
+            if r.px4_instances
+            else "none (cascade)"
+        )
         per = ", ".join(f"{v:.0f}" for v in r.per_instance_steps_per_s)
-        lines.append(f"{r.num_instances:>4}  {inst:<14} {r.env_steps_per_s:>17.1f} "
-                     f"{r.lockstep_env_steps_per_s:>13.1f}  {per}")
+        lines.append(
+            f"{r.num_instances:>4}  {inst:<14} {r.env_steps_per_s:>17.1f} "
+            f"{r.lockstep_env_steps_per_s:>13.1f}  {per}"
+        )
     return "\n".join(lines)

@@ -104,7 +104,9 @@ def _bench_render(args: argparse.Namespace) -> dict:
             over_ms.append((t2 - t1) * 1e3)
         frames.append(overview)
     print(f"\nrendering ({renderer.backend.description}):")
-    print(f"  16 drone cameras at 80x80 : {np.mean(grid_ms):7.1f} ms per grid ({1e3 / np.mean(grid_ms):.1f} grids/s)")
+    print(
+        f"  16 drone cameras at 80x80 : {np.mean(grid_ms):7.1f} ms per grid ({1e3 / np.mean(grid_ms):.1f} grids/s)"
+    )
     print(f"  640x480 overview          : {np.mean(over_ms):7.1f} ms per frame")
     out = {"grid_16x80x80_ms": float(np.mean(grid_ms)), "overview_640x480_ms": float(np.mean(over_ms))}
     try:
@@ -141,12 +143,21 @@ def _bench_full_fidelity(args: argparse.Namespace) -> list[dict]:
     base = load_evaluation_cfg().px4_env
     cases = [
         ("render off", base, None),
-        ("render every 4th, training 128x128", replace(
-            base, render_interval=4, render=replace(base.render, preset=ResolutionPreset.TRAINING)), "rgb_array"),
-        ("render every step, evaluation 320x240", replace(
-            base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.EVALUATION)), "rgb_array"),
-        ("render every step, full 640x480", replace(
-            base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL)), "rgb_array"),
+        (
+            "render every 4th, training 128x128",
+            replace(base, render_interval=4, render=replace(base.render, preset=ResolutionPreset.TRAINING)),
+            "rgb_array",
+        ),
+        (
+            "render every step, evaluation 320x240",
+            replace(base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.EVALUATION)),
+            "rgb_array",
+        ),
+        (
+            "render every step, full 640x480",
+            replace(base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL)),
+            "rgb_array",
+        ),
     ]
     stacks = [FlightStack.CASCADE]
     if args.full_fidelity_stacks != "cascade" and resolve_flight_stack("auto", base.px4) is FlightStack.PX4:
@@ -167,25 +178,45 @@ def _bench_full_fidelity(args: argparse.Namespace) -> list[dict]:
                     obs, *_ = env.step(policy(obs[None])[0])
                 wall = time.perf_counter() - t0
                 if stack is FlightStack.PX4:
-                    rtt_us.append(env._controller.round_trip_times_s()[-steps * cfg.decimation:] * 1e6)
+                    rtt_us.append(env._controller.round_trip_times_s()[-steps * cfg.decimation :] * 1e6)
             finally:
                 env.close()
-            rows.append({"case": name, "flight_stack": stack.value, "flight_stack_label": FLIGHT_STACK_LABELS[stack],
-                         "steps": steps, "steps_per_s": steps / wall, "real_time_factor": steps * cfg.step_dt / wall})
-    print(f"\nPX4ISR-v0 full fidelity ({1 / base.physics_dt:.0f} Hz physics, {1 / base.step_dt:.0f} Hz control), "
-          f"{steps} steps each, env steps/s (x real time):")
+            rows.append(
+                {
+                    "case": name,
+                    "flight_stack": stack.value,
+                    "flight_stack_label": FLIGHT_STACK_LABELS[stack],
+                    "steps": steps,
+                    "steps_per_s": steps / wall,
+                    "real_time_factor": steps * cfg.step_dt / wall,
+                }
+            )
+    print(
+        f"\nPX4ISR-v0 full fidelity ({1 / base.physics_dt:.0f} Hz physics, {1 / base.step_dt:.0f} Hz control), "
+        f"{steps} steps each, env steps/s (x real time):"
+    )
     for stack in stacks:
         print(f"  {FLIGHT_STACK_LABELS[stack]}")
         for r in (r for r in rows if r["flight_stack"] == stack.value):
-            print(f"    {r['case']:<40} {r['steps_per_s']:8.1f} steps/s  {r['real_time_factor']:6.1f}x real time")
+            print(
+                f"    {r['case']:<40} {r['steps_per_s']:8.1f} steps/s  {r['real_time_factor']:6.1f}x real time"
+            )
     if FlightStack.PX4 not in stacks:
         print("  PX4 SITL: not found (set PX4_DIR to measure it beside the cascade)")
     else:
         rtt = np.concatenate(rtt_us)
-        print(f"  PX4 lockstep round trip (HIL_SENSOR sent -> HIL_ACTUATOR_CONTROLS parsed): mean {rtt.mean():.0f} us, "
-              f"p50 {np.percentile(rtt, 50):.0f} us, p99 {np.percentile(rtt, 99):.0f} us over {rtt.size} ticks")
-        rows.append({"case": "px4 lockstep round trip", "flight_stack": "px4", "rtt_mean_us": float(rtt.mean()),
-                     "rtt_p99_us": float(np.percentile(rtt, 99))})
+        print(
+            f"  PX4 lockstep round trip (HIL_SENSOR sent -> HIL_ACTUATOR_CONTROLS parsed): mean {rtt.mean():.0f} us, "
+            f"p50 {np.percentile(rtt, 50):.0f} us, p99 {np.percentile(rtt, 99):.0f} us over {rtt.size} ticks"
+        )
+        rows.append(
+            {
+                "case": "px4 lockstep round trip",
+                "flight_stack": "px4",
+                "rtt_mean_us": float(rtt.mean()),
+                "rtt_p99_us": float(np.percentile(rtt, 99)),
+            }
+        )
     return rows
 
 
@@ -221,8 +252,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
             print(f"wrote {path} without PX4's estimate", file=sys.stderr)
             raise
     path = save_log(log, out)
-    print(f"recorded     : {log.duration_s:.1f} s in {log.meta['episodes']} episode(s), "
-          f"config fingerprint {log.meta['fingerprint']}")
+    print(
+        f"recorded     : {log.duration_s:.1f} s in {log.meta['episodes']} episode(s), "
+        f"config fingerprint {log.meta['fingerprint']}"
+    )
     if log.has_px4_estimate:
         _print_px4_estimate(log)
     print(f"wrote {path}")
@@ -239,9 +272,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def _print_px4_estimate(log) -> None:
     s = log.meta["px4_estimate"]
     ulogs = [u for run in log.meta["px4"]["runs"] for u in run.get("ulogs", [])]
-    print(f"PX4 estimate : EKF2 position error median {s['pos_err_median_m']} m, p95 {s['pos_err_p95_m']} m, "
-          f"max {s['pos_err_max_m']} m; velocity error median {s['vel_err_median_mps']} m/s, "
-          f"p95 {s['vel_err_p95_mps']} m/s ({s['rows']} rows, {s['rows_without_estimate']} without)")
+    print(
+        f"PX4 estimate : EKF2 position error median {s['pos_err_median_m']} m, p95 {s['pos_err_p95_m']} m, "
+        f"max {s['pos_err_max_m']} m; velocity error median {s['vel_err_median_mps']} m/s, "
+        f"p95 {s['vel_err_p95_mps']} m/s ({s['rows']} rows, {s['rows_without_estimate']} without)"
+    )
     print(f"PX4 ULogs    : {', '.join(ulogs)}")
 
 
@@ -250,8 +285,11 @@ def _cmd_px4_log(args: argparse.Namespace) -> int:
 
     log = load_log(args.log)
     if not log.has_px4_estimate:
-        print(f"flyby px4-log: {args.log} has no PX4 estimate (flight stack {log.meta.get('flight_stack')!r}); "
-              "record one with `flyby record --flight-stack px4`", file=sys.stderr)
+        print(
+            f"flyby px4-log: {args.log} has no PX4 estimate (flight stack {log.meta.get('flight_stack')!r}); "
+            "record one with `flyby record --flight-stack px4`",
+            file=sys.stderr,
+        )
         return 2
     _print_px4_estimate(log)
     if args.plot:
@@ -265,7 +303,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from flyby.training.tune_dynamics import run_tuning
 
     run_tuning(
-        args.logs, held_out=args.held_out, out=args.out, plot=args.plot, dynamics_path=args.dynamics,
+        args.logs,
+        held_out=args.held_out,
+        out=args.out,
+        plot=args.plot,
+        dynamics_path=args.dynamics,
         ablation=args.ablation,
     )
     return 0
@@ -273,8 +315,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.env == "direct" and (args.flight_stack is not None or args.first_px4_instance is not None):
-        print("flyby train: --flight-stack and --first-px4-instance apply to --env full only "
-              "(--env direct trains on the direct dynamics)", file=sys.stderr)
+        print(
+            "flyby train: --flight-stack and --first-px4-instance apply to --env full only "
+            "(--env direct trains on the direct dynamics)",
+            file=sys.stderr,
+        )
         return 2
     if args.env == "direct":
         return _train_direct(args)
@@ -292,39 +337,58 @@ def _train_direct(args: argparse.Namespace) -> int:
     cfg = load_training_cfg(args.config, args.dynamics_config)
     tc, env_cfg = cfg.training, training_env_cfg(cfg)
     total_steps = args.total_steps if args.total_steps is not None else args.timesteps_cap
-    overrides = {"algorithm": args.algorithm, "total_steps": total_steps,
-                 "budget_s": args.budget_s, "seed": args.seed, "num_drones": args.num_envs}
+    overrides = {
+        "algorithm": args.algorithm,
+        "total_steps": total_steps,
+        "budget_s": args.budget_s,
+        "seed": args.seed,
+        "num_drones": args.num_envs,
+    }
     merged = {**to_dict(tc), **{k: v for k, v in overrides.items() if v is not None}}
     tc = from_dict(type(tc), merged, source="flyby train options")
     if args.episode_length_s is not None:
         env_cfg = replace(env_cfg, episode_length_s=float(args.episode_length_s))
     out = Path(args.out or f"output/models/{tc.algorithm.value.lower()}_seed{tc.seed}")
     budget = f"{tc.total_steps:,} env steps" + (f" or {tc.budget_s:g} s wall clock" if tc.budget_s else "")
-    print(f"{tc.algorithm.value} on MultiDroneISR-v0 (direct dynamics), {tc.num_drones} drones, {budget}, "
-          f"seed {tc.seed} -> {out}{' (resuming)' if args.resume else ''}")
+    print(
+        f"{tc.algorithm.value} on MultiDroneISR-v0 (direct dynamics), {tc.num_drones} drones, {budget}, "
+        f"seed {tc.seed} -> {out}{' (resuming)' if args.resume else ''}"
+    )
     run = train(tc, out, env_cfg=env_cfg, resume=args.resume, progress=True)
     if run.stopped_by == "already_done":
         print(f"{out} already holds a complete model ({run.env_steps:,} env steps); nothing to train")
         return 0
-    print(f"trained {run.env_steps:,} env steps in {run.wall_s:.1f} s: {run.steps_per_s:,.0f} steps/s end to end "
-          f"(env {run.env_s:.1f} s, learner {run.learner_s:.1f} s: learner share {100 * run.learner_share:.0f} %), "
-          f"stopped by {run.stopped_by}")
-    print(f"wrote {run.model_path} with its normaliser {run.vecnormalize_path.name if run.vecnormalize_path else '-'}, "
-          f"model.json, progress.csv, eval.csv and TensorBoard logs in {out / 'tb'}")
+    print(
+        f"trained {run.env_steps:,} env steps in {run.wall_s:.1f} s: {run.steps_per_s:,.0f} steps/s end to end "
+        f"(env {run.env_s:.1f} s, learner {run.learner_s:.1f} s: learner share {100 * run.learner_share:.0f} %), "
+        f"stopped by {run.stopped_by}"
+    )
+    print(
+        f"wrote {run.model_path} with its normaliser {run.vecnormalize_path.name if run.vecnormalize_path else '-'}, "
+        f"model.json, progress.csv, eval.csv and TensorBoard logs in {out / 'tb'}"
+    )
     return 0
 
 
 def _train_full(args: argparse.Namespace) -> int:
     """``flyby train --env full``: PPO on PX4ISR-v0 within a wall-clock budget (the transfer baseline)."""
     from flyby.training.train import (
-        FULL_NUM_ENVS, check_budget, load_ppo_cfg, resolve_train_flight_stack, save_model, train_ppo,
+        FULL_NUM_ENVS,
+        check_budget,
+        load_ppo_cfg,
+        resolve_train_flight_stack,
+        save_model,
+        train_ppo,
     )
 
     budget_s = 60.0 if args.budget_s is None else args.budget_s
     check_budget(budget_s)
     if args.resume or args.algorithm not in (None, "PPO"):
-        print("flyby train: --resume and --algorithm apply to the direct env; --env full trains PPO "
-              "within --budget-s", file=sys.stderr)
+        print(
+            "flyby train: --resume and --algorithm apply to the direct env; --env full trains PPO "
+            "within --budget-s",
+            file=sys.stderr,
+        )
         return 2
     args.budget_s = budget_s
     args.seed = 0 if args.seed is None else args.seed
@@ -342,61 +406,101 @@ def _train_full(args: argparse.Namespace) -> int:
     label = f"PX4ISR-v0 ({stack_label}, render off)"
     if stack == "px4":
         check_px4_instances(num_envs, first, count_name="--num-envs", first_name="--first-px4-instance")
-        where = f"{num_envs} parallel env(s) in worker processes on PX4 instances {first}..{first + num_envs - 1}"
+        where = (
+            f"{num_envs} parallel env(s) in worker processes on PX4 instances {first}..{first + num_envs - 1}"
+        )
     else:
         where = f"{num_envs} env(s) stepped in turn"
     print(f"PPO on {label}, {where}, budget {args.budget_s:g} s wall clock, seed {args.seed}")
     result = train_ppo(
-        "full", budget_s=args.budget_s, seed=args.seed, total_timesteps_cap=args.timesteps_cap,
-        ppo_kwargs=ppo_cfg, num_drones=num_envs, num_envs_full=num_envs, episode_length_s=args.episode_length_s,
-        flight_stack=stack, first_px4_instance=args.first_px4_instance,
+        "full",
+        budget_s=args.budget_s,
+        seed=args.seed,
+        total_timesteps_cap=args.timesteps_cap,
+        ppo_kwargs=ppo_cfg,
+        num_drones=num_envs,
+        num_envs_full=num_envs,
+        episode_length_s=args.episode_length_s,
+        flight_stack=stack,
+        first_px4_instance=args.first_px4_instance,
     )
     path = save_model(result, out)
     last = result.learning_curve[-1].mean_return if result.learning_curve else float("nan")
-    print(f"trained on {result.flight_stack_label}: {result.env_steps:,} env steps, {result.episodes} episodes "
-          f"in {result.wall_s:.1f} s ({result.env_steps / result.wall_s:,.0f} steps/s); "
-          f"last mean training return {last:+.2f}")
+    print(
+        f"trained on {result.flight_stack_label}: {result.env_steps:,} env steps, {result.episodes} episodes "
+        f"in {result.wall_s:.1f} s ({result.env_steps / result.wall_s:,.0f} steps/s); "
+        f"last mean training return {last:+.2f}"
+    )
     print(f"wrote {path} (and {path.with_suffix('.json').name}, which records the flight stack)")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from flyby.training.evaluate import (
-        POLICY_KEYS, eval_env_cfg, eval_flight_stack, make_baseline, parse_seeds, reference_return,
-        resolve_eval_seeds, run_evaluation,
+        POLICY_KEYS,
+        eval_env_cfg,
+        eval_flight_stack,
+        make_baseline,
+        parse_seeds,
+        reference_return,
+        resolve_eval_seeds,
+        run_evaluation,
     )
     from flyby.training.parallel import check_px4_instances
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else resolve_eval_seeds(args.episodes)
     cfg = eval_env_cfg(args.episode_length_s)
     first = cfg.px4.instance if args.first_px4_instance is None else args.first_px4_instance
-    check_px4_instances(args.px4_instances, first, count_name="--px4-instances", first_name="--first-px4-instance")
+    check_px4_instances(
+        args.px4_instances, first, count_name="--px4-instances", first_name="--first-px4-instance"
+    )
     scripted = args.model in POLICY_KEYS[1:]
     if scripted:
         policy = make_baseline(args.model, cfg.step_dt)
     else:
         from flyby.training.policy_io import eval_spaces, load_policy
 
-        policy = load_policy(args.model, observation_space=eval_spaces(cfg)[0], action_space=eval_spaces(cfg)[1])
+        policy = load_policy(
+            args.model, observation_space=eval_spaces(cfg)[0], action_space=eval_spaces(cfg)[1]
+        )
     label = policy.label
     baselines = [] if scripted or args.no_references else [b for b in args.baselines.split(",") if b]
-    stack, stack_label = eval_flight_stack(args.flight_stack, cfg)  # resolved once: every figure flies the same
+    stack, stack_label = eval_flight_stack(
+        args.flight_stack, cfg
+    )  # resolved once: every figure flies the same
     n_envs = min(args.px4_instances, len(seeds))
     where = "1 env" if n_envs == 1 else f"{n_envs} parallel envs"
     if stack == "px4":
-        where += f" on PX4 instance {first}" if n_envs == 1 else f" on PX4 instances {first}..{first + n_envs - 1}"
+        where += (
+            f" on PX4 instance {first}" if n_envs == 1 else f" on PX4 instances {first}..{first + n_envs - 1}"
+        )
     seed_text = args.seeds if args.seeds is not None else f"{seeds[0]}..{seeds[-1]} (evaluation_config.yaml)"
-    print(f"PX4ISR-v0, flight stack: {stack_label}; {where}; {len(seeds)} episode(s), seeds {seed_text}; "
-          f"{label} beside {', '.join(baselines) or 'no baselines'}:")
+    print(
+        f"PX4ISR-v0, flight stack: {stack_label}; {where}; {len(seeds)} episode(s), seeds {seed_text}; "
+        f"{label} beside {', '.join(baselines) or 'no baselines'}:"
+    )
     video = args.video if args.video in (None, True) else Path(args.video)
-    run = run_evaluation(policy, seeds=seeds, flight_stack=stack, px4_instances=n_envs, first_px4_instance=first,
-                         baselines=baselines, record_video=video or False, out_dir=args.out, progress=True,
-                         deterministic=not args.stochastic, label=label, env_cfg=cfg)
+    run = run_evaluation(
+        policy,
+        seeds=seeds,
+        flight_stack=stack,
+        px4_instances=n_envs,
+        first_px4_instance=first,
+        baselines=baselines,
+        record_video=video or False,
+        out_dir=args.out,
+        progress=True,
+        deterministic=not args.stochastic,
+        label=label,
+        env_cfg=cfg,
+    )
     print(run.table())
     results = run.results
     if "random" in results and "zero" in results:
-        print(f"reference (better of random and zero-action): "
-              f"{reference_return(results['random'], results['zero']):+.2f} [{stack_label}]")
+        print(
+            f"reference (better of random and zero-action): "
+            f"{reference_return(results['random'], results['zero']):+.2f} [{stack_label}]"
+        )
     if run.video is not None:
         print(f"wrote {run.video.path} ({run.video.frames} frames, seed {run.video.seed})")
     if args.out:
@@ -404,11 +508,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         from flyby.utils.atomic import atomic_write_text
 
-        legacy = [results[k] for k in ("trained", "random", "zero") if k in results]  # the older file's policies
-        atomic_write_text(args.json, json.dumps({
-            "seeds": seeds, "flight_stack": stack, "flight_stack_label": stack_label, "parallel_envs": n_envs,
-            "results": [r.as_dict() for r in legacy],
-        }, indent=2))
+        legacy = [
+            results[k] for k in ("trained", "random", "zero") if k in results
+        ]  # the older file's policies
+        atomic_write_text(
+            args.json,
+            json.dumps(
+                {
+                    "seeds": seeds,
+                    "flight_stack": stack,
+                    "flight_stack_label": stack_label,
+                    "parallel_envs": n_envs,
+                    "results": [r.as_dict() for r in legacy],
+                },
+                indent=2,
+            ),
+        )
         print(f"wrote {args.json} (flight stack: {stack_label})")
     return 0
 
@@ -420,122 +535,272 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--backend", default=None, help="mujoco or isaac (default: automatic)")
     info.set_defaults(func=_cmd_info)
     bench = sub.add_parser("bench", help="measure env throughput, render time and encode speed")
-    bench.add_argument("--steps", type=int, default=1000, help="timed env steps per measurement (default 1000)")
-    bench.add_argument("--drones", default="1,4,16,32", help="comma-separated drone counts (default 1,4,16,32)")
-    bench.add_argument("--repeats", type=int, default=3,
-                       help="runs per env throughput figure; the median is printed (default 3)")
+    bench.add_argument(
+        "--steps", type=int, default=1000, help="timed env steps per measurement (default 1000)"
+    )
+    bench.add_argument(
+        "--drones", default="1,4,16,32", help="comma-separated drone counts (default 1,4,16,32)"
+    )
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs per env throughput figure; the median is printed (default 3)",
+    )
     bench.add_argument("--render-frames", type=int, default=20, help="rendered frames to time (default 20)")
     bench.add_argument("--no-render", action="store_true", help="skip the rendering and encoding figures")
     bench.add_argument("--no-full-fidelity", action="store_true", help="skip the PX4ISR-v0 figures")
-    bench.add_argument("--full-fidelity-stacks", default="auto", choices=("auto", "cascade", "both"),
-                       help="PX4ISR-v0 flight stacks: auto (cascade, and PX4 SITL when found; default), "
-                            "cascade, or both (fail without PX4)")
+    bench.add_argument(
+        "--full-fidelity-stacks",
+        default="auto",
+        choices=("auto", "cascade", "both"),
+        help="PX4ISR-v0 flight stacks: auto (cascade, and PX4 SITL when found; default), "
+        "cascade, or both (fail without PX4)",
+    )
     bench.add_argument("--backend", default=None, help="mujoco or isaac (default: automatic)")
     bench.add_argument("--json", default=None, help="also write the figures to this JSON file")
     bench.set_defaults(func=_cmd_bench)
-    record = sub.add_parser("record", help="fly the full-fidelity env on an excitation set and log the trajectory")
+    record = sub.add_parser(
+        "record", help="fly the full-fidelity env on an excitation set and log the trajectory"
+    )
     record.add_argument("--duration", type=float, default=120.0, help="seconds of excitation (default 120)")
     record.add_argument("--seed", type=int, default=0, help="excitation and reset seed (default 0)")
-    record.add_argument("--kind", default="all", choices=("all", "steps", "ramps", "chirps", "ou"),
-                        help="excitation kind (default all: every kind in turn)")
-    record.add_argument("--flight-stack", default="auto", choices=("auto", "cascade", "px4"),
-                        help="flight stack of PX4ISR-v0 (default auto: PX4 when found, else the cascade)")
-    record.add_argument("--out", default=None, help="log file (default output/logs/excitation_seed<seed>.npz)")
-    record.add_argument("--px4-instance", type=int, default=None,
-                        help="PX4 SITL instance i (TCP 4560+i, UDP 14540+i; default: evaluation config's)")
-    record.add_argument("--plot", default=None,
-                        help="with PX4: also write the estimator-error / velocity / motor plot to this PNG")
+    record.add_argument(
+        "--kind",
+        default="all",
+        choices=("all", "steps", "ramps", "chirps", "ou"),
+        help="excitation kind (default all: every kind in turn)",
+    )
+    record.add_argument(
+        "--flight-stack",
+        default="auto",
+        choices=("auto", "cascade", "px4"),
+        help="flight stack of PX4ISR-v0 (default auto: PX4 when found, else the cascade)",
+    )
+    record.add_argument(
+        "--out", default=None, help="log file (default output/logs/excitation_seed<seed>.npz)"
+    )
+    record.add_argument(
+        "--px4-instance",
+        type=int,
+        default=None,
+        help="PX4 SITL instance i (TCP 4560+i, UDP 14540+i; default: evaluation config's)",
+    )
+    record.add_argument(
+        "--plot",
+        default=None,
+        help="with PX4: also write the estimator-error / velocity / motor plot to this PNG",
+    )
     record.set_defaults(func=_cmd_record)
-    px4_log = sub.add_parser("px4-log", help="PX4's estimate in a `flyby record` log: error figures and a plot")
+    px4_log = sub.add_parser(
+        "px4-log", help="PX4's estimate in a `flyby record` log: error figures and a plot"
+    )
     px4_log.add_argument("log", help="a log recorded with --flight-stack px4 (.npz)")
-    px4_log.add_argument("--plot", default=None, help="write the estimator-error / velocity / motor plot to this PNG")
+    px4_log.add_argument(
+        "--plot", default=None, help="write the estimator-error / velocity / motor plot to this PNG"
+    )
     px4_log.set_defaults(func=_cmd_px4_log)
     tune = sub.add_parser("tune", help="fit the direct dynamics to recorded logs; write dynamics_config.yaml")
     tune.add_argument("logs", nargs="+", help="training logs (.npz from `flyby record`)")
     tune.add_argument("--held-out", required=True, help="log kept out of the fit, for the reported errors")
-    tune.add_argument("--out", default="output/tuned/dynamics_config.yaml", help="tuned YAML to write (default output/tuned/dynamics_config.yaml)")
-    tune.add_argument("--plot", default="output/tuned/tuning.png", help="PNG of matched trajectories (default output/tuned/tuning.png; '' for none)")
-    tune.add_argument("--dynamics", default="dynamics_config.yaml",
-                      help="current dynamics config: action scale and noise are kept from it (default: packaged)")
-    tune.add_argument("--ablation", action="store_true",
-                      help="also refit with each model extension left out and print what each one buys (slower)")
+    tune.add_argument(
+        "--out",
+        default="output/tuned/dynamics_config.yaml",
+        help="tuned YAML to write (default output/tuned/dynamics_config.yaml)",
+    )
+    tune.add_argument(
+        "--plot",
+        default="output/tuned/tuning.png",
+        help="PNG of matched trajectories (default output/tuned/tuning.png; '' for none)",
+    )
+    tune.add_argument(
+        "--dynamics",
+        default="dynamics_config.yaml",
+        help="current dynamics config: action scale and noise are kept from it (default: packaged)",
+    )
+    tune.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also refit with each model extension left out and print what each one buys (slower)",
+    )
     tune.set_defaults(func=_cmd_tune)
     train = sub.add_parser(
-        "train", help="train a policy: PPO or SAC on MultiDroneISR-v0 (direct), or PPO on PX4ISR-v0 (--env full)",
+        "train",
+        help="train a policy: PPO or SAC on MultiDroneISR-v0 (direct), or PPO on PX4ISR-v0 (--env full)",
         description="Train on the multi-drone direct env with the training: section of training_config.yaml "
-                    "(algorithm, total_steps, batch_size, learning_rate, ...): observation normaliser beside the "
-                    "model, progress.csv, eval.csv and TensorBoard logs, checkpoints; --resume continues an "
-                    "interrupted run. --env full trains PPO on PX4ISR-v0 within a wall-clock budget instead.")
-    train.add_argument("--env", default="direct", choices=("direct", "full"),
-                       help="direct (default): MultiDroneISR-v0 (direct dynamics); full: PX4ISR-v0 (render off) on the "
-                            "flight stack of --flight-stack")
-    train.add_argument("--config", default="training_config.yaml",
-                       help="training config YAML (default: the packaged training_config.yaml)")
-    train.add_argument("--dynamics-config", default="dynamics_config.yaml",
-                       help="dynamics config YAML (default: the packaged dynamics_config.yaml, fitted to PX4)")
-    train.add_argument("--algorithm", default=None, choices=("PPO", "SAC"),
-                       help="override training.algorithm (direct env only)")
-    train.add_argument("--total-steps", type=int, default=None, help="override training.total_steps (env steps)")
-    train.add_argument("--budget-s", type=float, default=None,
-                       help="wall-clock budget in s (direct: overrides training.budget_s, stops at whichever budget "
-                            "comes first; full: default 60)")
-    train.add_argument("--seed", type=int, default=None, help="seed of the algorithm and the envs (direct default: "
-                                                              "training.seed; full default 0)")
-    train.add_argument("--out", default=None,
-                       help="direct: run folder (default output/models/<algorithm>_seed<seed>); full: model zip "
-                            "(default output/models/full.zip)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its newest checkpoint (same config required)")
-    train.add_argument("--num-envs", type=int, default=None,
-                       help="parallel envs: drones for direct (default training.num_drones), PX4ISR-v0 copies for "
-                            "full (default 4; with PX4 one worker process and one PX4 instance each, at most 10)")
-    train.add_argument("--flight-stack", default=None, choices=("auto", "px4", "cascade"),
-                       help="--env full only: flight stack of PX4ISR-v0 (default auto: PX4 SITL when found, "
-                            "else the built-in cascade)")
-    train.add_argument("--first-px4-instance", type=int, default=None,
-                       help="--env full with PX4: PX4 instance of the first env; env j flies instance first+j "
-                            "(TCP 4560+i, UDP 14540+i; instances 0..9; default: evaluation_config.yaml's px4.instance)")
-    train.add_argument("--episode-length-s", type=float, default=None,
-                       help="training episode length in s (default: the env config's)")
-    train.add_argument("--timesteps-cap", type=int, default=None,
-                       help="also stop after this many env steps (full; for direct the same as --total-steps)")
-    train.add_argument("--ppo-config", default="ppo_config.yaml",
-                       help="--env full: YAML with a ppo: section (default: the packaged ppo_config.yaml)")
+        "(algorithm, total_steps, batch_size, learning_rate, ...): observation normaliser beside the "
+        "model, progress.csv, eval.csv and TensorBoard logs, checkpoints; --resume continues an "
+        "interrupted run. --env full trains PPO on PX4ISR-v0 within a wall-clock budget instead.",
+    )
+    train.add_argument(
+        "--env",
+        default="direct",
+        choices=("direct", "full"),
+        help="direct (default): MultiDroneISR-v0 (direct dynamics); full: PX4ISR-v0 (render off) on the "
+        "flight stack of --flight-stack",
+    )
+    train.add_argument(
+        "--config",
+        default="training_config.yaml",
+        help="training config YAML (default: the packaged training_config.yaml)",
+    )
+    train.add_argument(
+        "--dynamics-config",
+        default="dynamics_config.yaml",
+        help="dynamics config YAML (default: the packaged dynamics_config.yaml, fitted to PX4)",
+    )
+    train.add_argument(
+        "--algorithm",
+        default=None,
+        choices=("PPO", "SAC"),
+        help="override training.algorithm (direct env only)",
+    )
+    train.add_argument(
+        "--total-steps", type=int, default=None, help="override training.total_steps (env steps)"
+    )
+    train.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="wall-clock budget in s (direct: overrides training.budget_s, stops at whichever budget "
+        "comes first; full: default 60)",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the algorithm and the envs (direct default: training.seed; full default 0)",
+    )
+    train.add_argument(
+        "--out",
+        default=None,
+        help="direct: run folder (default output/models/<algorithm>_seed<seed>); full: model zip "
+        "(default output/models/full.zip)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint (same config required)",
+    )
+    train.add_argument(
+        "--num-envs",
+        type=int,
+        default=None,
+        help="parallel envs: drones for direct (default training.num_drones), PX4ISR-v0 copies for "
+        "full (default 4; with PX4 one worker process and one PX4 instance each, at most 10)",
+    )
+    train.add_argument(
+        "--flight-stack",
+        default=None,
+        choices=("auto", "px4", "cascade"),
+        help="--env full only: flight stack of PX4ISR-v0 (default auto: PX4 SITL when found, "
+        "else the built-in cascade)",
+    )
+    train.add_argument(
+        "--first-px4-instance",
+        type=int,
+        default=None,
+        help="--env full with PX4: PX4 instance of the first env; env j flies instance first+j "
+        "(TCP 4560+i, UDP 14540+i; instances 0..9; default: evaluation_config.yaml's px4.instance)",
+    )
+    train.add_argument(
+        "--episode-length-s",
+        type=float,
+        default=None,
+        help="training episode length in s (default: the env config's)",
+    )
+    train.add_argument(
+        "--timesteps-cap",
+        type=int,
+        default=None,
+        help="also stop after this many env steps (full; for direct the same as --total-steps)",
+    )
+    train.add_argument(
+        "--ppo-config",
+        default="ppo_config.yaml",
+        help="--env full: YAML with a ppo: section (default: the packaged ppo_config.yaml)",
+    )
     train.set_defaults(func=_cmd_train)
-    evaluate = sub.add_parser("evaluate", help="score a model in PX4ISR-v0 over fixed seeds beside the scripted "
-                                               "baselines (mean return and 95%% CI, success, targets, coverage)")
-    evaluate.add_argument("model", help="model zip from `flyby train` (vecnormalize.pkl and model.json beside it), a "
-                                        "run folder, or 'random' / 'zero' / 'patrol' for a scripted policy")
-    evaluate.add_argument("--seeds", default=None,
-                          help="episode seeds: '0..9' (inclusive), '1,4,7' (default: evaluation_config.yaml's "
-                               "evaluation.seeds, 1000..1009, apart from the training seeds)")
-    evaluate.add_argument("--episodes", type=int, default=None,
-                          help="without --seeds: the first N of evaluation.seeds (default: all of them)")
-    evaluate.add_argument("--episode-length-s", type=float, default=None,
-                          help="episode length in s (default: evaluation_config.yaml's)")
-    evaluate.add_argument("--flight-stack", default="auto", choices=("auto", "px4", "cascade"),
-                          help="flight stack of PX4ISR-v0 (default auto: PX4 SITL when found, else the built-in "
-                               "cascade); printed beside every figure and written to the JSON")
-    evaluate.add_argument("--px4-instances", type=int, default=1,
-                          help="parallel PX4ISR-v0 envs the episodes are spread over, each in its own worker "
-                               "process and (with PX4) on its own PX4 instance, 1..10; episode k runs seed k "
-                               "whatever the count, so results equal the serial ones (default 1)")
-    evaluate.add_argument("--first-px4-instance", type=int, default=None,
-                          help="PX4 instance of the first env; env j flies instance first+j (TCP 4560+i, "
-                               "UDP 14540+i; instances 0..9; default: evaluation_config.yaml's px4.instance)")
-    evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
-    evaluate.add_argument("--no-references", action="store_true",
-                          help="skip the scripted baselines (zero, random, patrol)")
-    evaluate.add_argument("--baselines", default="zero,random,patrol",
-                          help="comma-separated scripted baselines run on the same seeds (default zero,random,patrol)")
-    evaluate.add_argument("--out", default=None,
-                          help="write metrics.json (schema flyby.evaluation/1, docs/evaluation_metrics.md) and "
-                               "tracks.json into this folder")
-    evaluate.add_argument("--video", nargs="?", const=True, default=None,
-                          help="also record the validation video of the model's first seed: to PATH, or with no "
-                               "PATH to <--out>/validation.mp4 (output/videos/validation.mp4 without --out)")
-    evaluate.add_argument("--json", default=None,
-                          help="also write the older per-episode results file (the model, random and zero-action)")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a model in PX4ISR-v0 over fixed seeds beside the scripted "
+        "baselines (mean return and 95%% CI, success, targets, coverage)",
+    )
+    evaluate.add_argument(
+        "model",
+        help="model zip from `flyby train` (vecnormalize.pkl and model.json beside it), a "
+        "run folder, or 'random' / 'zero' / 'patrol' for a scripted policy",
+    )
+    evaluate.add_argument(
+        "--seeds",
+        default=None,
+        help="episode seeds: '0..9' (inclusive), '1,4,7' (default: evaluation_config.yaml's "
+        "evaluation.seeds, 1000..1009, apart from the training seeds)",
+    )
+    evaluate.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="without --seeds: the first N of evaluation.seeds (default: all of them)",
+    )
+    evaluate.add_argument(
+        "--episode-length-s",
+        type=float,
+        default=None,
+        help="episode length in s (default: evaluation_config.yaml's)",
+    )
+    evaluate.add_argument(
+        "--flight-stack",
+        default="auto",
+        choices=("auto", "px4", "cascade"),
+        help="flight stack of PX4ISR-v0 (default auto: PX4 SITL when found, else the built-in "
+        "cascade); printed beside every figure and written to the JSON",
+    )
+    evaluate.add_argument(
+        "--px4-instances",
+        type=int,
+        default=1,
+        help="parallel PX4ISR-v0 envs the episodes are spread over, each in its own worker "
+        "process and (with PX4) on its own PX4 instance, 1..10; episode k runs seed k "
+        "whatever the count, so results equal the serial ones (default 1)",
+    )
+    evaluate.add_argument(
+        "--first-px4-instance",
+        type=int,
+        default=None,
+        help="PX4 instance of the first env; env j flies instance first+j (TCP 4560+i, "
+        "UDP 14540+i; instances 0..9; default: evaluation_config.yaml's px4.instance)",
+    )
+    evaluate.add_argument(
+        "--stochastic", action="store_true", help="sample actions instead of the mean action"
+    )
+    evaluate.add_argument(
+        "--no-references", action="store_true", help="skip the scripted baselines (zero, random, patrol)"
+    )
+    evaluate.add_argument(
+        "--baselines",
+        default="zero,random,patrol",
+        help="comma-separated scripted baselines run on the same seeds (default zero,random,patrol)",
+    )
+    evaluate.add_argument(
+        "--out",
+        default=None,
+        help="write metrics.json (schema flyby.evaluation/1, docs/evaluation_metrics.md) and "
+        "tracks.json into this folder",
+    )
+    evaluate.add_argument(
+        "--video",
+        nargs="?",
+        const=True,
+        default=None,
+        help="also record the validation video of the model's first seed: to PATH, or with no "
+        "PATH to <--out>/validation.mp4 (output/videos/validation.mp4 without --out)",
+    )
+    evaluate.add_argument(
+        "--json",
+        default=None,
+        help="also write the older per-episode results file (the model, random and zero-action)",
+    )
     evaluate.set_defaults(func=_cmd_evaluate)
     from flyby.pipeline.run import add_pipeline_parser
 
@@ -547,6 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
     from flyby.perception.yolo_cli import add_yolo_parsers  # yolo-dataset, yolo-train, yolo-eval
+
     add_yolo_parsers(sub)
     return parser
 
@@ -655,13 +921,25 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in _FILE_SYSTEM_ERRNOS or exc.filename is None:
             raise
         logging.getLogger(__name__).debug("flyby %s failed", args.command, exc_info=True)
-        print(f"flyby {args.command}: {exc.filename}: {exc.strerror} (free space, fix the permissions or pass "
-              "another path)", file=sys.stderr)
+        print(
+            f"flyby {args.command}: {exc.filename}: {exc.strerror} (free space, fix the permissions or pass "
+            "another path)",
+            file=sys.stderr,
+        )
         return 2
 
 
-_FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
-                       errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+_FILE_SYSTEM_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EFBIG,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
 
 
 if __name__ == "__main__":

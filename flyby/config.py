@@ -114,7 +114,9 @@ def _convert(value: Any, tp: Any, path: str, meta: Mapping[str, Any], problems: 
             if len(value) != len(item_types):
                 problems.append(f"{path}: expected {len(item_types)} values, got {len(value)} ({value!r})")
                 return None
-        out = [_convert(v, t, f"{path}[{i}]", meta, problems) for i, (v, t) in enumerate(zip(value, item_types))]
+        out = [
+            _convert(v, t, f"{path}[{i}]", meta, problems) for i, (v, t) in enumerate(zip(value, item_types))
+        ]
         return tuple(out)
     if origin is dict:
         if not isinstance(value, Mapping):
@@ -147,7 +149,9 @@ def _convert(value: Any, tp: Any, path: str, meta: Mapping[str, Any], problems: 
         raise TypeError(f"unsupported config field type {tp!r} at {path}")
     if tp in (int, float):
         if not _check_bounds(value, meta):
-            problems.append(f"{path}: {value!r} is out of range (must be {_describe_bounds(meta) or 'finite'})")
+            problems.append(
+                f"{path}: {value!r} is out of range (must be {_describe_bounds(meta) or 'finite'})"
+            )
     if "choices" in meta and value not in meta["choices"]:
         problems.append(f"{path}: {value!r} is not one of {meta['choices']!r}")
     return value
@@ -190,7 +194,9 @@ def _validate(cfg: Any) -> list[str]:
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not _check_bounds(v, f.metadata):
-                problems.append(f"{f.name}: {value!r} is out of range (must be {_describe_bounds(f.metadata) or 'finite'})")
+                problems.append(
+                    f"{f.name}: {value!r} is out of range (must be {_describe_bounds(f.metadata) or 'finite'})"
+                )
                 break
     own = getattr(cfg, "validate", None)
     if callable(own):
@@ -252,7 +258,9 @@ def read_yaml(path_or_name: str | Path) -> tuple[Any, Path]:
     if not path.exists() and path.parent == Path("."):
         path = packaged_config_path(str(path_or_name))
     if not path.exists():
-        raise ConfigError([f"<file>: {path_or_name!s} does not exist (give a path or a packaged config name)"])
+        raise ConfigError(
+            [f"<file>: {path_or_name!s} does not exist (give a path or a packaged config name)"]
+        )
     try:
         return yaml.safe_load(path.read_text()), path
     except yaml.YAMLError as exc:

@@ -38,9 +38,7 @@ class DependencyNotInstalled(FlybyError, ImportError):
     def __init__(self, package: str, extra: str) -> None:
         self.package = package
         self.extra = extra
-        super().__init__(
-            f"{package} is not installed; install it with: pip install \"flyby[{extra}]\""
-        )
+        super().__init__(f'{package} is not installed; install it with: pip install "flyby[{extra}]"')
 
 
 class BackendUnavailable(FlybyError, RuntimeError):

@@ -119,5 +119,7 @@ class PatrolPolicy:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs)
         if obs.ndim != 1:
-            raise ValueError(f"PatrolPolicy drives one drone: obs must be 1-D (obs_dim,), got shape {obs.shape}")
+            raise ValueError(
+                f"PatrolPolicy drives one drone: obs must be 1-D (obs_dim,), got shape {obs.shape}"
+            )
         return self._patrol(obs[None])[0]

@@ -49,7 +49,9 @@ def chromium_path() -> str:
     configured = os.environ.get("CHROMIUM_PATH")
     if configured:
         if not Path(configured).is_file():
-            raise BrowserUnavailable(f"CHROMIUM_PATH={configured} is not a file: point it at a Chromium binary or unset it")
+            raise BrowserUnavailable(
+                f"CHROMIUM_PATH={configured} is not a file: point it at a Chromium binary or unset it"
+            )
         return configured
     found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
     if found is None:
@@ -89,7 +91,9 @@ def play_report_videos(
         ) from exc
     states: list[VideoState] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS))
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=list(CHROMIUM_ARGS)
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(Path(report).resolve().as_uri())
@@ -113,11 +117,15 @@ def play_report_videos(
                         raise RuntimeError(f"video {info['src']} failed with media error {info['error']}")
                     start = video.evaluate("v => v.currentTime")
                     video.evaluate("v => { v.muted = true; return v.play(); }")
-                    page.wait_for_function(f"v => v.currentTime > {start + play_s}", arg=video, timeout=timeout_ms)
+                    page.wait_for_function(
+                        f"v => v.currentTime > {start + play_s}", arg=video, timeout=timeout_ms
+                    )
                     now = video.evaluate("v => { v.pause(); return v.currentTime; }")
                 except PlaywrightError as exc:
                     raise RuntimeError(f"video {i} in {report} did not load or play: {exc}") from exc
-                states.append(VideoState(info["src"], int(info["ready"]), float(info["duration"]), now - start))
+                states.append(
+                    VideoState(info["src"], int(info["ready"]), float(info["duration"]), now - start)
+                )
             if screenshot is not None:
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
                 page.evaluate("window.scrollTo(0, 0)")

@@ -93,7 +93,11 @@ class StepRate:
             ValueError: ``steps`` is not an int >= 0, or ``seconds`` is not a finite number > 0.
         """
         steps = _step_count(steps)
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (0 < seconds < float("inf")):
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not (0 < seconds < float("inf"))
+        ):
             raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
         self.steps += steps
         self.timed_steps += steps

@@ -261,7 +261,9 @@ class VideoRecorder:
         except TypeError as exc:
             raise ValueError(str(exc)) from None
         if self._writer is not None:
-            raise RuntimeError(f"set_name({stem!r}) must come before the first add_frame(); {self._video_path} is open")
+            raise RuntimeError(
+                f"set_name({stem!r}) must come before the first add_frame(); {self._video_path} is open"
+            )
         unique, n = stem, 1
         while self._taken(unique):
             n += 1
@@ -640,7 +642,11 @@ class VideoRecorder:
         if self._metrics_path is None or self._result is not None:
             return
         now = time.monotonic()
-        if not force and self._metrics_written_at is not None and now - self._metrics_written_at < self._metrics_interval_s:
+        if (
+            not force
+            and self._metrics_written_at is not None
+            and now - self._metrics_written_at < self._metrics_interval_s
+        ):
             return
         self._metrics_written_at = now
         try:

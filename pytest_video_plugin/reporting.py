@@ -124,7 +124,9 @@ class VideoSessionReport:
             self.pruned = prune_runs(
                 folders.video_dir, folders.metrics_dir, self.settings.prune_keep, current=folders.run_id
             )
-            log.info("--video-prune-keep=%d deleted %d earlier run(s)", self.settings.prune_keep, len(self.pruned))
+            log.info(
+                "--video-prune-keep=%d deleted %d earlier run(s)", self.settings.prune_keep, len(self.pruned)
+            )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -253,9 +255,7 @@ class VideoSessionReport:
             '<div class="pytest-video-gates"><h3>Phase gates</h3>'
             '<table style="border-collapse:collapse" cellpadding="4" border="1">'
             "<tr><th>Gate</th><th>Test</th><th>Verdict</th><th>Figure vs threshold</th><th>Video</th>"
-            "<th>Simulator</th></tr>"
-            + "".join(rows)
-            + "</table></div>"
+            "<th>Simulator</th></tr>" + "".join(rows) + "</table></div>"
         )
 
     @staticmethod

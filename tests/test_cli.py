@@ -9,12 +9,38 @@ from flyby.cli import main
 
 def test_bench_prints_and_saves_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--steps", "30", "--drones", "1,4", "--render-frames", "2", "--repeats", "2",
-                 "--full-fidelity-stacks", "cascade", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--steps",
+                "30",
+                "--drones",
+                "1,4",
+                "--render-frames",
+                "2",
+                "--repeats",
+                "2",
+                "--full-fidelity-stacks",
+                "cascade",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "30 steps, median of 2 runs" in text
-    for needle in ("DirectISR-v0", "MultiDroneISR-v0", "drone-steps/s", "16 drone cameras at 80x80",
-                   "640x480 overview", "H.264 encode 640x480", "PX4ISR-v0 full fidelity", "render every step, full"):
+    for needle in (
+        "DirectISR-v0",
+        "MultiDroneISR-v0",
+        "drone-steps/s",
+        "16 drone cameras at 80x80",
+        "640x480 overview",
+        "H.264 encode 640x480",
+        "PX4ISR-v0 full fidelity",
+        "render every step, full",
+    ):
         assert needle in text, needle
     data = json.loads(out.read_text())
     assert [r["num_drones"] for r in data["multi_drone"]] == [1, 4]
@@ -27,8 +53,25 @@ def test_bench_prints_and_saves_every_figure(tmp_path, capsys):
 @pytest.mark.px4
 def test_bench_measures_px4_beside_the_cascade(px4_binary, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--steps", "250", "--drones", "1", "--repeats", "1", "--no-render",
-                 "--full-fidelity-stacks", "both", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--steps",
+                "250",
+                "--drones",
+                "1",
+                "--repeats",
+                "1",
+                "--no-render",
+                "--full-fidelity-stacks",
+                "both",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "PX4 SITL (lockstep over MAVLink)" in text and "PX4 lockstep round trip" in text
     rows = json.loads(out.read_text())["full_fidelity"]
@@ -43,8 +86,23 @@ def test_bench_measures_px4_beside_the_cascade(px4_binary, tmp_path, capsys):
 def test_bench_both_stacks_without_px4_names_the_fix(monkeypatch, capsys):
     monkeypatch.delenv("PX4_DIR", raising=False)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    assert main(["bench", "--steps", "50", "--drones", "1", "--repeats", "1", "--no-render",
-                 "--full-fidelity-stacks", "both"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--steps",
+                "50",
+                "--drones",
+                "1",
+                "--repeats",
+                "1",
+                "--no-render",
+                "--full-fidelity-stacks",
+                "both",
+            ]
+        )
+        == 2
+    )
     assert "PX4_DIR" in capsys.readouterr().err
 
 
@@ -68,8 +126,14 @@ def test_bad_arguments(capsys):
     assert "'unreal'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["evaluate", "zero", "--seeds", "0"], ["record", "--duration", "1"],
-                                     ["train", "--env", "full", "--budget-s", "1"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "zero", "--seeds", "0"],
+        ["record", "--duration", "1"],
+        ["train", "--env", "full", "--budget-s", "1"],
+    ],
+)
 def test_flight_stack_px4_without_px4_names_the_fix(command, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PX4_DIR", str(tmp_path / "PX4-Autopilot"))  # a checkout without a build
     assert main([*command, "--flight-stack", "px4"]) == 2

@@ -23,7 +23,10 @@ def test_packaged_configs_hold_the_seed_plan_values_and_the_tuned_model():
     assert untouched == [], f"extensions left at their seed values in dynamics_config.yaml: {untouched}"
     multi = cfg.multi_drone_env
     assert multi.num_drones == 16 and multi.render_interval == 4
-    assert multi.camera.preset is ResolutionPreset.MULTI and (multi.camera.width, multi.camera.height) == (80, 80)
+    assert multi.camera.preset is ResolutionPreset.MULTI and (multi.camera.width, multi.camera.height) == (
+        80,
+        80,
+    )
     assert cfg.direct_env.camera.preset is ResolutionPreset.TRAINING
     assert multi.dynamics == dyn
 
@@ -61,7 +64,11 @@ def test_negative_rates_and_cross_field_checks(tmp_path):
     dyn.write_text("max_yaw_rate: -90\nvelocity_damping: 1.0\nposition_noise_std: -1\n")
     with pytest.raises(ConfigError) as info:
         load_yaml(DirectDynamicsCfg, dyn)
-    assert {p.split(":")[0] for p in info.value.problems} == {"max_yaw_rate", "velocity_damping", "position_noise_std"}
+    assert {p.split(":")[0] for p in info.value.problems} == {
+        "max_yaw_rate",
+        "velocity_damping",
+        "position_noise_std",
+    }
     with pytest.raises(ConfigError, match="episode_length_s: 0.01 s is shorter than one step"):
         from_dict(TrainingCfg, {"direct_env": {"episode_length_s": 0.01}})
     with pytest.raises(ConfigError, match="far_m"):

@@ -393,7 +393,11 @@ class DirectDynamics:
                 sv, sp = cfg.velocity_noise_std * noise_scale, cfg.position_noise_std * noise_scale
                 nx, ny, nz = n[0] * sv, n[1] * sv, n[2] * sv
                 vx, vy, vz = vx + nx, vy + ny, vz + nz
-                px, py, pz = px + (nx * dt + n[3] * sp), py + (ny * dt + n[4] * sp), pz + (nz * dt + n[5] * sp)
+                px, py, pz = (
+                    px + (nx * dt + n[3] * sp),
+                    py + (ny * dt + n[4] * sp),
+                    pz + (nz * dt + n[5] * sp),
+                )
         else:  # the seed model's update, bit for bit
             vx = vx * d_xy + (1.0 - d_xy) * tx
             vy = vy * d_xy + (1.0 - d_xy) * ty
@@ -402,7 +406,11 @@ class DirectDynamics:
                 n = self.rng.standard_normal((1, 6))[0].tolist()
                 sv, sp = cfg.velocity_noise_std * noise_scale, cfg.position_noise_std * noise_scale
                 vx, vy, vz = vx + n[0] * sv, vy + n[1] * sv, vz + n[2] * sv
-                px, py, pz = px + (vx * dt + n[3] * sp), py + (vy * dt + n[4] * sp), pz + (vz * dt + n[5] * sp)
+                px, py, pz = (
+                    px + (vx * dt + n[3] * sp),
+                    py + (vy * dt + n[4] * sp),
+                    pz + (vz * dt + n[5] * sp),
+                )
             else:
                 px, py, pz = px + vx * dt, py + vy * dt, pz + vz * dt
             w = w * d_yaw + (1.0 - d_yaw) * w_cmd if d_yaw > 0.0 else w_cmd
@@ -413,7 +421,9 @@ class DirectDynamics:
         self.yaw_rad[0] = (yaw + math.pi) % (2 * math.pi) - math.pi
         return self.pos_w, self.yaw_rad
 
-    def _shape_horizontal(self, dv_xy: np.ndarray, v_xy: np.ndarray, az: np.ndarray, lag: float, dt: float) -> None:
+    def _shape_horizontal(
+        self, dv_xy: np.ndarray, v_xy: np.ndarray, az: np.ndarray, lag: float, dt: float
+    ) -> None:
         """Thrust limit, attitude lag, jerk limit, thrust and yaw coupling on the horizontal thrust
         acceleration, then drag; in place on ``dv_xy`` (N, 2), the velocity change over ``dt`` seconds.
         ``az`` (N,) is this step's vertical acceleration, m/s^2."""

@@ -30,18 +30,26 @@ class DirectDynamicsCfg:
     max_vertical_velocity: float = cfg_field(5.0, gt=0.0)  # m/s, vertical speed at action +-1
     max_yaw_rate: float = cfg_field(90.0, gt=0.0)  # deg/s, yaw rate at action +-1
     velocity_damping: float = cfg_field(0.95, ge=0.0, lt=1.0)  # 1, velocity retained per reference step
-    damping_reference_dt: float = cfg_field(0.05, gt=0.0)  # s, step the damping is defined for (20 Hz control)
+    damping_reference_dt: float = cfg_field(
+        0.05, gt=0.0
+    )  # s, step the damping is defined for (20 Hz control)
     position_noise_std: float = cfg_field(0.02, ge=0.0)  # m, Gaussian position noise per reference step
     velocity_noise_std: float = cfg_field(0.1, ge=0.0)  # m/s, Gaussian velocity noise per reference step
     # Phase-2 extensions (flyby tune); the defaults reproduce the seed model.
     # 1, vertical velocity retained per reference step; null: velocity_damping
     vertical_velocity_damping: float | None = cfg_field(None, ge=0.0, lt=1.0)
     velocity_gain: float = cfg_field(1.0, gt=0.0)  # 1, horizontal velocity target per commanded velocity
-    vertical_velocity_gain: float = cfg_field(1.0, gt=0.0)  # 1, vertical velocity target per commanded velocity
+    vertical_velocity_gain: float = cfg_field(
+        1.0, gt=0.0
+    )  # 1, vertical velocity target per commanded velocity
     # m/s, norm limit of the horizontal setpoint (PX4 MPC_XY_VEL_MAX); null: none
     max_horizontal_speed: float | None = cfg_field(None, gt=0.0)
-    max_climb_rate: float | None = cfg_field(None, gt=0.0)  # m/s, upward target limit (MPC_Z_VEL_MAX_UP); null: none
-    max_descent_rate: float | None = cfg_field(None, gt=0.0)  # m/s, downward target limit (MPC_Z_VEL_MAX_DN); null: none
+    max_climb_rate: float | None = cfg_field(
+        None, gt=0.0
+    )  # m/s, upward target limit (MPC_Z_VEL_MAX_UP); null: none
+    max_descent_rate: float | None = cfg_field(
+        None, gt=0.0
+    )  # m/s, downward target limit (MPC_Z_VEL_MAX_DN); null: none
     # m/s^2, norm limit of the horizontal thrust acceleration (tilt limit); null: none
     max_horizontal_acceleration: float | None = cfg_field(None, gt=0.0)
     drag_coefficient: float = cfg_field(0.0, ge=0.0)  # 1/s, linear drag, outside max_horizontal_acceleration
@@ -59,7 +67,9 @@ class DirectDynamicsCfg:
     # 1, anti-windup integrator retained per reference step (its leak back to zero); 0: no memory
     antiwindup_damping: float = cfg_field(0.0, ge=0.0, lt=1.0)
     yaw_rate_gain: float = cfg_field(1.0, gt=0.0)  # 1, yaw rate per commanded yaw rate
-    yaw_rate_damping: float = cfg_field(0.0, ge=0.0, lt=1.0)  # 1, yaw rate kept per reference step; 0: instant
+    yaw_rate_damping: float = cfg_field(
+        0.0, ge=0.0, lt=1.0
+    )  # 1, yaw rate kept per reference step; 0: instant
 
     def validate(self) -> list[str]:
         problems = []
@@ -68,7 +78,11 @@ class DirectDynamicsCfg:
                 f"drag_coefficient: {self.drag_coefficient} acts only inside the thrust limit; "
                 "set max_horizontal_acceleration too (or drag_coefficient: 0)"
             )
-        if self.antiwindup_gain > 0.0 and self.max_horizontal_acceleration is None and self.thrust_coupling == 0.0:
+        if (
+            self.antiwindup_gain > 0.0
+            and self.max_horizontal_acceleration is None
+            and self.thrust_coupling == 0.0
+        ):
             problems.append(
                 f"antiwindup_gain: {self.antiwindup_gain} integrates what the thrust limits do not deliver; "
                 "set max_horizontal_acceleration or thrust_coupling too (or antiwindup_gain: 0)"

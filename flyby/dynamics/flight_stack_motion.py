@@ -134,7 +134,9 @@ class FlightStackMotion:
             self._state = self.backend.drone_state()
             return
         surface = (
-            np.zeros(len(pos_w)) if self.surface_height is None else np.asarray(self.surface_height(pos_w[:, :2]), float)
+            np.zeros(len(pos_w))
+            if self.surface_height is None
+            else np.asarray(self.surface_height(pos_w[:, :2]), float)
         )
         on_ground = pos_w.copy()
         on_ground[:, 2] = surface + self.rest_height_m
@@ -177,7 +179,9 @@ class FlightStackMotion:
         while True:
             err = target_pos_w - self.pos_w[rows]
             speed = np.linalg.norm(self.lin_vel_w[rows], axis=1)
-            done = ~climb | ((np.linalg.norm(err, axis=1) < cfg.position_tolerance_m) & (speed < cfg.speed_tolerance_mps))
+            done = ~climb | (
+                (np.linalg.norm(err, axis=1) < cfg.position_tolerance_m) & (speed < cfg.speed_tolerance_mps)
+            )
             if done.all():
                 break
             if elapsed > cfg.timeout_s:
@@ -208,7 +212,9 @@ class FlightStackMotion:
             )
         a = validate_actions(actions, self.num_drones)
         cfg = self.action_scale
-        vel_sp_w, yaw_rate_sp = scale_actions(a, cfg.max_velocity, cfg.max_vertical_velocity, cfg.max_yaw_rate)
+        vel_sp_w, yaw_rate_sp = scale_actions(
+            a, cfg.max_velocity, cfg.max_vertical_velocity, cfg.max_yaw_rate
+        )
         self._control_step(vel_sp_w, yaw_rate_sp)
         return self.pos_w, self.yaw_rad
 

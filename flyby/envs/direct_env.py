@@ -75,7 +75,9 @@ class DirectISREnv(gym.Env):
 
             cfg = load_training_cfg().direct_env
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         self.cfg = cfg
         self.render_mode = render_mode
         self.task = ISRTask(cfg, num_envs=1)
@@ -97,7 +99,10 @@ class DirectISREnv(gym.Env):
         if a.shape != (ACTION_DIM,):
             raise InvalidAction(f"action must have shape (4,) = [vx, vy, vz, yaw_rate], got {a.shape}")
         res = self.task.step(a[None], autoreset=False)
-        info: dict[str, Any] = {"targets_seen": int(self.task.seen[0].sum()), "detections": int(self.task.detections.visible[0].sum())}
+        info: dict[str, Any] = {
+            "targets_seen": int(self.task.seen[0].sum()),
+            "detections": int(self.task.detections.visible[0].sum()),
+        }
         if res.log:
             info["log"] = res.log
         return res.obs[0], float(res.reward[0]), bool(res.terminated[0]), bool(res.truncated[0]), info

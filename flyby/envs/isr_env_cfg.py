@@ -18,8 +18,12 @@ from flyby.world.world import WorldCfg
 class SpawnCfg:
     """Where drones start an episode."""
 
-    altitude_m: tuple[float, float] = cfg_field((20.0, 45.0), gt=0.0)  # m, min/max start altitude above ground
-    building_clearance_m: float = cfg_field(5.0, ge=0.0)  # m, start at least this high above the building below
+    altitude_m: tuple[float, float] = cfg_field(
+        (20.0, 45.0), gt=0.0
+    )  # m, min/max start altitude above ground
+    building_clearance_m: float = cfg_field(
+        5.0, ge=0.0
+    )  # m, start at least this high above the building below
     # m, ... and above every building within this horizontal distance (a 5 x 5 grid of height samples);
     # 0: only the one below. Without it a drone can start 1 m beside a wall 10 m taller than itself.
     clearance_radius_m: float = cfg_field(15.0, ge=0.0)
@@ -40,7 +44,9 @@ class ISREnvCfg:
 
     world: WorldCfg = field(default_factory=WorldCfg)  # the procedural area
     world_seed: int = cfg_field(0, ge=0)  # seed of the world layout (episodes are seeded separately)
-    dynamics: DirectDynamicsCfg = field(default_factory=DirectDynamicsCfg)  # direct model (and action scaling)
+    dynamics: DirectDynamicsCfg = field(
+        default_factory=DirectDynamicsCfg
+    )  # direct model (and action scaling)
     camera: CameraCfg = field(default_factory=CameraCfg)  # drone camera
     step_dt: float = cfg_field(0.05, gt=0.0, le=1.0)  # s, control period (20 Hz)
     episode_length_s: float = cfg_field(60.0, gt=0.0)  # s, time limit of an episode (truncation)

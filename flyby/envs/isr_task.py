@@ -245,12 +245,23 @@ class ISRTask:
             )
         ids = np.asarray(ids)
         n = self.num_envs
-        if ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu" or (ids < 0).any() or (ids >= n).any() \
-                or np.unique(ids).size != ids.size:
-            raise ValueError(f"ids must be distinct env indices in [0, {n}), at least one, got {ids.tolist()!r}")
-        start_pos, start_yaw = check_start_poses(pos_w, yaw_rad, n, self.world, self.cfg.terminations, ids=ids)
-        self._reset_idx(ids, None if start_pos is None else start_pos[ids],
-                        None if start_yaw is None else start_yaw[ids])
+        if (
+            ids.ndim != 1
+            or ids.size == 0
+            or ids.dtype.kind not in "iu"
+            or (ids < 0).any()
+            or (ids >= n).any()
+            or np.unique(ids).size != ids.size
+        ):
+            raise ValueError(
+                f"ids must be distinct env indices in [0, {n}), at least one, got {ids.tolist()!r}"
+            )
+        start_pos, start_yaw = check_start_poses(
+            pos_w, yaw_rad, n, self.world, self.cfg.terminations, ids=ids
+        )
+        self._reset_idx(
+            ids, None if start_pos is None else start_pos[ids], None if start_yaw is None else start_yaw[ids]
+        )
         return self._get_observations().copy()
 
     def mark_reset_needed(self, why: str) -> None:
@@ -335,8 +346,9 @@ class ISRTask:
         )
         self._record_detections(ids, det, cam_pos, rot_wc)
 
-    def _record_detections(self, ids: np.ndarray | None, det: Detections, cam_pos: np.ndarray,
-                           rot_wc: np.ndarray) -> None:
+    def _record_detections(
+        self, ids: np.ndarray | None, det: Detections, cam_pos: np.ndarray, rot_wc: np.ndarray
+    ) -> None:
         """Store fresh detections of envs ``ids`` (all when None): seen / newly seen targets and coverage.
 
         ``det`` holds one row per env of ``ids``; its arrays become the task's when ``ids`` is None.
@@ -424,9 +436,7 @@ class ISRTask:
             self.covered[ids] = before | inside
         return fresh.sum(axis=1)
 
-    def _cover_stencil(
-        self, ids: np.ndarray | None, ground: np.ndarray, radius_sq: np.ndarray
-    ) -> np.ndarray:
+    def _cover_stencil(self, ids: np.ndarray | None, ground: np.ndarray, radius_sq: np.ndarray) -> np.ndarray:
         """:meth:`_cover` on any grid: the square stencil of cells around each footprint centre."""
         cell = self.cfg.rewards.coverage_cell_m
         half = self.world.half_extent
@@ -442,7 +452,10 @@ class ISRTask:
         inside = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] <= radius_sq[:, None, None]
         inside &= ok_x[:, :, None] & ok_y[:, None, :]
         # Out-of-grid cells are masked out of `inside`; clamp their indices only to keep them valid.
-        flat = np.minimum(np.maximum(ix, 0), gx - 1)[:, :, None] * gy + np.minimum(np.maximum(iy, 0), gy - 1)[:, None, :]
+        flat = (
+            np.minimum(np.maximum(ix, 0), gx - 1)[:, :, None] * gy
+            + np.minimum(np.maximum(iy, 0), gy - 1)[:, None, :]
+        )
         rows = np.arange(self.num_envs) if ids is None else ids
         cells = self.covered.shape[1]
         hit = (flat + (rows * cells)[:, None, None])[inside]  # indices into covered.ravel()
@@ -530,7 +543,9 @@ class ISRTask:
             pos_w=pos,
             lin_vel_w=self.dynamics.lin_vel_w,
             yaw_rad=self.dynamics.yaw_rad,
-            clearance_m=obs_mdp.clearance_patch(pos, self.world.height_at, self.cfg.observations.clearance_cell_m),
+            clearance_m=obs_mdp.clearance_patch(
+                pos, self.world.height_at, self.cfg.observations.clearance_cell_m
+            ),
             detections=det_enc,
             progress=progress,
             last_action=self.actions,
@@ -538,14 +553,19 @@ class ISRTask:
             vel_scale=self._vel_scale,
             max_altitude_m=self.cfg.terminations.max_altitude_m,
             coverage=obs_mdp.coverage_patch(
-                self.covered, self._grid_shape_xy,
-                np.floor((pos[:, :2] + self.world.half_extent) / self.cfg.rewards.coverage_cell_m).astype(np.intp),
+                self.covered,
+                self._grid_shape_xy,
+                np.floor((pos[:, :2] + self.world.half_extent) / self.cfg.rewards.coverage_cell_m).astype(
+                    np.intp
+                ),
                 self.cfg.observations.coverage_block_cells,
             ),
             out=self._obs,
         )
 
-    def _episode_log(self, ids: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> dict[str, float]:
+    def _episode_log(
+        self, ids: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
+    ) -> dict[str, float]:
         """Episode_Reward/<term> means over the envs that ended, and termination counts."""
         log = {f"Episode_Reward/{k}": float(v[ids].mean()) for k, v in self.episode_sums.items()}
         log["Episode_Termination/crash"] = int(self._crashed[ids].sum())
@@ -649,7 +669,9 @@ def check_start_poses(
             lo = world.building_min_w - r
             hi = world.building_max_w + r
             b = int(np.flatnonzero(((p[row] >= lo) & (p[row] <= hi)).all(axis=1))[0])
-            bx, by, bz = zip(world.building_min_w[b].round(2).tolist(), world.building_max_w[b].round(2).tolist())
+            bx, by, bz = zip(
+                world.building_min_w[b].round(2).tolist(), world.building_max_w[b].round(2).tolist()
+            )
             problems.append(
                 f"{where} is inside building {b} (x {bx[0]:g}..{bx[1]:g}, y {by[0]:g}..{by[1]:g}, "
                 f"z {bz[0]:g}..{bz[1]:g} m)"
@@ -675,7 +697,9 @@ def _as_real(value, shape: tuple[int, ...], name: str, unit: str) -> np.ndarray:
     expected = f"{shape}" + (f" or {single}" if shape[0] == 1 else "")
     if not ok_dtype or not (arr.shape == shape or (shape[0] == 1 and arr.shape == single)):
         got = f"dtype {arr.dtype}, shape {arr.shape}" if arr is not None else "a ragged sequence"
-        raise ValueError(f"reset option {name} must be real numbers of shape {expected} ({unit}), got {got}: {value!r}")
+        raise ValueError(
+            f"reset option {name} must be real numbers of shape {expected} ({unit}), got {got}: {value!r}"
+        )
     arr = arr.astype(np.float64).reshape(shape)
     if not np.isfinite(arr).all():
         raise ValueError(f"reset option {name} must be finite with shape {expected} ({unit}), got {value!r}")

@@ -63,13 +63,17 @@ class MultiDroneISREnv(VectorEnv):
 
             cfg = load_training_cfg().multi_drone_env
         if num_drones is not None and num_envs is not None and num_drones != num_envs:
-            raise ConfigError([f"num_drones: {num_drones} disagrees with num_envs={num_envs}; pass one of them"])
+            raise ConfigError(
+                [f"num_drones: {num_drones} disagrees with num_envs={num_envs}; pass one of them"]
+            )
         n = num_drones if num_drones is not None else num_envs
         n = cfg.num_drones if n is None else n
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 4096:
             raise ConfigError([f"num_drones: {n!r} must be an integer in [1, 4096]"])
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         self.cfg = cfg
         self.num_envs = int(n)
         self.render_mode = render_mode
@@ -123,7 +127,9 @@ class MultiDroneISREnv(VectorEnv):
         """Drone indices of a Gymnasium ``reset_mask`` (checked as ``SyncVectorEnv`` checks it)."""
         if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
             what = type(mask).__name__ if not isinstance(mask, np.ndarray) else f"dtype {mask.dtype}"
-            raise TypeError(f"options['reset_mask'] must be a numpy bool array of shape ({self.num_envs},), got {what}")
+            raise TypeError(
+                f"options['reset_mask'] must be a numpy bool array of shape ({self.num_envs},), got {what}"
+            )
         if mask.shape != (self.num_envs,) or not mask.any():
             raise ValueError(
                 f"options['reset_mask'] must have shape ({self.num_envs},) with at least one True, "

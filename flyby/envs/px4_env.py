@@ -33,7 +33,9 @@ def resolve_flight_stack(requested: FlightStack | str, px4: PX4Cfg) -> FlightSta
     except ValueError:
         raise ValueError(f"flight_stack must be one of 'px4', 'cascade', 'auto', got {requested!r}") from None
     if stack is FlightStack.DIRECT:
-        raise ValueError("flight_stack 'direct' is the training envs' model; PX4ISR-v0 takes 'px4', 'cascade' or 'auto'")
+        raise ValueError(
+            "flight_stack 'direct' is the training envs' model; PX4ISR-v0 takes 'px4', 'cascade' or 'auto'"
+        )
     if stack is FlightStack.CASCADE:
         return stack
     from flyby.px4.launcher import find_px4
@@ -121,13 +123,18 @@ class PX4ISREnv(gym.Env):
 
             cfg = load_evaluation_cfg().px4_env
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         from flyby.config import check
 
         self.cfg = check(cfg)
         self.render_mode = render_mode
         self._px4_kwargs = dict(px4_kwargs or {})
-        if self._px4_kwargs.get("launcher_factory") is not None and FlightStack(flight_stack) is FlightStack.PX4:
+        if (
+            self._px4_kwargs.get("launcher_factory") is not None
+            and FlightStack(flight_stack) is FlightStack.PX4
+        ):
             self.flight_stack = FlightStack.PX4  # a stand-in launcher: no binary to find
         else:
             self.flight_stack = resolve_flight_stack(flight_stack, cfg.px4)
@@ -140,9 +147,14 @@ class PX4ISREnv(gym.Env):
         world = generate_world(cfg.world, cfg.world_seed)
         render_camera = replace(cfg.camera, preset=cfg.render.preset)
         self.backend = make_backend(
-            "mujoco", world, 1, render_camera,
-            dynamic=cfg.multirotor, physics_dt=cfg.physics_dt,
-            shadows=cfg.render.shadows, antialias=cfg.render.antialias,
+            "mujoco",
+            world,
+            1,
+            render_camera,
+            dynamic=cfg.multirotor,
+            physics_dt=cfg.physics_dt,
+            shadows=cfg.render.shadows,
+            antialias=cfg.render.antialias,
         )
         try:
             controller = self._make_flight_stack()
@@ -190,7 +202,9 @@ class PX4ISREnv(gym.Env):
         from flyby.px4.params import sitl_params
 
         kwargs = {"params": sitl_params(cfg.multirotor), **self._px4_kwargs}  # MPC_THR_HOVER of this airframe
-        return PX4FlightStack(num_drones=1, px4=cfg.px4, sensors=cfg.sensors, physics_dt=cfg.physics_dt, **kwargs)
+        return PX4FlightStack(
+            num_drones=1, px4=cfg.px4, sensors=cfg.sensors, physics_dt=cfg.physics_dt, **kwargs
+        )
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         pos_w, yaw_rad = self.task.start_poses(options)  # bad options raise before anything changes

@@ -43,7 +43,9 @@ class TakeoffCfg:
     horizontal ``max_horizontal_speed_mps``), until the drone is within the tolerances.
     """
 
-    ground_start_below_m: float = cfg_field(1.0, ge=0.0)  # m above the surface: a start this low is a ground start
+    ground_start_below_m: float = cfg_field(
+        1.0, ge=0.0
+    )  # m above the surface: a start this low is a ground start
     position_tolerance_m: float = cfg_field(0.5, gt=0.0)  # m, take-off done within this of the start
     speed_tolerance_mps: float = cfg_field(0.3, gt=0.0)  # m/s, ... and slower than this
     gain_per_s: float = cfg_field(1.0, gt=0.0)  # 1/s, velocity setpoint per metre of position error
@@ -57,7 +59,9 @@ class TakeoffCfg:
 class PX4Cfg:
     """Where PX4 SITL is and how long to wait for it."""
 
-    px4_dir: str = ""  # PX4-Autopilot checkout with build/px4_sitl_default; empty: $PX4_DIR, then `px4` on PATH
+    px4_dir: str = (
+        ""  # PX4-Autopilot checkout with build/px4_sitl_default; empty: $PX4_DIR, then `px4` on PATH
+    )
     instance: int = cfg_field(0, ge=0, le=99)  # PX4 instance i: TCP 4560+i, UDP 14540+i
     timeout_s: float = cfg_field(5.0, gt=0.0)  # s, bound on every wait for PX4 (replies, start-up, shutdown)
     keep_ulogs: bool = True  # keep PX4's ULog of every run in output/logs (about 0.35 MB per PX4-second); training turns it off
@@ -73,7 +77,9 @@ class PX4EnvCfg(ISREnvCfg):
     render preset, so render skipping and resolution presets cannot change observations.
     """
 
-    camera: CameraCfg = field(default_factory=lambda: CameraCfg(preset=ResolutionPreset.TRAINING))  # perception camera
+    camera: CameraCfg = field(
+        default_factory=lambda: CameraCfg(preset=ResolutionPreset.TRAINING)
+    )  # perception camera
     physics_dt: float = cfg_field(0.004, gt=0.0, le=0.02)  # s, physics step (250 Hz, PX4 SITL lockstep rate)
     decimation: int = cfg_field(10, ge=1)  # physics steps per control step
     step_dt: float = cfg_field(0.04, gt=0.0, le=1.0)  # s, control period = physics_dt * decimation (25 Hz)
@@ -83,7 +89,9 @@ class PX4EnvCfg(ISREnvCfg):
     cascade: CascadeCfg = field(default_factory=CascadeCfg)  # built-in flight stack (PX4 default gains)
     sensors: SensorCfg = field(default_factory=SensorCfg)  # IMU, magnetometer, barometer, GPS
     px4: PX4Cfg = field(default_factory=PX4Cfg)  # PX4 SITL
-    perception: PerceptionCfg = field(default_factory=PerceptionCfg)  # detections: ground_truth (analytic) or yolo
+    perception: PerceptionCfg = field(
+        default_factory=PerceptionCfg
+    )  # detections: ground_truth (analytic) or yolo
 
     def validate(self) -> list[str]:
         problems = super().validate()

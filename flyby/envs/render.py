@@ -32,7 +32,9 @@ class TaskRenderer:
         skipped: camera requests answered from the cache.
     """
 
-    def __init__(self, task: ISRTask, backend: BackendKind | str | None = None, render_interval: int = 1) -> None:
+    def __init__(
+        self, task: ISRTask, backend: BackendKind | str | None = None, render_interval: int = 1
+    ) -> None:
         if render_interval < 1:
             raise ValueError(f"render_interval must be >= 1 step, got {render_interval}")
         self.task = task

@@ -149,10 +149,14 @@ class SB3VecEnvAdapter(VecEnv):
         idx = self._indices(indices, f"set_attr({attr_name!r})")
         if not idx:
             return
-        self._require_all(idx, f"set_attr({attr_name!r})", "one shared attribute cannot hold a value per drone")
+        self._require_all(
+            idx, f"set_attr({attr_name!r})", "one shared attribute cannot hold a value per drone"
+        )
         setattr(self.env, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
+    ) -> list[Any]:
         """Call ``method_name`` for the drones ``indices``; one result per index.
 
         ``"reset"`` resets only those drones (Gymnasium ``reset_mask``) and returns
@@ -170,7 +174,8 @@ class SB3VecEnvAdapter(VecEnv):
         if method_name == "reset":
             return self._reset_drones(idx, *method_args, **method_kwargs)
         self._require_all(
-            idx, f"env_method({method_name!r})",
+            idx,
+            f"env_method({method_name!r})",
             "it is a method of the one env all drones share; only 'reset' can act on some drones",
         )
         result = getattr(self.env, method_name)(*method_args, **method_kwargs)

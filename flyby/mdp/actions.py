@@ -59,7 +59,9 @@ def validate_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
         )
     if not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))
-        raise InvalidAction(f"actions contain NaN/inf at (env, channel) {bad[:4].tolist()}; check the policy output")
+        raise InvalidAction(
+            f"actions contain NaN/inf at (env, channel) {bad[:4].tolist()}; check the policy output"
+        )
     # np.minimum/np.maximum: np.clip costs ~9 us of wrapper overhead per call on this hot path.
     return np.minimum(np.maximum(a, -1.0), 1.0)
 

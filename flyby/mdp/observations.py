@@ -42,7 +42,9 @@ class ObservationCfg:
 
     top_k: int = cfg_field(5, ge=1, le=64)  # detection slots in the observation
     clearance_cell_m: float = cfg_field(10.0, gt=0.0)  # m, spacing of the 3x3 clearance patch
-    coverage_block_cells: int = cfg_field(4, ge=1, le=64)  # coverage cells per side of a block of the coverage patch
+    coverage_block_cells: int = cfg_field(
+        4, ge=1, le=64
+    )  # coverage cells per side of a block of the coverage patch
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,13 @@ class ObsLayout:
 _PATCH = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], dtype=np.float64)
 
 
-def coverage_patch(covered: np.ndarray, grid_shape: tuple[int, int], cell_xy: np.ndarray, block: int,
-                   out: np.ndarray | None = None) -> np.ndarray:
+def coverage_patch(
+    covered: np.ndarray,
+    grid_shape: tuple[int, int],
+    cell_xy: np.ndarray,
+    block: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Share of the ground not yet covered in 3x3 blocks around each drone (where to fly next).
 
     A memoryless policy sees where it is but not where it has been; this patch is the part of
@@ -134,8 +141,12 @@ def coverage_patch(covered: np.ndarray, grid_shape: tuple[int, int], cell_xy: np
     flat = integral.reshape(n, -1)
     stride = gy + 1
     rows = _row_offsets(n, 1)
-    total = (flat[rows, hi[..., 0] * stride + hi[..., 1]] - flat[rows, lo[..., 0] * stride + hi[..., 1]]
-             - flat[rows, hi[..., 0] * stride + lo[..., 1]] + flat[rows, lo[..., 0] * stride + lo[..., 1]])
+    total = (
+        flat[rows, hi[..., 0] * stride + hi[..., 1]]
+        - flat[rows, lo[..., 0] * stride + hi[..., 1]]
+        - flat[rows, hi[..., 0] * stride + lo[..., 1]]
+        + flat[rows, lo[..., 0] * stride + lo[..., 1]]
+    )
     return np.divide(total, block * block, out=out)
 
 

@@ -34,9 +34,13 @@ from flyby.enums import ResolutionPreset
 class CameraCfg:
     """A drone-mounted pinhole camera."""
 
-    preset: ResolutionPreset = ResolutionPreset.TRAINING  # resolution preset (training 128x128, evaluation 320x240, full 640x480, multi 80x80)
+    preset: ResolutionPreset = (
+        ResolutionPreset.TRAINING
+    )  # resolution preset (training 128x128, evaluation 320x240, full 640x480, multi 80x80)
     fovy_deg: float = cfg_field(70.0, gt=1.0, lt=179.0)  # deg, vertical field of view (MuJoCo's fovy)
-    pitch_deg: float = cfg_field(50.0, ge=0.0, le=90.0)  # deg, downward pitch of the optical axis below body x
+    pitch_deg: float = cfg_field(
+        50.0, ge=0.0, le=90.0
+    )  # deg, downward pitch of the optical axis below body x
     offset_b: tuple[float, float, float] = (0.12, 0.0, -0.06)  # m, camera position in the body frame (FLU)
     near_m: float = cfg_field(0.2, gt=0.0)  # m, nearest visible depth
     far_m: float = cfg_field(150.0, gt=0.0)  # m, farthest visible depth
@@ -120,9 +124,7 @@ def yaw_rotation(yaw_rad: np.ndarray) -> np.ndarray:
     return rot
 
 
-def camera_poses_w(
-    pos_w: np.ndarray, rot_wb: np.ndarray, cfg: CameraCfg
-) -> tuple[np.ndarray, np.ndarray]:
+def camera_poses_w(pos_w: np.ndarray, rot_wb: np.ndarray, cfg: CameraCfg) -> tuple[np.ndarray, np.ndarray]:
     """World pose of each drone's camera.
 
     Args:

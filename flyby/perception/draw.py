@@ -96,7 +96,11 @@ def _legend(img: np.ndarray) -> None:
     """Legend box in the top-left corner: YOLO (solid, per class) and ground truth (dashed)."""
     import cv2
 
-    rows = [("YOLO vehicle", YOLO_RGB[0], False), ("YOLO person", YOLO_RGB[1], False), ("ground truth", GT_RGB, True)]
+    rows = [
+        ("YOLO vehicle", YOLO_RGB[0], False),
+        ("YOLO person", YOLO_RGB[1], False),
+        ("ground truth", GT_RGB, True),
+    ]
     x0, y0, line_h, width = 3, 3, 11, 92
     overlay = img.copy()
     cv2.rectangle(overlay, (x0, y0), (x0 + width, y0 + line_h * len(rows) + 4), (0, 0, 0), -1)

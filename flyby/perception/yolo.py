@@ -92,12 +92,16 @@ class PerceptionCfg:
     runs :class:`YoloDetector` on it (see :mod:`flyby.perception.yolo_env`).
     """
 
-    mode: PerceptionMode = PerceptionMode.GROUND_TRUTH  # ground_truth (analytic) or yolo (learned, on rendered frames)
+    mode: PerceptionMode = (
+        PerceptionMode.GROUND_TRUTH
+    )  # ground_truth (analytic) or yolo (learned, on rendered frames)
     weights: str = ""  # YOLO .pt file; empty: the shipped flyby/perception/weights/isr_yolo11n_320.pt
     conf: float = cfg_field(0.25, ge=0.0, le=1.0)  # least confidence of a YOLO box
     iou: float = cfg_field(0.7, ge=0.0, le=1.0)  # IoU threshold of YOLO's non-maximum suppression
     imgsz: int = cfg_field(320, ge=32)  # px, YOLO inference size (the shipped weights: 320)
-    match_iou: float = cfg_field(0.5, gt=0.0, le=1.0)  # least IoU with a target's ground-truth box to count as it
+    match_iou: float = cfg_field(
+        0.5, gt=0.0, le=1.0
+    )  # least IoU with a target's ground-truth box to count as it
     device: str = "cpu"  # torch device of YOLO inference
 
     def validate(self) -> list[str]:
@@ -139,7 +143,9 @@ def yolo_config_dir() -> Path:
         candidates.append(root / ".cache" / "ultralytics")
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
     candidates.append((Path(xdg) if xdg else Path.home() / ".cache") / "flyby" / "ultralytics")
-    candidates.append(Path(tempfile.gettempdir()) / f"flyby-ultralytics-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    candidates.append(
+        Path(tempfile.gettempdir()) / f"flyby-ultralytics-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    )
     for path in candidates:
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -318,7 +324,9 @@ def load_yolo(weights: str | os.PathLike | None = None):
         model = ul.YOLO(str(path), task="detect")
         names = dict(model.names)
     except Exception as err:  # torch/pickle/ultralytics raise many kinds for a bad file
-        reason = (str(err).strip().splitlines() or [""])[0].replace("ERROR ❌️ ", "")  # not ultralytics' download advice
+        reason = (str(err).strip().splitlines() or [""])[0].replace(
+            "ERROR ❌️ ", ""
+        )  # not ultralytics' download advice
         raise WeightsError(
             f"cannot load YOLO weights {path}: {type(err).__name__}: {reason} The file is not an "
             f"ultralytics detection checkpoint (or is corrupt); rebuild it with: {REPRODUCE_COMMAND}",

@@ -72,12 +72,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.timing_frames < 0:
         problems.append(f"--timing-frames: {args.timing_frames} must be >= 0")
     if args.imgsz < 32 or args.imgsz % 32:
-        problems.append(f"--imgsz: {args.imgsz} must be a positive multiple of 32 (YOLO's largest stride); try 320")
+        problems.append(
+            f"--imgsz: {args.imgsz} must be a positive multiple of 32 (YOLO's largest stride); try 320"
+        )
     if problems:
         raise ConfigError(problems)
     weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
     result = evaluate_yolo(
-        weights, args.data, split=args.split, imgsz=args.imgsz, timing_frames=args.timing_frames, device=args.device
+        weights,
+        args.data,
+        split=args.split,
+        imgsz=args.imgsz,
+        timing_frames=args.timing_frames,
+        device=args.device,
     )
     size = weights.stat().st_size / 1e6
     print(f"weights: {weights} ({size:.1f} MB)")
@@ -118,11 +125,25 @@ def add_yolo_parsers(subparsers: argparse._SubParsersAction) -> None:
                     "Writes the standard YOLO layout (images/, labels/, data.yaml) atomically.",
     )  # fmt: skip
     ds.add_argument("--out", default=DEFAULT_DATASET, help=f"dataset folder (default {DEFAULT_DATASET})")
-    ds.add_argument("--train-seeds", default="0..5", help="training world seeds: '0..5' (inclusive) or '0,3,7' (default 0..5)")
-    ds.add_argument("--val-seeds", default="100,101", help="held-out world seeds for model selection (default 100,101)")
-    ds.add_argument("--test-seeds", default="200,201", help="held-out world seeds for the reported metrics (default 200,201)")
-    ds.add_argument("--train-frames-per-seed", type=int, default=100, help="frames per training world (default 100)")
-    ds.add_argument("--val-frames-per-seed", type=int, default=40, help="frames per validation world (default 40)")
+    ds.add_argument(
+        "--train-seeds",
+        default="0..5",
+        help="training world seeds: '0..5' (inclusive) or '0,3,7' (default 0..5)",
+    )
+    ds.add_argument(
+        "--val-seeds", default="100,101", help="held-out world seeds for model selection (default 100,101)"
+    )
+    ds.add_argument(
+        "--test-seeds",
+        default="200,201",
+        help="held-out world seeds for the reported metrics (default 200,201)",
+    )
+    ds.add_argument(
+        "--train-frames-per-seed", type=int, default=100, help="frames per training world (default 100)"
+    )
+    ds.add_argument(
+        "--val-frames-per-seed", type=int, default=40, help="frames per validation world (default 40)"
+    )
     ds.add_argument("--test-frames-per-seed", type=int, default=60, help="frames per test world (default 60)")
     ds.add_argument("--seed", type=int, default=0, help="camera-pose sampling seed (default 0)")
     ds.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
@@ -135,19 +156,32 @@ def add_yolo_parsers(subparsers: argparse._SubParsersAction) -> None:
                     "downloaded), train it on a `flyby yolo-dataset` folder, copy the best checkpoint to --out, "
                     "score it on the held-out test worlds and write a JSON card beside it.",
     )  # fmt: skip
-    tr.add_argument("--data", default=f"{DEFAULT_DATASET}/data.yaml",
-                    help=f"dataset data.yaml or folder (default {DEFAULT_DATASET}/data.yaml)")
-    tr.add_argument("--out", default=DEFAULT_WEIGHTS_OUT, help=f"weights file to write (default {DEFAULT_WEIGHTS_OUT})")
+    tr.add_argument(
+        "--data",
+        default=f"{DEFAULT_DATASET}/data.yaml",
+        help=f"dataset data.yaml or folder (default {DEFAULT_DATASET}/data.yaml)",
+    )
+    tr.add_argument(
+        "--out", default=DEFAULT_WEIGHTS_OUT, help=f"weights file to write (default {DEFAULT_WEIGHTS_OUT})"
+    )
     tr.add_argument("--model", default="yolo11n.yaml", help="architecture YAML (default yolo11n.yaml)")
     tr.add_argument("--epochs", type=int, default=15, help="epochs (default 15)")
-    tr.add_argument("--imgsz", type=int, default=320, help="training image size, multiple of 32 (default 320)")
+    tr.add_argument(
+        "--imgsz", type=int, default=320, help="training image size, multiple of 32 (default 320)"
+    )
     tr.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     tr.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
-    tr.add_argument("--close-mosaic", type=int, default=3, help="last epochs without mosaic augmentation (default 3)")
-    tr.add_argument("--patience", type=int, default=100, help="early-stopping patience in epochs (default 100)")
+    tr.add_argument(
+        "--close-mosaic", type=int, default=3, help="last epochs without mosaic augmentation (default 3)"
+    )
+    tr.add_argument(
+        "--patience", type=int, default=100, help="early-stopping patience in epochs (default 100)"
+    )
     tr.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     tr.add_argument("--device", default="cpu", help="torch device: cpu (default) or a GPU index such as 0")
-    tr.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"ultralytics run folder (default {DEFAULT_RUN_DIR})")
+    tr.add_argument(
+        "--run-dir", default=DEFAULT_RUN_DIR, help=f"ultralytics run folder (default {DEFAULT_RUN_DIR})"
+    )
     tr.add_argument("--no-eval", action="store_true", help="skip the held-out test scoring and timing")
     tr.set_defaults(func=_cmd_train)
 
@@ -156,12 +190,25 @@ def add_yolo_parsers(subparsers: argparse._SubParsersAction) -> None:
         description="Score weights (default: the shipped ones) on a dataset split of held-out worlds "
                     "(default: test) and time CPU inference one 320x240 frame at a time.",
     )  # fmt: skip
-    ev.add_argument("--weights", default=None, help="weights .pt (default: the shipped flyby/perception/weights/isr_yolo11n_320.pt)")
-    ev.add_argument("--data", default=f"{DEFAULT_DATASET}/data.yaml",
-                    help=f"dataset data.yaml or folder (default {DEFAULT_DATASET}/data.yaml; make it with flyby yolo-dataset)")
-    ev.add_argument("--split", default="test", choices=("test", "val", "train"), help="split to score (default test)")
+    ev.add_argument(
+        "--weights",
+        default=None,
+        help="weights .pt (default: the shipped flyby/perception/weights/isr_yolo11n_320.pt)",
+    )
+    ev.add_argument(
+        "--data",
+        default=f"{DEFAULT_DATASET}/data.yaml",
+        help=f"dataset data.yaml or folder (default {DEFAULT_DATASET}/data.yaml; make it with flyby yolo-dataset)",
+    )
+    ev.add_argument(
+        "--split", default="test", choices=("test", "val", "train"), help="split to score (default test)"
+    )
     ev.add_argument("--imgsz", type=int, default=320, help="inference size (default 320)")
-    ev.add_argument("--timing-frames", type=int, default=30, help="frames timed for ms/frame, 0 to skip (default 30)")
-    ev.add_argument("--device", default="cpu", help="torch device of the mAP pass (timing is always CPU; default cpu)")
+    ev.add_argument(
+        "--timing-frames", type=int, default=30, help="frames timed for ms/frame, 0 to skip (default 30)"
+    )
+    ev.add_argument(
+        "--device", default="cpu", help="torch device of the mAP pass (timing is always CPU; default cpu)"
+    )
     ev.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ev.set_defaults(func=_cmd_eval)

@@ -87,11 +87,19 @@ class YoloDatasetCfg:
     altitude_m: tuple[float, float] = cfg_field((20.0, 45.0), gt=0.0)  # m above ground, the envs' spawn band
     low_altitude_m: tuple[float, float] = cfg_field((6.0, 20.0), gt=0.0)  # m above ground, the band below it
     low_fraction: float = cfg_field(0.3, ge=0.0, le=1.0)  # share of frames flown in the low band
-    depression_deg: tuple[float, float] = cfg_field((20.0, 80.0), gt=0.0, lt=90.0)  # deg, aimed line of sight below the horizon
+    depression_deg: tuple[float, float] = cfg_field(
+        (20.0, 80.0), gt=0.0, lt=90.0
+    )  # deg, aimed line of sight below the horizon
     max_tilt_deg: float = cfg_field(10.0, ge=0.0, le=45.0)  # deg, largest random body roll and pitch
-    building_clearance_m: float = cfg_field(3.0, ge=0.0)  # m, camera at least this high over the building below
-    world_time_s: tuple[float, float] = cfg_field((0.0, 60.0), ge=0.0)  # s, world time range of the target poses
-    min_label_px: float = cfg_field(3.0, ge=0.0)  # px, boxes whose smaller side is below this are not labelled
+    building_clearance_m: float = cfg_field(
+        3.0, ge=0.0
+    )  # m, camera at least this high over the building below
+    world_time_s: tuple[float, float] = cfg_field(
+        (0.0, 60.0), ge=0.0
+    )  # s, world time range of the target poses
+    min_label_px: float = cfg_field(
+        3.0, ge=0.0
+    )  # px, boxes whose smaller side is below this are not labelled
     batch: int = cfg_field(8, ge=1, le=64)  # camera drones rendered per pass
     seed: int = cfg_field(0, ge=0)  # pose-sampling seed (added to each world seed)
 
@@ -268,7 +276,9 @@ def sample_camera_poses(
     # Keep the camera itself out of buildings (the mount sits 0.12 m ahead of the body).
     cam_pos, _ = camera_poses_w(pos, quat_wxyz_to_rot(quat), camera)
     inside = world.points_in_buildings(cam_pos, 0.5)
-    pos[inside, 2] = np.maximum(pos[inside, 2], world.height_at(pos[inside, :2]) + cfg.building_clearance_m + 1.0)
+    pos[inside, 2] = np.maximum(
+        pos[inside, 2], world.height_at(pos[inside, :2]) + cfg.building_clearance_m + 1.0
+    )
     return pos, quat, aimed
 
 
@@ -309,7 +319,9 @@ def export_dataset(
     if out.exists() and not out.is_dir():
         raise FlybyError(f"dataset folder {out} is a file; give a folder path")
     if out.exists() and not overwrite:
-        raise FlybyError(f"dataset folder {out} already exists; pass overwrite=True (CLI: --overwrite) or another --out")
+        raise FlybyError(
+            f"dataset folder {out} already exists; pass overwrite=True (CLI: --overwrite) or another --out"
+        )
     from flyby.training.evaluation_cfg import load_evaluation_cfg
 
     world_cfg = load_evaluation_cfg().px4_env.world
@@ -327,7 +339,12 @@ def export_dataset(
                 lbl_dir = tmp / "labels" / split
                 img_dir.mkdir(parents=True)
                 lbl_dir.mkdir(parents=True)
-                c = counts[split] = {"images": 0, "background": 0, "boxes": 0, **{v: 0 for v in CLASS_NAMES.values()}}
+                c = counts[split] = {
+                    "images": 0,
+                    "background": 0,
+                    "boxes": 0,
+                    **{v: 0 for v in CLASS_NAMES.values()},
+                }
                 for wseed in cfg.seeds(split):
                     world = generate_world(world_cfg, int(wseed))
                     detector = GroundTruthDetector.from_world(camera, world)
@@ -353,7 +370,9 @@ def export_dataset(
                                     >= cfg.min_label_px
                                 )
                                 cls = world.target_class[keep].astype(np.int64)
-                                lines = yolo_label_lines(det.boxes_px[j][keep], cls, camera.width, camera.height)
+                                lines = yolo_label_lines(
+                                    det.boxes_px[j][keep], cls, camera.width, camera.height
+                                )
                                 name = f"w{int(wseed):04d}_{start + j:05d}"
                                 if not cv2.imwrite(str(img_dir / f"{name}.png"), images[j][..., ::-1]):
                                     raise FlybyError(f"cannot write {img_dir / name}.png (disk full?)")

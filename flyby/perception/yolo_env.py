@@ -159,7 +159,9 @@ class YoloISRTask(ISRTask):
             self.backend.set_drone_poses(dyn.pos_w[rows], yaw_quat_wxyz(dyn.yaw_rad[rows]), rows)
         self.backend.set_target_poses(self.target_pos_w, self.target_yaw_rad)
         frames = self.backend.render_cameras(rows)
-        gt = self.render_detector.detect(r_pos, r_rot, self.target_pos_w, self.target_yaw_rad, self.world.target_size_m)
+        gt = self.render_detector.detect(
+            r_pos, r_rot, self.target_pos_w, self.target_yaw_rad, self.world.target_size_m
+        )
         preds = self.yolo.detect(frames)
         if self.frames is None or self.frames.shape[1:] != frames.shape[1:]:
             self.frames = np.zeros((self.num_envs, *frames.shape[1:]), dtype=np.uint8)
@@ -176,7 +178,9 @@ class YoloISRTask(ISRTask):
             gt_b = gt.boxes_px[j, vis_t]
             gt_c = self.world.target_class[vis_t].astype(np.int64)
             match = match_boxes(pred.boxes_px, pred.cls, gt_b, gt_c, self.perception.match_iou, pred.conf)
-            mapped, keep = render_to_perception_px(pred.boxes_px, self._k_render, self._k_percept, self.cfg.camera.min_box_px)
+            mapped, keep = render_to_perception_px(
+                pred.boxes_px, self._k_render, self._k_percept, self.cfg.camera.min_box_px
+            )
             matched = match.pred_to_gt >= 0
             tp = np.flatnonzero(matched & keep)
             t_ids = vis_t[match.pred_to_gt[tp]]

@@ -35,7 +35,14 @@ from flyby.perception.yolo import CLASS_NAMES, YoloDetector, import_ultralytics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["YoloEvalResult", "YoloTrainCfg", "evaluate_yolo", "measure_cpu_ms", "reproduce_command", "train_yolo"]
+__all__ = [
+    "YoloEvalResult",
+    "YoloTrainCfg",
+    "evaluate_yolo",
+    "measure_cpu_ms",
+    "reproduce_command",
+    "train_yolo",
+]
 
 
 @dataclass(kw_only=True)
@@ -57,7 +64,9 @@ class YoloTrainCfg:
         if self.imgsz % 32:
             problems.append(f"imgsz: {self.imgsz} must be a multiple of 32 (YOLO's largest stride); try 320")
         if not self.model.endswith((".yaml", ".yml", ".pt")):
-            problems.append(f"model: {self.model!r} must be an architecture .yaml (e.g. yolo11n.yaml) or a local .pt")
+            problems.append(
+                f"model: {self.model!r} must be an architecture .yaml (e.g. yolo11n.yaml) or a local .pt"
+            )
         if self.model.endswith(".pt") and not Path(self.model).expanduser().is_file():
             problems.append(
                 f"model: {self.model!r} is not a local file; flyby never downloads hub weights, "
@@ -141,9 +150,7 @@ def _check_data_yaml(data: str | os.PathLike, split: str | None = None) -> Path:
     return path
 
 
-def measure_cpu_ms(
-    detector: YoloDetector, frames: np.ndarray, warmup: int = 3, repeats: int = 1
-) -> float:
+def measure_cpu_ms(detector: YoloDetector, frames: np.ndarray, warmup: int = 3, repeats: int = 1) -> float:
     """Median wall time of ``detector.detect`` on one frame at a time, milliseconds.
 
     Args:
@@ -346,7 +353,9 @@ def train_yolo(
     _atomic_copy(best, out)
     metrics = None
     if evaluate:
-        metrics = evaluate_yolo(out, data_yaml, split="test", imgsz=cfg.imgsz, timing_frames=timing_frames).as_dict()
+        metrics = evaluate_yolo(
+            out, data_yaml, split="test", imgsz=cfg.imgsz, timing_frames=timing_frames
+        ).as_dict()
     manifest = _dataset_manifest(data_yaml)
     import ultralytics
 
@@ -361,7 +370,11 @@ def train_yolo(
             "camera": manifest.get("camera"),
             "counts": manifest.get("counts"),
         },
-        "train": {**to_dict(cfg), "from_scratch": cfg.model.endswith((".yaml", ".yml")), "checkpoint": best.name},
+        "train": {
+            **to_dict(cfg),
+            "from_scratch": cfg.model.endswith((".yaml", ".yml")),
+            "checkpoint": best.name,
+        },
         "metrics": metrics,
         "wall_s": round(wall_s, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},

@@ -101,14 +101,18 @@ class PipelineCfg:
     def validate(self) -> list[str]:
         problems = []
         if not self.name or not set(self.name) <= _NAME_CHARS or self.name.startswith("."):
-            problems.append(f"name: {self.name!r} must be letters, digits, '_', '-' or '.' (a folder name), "
-                            "not starting with '.'")
+            problems.append(
+                f"name: {self.name!r} must be letters, digits, '_', '-' or '.' (a folder name), "
+                "not starting with '.'"
+            )
         if self.total_steps is not None and self.total_steps < 1:
             problems.append(f"total_steps: {self.total_steps} must be >= 1")
         if self.budget_s is not None and not self.budget_s > 0:
             problems.append(f"budget_s: {self.budget_s} must be > 0 s")
         if self.eval_episodes < 2:
-            problems.append(f"eval_episodes: {self.eval_episodes} must be >= 2 (a 95 % interval needs two episodes)")
+            problems.append(
+                f"eval_episodes: {self.eval_episodes} must be >= 2 (a 95 % interval needs two episodes)"
+            )
         if self.first_eval_seed < 0:
             problems.append(f"first_eval_seed: {self.first_eval_seed} must be >= 0")
         if self.flight_stack not in ("auto", "px4", "cascade"):
@@ -144,10 +148,19 @@ def _utc() -> str:
 def _git_info() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}
@@ -157,8 +170,17 @@ def _versions() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, Any] = {"python": platform.python_version()}
-    for dist in ("flyby", "numpy", "torch", "stable-baselines3", "gymnasium", "mujoco", "ultralytics",
-                 "onnxruntime", "pymavlink"):
+    for dist in (
+        "flyby",
+        "numpy",
+        "torch",
+        "stable-baselines3",
+        "gymnasium",
+        "mujoco",
+        "ultralytics",
+        "onnxruntime",
+        "pymavlink",
+    ):
         try:
             out[dist.replace("-", "_")] = version(dist)
         except PackageNotFoundError:
@@ -171,9 +193,13 @@ def _machine() -> dict[str, Any]:
 
     from flyby.utils.gpu import gpu_summary
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpu": gpu_summary(),
-            "os": platform.platform()}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": gpu_summary(),
+        "os": platform.platform(),
+    }
 
 
 def resolve_training(cfg: PipelineCfg):
@@ -221,8 +247,13 @@ class _Stages:
     def save(self) -> None:
         atomic_write_json(self.manifest_path, self.manifest)
 
-    def stage(self, name: str, valid: Callable[[], bool], work: Callable[[], dict[str, Any] | None],
-              force: bool = False) -> None:
+    def stage(
+        self,
+        name: str,
+        valid: Callable[[], bool],
+        work: Callable[[], dict[str, Any] | None],
+        force: bool = False,
+    ) -> None:
         entry = self.manifest["stages"].setdefault(name, {"status": "pending"})
         k = STAGES.index(name) + 1
         if not force and valid():
@@ -242,8 +273,12 @@ class _Stages:
             self.save()
             raise
         except BaseException as exc:
-            entry.update(status="failed", wall_s=round(time.perf_counter() - t0, 2), finished_utc=_utc(),
-                         error=f"{type(exc).__name__}: {exc}")
+            entry.update(
+                status="failed",
+                wall_s=round(time.perf_counter() - t0, 2),
+                finished_utc=_utc(),
+                error=f"{type(exc).__name__}: {exc}",
+            )
             self.save()
             raise
         entry.update(status="done", wall_s=round(time.perf_counter() - t0, 2), finished_utc=_utc(), **extra)
@@ -269,9 +304,12 @@ def _valid_metrics(path: Path, cfg: PipelineCfg) -> bool:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return (data.get("schema") == "flyby.evaluation/1" and data.get("seeds") == cfg.eval_seeds
-            and all(k in data.get("policies", {}) for k in ("trained", "zero", "random", "patrol"))
-            and (path.parent / "tracks.json").is_file())
+    return (
+        data.get("schema") == "flyby.evaluation/1"
+        and data.get("seeds") == cfg.eval_seeds
+        and all(k in data.get("policies", {}) for k in ("trained", "zero", "random", "patrol"))
+        and (path.parent / "tracks.json").is_file()
+    )
 
 
 def probe_mp4(path: Path) -> int:
@@ -299,11 +337,14 @@ def _valid_export(export_dir: Path) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     sha = data.get("onnx", {}).get("sha256") if isinstance(data.get("onnx"), dict) else None
-    return sha is not None and hashlib.sha256(onnx.read_bytes()).hexdigest() == sha  # the contract is this graph's
+    return (
+        sha is not None and hashlib.sha256(onnx.read_bytes()).hexdigest() == sha
+    )  # the contract is this graph's
 
 
-def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: bool = False,
-                 progress: bool = True) -> PipelineResult:
+def run_pipeline(
+    cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: bool = False, progress: bool = True
+) -> PipelineResult:
     """Run (or resume) the pipeline ``cfg.name`` under ``output_dir``.
 
     Raises:
@@ -333,7 +374,8 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
             raise ConfigChanged(
                 f"{run_dir} holds run {cfg.name!r} made with another config (fingerprint "
                 f"{old.get('config_hash')} != {record['config_hash']}); it is kept as it is. Use another NAME, "
-                "the same options as before, or --fresh to move the old run aside and start again")
+                "the same options as before, or --fresh to move the old run aside and start again"
+            )
     if fresh and run_dir.exists():
         aside = run_dir.with_name(f"{cfg.name}.previous-{_dt.datetime.now():%Y%m%d-%H%M%S-%f}")
         run_dir.rename(aside)
@@ -345,30 +387,49 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
         st.manifest = json.loads(manifest_path.read_text())
         st.manifest.update(git=_git_info(), versions=_versions(), machine=_machine())
     else:
-        st.manifest = {"schema": MANIFEST_SCHEMA, "name": cfg.name, "created_utc": _utc(), **record,
-                       "git": _git_info(), "versions": _versions(), "machine": _machine(),
-                       "stages": {s: {"status": "pending"} for s in STAGES}}
+        st.manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "name": cfg.name,
+            "created_utc": _utc(),
+            **record,
+            "git": _git_info(),
+            "versions": _versions(),
+            "machine": _machine(),
+            "stages": {s: {"status": "pending"} for s in STAGES},
+        }
     from flyby.sim.base import select_backend_kind
     from flyby.training.evaluate import eval_flight_stack
 
     stack, stack_label = eval_flight_stack(cfg.flight_stack)
-    st.manifest.update(backend=select_backend_kind(None).value, flight_stack=stack, flight_stack_label=stack_label)
+    st.manifest.update(
+        backend=select_backend_kind(None).value, flight_stack=stack, flight_stack_label=stack_label
+    )
     st.save()
     print(f"pipeline {cfg.name}: {run_dir} ; evaluation flight stack: {stack_label}", flush=True)
 
     trainer_cfg, train_env_cfg = resolve_training(cfg)
-    train_dir, eval_dir, video_dir, export_dir = (run_dir / d for d in ("training", "evaluation", "video", "export"))
+    train_dir, eval_dir, video_dir, export_dir = (
+        run_dir / d for d in ("training", "evaluation", "video", "export")
+    )
 
     def do_train() -> dict[str, Any]:
         from flyby.training.trainer import train
 
         resume = (train_dir / "train_config.json").exists()
         run = train(trainer_cfg, train_dir, env_cfg=train_env_cfg, resume=resume, progress=progress)
-        print(f"  {run.env_steps:,} env steps, {run.steps_per_s:,.0f} steps/s end to end, learner share "
-              f"{100 * run.learner_share:.0f} %", flush=True)
-        return {"env_steps": run.env_steps, "steps_per_s": round(run.steps_per_s, 1),
-                "learner_share": round(run.learner_share, 4), "env_s": run.env_s, "learner_s": run.learner_s,
-                "resumed_from": run.resumed_from}
+        print(
+            f"  {run.env_steps:,} env steps, {run.steps_per_s:,.0f} steps/s end to end, learner share "
+            f"{100 * run.learner_share:.0f} %",
+            flush=True,
+        )
+        return {
+            "env_steps": run.env_steps,
+            "steps_per_s": round(run.steps_per_s, 1),
+            "learner_share": round(run.learner_share, 4),
+            "env_s": run.env_s,
+            "learner_s": run.learner_s,
+            "resumed_from": run.resumed_from,
+        }
 
     st.stage("train", lambda: _valid_training(train_dir, trainer_cfg), do_train)
     model_path = train_dir / "model.zip"
@@ -391,14 +452,25 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
         env_cfg = eval_env_cfg(cfg.perception_mode)
         obs_space, act_space = eval_spaces(env_cfg)
         policy = load_policy(model_path, observation_space=obs_space, action_space=act_space)
-        run = run_evaluation(policy, seeds=cfg.eval_seeds, flight_stack=stack, px4_instances=cfg.px4_instances,
-                             out_dir=eval_dir, progress=progress, env_cfg=env_cfg)
+        run = run_evaluation(
+            policy,
+            seeds=cfg.eval_seeds,
+            flight_stack=stack,
+            px4_instances=cfg.px4_instances,
+            out_dir=eval_dir,
+            progress=progress,
+            env_cfg=env_cfg,
+        )
         metrics = run.metrics
         print("  " + run.table().replace("\n", "\n  "), flush=True)
         st.manifest["px4_version"] = metrics.get("px4_version")
         t = metrics["policies"]["trained"]
-        return {"mean_return": t["mean_return"], "targets_found_mean": t["targets_found"]["mean"],
-                "flight_stack": metrics["flight_stack"], "perception_mode": metrics.get("perception_mode")}
+        return {
+            "mean_return": t["mean_return"],
+            "targets_found_mean": t["targets_found"]["mean"],
+            "flight_stack": metrics["flight_stack"],
+            "perception_mode": metrics.get("perception_mode"),
+        }
 
     st.stage("evaluate", lambda: _valid_metrics(eval_dir / "metrics.json", cfg), do_evaluate)
 
@@ -407,9 +479,15 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
         from flyby.training.validation_video import record_validation_video
 
         seed = cfg.eval_seeds[0] if cfg.video_seed is None else cfg.video_seed
-        video = record_validation_video(load_policy(model_path), seed, video_dir / "validation.mp4",
-                                        flight_stack=stack, env_cfg=eval_env_cfg(None),
-                                        perception_mode=cfg.video_perception_mode, progress=progress)
+        video = record_validation_video(
+            load_policy(model_path),
+            seed,
+            video_dir / "validation.mp4",
+            flight_stack=stack,
+            env_cfg=eval_env_cfg(None),
+            perception_mode=cfg.video_perception_mode,
+            progress=progress,
+        )
         detection = getattr(video, "detection", None)
         metrics_path = eval_dir / "metrics.json"
         if detection is not None and metrics_path.is_file():
@@ -418,13 +496,20 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
             metrics.pop("detection_note", None)  # the note said why there was no detection block
             atomic_write_json(metrics_path, metrics)
         if detection is not None:
-            print(f"  detection ({video.perception_mode}) on the video episode: precision "
-                  f"{detection['precision']:.3f}, recall {detection['recall']:.3f} over {detection['frames']} frames",
-                  flush=True)
+            print(
+                f"  detection ({video.perception_mode}) on the video episode: precision "
+                f"{detection['precision']:.3f}, recall {detection['recall']:.3f} over {detection['frames']} frames",
+                flush=True,
+            )
         elif video.detection_note:
             print(f"  detection: {video.detection_note}", flush=True)
-        return {"frames": int(video.frames), "seed": seed, "perception_mode": video.perception_mode,
-                "return": video.ret, "targets_found": video.targets_found}
+        return {
+            "frames": int(video.frames),
+            "seed": seed,
+            "perception_mode": video.perception_mode,
+            "return": video.ret,
+            "targets_found": video.targets_found,
+        }
 
     st.stage("video", lambda: probe_mp4(video_dir / "validation.mp4") > 0, do_video)
 
@@ -433,8 +518,9 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
         from flyby.training.policy_io import load_policy
 
         policy = load_policy(model_path)
-        result = export_policy_onnx(policy.model, export_dir, obs_rms=policy.obs_rms, clip_obs=policy.clip_obs,
-                                    epsilon=policy.epsilon)
+        result = export_policy_onnx(
+            policy.model, export_dir, obs_rms=policy.obs_rms, clip_obs=policy.clip_obs, epsilon=policy.epsilon
+        )
         print(f"  ONNX max |action difference| vs SB3: {result.max_abs_diff:.2e}", flush=True)
         return {"max_abs_diff": float(result.max_abs_diff)}
 
@@ -458,19 +544,25 @@ def run_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh: 
 
 def summarize(result: PipelineResult) -> str:
     """Lines for the terminal: stage times, evaluation table, report path."""
-    lines = ["stage wall times: " + ", ".join(
-        f"{s} {result.manifest['stages'][s].get('wall_s', 0):.1f} s ({result.manifest['stages'][s]['status']})"
-        for s in STAGES)]
+    lines = [
+        "stage wall times: "
+        + ", ".join(
+            f"{s} {result.manifest['stages'][s].get('wall_s', 0):.1f} s ({result.manifest['stages'][s]['status']})"
+            for s in STAGES
+        )
+    ]
     m = result.metrics
     if m:
         lines.append(f"evaluation ({m.get('flight_stack_label')}, {len(m['seeds'])} seeds):")
         for key, p in m["policies"].items():
             lo, hi = p["ci95"]
             tf = p["targets_found"]
-            lines.append(f"  {key:<8} return {p['mean_return']:+8.2f} [{lo:+.2f}, {hi:+.2f}]  targets found "
-                         f"{tf['mean']:5.1f} [{tf['ci95'][0]:.1f}, {tf['ci95'][1]:.1f}]  success "
-                         f"{100 * p['success_rate']:.0f} %  crashes {p['crashes']}  geofence exits "
-                         f"{p['geofence_exits']}")
+            lines.append(
+                f"  {key:<8} return {p['mean_return']:+8.2f} [{lo:+.2f}, {hi:+.2f}]  targets found "
+                f"{tf['mean']:5.1f} [{tf['ci95'][0]:.1f}, {tf['ci95'][1]:.1f}]  success "
+                f"{100 * p['success_rate']:.0f} %  crashes {p['crashes']}  geofence exits "
+                f"{p['geofence_exits']}"
+            )
     lines.append(f"report: {result.report_path}")
     return "\n".join(lines)
 
@@ -485,8 +577,11 @@ def main_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh:
     try:
         result = run_pipeline(cfg, output_dir=output_dir, fresh=fresh)
     except KeyboardInterrupt:
-        print(f"\nflyby pipeline {cfg.name}: interrupted; rerun the same command to resume "
-              "(training continues from its newest checkpoint)", file=sys.stderr)
+        print(
+            f"\nflyby pipeline {cfg.name}: interrupted; rerun the same command to resume "
+            "(training continues from its newest checkpoint)",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except ConfigChanged as exc:
         print(f"flyby pipeline: {exc}", file=sys.stderr)
@@ -497,8 +592,11 @@ def main_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh:
     except FlybyError as exc:
         from flyby.errors import OutputError
 
-        code = EXIT_BAD_INPUT if isinstance(exc, OutputError) or type(exc).__name__ == "ModelLoadError" else \
-            EXIT_STAGE_FAILED
+        code = (
+            EXIT_BAD_INPUT
+            if isinstance(exc, OutputError) or type(exc).__name__ == "ModelLoadError"
+            else EXIT_STAGE_FAILED
+        )
         print(f"flyby pipeline {cfg.name}: {exc}", file=sys.stderr)
         return code
     finally:
@@ -510,41 +608,85 @@ def main_pipeline(cfg: PipelineCfg, *, output_dir: str | Path = "output", fresh:
 def add_pipeline_parser(subparsers) -> None:
     """``flyby pipeline NAME ...``."""
     p = subparsers.add_parser(
-        "pipeline", help="train -> evaluate (PX4 when found) -> validation video -> ONNX -> HTML report",
-        description=__doc__.split("\n\n")[0].replace("``", "") + " Artefacts go to output/runs/NAME/, the report to "
-                    "output/reports/NAME_report.html. Stages with a valid artefact are skipped; rerun to resume. "
-                    "Exit codes: 0 done, 1 a stage failed, 2 bad input, 3 config differs from the existing run, "
-                    "130 interrupted.")
+        "pipeline",
+        help="train -> evaluate (PX4 when found) -> validation video -> ONNX -> HTML report",
+        description=__doc__.split("\n\n")[0].replace("``", "")
+        + " Artefacts go to output/runs/NAME/, the report to "
+        "output/reports/NAME_report.html. Stages with a valid artefact are skipped; rerun to resume. "
+        "Exit codes: 0 done, 1 a stage failed, 2 bad input, 3 config differs from the existing run, "
+        "130 interrupted.",
+    )
     p.add_argument("name", help="run name (folder name: letters, digits, _ - .)")
     p.add_argument("--training-config", default="training_config.yaml", help="training config YAML")
     p.add_argument("--dynamics-config", default="dynamics_config.yaml", help="dynamics config YAML")
-    p.add_argument("--total-steps", type=int, default=None, help="training env steps (default: training config)")
+    p.add_argument(
+        "--total-steps", type=int, default=None, help="training env steps (default: training config)"
+    )
     p.add_argument("--budget-s", type=float, default=None, help="training wall-clock budget in s as well")
-    p.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per policy (default 10)")
+    p.add_argument(
+        "--eval-episodes", type=int, default=10, help="evaluation episodes per policy (default 10)"
+    )
     p.add_argument("--first-eval-seed", type=int, default=1000, help="first evaluation seed (default 1000)")
-    p.add_argument("--episode-length-s", type=float, default=30.0,
-                   help="episode length of training and evaluation in s (default 30)")
-    p.add_argument("--flight-stack", default="auto", choices=("auto", "px4", "cascade"),
-                   help="evaluation flight stack (default auto: PX4 SITL when found, else the built-in cascade)")
-    p.add_argument("--px4-instances", type=int, default=2, help="parallel evaluation envs / PX4 instances (1..10)")
-    p.add_argument("--video-seed", type=int, default=None, help="validation video seed (default: first eval seed)")
-    p.add_argument("--perception-mode", default=None, choices=("ground_truth", "yolo"),
-                   help="detections of the evaluation episodes (default: evaluation_config.yaml's, ground truth; "
-                        "yolo costs about 30-40 ms of CPU per control step)")
-    p.add_argument("--video-perception-mode", default="yolo", choices=("ground_truth", "yolo"),
-                   help="detections drawn in the validation video and scored against ground truth (default yolo)")
+    p.add_argument(
+        "--episode-length-s",
+        type=float,
+        default=30.0,
+        help="episode length of training and evaluation in s (default 30)",
+    )
+    p.add_argument(
+        "--flight-stack",
+        default="auto",
+        choices=("auto", "px4", "cascade"),
+        help="evaluation flight stack (default auto: PX4 SITL when found, else the built-in cascade)",
+    )
+    p.add_argument(
+        "--px4-instances", type=int, default=2, help="parallel evaluation envs / PX4 instances (1..10)"
+    )
+    p.add_argument(
+        "--video-seed", type=int, default=None, help="validation video seed (default: first eval seed)"
+    )
+    p.add_argument(
+        "--perception-mode",
+        default=None,
+        choices=("ground_truth", "yolo"),
+        help="detections of the evaluation episodes (default: evaluation_config.yaml's, ground truth; "
+        "yolo costs about 30-40 ms of CPU per control step)",
+    )
+    p.add_argument(
+        "--video-perception-mode",
+        default="yolo",
+        choices=("ground_truth", "yolo"),
+        help="detections drawn in the validation video and scored against ground truth (default yolo)",
+    )
     p.add_argument("--output-dir", default="output", help="where runs/ and reports/ go (default output)")
-    p.add_argument("--fresh", action="store_true",
-                   help="move an existing run NAME aside (kept as NAME.previous-<time>) and start again; needed when "
-                        "NAME was made with another config")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="move an existing run NAME aside (kept as NAME.previous-<time>) and start again; needed when "
+        "NAME was made with another config",
+    )
 
     def _run(args) -> int:
         from flyby.config import from_dict
 
-        fields = {k: getattr(args, k) for k in ("name", "training_config", "dynamics_config", "total_steps",
-                                               "budget_s", "eval_episodes", "first_eval_seed", "episode_length_s",
-                                               "flight_stack", "px4_instances", "video_seed", "perception_mode",
-                                               "video_perception_mode")}
+        fields = {
+            k: getattr(args, k)
+            for k in (
+                "name",
+                "training_config",
+                "dynamics_config",
+                "total_steps",
+                "budget_s",
+                "eval_episodes",
+                "first_eval_seed",
+                "episode_length_s",
+                "flight_stack",
+                "px4_instances",
+                "video_seed",
+                "perception_mode",
+                "video_perception_mode",
+            )
+        }
         try:
             cfg = from_dict(PipelineCfg, fields, source="flyby pipeline options")
         except ConfigError as exc:

@@ -515,10 +515,14 @@ class PX4FlightStack:
                 recent = "; ".join(list(inst.client.statustext)[-5:]) or "none"
                 unconfirmed = ""
                 if inst.phase is Phase.PARAMS:
-                    unconfirmed = " (never confirmed by PX4's PARAM_VALUE: " + ", ".join(
-                        f"{name}={value!r}, " + _reported(inst.client.params.get(name))
-                        for name, value in self._missing_params(inst).items()
-                    ) + ")"
+                    unconfirmed = (
+                        " (never confirmed by PX4's PARAM_VALUE: "
+                        + ", ".join(
+                            f"{name}={value!r}, " + _reported(inst.client.params.get(name))
+                            for name, value in self._missing_params(inst).items()
+                        )
+                        + ")"
+                    )
                 raise PX4Timeout(
                     f"PX4 instance {inst.px4_instance} did not finish start-up within {self.startup_timeout_s:g} s: "
                     f"still {inst.phase.value}{unconfirmed} at PX4 time {inst.time_usec / 1e6:.1f} s "

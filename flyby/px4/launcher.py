@@ -398,7 +398,11 @@ def px4_cpu(instance: int, cpus: set[int] | None = None) -> int | None:
     PX4ISR-v0 ran 15-20 % more env steps/s with PX4 SITL v1.16.2 on a 2-core machine (render off:
     272-286 -> 300-335 steps/s, three paired runs).
     """
-    allowed = sorted(cpus if cpus is not None else os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    allowed = (
+        sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else []
+    )
     if len(allowed) < 2:
         return None
     return allowed[-1 - (int(instance) % len(allowed))]

@@ -70,7 +70,9 @@ TELEMETRY_OFF: tuple[str, ...] = (
     "OPEN_DRONE_ID_LOCATION", "OPEN_DRONE_ID_SYSTEM",
 )  # fmt: skip
 TELEMETRY_OFF_IDS: tuple[int, ...] = (290, 291)  # ESC_INFO, ESC_STATUS (development dialect, not in common)
-ESTIMATE_INTERVAL_US = 100_000  # us: LOCAL_POSITION_NED and ATTITUDE at 10 Hz (PX4 onboard mode: 30 and 100 Hz)
+ESTIMATE_INTERVAL_US = (
+    100_000  # us: LOCAL_POSITION_NED and ATTITUDE at 10 Hz (PX4 onboard mode: 30 and 100 Hz)
+)
 
 
 def telemetry_intervals_us() -> dict[int, float]:

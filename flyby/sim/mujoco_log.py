@@ -61,8 +61,10 @@ def route_mujoco_warnings() -> bool:
     getter = getattr(mujoco, "get_mju_user_warning", None)
     setter = getattr(mujoco, "set_mju_user_warning", None)
     if getter is None or setter is None:
-        logger.debug("mujoco %s has no set_mju_user_warning: its warnings go to MUJOCO_LOG.TXT",
-                     getattr(mujoco, "__version__", "?"))
+        logger.debug(
+            "mujoco %s has no set_mju_user_warning: its warnings go to MUJOCO_LOG.TXT",
+            getattr(mujoco, "__version__", "?"),
+        )
         return False
     current = getter()
     if current is _on_mujoco_warning:

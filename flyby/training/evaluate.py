@@ -142,10 +142,13 @@ def _worker_install_policy(env, state: dict, payload) -> None:
     state["policy"] = load_policy_payload(payload)
 
 
-def _worker_run_episode(env, state: dict, seed: int, deterministic: bool,
-                        track_interval_s: float | None = None) -> EpisodeStats:
+def _worker_run_episode(
+    env, state: dict, seed: int, deterministic: bool, track_interval_s: float | None = None
+) -> EpisodeStats:
     """Worker side of parallel evaluation: one episode of the installed policy."""
-    return run_episode(env, state["policy"], seed, deterministic=deterministic, track_interval_s=track_interval_s)
+    return run_episode(
+        env, state["policy"], seed, deterministic=deterministic, track_interval_s=track_interval_s
+    )
 
 
 class EpisodeStats(NamedTuple):
@@ -221,10 +224,12 @@ class EvalResult:
         """One line: mean return with its 95 % CI, the per-episode extras and the flight stack."""
         lo, hi = self.ci95
         stack = f"  [{self.flight_stack_label}]" if self.flight_stack_label else ""
-        return (f"{self.label or 'policy':<16} return {self.mean:+8.2f}  95% CI [{lo:+8.2f}, {hi:+8.2f}]  "
-                f"(n={self.returns.size}; targets seen {self.targets_seen.mean():.1f}, "
-                f"coverage {100 * self.coverage.mean():.1f} %, crashes {self.crashes}, "
-                f"geofence exits {self.geofence_exits}){stack}")
+        return (
+            f"{self.label or 'policy':<16} return {self.mean:+8.2f}  95% CI [{lo:+8.2f}, {hi:+8.2f}]  "
+            f"(n={self.returns.size}; targets seen {self.targets_seen.mean():.1f}, "
+            f"coverage {100 * self.coverage.mean():.1f} %, crashes {self.crashes}, "
+            f"geofence exits {self.geofence_exits}){stack}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -330,7 +335,9 @@ def parse_seeds(text: str) -> list[int]:
         try:
             lo, hi = (int(p) for p in part.split("..")) if ".." in part else (int(part), int(part))
         except ValueError:
-            raise ConfigError([f"seeds: {part!r} in {text!r} is not a seed or an inclusive range like 0..9"]) from None
+            raise ConfigError(
+                [f"seeds: {part!r} in {text!r} is not a seed or an inclusive range like 0..9"]
+            ) from None
         if hi < lo:
             raise ConfigError([f"seeds: range {part!r} in {text!r} runs backwards; write low..high"])
         seeds.extend(range(lo, hi + 1))
@@ -373,8 +380,14 @@ def eval_env_cfg(episode_length_s: float | None = None, env_cfg=None):
     return env_cfg
 
 
-def make_eval_env(episode_length_s: float | None = None, env_cfg=None, *, render_mode: str | None = None,
-                  render_interval: int | None = None, flight_stack: str = "cascade"):
+def make_eval_env(
+    episode_length_s: float | None = None,
+    env_cfg=None,
+    *,
+    render_mode: str | None = None,
+    render_interval: int | None = None,
+    flight_stack: str = "cascade",
+):
     """A ``PX4ISR-v0`` for evaluation; render off unless ``render_mode="rgb_array"``.
 
     Rendering never changes observations (ground-truth detections use the perception camera), so
@@ -388,9 +401,15 @@ def make_eval_env(episode_length_s: float | None = None, env_cfg=None, *, render
     return PX4ISREnv(cfg, flight_stack=flight_stack, render_mode=render_mode)
 
 
-def run_episode(env, policy, seed: int, *, deterministic: bool = True,
-                on_step: Callable[[int, float, dict], None] | None = None,
-                track_interval_s: float | None = None) -> EpisodeStats:
+def run_episode(
+    env,
+    policy,
+    seed: int,
+    *,
+    deterministic: bool = True,
+    on_step: Callable[[int, float, dict], None] | None = None,
+    track_interval_s: float | None = None,
+) -> EpisodeStats:
     """Run one episode of ``env`` reset with ``seed`` until it terminates or is truncated.
 
     Args:
@@ -418,7 +437,9 @@ def run_episode(env, policy, seed: int, *, deterministic: bool = True,
         found = [_xy(task.target_pos_w[t]) for t in np.flatnonzero(seen_before)]
     ret, steps = 0.0, 0
     while True:
-        obs, reward, terminated, truncated, info = env.step(np.asarray(act(obs), dtype=np.float32).reshape(ACTION_DIM))
+        obs, reward, terminated, truncated, info = env.step(
+            np.asarray(act(obs), dtype=np.float32).reshape(ACTION_DIM)
+        )
         ret += reward
         steps += 1
         if track is not None:
@@ -538,8 +559,11 @@ def evaluate_policy_full_fidelity(
         if env is not None:  # the caller's env: its config, flight stack and instance
             episodes = []
             for seed in seeds:
-                episodes.append(run_episode(env, policy, seed, deterministic=deterministic,
-                                            track_interval_s=track_interval_s))
+                episodes.append(
+                    run_episode(
+                        env, policy, seed, deterministic=deterministic, track_interval_s=track_interval_s
+                    )
+                )
                 if bar is not None:
                     bar.update(1)
             stack, stack_label = env.unwrapped.flight_stack.value, env.unwrapped.flight_stack_label
@@ -552,8 +576,11 @@ def evaluate_policy_full_fidelity(
             episodes = []
             try:
                 for seed in seeds:
-                    episodes.append(run_episode(env, policy, seed, deterministic=deterministic,
-                                                track_interval_s=track_interval_s))
+                    episodes.append(
+                        run_episode(
+                            env, policy, seed, deterministic=deterministic, track_interval_s=track_interval_s
+                        )
+                    )
                     if bar is not None:
                         bar.update(1)
                 stack, stack_label = env.flight_stack.value, env.flight_stack_label
@@ -562,21 +589,40 @@ def evaluate_policy_full_fidelity(
             instances = [int(first)] if stack == "px4" else []
         else:
             stack, stack_label = eval_flight_stack(flight_stack, cfg)
-            episodes = _evaluate_parallel(policy, seeds, cfg, stack, n_envs, int(first), deterministic, bar,
-                                          track_interval_s, pool=pool)
+            episodes = _evaluate_parallel(
+                policy, seeds, cfg, stack, n_envs, int(first), deterministic, bar, track_interval_s, pool=pool
+            )
             instances = list(range(int(first), int(first) + n_envs)) if stack == "px4" else []
     finally:
         if bar is not None:
             bar.close()
     returns = np.array([e.ret for e in episodes])
     mean, ci = mean_ci95(returns)
-    return EvalResult(returns=returns, mean=mean, ci95=ci, episodes=episodes, label=name, flight_stack=stack,
-                      flight_stack_label=stack_label, parallel_envs=n_envs, px4_instances=instances)
+    return EvalResult(
+        returns=returns,
+        mean=mean,
+        ci95=ci,
+        episodes=episodes,
+        label=name,
+        flight_stack=stack,
+        flight_stack_label=stack_label,
+        parallel_envs=n_envs,
+        px4_instances=instances,
+    )
 
 
-def _evaluate_parallel(policy, seeds: list[int], cfg, stack: str, n_envs: int, first: int,
-                       deterministic: bool, bar, track_interval_s: float | None = None,
-                       pool=None) -> list[EpisodeStats]:
+def _evaluate_parallel(
+    policy,
+    seeds: list[int],
+    cfg,
+    stack: str,
+    n_envs: int,
+    first: int,
+    deterministic: bool,
+    bar,
+    track_interval_s: float | None = None,
+    pool=None,
+) -> list[EpisodeStats]:
     """Episodes of ``seeds`` on ``n_envs`` worker envs (of ``pool``, or of a pool started and stopped
     here): each idle worker takes the next seed."""
     from flyby.training.parallel import make_px4_pool
@@ -587,8 +633,9 @@ def _evaluate_parallel(policy, seeds: list[int], cfg, stack: str, n_envs: int, f
         return _run_on_pool(own, policy, seeds, n_envs, deterministic, bar, track_interval_s)
 
 
-def _run_on_pool(pool, policy, seeds: list[int], n_envs: int, deterministic: bool, bar,
-                 track_interval_s: float | None) -> list[EpisodeStats]:
+def _run_on_pool(
+    pool, policy, seeds: list[int], n_envs: int, deterministic: bool, bar, track_interval_s: float | None
+) -> list[EpisodeStats]:
     """Install ``policy`` in every worker of ``pool``, then run ``seeds`` on its first ``n_envs`` workers."""
     payload = policy_payload(policy)
     episodes: dict[int, EpisodeStats] = {}
@@ -709,8 +756,12 @@ class EvaluationRun:
         def ci(pair, fmt: str) -> str:
             return "(n=1: no CI)" if pair is None else f"[{pair[0]:{fmt}}, {pair[1]:{fmt}}]"
 
-        rows = [(f"{'policy':<24} {'return, 95% CI':<28} {'success':>7}  {'targets, 95% CI':<22} "
-                 f"{'coverage':>8} {'crashes':>8} {'geofence':>8}")]
+        rows = [
+            (
+                f"{'policy':<24} {'return, 95% CI':<28} {'success':>7}  {'targets, 95% CI':<22} "
+                f"{'coverage':>8} {'crashes':>8} {'geofence':>8}"
+            )
+        ]
         for key, p in m["policies"].items():
             tf = p["targets_found"]
             name = key if p["label"] in (key, "") else f"{key} ({p['label']})"
@@ -718,24 +769,30 @@ class EvaluationRun:
                 f"{name[:24]:<24} {p['mean_return']:+8.2f} {ci(p['ci95'], '+.2f'):<19} "
                 f"{100 * p['success_rate']:6.0f}%  {tf['mean']:5.1f} {ci(tf['ci95'], '.1f'):<16} "
                 f"{100 * p['coverage']['mean']:7.1f}% {p['crashes']:>4}/{p['n']:<3} "
-                f"{p['geofence_exits']:>4}/{p['n']:<3}")
+                f"{p['geofence_exits']:>4}/{p['n']:<3}"
+            )
         version = f" {m['px4_version']}" if m["px4_version"] else ""
-        rows.append(f"flight stack: {m['flight_stack_label']}{version}; seeds {m['seeds'][0]}..{m['seeds'][-1]} "
-                    f"({len(m['seeds'])} episodes of {m['episode_length_s']:g} s per policy, "
-                    "the same for every policy)")
+        rows.append(
+            f"flight stack: {m['flight_stack_label']}{version}; seeds {m['seeds'][0]}..{m['seeds'][-1]} "
+            f"({len(m['seeds'])} episodes of {m['episode_length_s']:g} s per policy, "
+            "the same for every policy)"
+        )
         rows.append(f"success: {m['success_definition']}")
         det = m["detection"]
         if det is not None:
-            rows.append(f"detection ({det['mode']}, validation episode): precision {det['precision']:.3f}, "
-                        f"recall {det['recall']:.3f} (tp {det['tp']}, fp {det['fp']}, fn {det['fn']}, "
-                        f"{det['frames']} frames, IoU >= {det['iou_threshold']})")
+            rows.append(
+                f"detection ({det['mode']}, validation episode): precision {det['precision']:.3f}, "
+                f"recall {det['recall']:.3f} (tp {det['tp']}, fp {det['fp']}, fn {det['fn']}, "
+                f"{det['frames']} frames, IoU >= {det['iou_threshold']})"
+            )
         elif m.get("detection_note"):
             rows.append(f"detection: {m['detection_note']}")
         return "\n".join(rows)
 
 
-def resolve_eval_seeds(num_episodes: int | None = None, seeds: Iterable[int] | None = None,
-                       protocol=None) -> list[int]:
+def resolve_eval_seeds(
+    num_episodes: int | None = None, seeds: Iterable[int] | None = None, protocol=None
+) -> list[int]:
     """The evaluation seeds: ``seeds`` when given, else the first ``num_episodes`` of the config's
     ``evaluation.seeds`` (more than it lists continue after its last seed; None: all of them).
 
@@ -760,8 +817,12 @@ def resolve_eval_seeds(num_episodes: int | None = None, seeds: Iterable[int] | N
         out.append(nxt)
         nxt += 1
     if n > len(base):
-        logger.info("evaluation: %d episodes asked, evaluation.seeds lists %d; seeds continue from %d",
-                    n, len(base), max(base) + 1)
+        logger.info(
+            "evaluation: %d episodes asked, evaluation.seeds lists %d; seeds continue from %d",
+            n,
+            len(base),
+            max(base) + 1,
+        )
     return _check_seeds(out)
 
 
@@ -850,15 +911,26 @@ def run_evaluation(
     for b in baselines:
         base = make_baseline(b, cfg.step_dt)
         policies[b] = (base, base.label)
-    kw = {"episode_length_s": None, "env_cfg": cfg, "flight_stack": stack, "progress": progress,
-          "px4_instances": n_envs, "first_px4_instance": first, "track_interval_s": protocol.track_interval_s}
+    kw = {
+        "episode_length_s": None,
+        "env_cfg": cfg,
+        "flight_stack": stack,
+        "progress": progress,
+        "px4_instances": n_envs,
+        "first_px4_instance": first,
+        "track_interval_s": protocol.track_interval_s,
+    }
     world = None
     if min(n_envs, len(seeds)) == 1:  # serial: every policy flies in one env, built once
         env_cfg_1 = cfg if first == cfg.px4.instance else replace(cfg, px4=replace(cfg.px4, instance=first))
         env = make_eval_env(env_cfg=env_cfg_1, flight_stack=stack)
         try:
-            results = {key: evaluate_policy_full_fidelity(p, seeds, deterministic=deterministic, label=lab,
-                                                          env=env, **kw) for key, (p, lab) in policies.items()}
+            results = {
+                key: evaluate_policy_full_fidelity(
+                    p, seeds, deterministic=deterministic, label=lab, env=env, **kw
+                )
+                for key, (p, lab) in policies.items()
+            }
             world = env.unwrapped.task.world
         finally:
             env.close()
@@ -866,20 +938,39 @@ def run_evaluation(
         from flyby.training.parallel import make_px4_pool
 
         with make_px4_pool(cfg, stack, min(n_envs, len(seeds)), first) as pool:
-            results = {key: evaluate_policy_full_fidelity(p, seeds, deterministic=deterministic, label=lab,
-                                                          pool=pool, **kw) for key, (p, lab) in policies.items()}
+            results = {
+                key: evaluate_policy_full_fidelity(
+                    p, seeds, deterministic=deterministic, label=lab, pool=pool, **kw
+                )
+                for key, (p, lab) in policies.items()
+            }
 
     video = None
     paths: dict[str, str] = {}
     if record_video:
         from flyby.training.validation_video import record_validation_video
 
-        video = record_validation_video(policy, seeds[0], _video_path(record_video, out_dir), flight_stack=stack,
-                                        env_cfg=cfg, progress=progress, label=name)
+        video = record_validation_video(
+            policy,
+            seeds[0],
+            _video_path(record_video, out_dir),
+            flight_stack=stack,
+            env_cfg=cfg,
+            progress=progress,
+            label=name,
+        )
         paths["video"] = str(video.path)
 
-    metrics = _metrics(results, seeds=seeds, cfg=cfg, protocol=protocol, stack=stack, stack_label=stack_label,
-                       video=video, wall_s=time.perf_counter() - t0)
+    metrics = _metrics(
+        results,
+        seeds=seeds,
+        cfg=cfg,
+        protocol=protocol,
+        stack=stack,
+        stack_label=stack_label,
+        video=video,
+        wall_s=time.perf_counter() - t0,
+    )
     tracks = _tracks(results, cfg, world)
     if out_dir is not None:
         from flyby.utils.atomic import atomic_write_json
@@ -957,9 +1048,18 @@ def evaluate_policy(
     else:
         policy = policy_path
     seed_list = resolve_eval_seeds(num_episodes, seeds, loaded.evaluation)
-    run = run_evaluation(policy, seeds=seed_list, flight_stack=flight_stack, px4_instances=px4_instances,
-                         baselines=baselines, record_video=record_video, out_dir=out_dir, progress=progress,
-                         env_cfg=env_cfg, protocol=loaded.evaluation)
+    run = run_evaluation(
+        policy,
+        seeds=seed_list,
+        flight_stack=flight_stack,
+        px4_instances=px4_instances,
+        baselines=baselines,
+        record_video=record_video,
+        out_dir=out_dir,
+        progress=progress,
+        env_cfg=env_cfg,
+        protocol=loaded.evaluation,
+    )
     return run.metrics
 
 
@@ -988,14 +1088,25 @@ def _policy_metrics(result: EvalResult, min_targets: int) -> dict[str, Any]:
         "geofence_exits": int(result.geofence_exits),
         "episode_lengths": [int(e.steps) for e in eps],
         "returns": returns,
-        "episodes": [{"seed": e.seed, "return": float(e.ret), "steps": int(e.steps),
-                      "targets_found": int(e.targets_seen), "coverage": float(e.coverage), "crashed": bool(e.crashed),
-                      "geofence": bool(e.geofence), "success": bool(ok)} for e, ok in zip(eps, success)],
+        "episodes": [
+            {
+                "seed": e.seed,
+                "return": float(e.ret),
+                "steps": int(e.steps),
+                "targets_found": int(e.targets_seen),
+                "coverage": float(e.coverage),
+                "crashed": bool(e.crashed),
+                "geofence": bool(e.geofence),
+                "success": bool(ok),
+            }
+            for e, ok in zip(eps, success)
+        ],
     }
 
 
-def _metrics(results: dict[str, EvalResult], *, seeds, cfg, protocol, stack, stack_label, video,
-             wall_s: float) -> dict[str, Any]:
+def _metrics(
+    results: dict[str, EvalResult], *, seeds, cfg, protocol, stack, stack_label, video, wall_s: float
+) -> dict[str, Any]:
     import datetime
 
     detection = None if video is None else video.detection
@@ -1050,9 +1161,18 @@ def _tracks(results: dict[str, EvalResult], cfg, world=None) -> dict[str, Any]:
     return {
         "half_extent_m": [float(v) for v in world.half_extent],
         "buildings": [[*_xy(a), *_xy(b)] for a, b in zip(lo, hi)],
-        "targets": [{"xy": list(_xy(p)), "cls": TargetClass(int(c)).name.lower()}
-                    for p, c in zip(pos0, world.target_class)],
-        "episodes": [{"policy": key, "seed": e.seed, "xy": [list(p) for p in e.track_xy],
-                      "found": [list(p) for p in e.found_xy]}
-                     for key, r in results.items() for e in r.episodes],
+        "targets": [
+            {"xy": list(_xy(p)), "cls": TargetClass(int(c)).name.lower()}
+            for p, c in zip(pos0, world.target_class)
+        ],
+        "episodes": [
+            {
+                "policy": key,
+                "seed": e.seed,
+                "xy": [list(p) for p in e.track_xy],
+                "found": [list(p) for p in e.found_xy],
+            }
+            for key, r in results.items()
+            for e in r.episodes
+        ],
     }

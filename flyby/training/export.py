@@ -322,9 +322,15 @@ def _export_graph(module: Any, obs_dim: int, path: Path, opset: int) -> None:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         try:
             torch.onnx.export(
-                module, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                module,
+                (dummy,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=opset, do_constant_folding=True, dynamo=False,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
             )
         except Exception as exc:  # torch raises a variety of types for an unsupported opset / op
             raise ExportError(
@@ -353,8 +359,13 @@ def _check_batch(
     edges = [np.zeros(dim), low, high, sign, -sign]
     if obs_rms is not None:
         mean, std = _normalizer_arrays(obs_rms, (dim,), clip_obs, epsilon)
-        edges += [np.full(dim, 1e3), np.full(dim, -1e3), mean, mean + 2 * clip_obs * std * sign,
-                  mean - 2 * clip_obs * std * sign]
+        edges += [
+            np.full(dim, 1e3),
+            np.full(dim, -1e3),
+            mean,
+            mean + 2 * clip_obs * std * sign,
+            mean - 2 * clip_obs * std * sign,
+        ]
     rows.append(np.stack(edges))
     obs = np.concatenate(rows)
     if obs_rms is None:
@@ -411,8 +422,9 @@ def check_onnx_policy(
             f"[{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]: re-export it with export_policy_onnx"
         )
     obs = _check_batch(obs_space, obs_rms, clip_obs, epsilon, n, seed)
-    expected, _ = model.predict(normalize_observations(obs, obs_rms, clip_obs=clip_obs, epsilon=epsilon),
-                                deterministic=True)
+    expected, _ = model.predict(
+        normalize_observations(obs, obs_rms, clip_obs=clip_obs, epsilon=epsilon), deterministic=True
+    )
     got = session.run([OUTPUT_NAME], {INPUT_NAME: obs})[0]
     single = session.run([OUTPUT_NAME], {INPUT_NAME: obs[:1]})[0]
     want_shape = (obs.shape[0], act_space.shape[0])
@@ -489,10 +501,12 @@ def _observation_contract(env_cfg: Any) -> dict[str, Any]:
     }
     match = re.search(r"Each detection slot holds ``\[([^\]]+)\]``", obs_mdp.__doc__)
     det_fields = [f.strip() for f in match.group(1).split(",")] if match else []
-    slot_note = " ".join(obs_mdp.__doc__[match.start():].split("\n\n")[0].split()) if match else ""
+    slot_note = " ".join(obs_mdp.__doc__[match.start() :].split("\n\n")[0].split()) if match else ""
     if len(det_fields) != obs_mdp.DET_FIELDS:
-        raise ExportError(f"flyby.mdp.observations' docstring lists detection fields {det_fields}, "
-                          f"DET_FIELDS is {obs_mdp.DET_FIELDS}: fix the docstring")
+        raise ExportError(
+            f"flyby.mdp.observations' docstring lists detection fields {det_fields}, "
+            f"DET_FIELDS is {obs_mdp.DET_FIELDS}: fix the docstring"
+        )
     slices = []
     for name, sl in observation_slices(layout):
         if name not in table:
@@ -522,16 +536,25 @@ def _action_contract(env_cfg: Any) -> dict[str, Any]:
     import flyby.mdp.actions as act_mdp
 
     dyn = env_cfg.dynamics
-    vel_w, yaw_rate = act_mdp.scale_actions(np.eye(act_mdp.ACTION_DIM), dyn.max_velocity,
-                                            dyn.max_vertical_velocity, dyn.max_yaw_rate)
+    vel_w, yaw_rate = act_mdp.scale_actions(
+        np.eye(act_mdp.ACTION_DIM), dyn.max_velocity, dyn.max_vertical_velocity, dyn.max_yaw_rate
+    )
     scale = [float(vel_w[i, i]) for i in range(3)] + [float(yaw_rate[act_mdp.ACT_YAW_RATE])]
     rows = _doc_table(act_mdp.__doc__, "index")
     if [int(r[0]) for r in rows] != list(range(act_mdp.ACTION_DIM)):
-        raise ExportError(f"flyby.mdp.actions' docstring table has rows {[r[0] for r in rows]}, "
-                          f"expected 0..{act_mdp.ACTION_DIM - 1}: fix the docstring")
+        raise ExportError(
+            f"flyby.mdp.actions' docstring table has rows {[r[0] for r in rows]}, "
+            f"expected 0..{act_mdp.ACTION_DIM - 1}: fix the docstring"
+        )
     channels = [
-        {"index": int(idx), "name": name, "scaled_by": how, "scale": scale[int(idx)], "unit": unit,
-         "frame": frame}
+        {
+            "index": int(idx),
+            "name": name,
+            "scaled_by": how,
+            "scale": scale[int(idx)],
+            "unit": unit,
+            "frame": frame,
+        }
         for idx, name, how, unit, frame in rows
     ]
     return {
@@ -540,9 +563,9 @@ def _action_contract(env_cfg: Any) -> dict[str, Any]:
         "range": [-1.0, 1.0],
         "clipped_in_graph": True,
         "meaning": "normalised velocity + yaw-rate setpoint; setpoint = action * scale (per channel). "
-                   "Velocity in world ENU; yaw rate counter-clockwise positive (about +z up). PX4 offboard: "
-                   "SET_POSITION_TARGET_LOCAL_NED type_mask 1479 after ENU -> NED (vx_ned = vy, vy_ned = vx, "
-                   "vz_ned = -vz, yaw_rate_ned = -yaw_rate; flyby.px4.frames)",
+        "Velocity in world ENU; yaw rate counter-clockwise positive (about +z up). PX4 offboard: "
+        "SET_POSITION_TARGET_LOCAL_NED type_mask 1479 after ENU -> NED (vx_ned = vy, vy_ned = vx, "
+        "vz_ned = -vz, yaw_rate_ned = -yaw_rate; flyby.px4.frames)",
         "channels": channels,
         "scale_source": {
             "config": "flyby.dynamics.direct_cfg.DirectDynamicsCfg (dynamics_config.yaml)",
@@ -598,19 +621,39 @@ def build_contract(
         "onnx": {"file": ONNX_NAME, "sha256": sha256, "opset": opset, "exporter": "torch.onnx (TorchScript)"},
         "algorithm": _algorithm_name(model),
         "deterministic": True,
-        "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", obs_dim],
-                    "description": "raw env observation, exactly as the env returns it (the normaliser is "
-                                   "inside the graph)"}],
-        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", action["dim"]],
-                     "description": "deterministic normalised action in [-1, 1]; multiply by action.channels"
-                                    "[i].scale for the setpoint"}],
+        "inputs": [
+            {
+                "name": INPUT_NAME,
+                "dtype": "float32",
+                "shape": ["batch", obs_dim],
+                "description": "raw env observation, exactly as the env returns it (the normaliser is "
+                "inside the graph)",
+            }
+        ],
+        "outputs": [
+            {
+                "name": OUTPUT_NAME,
+                "dtype": "float32",
+                "shape": ["batch", action["dim"]],
+                "description": "deterministic normalised action in [-1, 1]; multiply by action.channels"
+                "[i].scale for the setpoint",
+            }
+        ],
         "observation": observation,
         "normalizer": normalizer,
         "action": action,
-        "control": {"rate_hz": 1.0 / step_dt, "step_dt_s": step_dt, "env": env_label,
-                    "note": "one action per control step; the setpoint is held until the next one"},
-        "check": {"max_abs_diff": max_abs_diff, "tolerance": TOLERANCE, "runtime": "onnxruntime (CPU)",
-                  "against": "stable_baselines3 model.predict(normalized_obs, deterministic=True)"},
+        "control": {
+            "rate_hz": 1.0 / step_dt,
+            "step_dt_s": step_dt,
+            "env": env_label,
+            "note": "one action per control step; the setpoint is held until the next one",
+        },
+        "check": {
+            "max_abs_diff": max_abs_diff,
+            "tolerance": TOLERANCE,
+            "runtime": "onnxruntime (CPU)",
+            "against": "stable_baselines3 model.predict(normalized_obs, deterministic=True)",
+        },
         "versions": _versions(),
     }
 
@@ -684,8 +727,10 @@ def export_policy_onnx(
     onnx, _ = _require_onnx()
     max_opset = _max_opset()
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset:
-        raise ExportError(f"opset must be an int in {MIN_OPSET}..{max_opset} (this torch's TorchScript "
-                          f"exporter), got {opset!r}; the default 17 is read by every onnxruntime since 1.13")
+        raise ExportError(
+            f"opset must be an int in {MIN_OPSET}..{max_opset} (this torch's TorchScript "
+            f"exporter), got {opset!r}; the default 17 is read by every onnxruntime since 1.13"
+        )
     if env_cfg is not None:
         env_label = f"{type(env_cfg).__module__}.{type(env_cfg).__qualname__} (given)"
     else:
@@ -698,8 +743,10 @@ def export_policy_onnx(
 
         obs_dim = ObsLayout(top_k=env_cfg.observations.top_k).dim
     except AttributeError as exc:
-        raise ExportError(f"env_cfg {type(env_cfg).__name__} has no observations.top_k; pass a flyby env "
-                          "config (e.g. load_evaluation_cfg().px4_env)") from exc
+        raise ExportError(
+            f"env_cfg {type(env_cfg).__name__} has no observations.top_k; pass a flyby env "
+            "config (e.g. load_evaluation_cfg().px4_env)"
+        ) from exc
     obs_space, _ = _check_model(model, obs_dim)
     mean = std = None
     if obs_rms is not None:
@@ -728,13 +775,21 @@ def export_policy_onnx(
             "folded": obs_rms is not None,
             "kind": "stable_baselines3 VecNormalize (observations)" if obs_rms is not None else None,
             "formula": "clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs), in float64"
-            if obs_rms is not None else "none: the policy takes the raw observation",
+            if obs_rms is not None
+            else "none: the policy takes the raw observation",
             "clip_obs": float(clip_obs) if obs_rms is not None else None,
             "epsilon": float(epsilon) if obs_rms is not None else None,
             "note": "inside policy.onnx: feed the raw observation, do not normalise it again",
         }
-        contract = build_contract(model, env_cfg=env_cfg, env_label=env_label, normalizer=normalizer,
-                                  opset=opset, sha256=_sha256(tmp_onnx), max_abs_diff=diff)
+        contract = build_contract(
+            model,
+            env_cfg=env_cfg,
+            env_label=env_label,
+            normalizer=normalizer,
+            opset=opset,
+            sha256=_sha256(tmp_onnx),
+            max_abs_diff=diff,
+        )
         tmp_contract.write_text(json.dumps(contract, indent=2) + "\n")
         for tmp in (tmp_onnx, tmp_contract):
             os.chmod(tmp, 0o644)  # mkstemp makes it 0600
@@ -747,8 +802,13 @@ def export_policy_onnx(
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only when empty: an existing folder and its files are never touched
         raise
-    logger.info("wrote %s and %s (%s, max |onnxruntime - SB3| %.2g)", onnx_path, contract_path,
-                contract["algorithm"], diff)
+    logger.info(
+        "wrote %s and %s (%s, max |onnxruntime - SB3| %.2g)",
+        onnx_path,
+        contract_path,
+        contract["algorithm"],
+        diff,
+    )
     return ExportResult(onnx_path=onnx_path, contract_path=contract_path, max_abs_diff=diff)
 
 
@@ -787,8 +847,11 @@ def load_policy_bundle(model_zip: str | Path, vecnormalize: str | Path | None = 
         try:
             return load_policy(bundle / "model.zip")
         except ModelLoadError as exc:  # name the user's files, not the temporary copies
-            real = {str(bundle / "model.zip"): zip_path, str(bundle / VECNORMALIZE_PKL): pkl_path,
-                    str(bundle / MODEL_JSON): summary}
+            real = {
+                str(bundle / "model.zip"): zip_path,
+                str(bundle / VECNORMALIZE_PKL): pkl_path,
+                str(bundle / MODEL_JSON): summary,
+            }
             message = str(exc)
             for copy_path, original in real.items():
                 message = message.replace(copy_path, str(original))
@@ -797,17 +860,27 @@ def load_policy_bundle(model_zip: str | Path, vecnormalize: str | Path | None = 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     policy = load_policy_bundle(args.model, args.vecnormalize)
-    result = export_policy_onnx(policy.model, args.out, obs_rms=policy.obs_rms, clip_obs=policy.clip_obs,
-                                epsilon=policy.epsilon, opset=args.opset)
+    result = export_policy_onnx(
+        policy.model,
+        args.out,
+        obs_rms=policy.obs_rms,
+        clip_obs=policy.clip_obs,
+        epsilon=policy.epsilon,
+        opset=args.opset,
+    )
     contract = json.loads(result.contract_path.read_text())
     folded = "no normaliser"
     if policy.obs_rms is not None:
         folded = f"normaliser folded in (clip_obs {policy.clip_obs:g})"
-    print(f"{contract['algorithm']} policy {args.model} -> {result.onnx_path} ({folded}; "
-          f"opset {args.opset}); contract {result.contract_path}")
+    print(
+        f"{contract['algorithm']} policy {args.model} -> {result.onnx_path} ({folded}; "
+        f"opset {args.opset}); contract {result.contract_path}"
+    )
     scales = ", ".join(f"{c['name']} {c['scale']:.4g} {c['unit']}" for c in contract["action"]["channels"])
-    print(f"onnxruntime vs SB3: max |diff| {result.max_abs_diff:.2g} (tolerance {TOLERANCE:g}); control "
-          f"{contract['control']['rate_hz']:g} Hz; action scale {scales}")
+    print(
+        f"onnxruntime vs SB3: max |diff| {result.max_abs_diff:.2g} (tolerance {TOLERANCE:g}); control "
+        f"{contract['control']['rate_hz']:g} Hz; action scale {scales}"
+    )
     return 0
 
 
@@ -816,14 +889,23 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export", help="write policy.onnx (normaliser folded in) and policy_contract.json for deployment"
     )
-    p.add_argument("model", help="SB3 model zip (PPO or SAC, from `flyby train`); without --vecnormalize "
-                                 "also a run folder holding training/model.zip")
+    p.add_argument(
+        "model",
+        help="SB3 model zip (PPO or SAC, from `flyby train`); without --vecnormalize "
+        "also a run folder holding training/model.zip",
+    )
     p.add_argument("--out", required=True, help="folder for policy.onnx and policy_contract.json")
-    p.add_argument("--vecnormalize", default=None,
-                   help="VecNormalize statistics (VecNormalize.save()); default: vecnormalize.pkl beside the "
-                        "model, when model.json or the file says it normalised observations")
-    p.add_argument("--opset", type=int, default=17,
-                   help=f"ONNX opset, {MIN_OPSET} to the torch exporter's maximum (20 for torch 2.14; "
-                        "default 17)")
+    p.add_argument(
+        "--vecnormalize",
+        default=None,
+        help="VecNormalize statistics (VecNormalize.save()); default: vecnormalize.pkl beside the "
+        "model, when model.json or the file says it normalised observations",
+    )
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=17,
+        help=f"ONNX opset, {MIN_OPSET} to the torch exporter's maximum (20 for torch 2.14; default 17)",
+    )
     p.set_defaults(func=_cmd_export)
     return p

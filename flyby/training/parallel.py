@@ -61,7 +61,9 @@ from flyby.errors import ConfigError, FlybyError
 
 log = logging.getLogger(__name__)
 
-MAX_PX4_INSTANCE = 9  # PX4 SITL: instances above 9 share offboard UDP port 14549 (PX4FlightStack refuses them)
+MAX_PX4_INSTANCE = (
+    9  # PX4 SITL: instances above 9 share offboard UDP port 14549 (PX4FlightStack refuses them)
+)
 MAX_PX4_INSTANCES = MAX_PX4_INSTANCE + 1  # instances 0..9
 
 
@@ -69,8 +71,13 @@ class EnvWorkerError(FlybyError, RuntimeError):
     """An env worker process failed: it raised (the message carries its traceback), died, or did not answer."""
 
 
-def check_px4_instances(num_instances: int, first_instance: int = 0, *, count_name: str = "px4_instances",
-                        first_name: str = "first_px4_instance") -> list[int]:
+def check_px4_instances(
+    num_instances: int,
+    first_instance: int = 0,
+    *,
+    count_name: str = "px4_instances",
+    first_name: str = "first_px4_instance",
+) -> list[int]:
     """The PX4 instances ``first_instance .. first_instance + num_instances - 1``, checked.
 
     Args:
@@ -89,8 +96,9 @@ def check_px4_instances(num_instances: int, first_instance: int = 0, *, count_na
     n_ok = _is_int(num_instances)
     first_ok = _is_int(first_instance)
     if not n_ok:
-        problems.append(f"{count_name}: {num_instances!r} is not an integer; "
-                        f"pass a count from 1 to {MAX_PX4_INSTANCES}")
+        problems.append(
+            f"{count_name}: {num_instances!r} is not an integer; pass a count from 1 to {MAX_PX4_INSTANCES}"
+        )
     elif num_instances < 1:
         problems.append(f"{count_name}: {num_instances} must be >= 1 (1 = one env in this process)")
     elif num_instances > MAX_PX4_INSTANCES:
@@ -138,8 +146,9 @@ class _EnvFactory:
         return make_px4_env(self.cfg, self.flight_stack, self.render_mode)
 
 
-def px4_env_fns(cfg, flight_stack: str, num_envs: int, first_instance: int | None = None,
-                render_mode: str | None = None) -> list[Callable[[], Any]]:
+def px4_env_fns(
+    cfg, flight_stack: str, num_envs: int, first_instance: int | None = None, render_mode: str | None = None
+) -> list[Callable[[], Any]]:
     """``num_envs`` factories of ``PX4ISREnv`` on ``cfg``, env ``j`` on PX4 instance ``first + j``.
 
     Args:
@@ -156,11 +165,20 @@ def px4_env_fns(cfg, flight_stack: str, num_envs: int, first_instance: int | Non
     first = cfg.px4.instance if first_instance is None else first_instance
     instances = check_px4_instances(num_envs, first)
     stack = getattr(flight_stack, "value", flight_stack)
-    return [_EnvFactory(replace(cfg, px4=replace(cfg.px4, instance=i)), stack, render_mode) for i in instances]
+    return [
+        _EnvFactory(replace(cfg, px4=replace(cfg.px4, instance=i)), stack, render_mode) for i in instances
+    ]
 
 
-def make_px4_pool(cfg, flight_stack: str, num_envs: int, first_instance: int | None = None, *,
-                  render_mode: str | None = None, **pool_kwargs) -> EnvPool:
+def make_px4_pool(
+    cfg,
+    flight_stack: str,
+    num_envs: int,
+    first_instance: int | None = None,
+    *,
+    render_mode: str | None = None,
+    **pool_kwargs,
+) -> EnvPool:
     """An :class:`EnvPool` of ``num_envs`` ``PX4ISREnv`` (see :func:`px4_env_fns`), workers named
     after their PX4 instance (``"env worker 1 (PX4 instance 3)"``).
 
@@ -170,8 +188,12 @@ def make_px4_pool(cfg, flight_stack: str, num_envs: int, first_instance: int | N
     """
     fns = px4_env_fns(cfg, flight_stack, num_envs, first_instance, render_mode)
     stack = getattr(flight_stack, "value", flight_stack)
-    names = [f"env worker {j} (PX4 instance {fn.cfg.px4.instance})" if stack == "px4"
-             else f"env worker {j} ({stack})" for j, fn in enumerate(fns)]
+    names = [
+        f"env worker {j} (PX4 instance {fn.cfg.px4.instance})"
+        if stack == "px4"
+        else f"env worker {j} ({stack})"
+        for j, fn in enumerate(fns)
+    ]
     return EnvPool(fns, names=names, **pool_kwargs)
 
 
@@ -381,8 +403,14 @@ class EnvPool:
             worker's traceback as a note.
     """
 
-    def __init__(self, env_fns: Sequence[Callable[[], Any]], *, names: Sequence[str] | None = None,
-                 start_timeout_s: float = 300.0, close_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], Any]],
+        *,
+        names: Sequence[str] | None = None,
+        start_timeout_s: float = 300.0,
+        close_timeout_s: float = 30.0,
+    ) -> None:
         import cloudpickle
 
         env_fns = list(env_fns)
@@ -403,8 +431,12 @@ class EnvPool:
             for j, fn in enumerate(env_fns):
                 blob = cloudpickle.dumps(fn)
                 parent_end, child_end = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child_end, blob, os.getpid()), daemon=True,
-                                   name=f"flyby-{self.names[j].replace(' ', '-')}")
+                proc = ctx.Process(
+                    target=_worker_main,
+                    args=(child_end, blob, os.getpid()),
+                    daemon=True,
+                    name=f"flyby-{self.names[j].replace(' ', '-')}",
+                )
                 with _parent_main_hidden():
                     proc.start()
                 child_end.close()
@@ -432,7 +464,9 @@ class EnvPool:
         if cmd not in _COMMANDS:
             raise ValueError(f"unknown worker command {cmd!r}; one of {', '.join(_COMMANDS)}")
         if self._busy[j]:
-            raise RuntimeError(f"{self.names[j]} is still busy with its last command; recv() its answer first")
+            raise RuntimeError(
+                f"{self.names[j]} is still busy with its last command; recv() its answer first"
+            )
         self._busy[j] = True
         try:
             self._conns[j].send((cmd, args))
@@ -477,8 +511,10 @@ class EnvPool:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready = wait([conn, proc.sentinel], timeout)
             if not ready:
-                raise EnvWorkerError(f"{self.names[j]} (pid {proc.pid}) gave no {what} within the time bound; "
-                                     "it is stopped with the rest of the pool")
+                raise EnvWorkerError(
+                    f"{self.names[j]} (pid {proc.pid}) gave no {what} within the time bound; "
+                    "it is stopped with the rest of the pool"
+                )
             if conn in ready:
                 break
             if not conn.poll():
@@ -497,8 +533,10 @@ class EnvPool:
         proc.join(1.0)
         code = proc.exitcode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        return EnvWorkerError(f"{self.names[j]} (pid {proc.pid}) {how} while {doing}; its PX4, if any, died with "
-                              "it (PR_SET_PDEATHSIG); the rest of the pool is stopped on close")
+        return EnvWorkerError(
+            f"{self.names[j]} (pid {proc.pid}) {how} while {doing}; its PX4, if any, died with "
+            "it (PR_SET_PDEATHSIG); the rest of the pool is stopped on close"
+        )
 
     def _worker_error(self, j: int, payload: dict[str, Any]) -> BaseException:
         exc = None
@@ -560,8 +598,12 @@ class EnvPool:
             alive = [p for p in self._procs if p.is_alive()]
             if not alive:
                 return
-            log.warning("env workers %s did not stop within %.0f s; sending %s", [p.pid for p in alive],
-                        timeout_s, sig_name)
+            log.warning(
+                "env workers %s did not stop within %.0f s; sending %s",
+                [p.pid for p in alive],
+                timeout_s,
+                sig_name,
+            )
             for p in alive:
                 if sig_name == "SIGTERM":
                     p.terminate()

@@ -129,8 +129,10 @@ def describe_space(space: Any) -> str:
     text = " ".join(repr(space).split())
     low, high = getattr(space, "low", None), getattr(space, "high", None)
     if len(text) > 160 and low is not None and high is not None:
-        text = (f"Box(low {np.min(low):g}..{np.max(low):g}, high {np.min(high):g}..{np.max(high):g}, "
-                f"{tuple(space.shape)}, {np.dtype(space.dtype).name})")
+        text = (
+            f"Box(low {np.min(low):g}..{np.max(low):g}, high {np.min(high):g}..{np.max(high):g}, "
+            f"{tuple(space.shape)}, {np.dtype(space.dtype).name})"
+        )
     return text
 
 
@@ -377,7 +379,9 @@ def load_policy(
         try:
             pkl_bytes = pkl_path.read_bytes()
         except OSError as exc:
-            raise ModelLoadError(f"cannot read the normaliser {str(pkl_path)!r}: {_one_line(exc)}", pkl_path) from exc
+            raise ModelLoadError(
+                f"cannot read the normaliser {str(pkl_path)!r}: {_one_line(exc)}", pkl_path
+            ) from exc
     obs_rms, clip_obs, epsilon = _normaliser(pkl_bytes, pkl_path, info, model_obs)
     model = _load_model(algorithm, zip_bytes, path)
     label = str(info.get("label") or (path.stem if path.stem != "model" else _run_name(path)))
@@ -470,8 +474,7 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
             )
         except Exception as exc:  # noqa: BLE001 - JSON, pickle and torch errors all mean "cannot read it"
             raise ModelLoadError(
-                f"model {str(path)!r} cannot be read by stable-baselines3 ({_one_line(exc)}); "
-                f"{_CORRUPT_FIX}",
+                f"model {str(path)!r} cannot be read by stable-baselines3 ({_one_line(exc)}); {_CORRUPT_FIX}",
                 path,
             ) from exc
     if not isinstance(data, dict):

@@ -59,7 +59,12 @@ class PoolVecEnv(VecEnv):
         self._waiting = False
         obs, rewards, dones, infos, reset_infos = zip(*results, strict=True)
         self.reset_infos = list(reset_infos)
-        return np.stack(obs), np.asarray(rewards, dtype=np.float32), np.asarray(dones, dtype=bool), list(infos)
+        return (
+            np.stack(obs),
+            np.asarray(rewards, dtype=np.float32),
+            np.asarray(dones, dtype=bool),
+            list(infos),
+        )
 
     def close(self) -> None:
         self.pool.close()
@@ -74,10 +79,13 @@ class PoolVecEnv(VecEnv):
         for j in self._indices(indices):
             self.pool.call(j, "set_attr", attr_name, value)
 
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None,
-                   **method_kwargs) -> list[Any]:
-        return [self.pool.call(j, "env_method", method_name, method_args, method_kwargs)
-                for j in self._indices(indices)]
+    def env_method(
+        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
+    ) -> list[Any]:
+        return [
+            self.pool.call(j, "env_method", method_name, method_args, method_kwargs)
+            for j in self._indices(indices)
+        ]
 
     def env_is_wrapped(self, wrapper_class, indices: VecEnvIndices = None) -> list[bool]:
         return [self.pool.call(j, "is_wrapped", wrapper_class) for j in self._indices(indices)]

@@ -200,7 +200,9 @@ def _levels(rng: np.random.Generator, size: int) -> np.ndarray:
     return u
 
 
-def _hold_times(rng: np.random.Generator, length: int, step_dt: float, lo_s: float, hi_s: float) -> np.ndarray:
+def _hold_times(
+    rng: np.random.Generator, length: int, step_dt: float, lo_s: float, hi_s: float
+) -> np.ndarray:
     """Row indices where a new level starts (0 first), spaced lo_s..hi_s apart."""
     starts = [0]
     while starts[-1] < length:
@@ -449,7 +451,9 @@ def record_trajectories(
     settle = max(0, round(settle_s / dt))
     plan = plan_episodes(cmd, env, box)
     rng = np.random.default_rng(seed)
-    rows: dict[str, list] = {k: [] for k in ("time_s", "commands", "pos_w", "lin_vel_w", "yaw_rad", "episode")}
+    rows: dict[str, list] = {
+        k: [] for k in ("time_s", "commands", "pos_w", "lin_vel_w", "yaw_rad", "episode")
+    }
     dyn = env.task.dynamics
     stack = getattr(dyn, "flight_stack", None)
     px4 = stack is not None and hasattr(stack, "px4_time_s")  # PX4FlightStack (or a stand-in of it)

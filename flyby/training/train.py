@@ -58,7 +58,9 @@ _UNBOUNDED_TIMESTEPS = 10**12
 class PPOCfg:
     """PPO hyper-parameters (stable-baselines3 names); identical for both env kinds of a comparison."""
 
-    n_steps: int = cfg_field(128, ge=1)  # env steps per env per rollout (rollout = n_steps * num_envs samples)
+    n_steps: int = cfg_field(
+        128, ge=1
+    )  # env steps per env per rollout (rollout = n_steps * num_envs samples)
     batch_size: int = cfg_field(256, ge=2)  # samples per minibatch
     learning_rate: float = cfg_field(3e-4, gt=0.0, le=1.0)  # Adam step size
     gamma: float = cfg_field(0.99, gt=0.0, le=1.0)  # discount per control step
@@ -183,7 +185,9 @@ def make_budget_callback(budget_s: float, *, start_s: float | None = None, progr
             self.episodes = 0
             self.learning_curve: list[LearningPoint] = []
             self.stopped_by_budget = False
-            self.setup_s = 0.0  # s from the clock's start to the start of learning (env and model construction)
+            self.setup_s = (
+                0.0  # s from the clock's start to the start of learning (env and model construction)
+            )
             self._bar = None
 
         def elapsed_s(self) -> float:
@@ -196,8 +200,13 @@ def make_budget_callback(budget_s: float, *, start_s: float | None = None, progr
             if progress:
                 from tqdm.auto import tqdm
 
-                self._bar = tqdm(total=round(self.budget_s, 1), unit="s", desc="PPO (wall-clock budget)",
-                                 mininterval=1.0, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+                self._bar = tqdm(
+                    total=round(self.budget_s, 1),
+                    unit="s",
+                    desc="PPO (wall-clock budget)",
+                    mininterval=1.0,
+                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}",
+                )
 
         def _on_step(self) -> bool:
             dones = self.locals.get("dones")
@@ -214,8 +223,12 @@ def make_budget_callback(budget_s: float, *, start_s: float | None = None, progr
             point = LearningPoint(int(self.num_timesteps), self.elapsed_s(), mean_return)
             self.learning_curve.append(point)
             if self._bar is not None:
-                self._bar.set_postfix_str(f"{point.env_steps:,} env steps, return {mean_return:+.1f}", refresh=False)
-                self._bar.update(min(round(point.wall_s, 1), self._bar.total) - self._bar.n)  # redraws at most 1/s
+                self._bar.set_postfix_str(
+                    f"{point.env_steps:,} env steps, return {mean_return:+.1f}", refresh=False
+                )
+                self._bar.update(
+                    min(round(point.wall_s, 1), self._bar.total) - self._bar.n
+                )  # redraws at most 1/s
 
         def _on_training_end(self) -> None:
             if self._bar is not None:
@@ -228,8 +241,10 @@ def make_budget_callback(budget_s: float, *, start_s: float | None = None, progr
 
 def check_budget(budget_s: float) -> None:
     """Raise ``ConfigError`` unless ``budget_s`` is a finite number of seconds > 0."""
-    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not (
-        math.isfinite(budget_s) and budget_s > 0
+    if (
+        isinstance(budget_s, bool)
+        or not isinstance(budget_s, (int, float))
+        or not (math.isfinite(budget_s) and budget_s > 0)
     ):
         raise ConfigError([f"budget_s: {budget_s!r} must be a finite number of seconds > 0"])
 
@@ -251,8 +266,12 @@ def resolve_train_flight_stack(kind: str, flight_stack: str | None, env_cfg=None
     _check_kind(kind)
     if kind == "direct":
         if flight_stack not in (None, "direct"):
-            raise ConfigError([f"flight_stack: {flight_stack!r} applies to kind 'full' only; the direct kind "
-                               "trains on the direct dynamics (pass None)"])
+            raise ConfigError(
+                [
+                    f"flight_stack: {flight_stack!r} applies to kind 'full' only; the direct kind "
+                    "trains on the direct dynamics (pass None)"
+                ]
+            )
         return "direct", DIRECT_LABEL
     from flyby.envs.px4_env import FLIGHT_STACK_LABELS, resolve_flight_stack
 
@@ -261,8 +280,16 @@ def resolve_train_flight_stack(kind: str, flight_stack: str | None, env_cfg=None
     return stack.value, FLIGHT_STACK_LABELS[stack]
 
 
-def make_train_env(kind: str, *, seed: int, env_cfg=None, num_drones: int = 16, num_envs_full: int = FULL_NUM_ENVS,
-                   flight_stack: str | None = None, first_px4_instance: int | None = None):
+def make_train_env(
+    kind: str,
+    *,
+    seed: int,
+    env_cfg=None,
+    num_drones: int = 16,
+    num_envs_full: int = FULL_NUM_ENVS,
+    flight_stack: str | None = None,
+    first_px4_instance: int | None = None,
+):
     """The SB3 ``VecEnv`` a kind trains on, wrapped in ``VecMonitor`` (episode returns and lengths).
 
     Args:
@@ -318,7 +345,9 @@ def make_train_env(kind: str, *, seed: int, env_cfg=None, num_drones: int = 16, 
             check_px4_instances(int(num_envs_full), first, count_name="num_envs_full")
             venv = PoolVecEnv(make_px4_pool(cfg, stack, int(num_envs_full), first))
         else:
-            venv = DummyVecEnv([lambda: PX4ISREnv(cfg, flight_stack="cascade", render_mode=None)] * int(num_envs_full))
+            venv = DummyVecEnv(
+                [lambda: PX4ISREnv(cfg, flight_stack="cascade", render_mode=None)] * int(num_envs_full)
+            )
     venv.seed(seed)
     return VecMonitor(venv)
 
@@ -330,9 +359,13 @@ def _check_num_envs_full(num_envs_full) -> None:
 
 def _check_kind(kind: str) -> None:
     if kind not in ENV_KINDS:
-        raise ConfigError([f"kind: {kind!r} is not one of {', '.join(map(repr, ENV_KINDS))} "
-                           "(direct = MultiDroneISR-v0 on the direct dynamics, full = PX4ISR-v0 with the cascade "
-                           "or PX4)"])
+        raise ConfigError(
+            [
+                f"kind: {kind!r} is not one of {', '.join(map(repr, ENV_KINDS))} "
+                "(direct = MultiDroneISR-v0 on the direct dynamics, full = PX4ISR-v0 with the cascade "
+                "or PX4)"
+            ]
+        )
 
 
 def _check_cfg_type(env_cfg, cls, kind: str) -> None:
@@ -396,8 +429,12 @@ def train_ppo(
     """
     _check_kind(kind)
     check_budget(budget_s)
-    if total_timesteps_cap is not None and (isinstance(total_timesteps_cap, bool) or int(total_timesteps_cap) < 1):
-        raise ConfigError([f"total_timesteps_cap: {total_timesteps_cap!r} must be a positive integer or None"])
+    if total_timesteps_cap is not None and (
+        isinstance(total_timesteps_cap, bool) or int(total_timesteps_cap) < 1
+    ):
+        raise ConfigError(
+            [f"total_timesteps_cap: {total_timesteps_cap!r} must be a positive integer or None"]
+        )
     ppo_cfg = _resolve_ppo_cfg(ppo_kwargs)
     _, torch = require_sb3()
     from stable_baselines3 import PPO
@@ -429,8 +466,15 @@ def train_ppo(
         torch.set_num_threads(int(torch_threads))
     try:
         start = time.perf_counter()
-        venv = make_train_env(kind, seed=seed, env_cfg=env_cfg, num_drones=num_drones, num_envs_full=num_envs_full,
-                              flight_stack=None if kind == "direct" else stack, first_px4_instance=first)
+        venv = make_train_env(
+            kind,
+            seed=seed,
+            env_cfg=env_cfg,
+            num_drones=num_drones,
+            num_envs_full=num_envs_full,
+            flight_stack=None if kind == "direct" else stack,
+            first_px4_instance=first,
+        )
         try:
             model = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **ppo_cfg.sb3_kwargs())
             budget = make_budget_callback(budget_s, start_s=start, progress=progress)
@@ -458,10 +502,20 @@ def train_ppo(
         px4_instances=px4_instances,
     )
     model.flyby_training = {  # saved inside the model zip with the rest of the model's attributes
-        "kind": kind, "flight_stack": stack, "flight_stack_label": stack_label, "px4_instances": px4_instances,
+        "kind": kind,
+        "flight_stack": stack,
+        "flight_stack_label": stack_label,
+        "px4_instances": px4_instances,
     }
-    logger.info("PPO on %s (%s): %d env steps, %d episodes in %.1f s (budget %.1f s)",
-                kind, stack_label, result.env_steps, result.episodes, wall_s, budget_s)
+    logger.info(
+        "PPO on %s (%s): %d env steps, %d episodes in %.1f s (budget %.1f s)",
+        kind,
+        stack_label,
+        result.env_steps,
+        result.episodes,
+        wall_s,
+        budget_s,
+    )
     if save_path is not None:
         save_model(result, save_path)
     return result

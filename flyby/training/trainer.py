@@ -58,10 +58,23 @@ logger = logging.getLogger(__name__)
 
 ENV_ID = "flyby/MultiDroneISR-v0"
 PROGRESS_COLUMNS = (
-    "env_steps", "wall_s", "fps", "ep_rew_mean", "ep_len_mean", "targets_found_mean",
+    "env_steps",
+    "wall_s",
+    "fps",
+    "ep_rew_mean",
+    "ep_len_mean",
+    "targets_found_mean",
     *(f"Episode_Reward/{k}" for k in REWARD_TERMS),
 )
-EVAL_COLUMNS = ("env_steps", "wall_s", "mean_return", "std_return", "targets_found_mean", "crashes", "geofence_exits")
+EVAL_COLUMNS = (
+    "env_steps",
+    "wall_s",
+    "mean_return",
+    "std_return",
+    "targets_found_mean",
+    "crashes",
+    "geofence_exits",
+)
 EVAL_SEED_OFFSET = 10_000  # the evaluation callback's env seed = training seed + this
 
 
@@ -110,8 +123,13 @@ def _require():
 
 
 def _space_dict(space) -> dict[str, Any]:
-    return {"type": type(space).__name__, "shape": list(space.shape), "low": float(np.min(space.low)),
-            "high": float(np.max(space.high)), "dtype": str(space.dtype)}
+    return {
+        "type": type(space).__name__,
+        "shape": list(space.shape),
+        "low": float(np.min(space.low)),
+        "high": float(np.max(space.high)),
+        "dtype": str(space.dtype),
+    }
 
 
 def _default_env_cfg():
@@ -162,7 +180,9 @@ def training_env_cfg(training_cfg, evaluation_cfg=None):
     return check(_replace(env, camera=px4.camera, step_dt=px4.step_dt))
 
 
-def make_vec_env(cfg: TrainerCfg, env_cfg, *, seed: int, num_drones: int | None = None, training: bool = True):
+def make_vec_env(
+    cfg: TrainerCfg, env_cfg, *, seed: int, num_drones: int | None = None, training: bool = True
+):
     """``MultiDroneISR-v0`` as an SB3 ``VecEnv``: adapter -> ``VecMonitor`` -> ``VecNormalize``."""
     _require()
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
@@ -170,12 +190,20 @@ def make_vec_env(cfg: TrainerCfg, env_cfg, *, seed: int, num_drones: int | None 
     from flyby.envs.multi_drone_env import MultiDroneISREnv
     from flyby.envs.sb3_vec_env import SB3VecEnvAdapter
 
-    venv = VecMonitor(SB3VecEnvAdapter(MultiDroneISREnv(num_drones=num_drones or cfg.num_drones, cfg=env_cfg)))
+    venv = VecMonitor(
+        SB3VecEnvAdapter(MultiDroneISREnv(num_drones=num_drones or cfg.num_drones, cfg=env_cfg))
+    )
     venv.seed(seed)
     if training and tuple(cfg.action_gain_range) != (1.0, 1.0):
         venv = ActionGainRandomization(venv, cfg.action_gain_range, seed=seed)
-    return VecNormalize(venv, training=training, norm_obs=cfg.normalize_obs,
-                        norm_reward=cfg.normalize_reward and training, clip_obs=cfg.clip_obs, gamma=cfg.gamma)
+    return VecNormalize(
+        venv,
+        training=training,
+        norm_obs=cfg.normalize_obs,
+        norm_reward=cfg.normalize_reward and training,
+        clip_obs=cfg.clip_obs,
+        gamma=cfg.gamma,
+    )
 
 
 def _action_gain_wrapper():
@@ -243,7 +271,9 @@ def evaluate_in_training(model, vecnorm, env_cfg, *, episodes: int, seed: int) -
         crashed = np.zeros(episodes, dtype=bool)
         outside = np.zeros(episodes, dtype=bool)
         for _ in range(task.max_episode_length):
-            action, _ = model.predict(vecnorm.normalize_obs(obs) if vecnorm is not None else obs, deterministic=True)
+            action, _ = model.predict(
+                vecnorm.normalize_obs(obs) if vecnorm is not None else obs, deterministic=True
+            )
             res = task.step(np.asarray(action), autoreset=False)  # no autoreset: each drone flies one episode
             obs = res.obs
             ret += np.where(alive, res.reward, 0.0)
@@ -257,8 +287,13 @@ def evaluate_in_training(model, vecnorm, env_cfg, *, episodes: int, seed: int) -
         found[alive] = task.seen.sum(axis=1)[alive]
     finally:
         env.close()
-    return {"mean_return": float(ret.mean()), "std_return": float(ret.std()), "targets_found_mean": float(found.mean()),
-            "crashes": int(crashed.sum()), "geofence_exits": int(outside.sum())}
+    return {
+        "mean_return": float(ret.mean()),
+        "std_return": float(ret.std()),
+        "targets_found_mean": float(found.mean()),
+        "crashes": int(crashed.sum()),
+        "geofence_exits": int(outside.sum()),
+    }
 
 
 class _CsvLog:
@@ -276,8 +311,16 @@ class _CsvLog:
         self.rows = [r for r in self.rows if int(float(r["env_steps"])) <= env_steps]
 
     def append(self, row: dict[str, Any]) -> None:
-        self.rows.append({k: ("" if row.get(k) is None or (isinstance(row.get(k), float) and math.isnan(row[k]))
-                              else row[k]) for k in self.columns})
+        self.rows.append(
+            {
+                k: (
+                    ""
+                    if row.get(k) is None or (isinstance(row.get(k), float) and math.isnan(row[k]))
+                    else row[k]
+                )
+                for k in self.columns
+            }
+        )
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns)
         writer.writeheader()
@@ -298,8 +341,15 @@ def _make_callback(run: _RunState):
                 from tqdm.auto import tqdm
 
                 total = run.cfg.total_steps
-                run.bar = tqdm(total=total, initial=min(self.num_timesteps, total), unit="step", unit_scale=True,
-                               desc=f"train {run.cfg.algorithm.value}", mininterval=1.0, dynamic_ncols=True)
+                run.bar = tqdm(
+                    total=total,
+                    initial=min(self.num_timesteps, total),
+                    unit="step",
+                    unit_scale=True,
+                    desc=f"train {run.cfg.algorithm.value}",
+                    mininterval=1.0,
+                    dynamic_ncols=True,
+                )
 
         def _on_rollout_start(self) -> None:
             now = time.perf_counter()
@@ -325,16 +375,21 @@ def _make_callback(run: _RunState):
             run.rollout_steps = steps
             buf = self.model.ep_info_buffer
             row: dict[str, Any] = {
-                "env_steps": steps, "wall_s": round(run.wall_s(), 3),
+                "env_steps": steps,
+                "wall_s": round(run.wall_s(), 3),
                 "fps": round(steps / max(run.wall_s(), 1e-9), 1),
                 "ep_rew_mean": float(np.mean([e["r"] for e in buf])) if buf else None,
                 "ep_len_mean": float(np.mean([e["l"] for e in buf])) if buf else None,
             }
             if run.episode_logs:
                 logs = run.episode_logs
-                row["targets_found_mean"] = float(np.mean([lg.get("Episode/targets_seen", np.nan) for lg in logs]))
+                row["targets_found_mean"] = float(
+                    np.mean([lg.get("Episode/targets_seen", np.nan) for lg in logs])
+                )
                 for k in REWARD_TERMS:
-                    row[f"Episode_Reward/{k}"] = float(np.mean([lg.get(f"Episode_Reward/{k}", 0.0) for lg in logs]))
+                    row[f"Episode_Reward/{k}"] = float(
+                        np.mean([lg.get(f"Episode_Reward/{k}", 0.0) for lg in logs])
+                    )
                 run.episode_logs = []
             for key, value in row.items():
                 if key not in ("env_steps",) and value is not None:
@@ -343,8 +398,13 @@ def _make_callback(run: _RunState):
             if steps >= run.next_eval:
                 run.next_eval = steps + run.cfg.eval_freq_steps
                 t0 = time.perf_counter()
-                ev = evaluate_in_training(self.model, run.vecnorm, run.env_cfg, episodes=run.cfg.eval_episodes,
-                                          seed=run.cfg.seed + EVAL_SEED_OFFSET)
+                ev = evaluate_in_training(
+                    self.model,
+                    run.vecnorm,
+                    run.env_cfg,
+                    episodes=run.cfg.eval_episodes,
+                    seed=run.cfg.seed + EVAL_SEED_OFFSET,
+                )
                 run.eval_s += time.perf_counter() - t0
                 for key, value in ev.items():
                     self.logger.record(f"eval/{key}", value)
@@ -354,7 +414,9 @@ def _make_callback(run: _RunState):
                 run.next_checkpoint = steps + run.cfg.checkpoint_freq_steps
                 run.save_checkpoint(self.model)
             self.logger.dump(steps)
-            run.rollout_end = time.perf_counter()  # evaluation and checkpoints count as neither env nor learner
+            run.rollout_end = (
+                time.perf_counter()
+            )  # evaluation and checkpoints count as neither env nor learner
             if run.bar is not None:
                 ret = row["ep_rew_mean"]
                 run.bar.set_postfix_str(f"return {ret:+.1f}" if ret is not None else "", refresh=False)
@@ -400,8 +462,12 @@ class _RunState:
         return self.wall_before_s + (time.perf_counter() - self.session_start if self.session_start else 0.0)
 
     def timing(self) -> dict[str, float]:
-        return {"wall_s": round(self.wall_s(), 3), "env_s": round(self.env_before_s + self.env_s, 3),
-                "learner_s": round(self.learner_before_s + self.learner_s, 3), "eval_s": round(self.eval_s, 3)}
+        return {
+            "wall_s": round(self.wall_s(), 3),
+            "env_s": round(self.env_before_s + self.env_s, 3),
+            "learner_s": round(self.learner_before_s + self.learner_s, 3),
+            "eval_s": round(self.eval_s, 3),
+        }
 
     def save_checkpoint(self, model) -> Path:
         """ckpt_<steps>.zip + .vecnormalize.pkl + .json, each atomic; the json is written last (it marks
@@ -431,12 +497,18 @@ def _checkpoints(out_dir: Path) -> list[Path]:
 
 
 def _config_record(cfg: TrainerCfg, env_cfg) -> dict[str, Any]:
-    return {"trainer": to_dict(cfg), "env": to_dict(env_cfg), "hash": cfg_hash(_resume_invariant(cfg), env_cfg)}
+    return {
+        "trainer": to_dict(cfg),
+        "env": to_dict(env_cfg),
+        "hash": cfg_hash(_resume_invariant(cfg), env_cfg),
+    }
 
 
 def _resume_invariant(cfg: TrainerCfg) -> TrainerCfg:
     """The config without the fields a resumed run may change (how long to train, how often to log)."""
-    return replace(cfg, total_steps=1, budget_s=None, eval_freq_steps=1, checkpoint_freq_steps=1, keep_checkpoints=1)
+    return replace(
+        cfg, total_steps=1, budget_s=None, eval_freq_steps=1, checkpoint_freq_steps=1, keep_checkpoints=1
+    )
 
 
 def _check_run_folder(out_dir: Path, record: dict[str, Any], resume: bool) -> None:
@@ -448,8 +520,10 @@ def _check_run_folder(out_dir: Path, record: dict[str, Any], resume: bool) -> No
         )
     if not cfg_path.exists():
         if resume and _checkpoints(out_dir):
-            raise TrainingError(f"{out_dir} has checkpoints but no train_config.json; cannot tell what they were "
-                                "trained with. Choose another output folder")
+            raise TrainingError(
+                f"{out_dir} has checkpoints but no train_config.json; cannot tell what they were "
+                "trained with. Choose another output folder"
+            )
         return
     try:
         old = json.loads(cfg_path.read_text())
@@ -457,16 +531,23 @@ def _check_run_folder(out_dir: Path, record: dict[str, Any], resume: bool) -> No
         raise TrainingError(f"{cfg_path} is unreadable ({exc}); choose another output folder") from exc
     if old.get("hash") != record["hash"]:
         diffs = _diff_keys(old.get("trainer", {}), record["trainer"], "training") + _diff_keys(
-            old.get("env", {}), record["env"], "multi_drone_env")
-        diffs = [d for d in diffs if d.split(":")[0].rsplit(".", 1)[-1] not in
-                 ("total_steps", "budget_s", "eval_freq_steps", "checkpoint_freq_steps", "keep_checkpoints")]
+            old.get("env", {}), record["env"], "multi_drone_env"
+        )
+        diffs = [
+            d
+            for d in diffs
+            if d.split(":")[0].rsplit(".", 1)[-1]
+            not in ("total_steps", "budget_s", "eval_freq_steps", "checkpoint_freq_steps", "keep_checkpoints")
+        ]
         raise TrainingError(
             f"{out_dir} holds a run trained with another config ({'; '.join(diffs[:6]) or 'fingerprint differs'}); "
             "it is never mixed with this one. Use another output folder, or the original config"
         )
     if not resume and (_checkpoints(out_dir) or (out_dir / "progress.csv").exists()):
-        raise TrainingError(f"{out_dir} holds an unfinished run with this config; pass --resume to continue it "
-                            "from its newest checkpoint, or choose another output folder")
+        raise TrainingError(
+            f"{out_dir} holds an unfinished run with this config; pass --resume to continue it "
+            "from its newest checkpoint, or choose another output folder"
+        )
 
 
 def _diff_keys(old: Any, new: Any, path: str) -> list[str]:
@@ -478,8 +559,9 @@ def _diff_keys(old: Any, new: Any, path: str) -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
-def train(cfg: TrainerCfg, out_dir: str | Path, *, env_cfg=None, resume: bool = False,
-          progress: bool = True) -> TrainRun:
+def train(
+    cfg: TrainerCfg, out_dir: str | Path, *, env_cfg=None, resume: bool = False, progress: bool = True
+) -> TrainRun:
     """Train ``cfg.algorithm`` on ``MultiDroneISR-v0`` until ``total_steps`` or ``budget_s``; save into ``out_dir``.
 
     Args:
@@ -515,7 +597,9 @@ def train(cfg: TrainerCfg, out_dir: str | Path, *, env_cfg=None, resume: bool = 
     if resume and (out_dir / "model.json").exists() and (out_dir / "model.zip").exists():
         summary = json.loads((out_dir / "model.json").read_text())
         if summary.get("env_steps", 0) >= cfg.total_steps or summary.get("stopped_by") == "budget_s":
-            logger.info("%s is complete (%d env steps); nothing to train", out_dir, summary.get("env_steps", 0))
+            logger.info(
+                "%s is complete (%d env steps); nothing to train", out_dir, summary.get("env_steps", 0)
+            )
             return _run_from_summary(out_dir, summary, "already_done")
     atomic_write_json(out_dir / "train_config.json", record)
 
@@ -541,8 +625,12 @@ def train(cfg: TrainerCfg, out_dir: str | Path, *, env_cfg=None, resume: bool = 
         remaining = cfg.total_steps - done
         try:
             if remaining > 0 and (cfg.budget_s is None or state.wall_before_s < cfg.budget_s):
-                model.learn(total_timesteps=remaining, callback=_make_callback(state), reset_num_timesteps=False,
-                            progress_bar=False)
+                model.learn(
+                    total_timesteps=remaining,
+                    callback=_make_callback(state),
+                    reset_num_timesteps=False,
+                    progress_bar=False,
+                )
             elif remaining <= 0:
                 state.stopped_by = "total_steps"
             else:
@@ -555,8 +643,11 @@ def train(cfg: TrainerCfg, out_dir: str | Path, *, env_cfg=None, resume: bool = 
                 # on, so the checkpoint counts only the steps its weights learned from.
                 model.num_timesteps = state.rollout_steps
             stem = state.save_checkpoint(model)
-            logger.warning("interrupted at %d env steps; checkpoint %s saved: rerun with --resume to continue",
-                           model.num_timesteps, stem.name)
+            logger.warning(
+                "interrupted at %d env steps; checkpoint %s saved: rerun with --resume to continue",
+                model.num_timesteps,
+                stem.name,
+            )
             raise
         finally:
             vecnorm.close()
@@ -568,8 +659,14 @@ def train(cfg: TrainerCfg, out_dir: str | Path, *, env_cfg=None, resume: bool = 
         torch.set_num_threads(old_threads)
     run = _run_from_summary(out_dir, summary, state.stopped_by)
     run.resumed_from = resumed_from
-    logger.info("%s: %d env steps in %.1f s (%.0f steps/s; learner %.0f %%)", cfg.algorithm.value, run.env_steps,
-                run.wall_s, run.steps_per_s, 100 * run.learner_share)
+    logger.info(
+        "%s: %d env steps in %.1f s (%.0f steps/s; learner %.0f %%)",
+        cfg.algorithm.value,
+        run.env_steps,
+        run.wall_s,
+        run.steps_per_s,
+        100 * run.learner_share,
+    )
     return run
 
 
@@ -593,11 +690,15 @@ def _load_checkpoint(state: _RunState, algo_cls, vecnorm):
         state.progress_csv.truncate_after(steps)
         state.eval_csv.truncate_after(steps)
         model.num_timesteps = steps
-        logger.info("resuming from %s (%d env steps, %.0f s spent)", meta_path.stem, steps, state.wall_before_s)
+        logger.info(
+            "resuming from %s (%d env steps, %.0f s spent)", meta_path.stem, steps, state.wall_before_s
+        )
         return model, steps
     if _checkpoints(state.out_dir):
-        raise TrainingError(f"no checkpoint in {state.out_dir / 'checkpoints'} loads; start a fresh run in another "
-                            "output folder")
+        raise TrainingError(
+            f"no checkpoint in {state.out_dir / 'checkpoints'} loads; start a fresh run in another "
+            "output folder"
+        )
     return None, None
 
 
@@ -626,8 +727,11 @@ def _summary(cfg: TrainerCfg, model, vecnorm, state: _RunState, resumed_from: in
         "resumed_from": resumed_from,
         **timing,
         "steps_per_s": round(steps / timing["wall_s"], 1) if timing["wall_s"] > 0 else None,
-        "learner_share": (round(timing["learner_s"] / (timing["env_s"] + timing["learner_s"]), 4)
-                          if timing["env_s"] + timing["learner_s"] > 0 else None),
+        "learner_share": (
+            round(timing["learner_s"] / (timing["env_s"] + timing["learner_s"]), 4)
+            if timing["env_s"] + timing["learner_s"] > 0
+            else None
+        ),
         "last_eval": state.last_eval,
         "config_hash": _config_record(cfg, state.env_cfg)["hash"],
         "versions": {"stable_baselines3": stable_baselines3.__version__, "torch": torch.__version__},
@@ -637,8 +741,14 @@ def _summary(cfg: TrainerCfg, model, vecnorm, state: _RunState, resumed_from: in
 def _run_from_summary(out_dir: Path, summary: dict[str, Any], stopped_by: str) -> TrainRun:
     pkl = out_dir / "vecnormalize.pkl"
     return TrainRun(
-        out_dir=out_dir, model_path=out_dir / "model.zip", vecnormalize_path=pkl if pkl.exists() else None,
-        env_steps=int(summary.get("env_steps", 0)), wall_s=float(summary.get("wall_s", 0.0)),
-        env_s=float(summary.get("env_s", 0.0)), learner_s=float(summary.get("learner_s", 0.0)),
-        stopped_by=stopped_by, resumed_from=summary.get("resumed_from"), summary=summary,
+        out_dir=out_dir,
+        model_path=out_dir / "model.zip",
+        vecnormalize_path=pkl if pkl.exists() else None,
+        env_steps=int(summary.get("env_steps", 0)),
+        wall_s=float(summary.get("wall_s", 0.0)),
+        env_s=float(summary.get("env_s", 0.0)),
+        learner_s=float(summary.get("learner_s", 0.0)),
+        stopped_by=stopped_by,
+        resumed_from=summary.get("resumed_from"),
+        summary=summary,
     )

@@ -28,9 +28,13 @@ class Algorithm(str, Enum):
 class PPOSection:
     """PPO-only settings (stable-baselines3 names)."""
 
-    n_steps: int = cfg_field(256, ge=1)  # env steps per env per rollout (rollout = n_steps * num_drones samples)
+    n_steps: int = cfg_field(
+        256, ge=1
+    )  # env steps per env per rollout (rollout = n_steps * num_drones samples)
     n_epochs: int = cfg_field(4, ge=1)  # passes over each rollout
-    gamma: float = cfg_field(0.995, gt=0.0, le=1.0)  # discount per control step (0.995 at 20 Hz: a 10 s horizon)
+    gamma: float = cfg_field(
+        0.995, gt=0.0, le=1.0
+    )  # discount per control step (0.995 at 20 Hz: a 10 s horizon)
     gae_lambda: float = cfg_field(0.95, ge=0.0, le=1.0)  # GAE lambda
     ent_coef: float = cfg_field(0.0, ge=0.0)  # entropy bonus weight
     clip_range: float = cfg_field(0.2, gt=0.0, le=1.0)  # PPO ratio clip
@@ -60,8 +64,12 @@ class TrainerCfg:
     """
 
     algorithm: Algorithm = Algorithm.PPO  # PPO or SAC (stable-baselines3)
-    total_steps: int = cfg_field(4_000_000, ge=1)  # env steps (agent transitions over all drones) to train for
-    budget_s: float | None = cfg_field(None, gt=0.0)  # s of wall clock to stop after as well; null: steps only
+    total_steps: int = cfg_field(
+        4_000_000, ge=1
+    )  # env steps (agent transitions over all drones) to train for
+    budget_s: float | None = cfg_field(
+        None, gt=0.0
+    )  # s of wall clock to stop after as well; null: steps only
     batch_size: int = cfg_field(2048, ge=2)  # samples per minibatch (PPO) or per gradient step (SAC)
     learning_rate: float = cfg_field(3e-4, gt=0.0, le=1.0)  # Adam step size
     num_drones: int = cfg_field(32, ge=1, le=4096)  # drones of MultiDroneISR-v0 = parallel envs
@@ -70,12 +78,18 @@ class TrainerCfg:
     normalize_reward: bool = True  # VecNormalize return scaling during training (not used at evaluation)
     clip_obs: float = cfg_field(10.0, gt=0.0)  # normalised observations are clipped to +-clip_obs
     eval_freq_steps: int = cfg_field(500_000, ge=1)  # env steps between evaluation callbacks
-    eval_episodes: int = cfg_field(16, ge=1)  # episodes per evaluation callback (a separate env, seed + 10_000)
+    eval_episodes: int = cfg_field(
+        16, ge=1
+    )  # episodes per evaluation callback (a separate env, seed + 10_000)
     checkpoint_freq_steps: int = cfg_field(250_000, ge=1)  # env steps between checkpoints (resume points)
     keep_checkpoints: int = cfg_field(2, ge=1)  # newest checkpoints kept on disk (older ones are replaced)
     torch_threads: int = cfg_field(1, ge=1)  # torch intra-op threads (these MLPs do not gain from more)
-    match_eval_env: bool = True  # train with PX4ISR-v0's perception camera and control rate (evaluation_config.yaml)
-    collision_margin_m: float = cfg_field(0.0, ge=0.0, le=50.0)  # m, buildings grow by this more in training only
+    match_eval_env: bool = (
+        True  # train with PX4ISR-v0's perception camera and control rate (evaluation_config.yaml)
+    )
+    collision_margin_m: float = cfg_field(
+        0.0, ge=0.0, le=50.0
+    )  # m, buildings grow by this more in training only
     # Reward scales overriding the env's in training only (shaping); evaluation keeps the shared reward.
     reward_scales: dict[str, float] = field(default_factory=dict)
     # Domain randomization: each drone's commanded horizontal velocity is multiplied by a gain drawn
@@ -87,8 +101,10 @@ class TrainerCfg:
     def validate(self) -> list[str]:
         from flyby.mdp.rewards import REWARD_TERMS
 
-        problems = [f"reward_scales.{k}: unknown reward term (known: {', '.join(REWARD_TERMS)})"
-                    for k in sorted(set(self.reward_scales) - set(REWARD_TERMS))]
+        problems = [
+            f"reward_scales.{k}: unknown reward term (known: {', '.join(REWARD_TERMS)})"
+            for k in sorted(set(self.reward_scales) - set(REWARD_TERMS))
+        ]
         lo, hi = self.action_gain_range
         if lo > hi:
             problems.append(f"action_gain_range: low {lo} is above high {hi}")
@@ -105,16 +121,27 @@ class TrainerCfg:
         if self.algorithm is Algorithm.PPO:
             p = self.ppo
             return {
-                "n_steps": p.n_steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                "gamma": p.gamma, "gae_lambda": p.gae_lambda, "ent_coef": p.ent_coef, "n_epochs": p.n_epochs,
+                "n_steps": p.n_steps,
+                "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate,
+                "gamma": p.gamma,
+                "gae_lambda": p.gae_lambda,
+                "ent_coef": p.ent_coef,
+                "n_epochs": p.n_epochs,
                 "clip_range": p.clip_range,
                 "policy_kwargs": {"net_arch": list(p.net_arch), "log_std_init": p.log_std_init},
             }
         s = self.sac
         return {
-            "buffer_size": s.buffer_size, "learning_starts": s.learning_starts, "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate, "tau": s.tau, "gamma": s.gamma, "train_freq": s.train_freq,
-            "gradient_steps": s.gradient_steps, "policy_kwargs": {"net_arch": list(s.net_arch)},
+            "buffer_size": s.buffer_size,
+            "learning_starts": s.learning_starts,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "tau": s.tau,
+            "gamma": s.gamma,
+            "train_freq": s.train_freq,
+            "gradient_steps": s.gradient_steps,
+            "policy_kwargs": {"net_arch": list(s.net_arch)},
         }
 
     @property

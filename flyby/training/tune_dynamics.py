@@ -267,7 +267,9 @@ def rollout_windows(
     if w and np.any(starts + n_steps > ep_last):
         bad = int(starts[np.argmax(starts + n_steps > ep_last)])
         last = int(ep_last[starts == bad][0])
-        raise TuningDataError(f"window of {n_steps} steps from row {bad} leaves its episode (last row {last})")
+        raise TuningDataError(
+            f"window of {n_steps} steps from row {bad} leaves its episode (last row {last})"
+        )
     dyn = DirectDynamics(_noiseless(dyn_cfg), max(w, 1))
     dyn.reset(np.zeros((max(w, 1), 3)), np.zeros(max(w, 1)))
     if w == 0:
@@ -457,7 +459,9 @@ def check_training_data(
         )
     stacks = {n: log.meta.get("flight_stack") for n, log in zip(names, logs)}
     if len(set(stacks.values())) > 1:
-        raise TuningDataError(f"logs come from different flight stacks: {stacks}; fit one flight stack at a time")
+        raise TuningDataError(
+            f"logs come from different flight stacks: {stacks}; fit one flight stack at a time"
+        )
     rates = {n: log.meta.get("step_dt") for n, log in zip(names, logs)}
     if len(set(rates.values())) > 1:
         raise TuningDataError(f"logs have different step_dt: {rates}")
@@ -529,8 +533,11 @@ def residual_summary(
         "z_bias_end_m": float(d[:, -1, 2].mean()),
         "vel_rms_mps": float(np.sqrt((dv**2).sum(-1).mean())),
         "yaw_end_rad": float(np.abs(dy[:, -1]).mean()),
-        "cost": float(0.5 * ((POS_WEIGHT * d) ** 2).sum() + 0.5 * ((VEL_WEIGHT * dv) ** 2).sum()
-                      + 0.5 * ((YAW_WEIGHT * dy) ** 2).sum()),
+        "cost": float(
+            0.5 * ((POS_WEIGHT * d) ** 2).sum()
+            + 0.5 * ((VEL_WEIGHT * dv) ** 2).sum()
+            + 0.5 * ((YAW_WEIGHT * dy) ** 2).sum()
+        ),
     }
 
 
@@ -729,7 +736,9 @@ def format_errors(
     lines.append(f"  {'horizon':>8} {'untuned (seed)':>18} {'tuned':>16} {'ratio of means':>16}")
     for h in seed:
         (sm, sp), (tm, tp) = seed[h], tuned[h]
-        lines.append(f"  {h:>7g}s {sm:>8.3f} / {sp:<7.3f} {tm:>7.3f} / {tp:<7.3f} {sm / max(tm, 1e-12):>12.2f}x")
+        lines.append(
+            f"  {h:>7g}s {sm:>8.3f} / {sp:<7.3f} {tm:>7.3f} / {tp:<7.3f} {sm / max(tm, 1e-12):>12.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -820,7 +829,9 @@ def plot_matched(
     stack = log.meta.get("flight_stack_label", log.meta.get("flight_stack", "full fidelity"))
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     styles = (
-        ("full fidelity", "k", "-"), ("tuned direct", "tab:blue", "-"), ("untuned (seed) direct", "tab:red", "--")
+        ("full fidelity", "k", "-"),
+        ("tuned direct", "tab:blue", "-"),
+        ("untuned (seed) direct", "tab:red", "--"),
     )
     series = ((truth_p, truth_y), (tuned_p, tuned_y), (seed_p, seed_y))
     panels = (("x", 0, "m"), ("y", 1, "m"), ("z", 2, "m"), ("yaw", 3, "rad"))
@@ -900,8 +911,10 @@ def run_tuning(
     seed = replace(DirectDynamicsCfg(), **{k: getattr(current, k) for k in _ACTION_SCALE + _NOISE})
     echo(f"flight stack : {logs[0].meta.get('flight_stack_label', logs[0].meta.get('flight_stack'))}")
     result = fit_dynamics(logs, seed, ablation=ablation, env_cfg=env_cfg, names=names)
-    echo(f"training     : {result.training_s:.1f} s of flight, {result.n_windows} windows of {WINDOW_S:g} s "
-         f"(stride {STRIDE_S:g} s, burn-in {BURN_IN_S:g} s); fits took {result.fit_s:.1f} s")
+    echo(
+        f"training     : {result.training_s:.1f} s of flight, {result.n_windows} windows of {WINDOW_S:g} s "
+        f"(stride {STRIDE_S:g} s, burn-in {BURN_IN_S:g} s); fits took {result.fit_s:.1f} s"
+    )
     seed_err = open_loop_errors(seed, held)
     tuned_err = open_loop_errors(result.cfg, held)
     fitted_seed_err = open_loop_errors(result.seed_fit_cfg, held)
@@ -937,11 +950,22 @@ def run_tuning(
 
 def format_residuals(result: FitResult) -> str:
     """Training residuals per stage and the ablation (what each extension buys)."""
-    keys = ("pos_1s_m", "pos_end_m", "x_end_m", "y_end_m", "z_end_m", "z_bias_end_m", "vel_rms_mps", "yaw_end_rad")
+    keys = (
+        "pos_1s_m",
+        "pos_end_m",
+        "x_end_m",
+        "y_end_m",
+        "z_end_m",
+        "z_bias_end_m",
+        "vel_rms_mps",
+        "yaw_end_rad",
+    )
     head = f"  {'model':<34}" + "".join(f"{k:>13}" for k in keys)
     lines = ["training residuals (mean over windows; *_end at the window end):", head]
     labels = {
-        "seed": "untuned (seed)", "seed_fitted": "seed, velocity_damping fitted", "tuned": "tuned (all extensions)"
+        "seed": "untuned (seed)",
+        "seed_fitted": "seed, velocity_damping fitted",
+        "tuned": "tuned (all extensions)",
     }
     for k, v in result.residuals.items():
         lines.append(f"  {labels.get(k, k):<34}" + "".join(f"{v[m]:>13.3f}" for m in keys))

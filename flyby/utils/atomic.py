@@ -138,7 +138,9 @@ def check_output_file(path: str | Path, *, option: str | None = None) -> Path:
     path = Path(path)
     fix = "pass a file path in a folder you can write to"
     if path.is_dir():
-        raise OutputError(f"{_what(option)}{path} is a folder, not a file; pass a file path (e.g. {path / 'NAME'})")
+        raise OutputError(
+            f"{_what(option)}{path} is a folder, not a file; pass a file path (e.g. {path / 'NAME'})"
+        )
     _probe_folder(path, path.parent if str(path.parent) else Path("."), option, fix)
     return path
 
@@ -156,7 +158,8 @@ def check_output_dir(path: str | Path, *, option: str | None = None) -> Path:
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{_what(option)}{path} is a file, not a folder; pass a folder path (the file is "
-                          "left as it is)")
+        raise OutputError(
+            f"{_what(option)}{path} is a file, not a folder; pass a folder path (the file is left as it is)"
+        )
     _probe_folder(path, path, option, "pass a folder you can write to")
     return path

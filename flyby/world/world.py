@@ -344,7 +344,10 @@ def _place_targets(cfg, rng, half, road_axis, road_offset, bmin, bmax) -> dict[s
         attempts += 1
         xy = rng.uniform(-half + 2.0, half - 2.0)
         p = np.array([xy[0], xy[1], psize[2] / 2])
-        if bmin.shape[0] and ((p[None, :2] >= bmin[:, :2] - 1.0) & (p[None, :2] <= bmax[:, :2] + 1.0)).all(1).any():
+        if (
+            bmin.shape[0]
+            and ((p[None, :2] >= bmin[:, :2] - 1.0) & (p[None, :2] <= bmax[:, :2] + 1.0)).all(1).any()
+        ):
             continue
         classes.append(TargetClass.PERSON)
         sizes.append(psize)

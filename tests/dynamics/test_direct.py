@@ -61,8 +61,12 @@ def test_out_of_range_actions_are_clipped():
 
 @pytest.mark.parametrize(
     "bad, match",
-    [(np.zeros((3, 3)), r"shape \(3, 4\).*got \(3, 3\)"), (np.zeros(4), r"got \(4,\)"),
-     (np.array([[0, 0, np.nan, 0]] * 3), "NaN/inf at .*\\[0, 2\\]"), ("fast", "must be numeric")],
+    [
+        (np.zeros((3, 3)), r"shape \(3, 4\).*got \(3, 3\)"),
+        (np.zeros(4), r"got \(4,\)"),
+        (np.array([[0, 0, np.nan, 0]] * 3), "NaN/inf at .*\\[0, 2\\]"),
+        ("fast", "must be numeric"),
+    ],
 )
 def test_bad_actions_raise_invalid_action(bad, match):
     with pytest.raises(InvalidAction, match=match):
@@ -101,11 +105,24 @@ def test_partial_reset_and_bad_construction():
 # ---------------------------------------------------------------- phase-2 extensions
 
 EXTENDED = replace(
-    NOISELESS, vertical_velocity_damping=0.75, velocity_gain=0.9, vertical_velocity_gain=1.02, max_horizontal_speed=11.0,
-    max_climb_rate=3.0, max_descent_rate=1.5, max_horizontal_acceleration=7.0, drag_coefficient=0.35,
-    acceleration_damping=0.6, max_horizontal_jerk=30.0, yaw_coupling_s=0.12, yaw_rate_gain=0.95,
-    yaw_rate_damping=0.6, max_downward_acceleration=8.0, thrust_coupling=1.0,
-    antiwindup_gain=0.3, antiwindup_damping=0.9,
+    NOISELESS,
+    vertical_velocity_damping=0.75,
+    velocity_gain=0.9,
+    vertical_velocity_gain=1.02,
+    max_horizontal_speed=11.0,
+    max_climb_rate=3.0,
+    max_descent_rate=1.5,
+    max_horizontal_acceleration=7.0,
+    drag_coefficient=0.35,
+    acceleration_damping=0.6,
+    max_horizontal_jerk=30.0,
+    yaw_coupling_s=0.12,
+    yaw_rate_gain=0.95,
+    yaw_rate_damping=0.6,
+    max_downward_acceleration=8.0,
+    thrust_coupling=1.0,
+    antiwindup_gain=0.3,
+    antiwindup_damping=0.9,
 )
 
 
@@ -122,9 +139,16 @@ def _fly(cfg, actions, dt=0.04, n=1, seed=0):
 def test_extension_fields_at_their_defaults_reproduce_the_seed_model_bit_for_bit():
     rng = np.random.default_rng(3)
     actions = rng.uniform(-1.2, 1.2, (200, 4))
-    explicit = DirectDynamicsCfg(vertical_velocity_damping=0.95, velocity_gain=1.0, vertical_velocity_gain=1.0,
-                                 drag_coefficient=0.0, acceleration_damping=0.0, yaw_coupling_s=0.0,
-                                 yaw_rate_gain=1.0, yaw_rate_damping=0.0)
+    explicit = DirectDynamicsCfg(
+        vertical_velocity_damping=0.95,
+        velocity_gain=1.0,
+        vertical_velocity_gain=1.0,
+        drag_coefficient=0.0,
+        acceleration_damping=0.0,
+        yaw_coupling_s=0.0,
+        yaw_rate_gain=1.0,
+        yaw_rate_damping=0.0,
+    )
     for n in (1, 3):
         _, seed = _fly(DirectDynamicsCfg(), actions, n=n)
         _, same = _fly(explicit, actions, n=n)
@@ -133,8 +157,16 @@ def test_extension_fields_at_their_defaults_reproduce_the_seed_model_bit_for_bit
                 np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("cfg", [NOISELESS, DirectDynamicsCfg(), EXTENDED, replace(EXTENDED, max_horizontal_jerk=None),
-                                 replace(EXTENDED, position_noise_std=0.02, velocity_noise_std=0.1)])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        NOISELESS,
+        DirectDynamicsCfg(),
+        EXTENDED,
+        replace(EXTENDED, max_horizontal_jerk=None),
+        replace(EXTENDED, position_noise_std=0.02, velocity_noise_std=0.1),
+    ],
+)
 def test_single_drone_fast_path_matches_the_batched_code(cfg):
     single, batched = DirectDynamics(cfg, 1), DirectDynamics(cfg, 1)
     for d in (single, batched):
@@ -152,7 +184,9 @@ def test_climb_and_descent_limits_and_vertical_time_constant():
     cfg = replace(NOISELESS, vertical_velocity_damping=0.75, max_climb_rate=3.0, max_descent_rate=1.5)
     _, up = _fly(cfg, [[0, 0, 1.0, 0]] * 100)
     _, down = _fly(cfg, [[0, 0, -1.0, 0]] * 100)
-    assert math.isclose(up[-1][1][0, 2], 3.0, rel_tol=1e-6) and math.isclose(down[-1][1][0, 2], -1.5, rel_tol=1e-6)
+    assert math.isclose(up[-1][1][0, 2], 3.0, rel_tol=1e-6) and math.isclose(
+        down[-1][1][0, 2], -1.5, rel_tol=1e-6
+    )
     # After one time constant (tau = -0.05 / ln 0.75 = 0.174 s) the vertical response is at 1 - 1/e.
     _, small = _fly(cfg, [[0, 0, 0.2, 0]] * 100, dt=0.0174 / 10)
     assert math.isclose(small[-1][1][0, 2], (1 - math.exp(-1)) * 1.0, rel_tol=1e-3)
@@ -167,8 +201,13 @@ def test_gains_and_horizontal_speed_limit_set_the_cruise_speed():
 
 
 def test_thrust_acceleration_limit_with_drag_and_jerk_limit():
-    cfg = replace(NOISELESS, max_horizontal_acceleration=7.0, drag_coefficient=0.35, max_horizontal_jerk=30.0,
-                  acceleration_damping=0.6)
+    cfg = replace(
+        NOISELESS,
+        max_horizontal_acceleration=7.0,
+        drag_coefficient=0.35,
+        max_horizontal_jerk=30.0,
+        acceleration_damping=0.6,
+    )
     dt = 0.04
     dyn = DirectDynamics(cfg, 1)
     dyn.reset(np.zeros((1, 3)), np.zeros(1))
@@ -198,15 +237,21 @@ def test_downward_acceleration_limit_and_thrust_coupling():
     assert up[0][1][0, 2] > 4.0 * dt  # climbing is not limited
     # Braking from cruise while the vertical loop cuts thrust brakes less: the delivered horizontal
     # acceleration is (1 + a_z / g) times the one asked for.
-    base = replace(NOISELESS, vertical_velocity_damping=0.5, max_horizontal_acceleration=8.0,
-                   max_downward_acceleration=7.0)
+    base = replace(
+        NOISELESS,
+        vertical_velocity_damping=0.5,
+        max_horizontal_acceleration=8.0,
+        max_downward_acceleration=7.0,
+    )
     coupled = replace(base, thrust_coupling=1.0)
     cruise = [[1.0, 0, 0, 0]] * 100
     dyn_b, level = _fly(coupled, cruise + [[-1.0, 0, 0, 0]])
     dyn_c, sink = _fly(coupled, cruise + [[-1.0, 0, -1.0, 0]])
     _, blind = _fly(base, cruise + [[-1.0, 0, -1.0, 0]])
-    brake = {name: (run[-2][1][0, 0] - run[-1][1][0, 0]) / 0.04 for name, run in
-             (("level", level), ("sink", sink), ("blind", blind))}
+    brake = {
+        name: (run[-2][1][0, 0] - run[-1][1][0, 0]) / 0.04
+        for name, run in (("level", level), ("sink", sink), ("blind", blind))
+    }
     a_z = (sink[-1][1][0, 2] - sink[-2][1][0, 2]) / 0.04
     assert math.isclose(a_z, -7.0, rel_tol=1e-9)
     assert math.isclose(brake["level"], brake["blind"], rel_tol=1e-9)  # no vertical acceleration, no change
@@ -221,8 +266,9 @@ def test_first_order_yaw_rate_with_gain_and_yaw_coupling():
     dyn, _ = _fly(cfg, [[0, 0, 0, 0.5]] * 100)
     assert math.isclose(dyn.yaw_rate[0], 0.95 * 0.5 * math.radians(90), rel_tol=1e-9)
     dyn, _ = _fly(cfg, [[0, 0, 0, 0.5]])
-    assert math.isclose(dyn.yaw_rate[0], 0.4 * 0.95 * 0.5 * math.radians(90) * (1 - 0.6 ** (0.04 / 0.05)) / 0.4,
-                        rel_tol=1e-9)
+    assert math.isclose(
+        dyn.yaw_rate[0], 0.4 * 0.95 * 0.5 * math.radians(90) * (1 - 0.6 ** (0.04 / 0.05)) / 0.4, rel_tol=1e-9
+    )
     # Yawing left (counter-clockwise) turns a forward acceleration to the left (+y).
     coupled = replace(cfg, yaw_coupling_s=0.12, yaw_rate_damping=0.0)
     _, left = _fly(coupled, [[1.0, 0, 0, 1.0]] * 10)
@@ -240,7 +286,9 @@ def test_extended_response_depends_on_the_control_rate_about_as_little_as_the_se
         _, at_25hz = _fly(cfg, [first] * 50 + [second] * 50, dt=0.04)
         gaps[name] = np.linalg.norm(at_20hz[-1][0] - at_25hz[-1][0])
         np.testing.assert_allclose(at_20hz[-1][2], at_25hz[-1][2], atol=0.01)  # rad
-    assert gaps["extended"] < 2.5 * gaps["seed"] and gaps["extended"] < 0.15  # metres after 4 s (20-30 m flown)
+    assert (
+        gaps["extended"] < 2.5 * gaps["seed"] and gaps["extended"] < 0.15
+    )  # metres after 4 s (20-30 m flown)
 
 
 def test_reset_zeroes_the_hidden_states_of_the_reset_drones_only():

@@ -230,6 +230,8 @@ def test_spawns_clear_every_building_within_the_clearance_radius():
     top = cfg.terminations.max_altitude_m - 1.0
     assert np.all(pos[:, 2] >= np.minimum(tallest + clearance, top) - 1e-9)
     # Radius 0 is the old rule: only the surface right below counts, so some starts sit lower.
-    env0 = MultiDroneISREnv(num_drones=256, cfg=replace(cfg, spawn=replace(cfg.spawn, clearance_radius_m=0.0)))
+    env0 = MultiDroneISREnv(
+        num_drones=256, cfg=replace(cfg, spawn=replace(cfg.spawn, clearance_radius_m=0.0))
+    )
     env0.reset(seed=5)
     assert np.array_equal(env0.task.pos_w[:, :2], pos[:, :2]) and np.any(env0.task.pos_w[:, 2] < pos[:, 2])

@@ -78,7 +78,11 @@ def test_bad_arguments(cfg):
         PX4ISREnv(cfg, flight_stack="betaflight")
     with pytest.raises(ValueError, match="'direct' is the training envs' model"):
         PX4ISREnv(cfg, flight_stack="direct")
-    with pytest.raises(ConfigError, match=r"step_dt: 0.05 s must equal physics_dt \* decimation = 0.004 \* 10"):
+    with pytest.raises(
+        ConfigError, match=r"step_dt: 0.05 s must equal physics_dt \* decimation = 0.004 \* 10"
+    ):
         PX4ISREnv(replace(cfg, step_dt=0.05), flight_stack="cascade")
     with pytest.raises(ConfigError, match="multi"):
-        PX4ISREnv(replace(cfg, render=replace(cfg.render, preset=ResolutionPreset.MULTI)), flight_stack="cascade")
+        PX4ISREnv(
+            replace(cfg, render=replace(cfg.render, preset=ResolutionPreset.MULTI)), flight_stack="cascade"
+        )

@@ -52,7 +52,9 @@ def _one_error_line(err: str, command: str) -> str:
     """The stderr of a command that failed after its work (progress bars above): one ``flyby
     <command>:`` line, no traceback."""
     lines = [ln for ln in err.splitlines() if ln.startswith("flyby ")]
-    assert len(lines) == 1 and lines[0].startswith(f"flyby {command}: "), f"expected one error line, got:\n{err}"
+    assert len(lines) == 1 and lines[0].startswith(f"flyby {command}: "), (
+        f"expected one error line, got:\n{err}"
+    )
     assert "Traceback" not in err
     return lines[0]
 
@@ -89,15 +91,23 @@ def blocker(tmp_path) -> Path:
 
 def _tiny_ppo():
     """A real SB3 PPO model of a few hundred parameters (Pendulum: Box(3,) -> Box(1,))."""
-    return sb3.PPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, device="cpu",
-                   policy_kwargs={"net_arch": [4]})
+    return sb3.PPO(
+        "MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, device="cpu", policy_kwargs={"net_arch": [4]}
+    )
 
 
 def _tiny_result(model):
     from flyby.training.train import TrainResult
 
-    return TrainResult(model=model, wall_s=0.1, env_steps=16, episodes=0, kind="full", flight_stack="cascade",
-                       flight_stack_label="built-in cascade")
+    return TrainResult(
+        model=model,
+        wall_s=0.1,
+        env_steps=16,
+        episodes=0,
+        kind="full",
+        flight_stack="cascade",
+        flight_stack_label="built-in cascade",
+    )
 
 
 class _FullDisk:
@@ -167,15 +177,31 @@ def _cases(blocker: Path, tmp_path: Path) -> list[tuple[list, str, str]]:
     return [
         (["train", "--out", blocker], "--out", "is a file, not a folder"),
         (["train", "--out", inside / "run"], "--out", "is a file, not a folder"),
-        (["train", "--env", "full", "--flight-stack", "cascade", "--out", inside / "m.zip"], "--out", "is a file"),
+        (
+            ["train", "--env", "full", "--flight-stack", "cascade", "--out", inside / "m.zip"],
+            "--out",
+            "is a file",
+        ),
         (["train", "--env", "full", "--flight-stack", "cascade", "--out", a_dir], "--out", "is a folder"),
         (["record", "--flight-stack", "cascade", "--out", inside / "x.npz"], "--out", "is a file"),
         (["record", "--flight-stack", "cascade", "--out", a_dir], "--out", "is a folder"),
         (["record", "--flight-stack", "cascade", "--plot", inside / "p.png"], "--plot", "is a file"),
-        (["evaluate", "zero", "--flight-stack", "cascade", "--out", blocker], "--out", "is a file, not a folder"),
-        (["evaluate", "zero", "--flight-stack", "cascade", "--json", inside / "e.json"], "--json", "is a file"),
+        (
+            ["evaluate", "zero", "--flight-stack", "cascade", "--out", blocker],
+            "--out",
+            "is a file, not a folder",
+        ),
+        (
+            ["evaluate", "zero", "--flight-stack", "cascade", "--json", inside / "e.json"],
+            "--json",
+            "is a file",
+        ),
         (["evaluate", "zero", "--flight-stack", "cascade", "--json", a_dir], "--json", "is a folder"),
-        (["evaluate", "zero", "--flight-stack", "cascade", "--video", inside / "v.mp4"], "--video", "is a file"),
+        (
+            ["evaluate", "zero", "--flight-stack", "cascade", "--video", inside / "v.mp4"],
+            "--video",
+            "is a file",
+        ),
         (["evaluate", "zero", "--flight-stack", "cascade", "--video", "--out", inside], "--out", "is a file"),
         (["bench", "--json", inside / "b.json"], "--json", "is a file"),
         (["report", tmp_path, "--out", inside / "r.html"], "--out", "is a file"),
@@ -207,12 +233,15 @@ def test_every_output_path_is_checked_before_work(index, blocker, tmp_path, caps
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc (not writable, even by root)")
-@pytest.mark.parametrize("argv", [
-    ["train", "--out", "/proc/flyby-run"],
-    ["train", "--env", "full", "--flight-stack", "cascade", "--out", "/proc/flyby/m.zip"],
-    ["record", "--flight-stack", "cascade", "--out", "/proc/flyby/x.npz"],
-    ["evaluate", "zero", "--flight-stack", "cascade", "--out", "/proc/flyby-eval"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--out", "/proc/flyby-run"],
+        ["train", "--env", "full", "--flight-stack", "cascade", "--out", "/proc/flyby/m.zip"],
+        ["record", "--flight-stack", "cascade", "--out", "/proc/flyby/x.npz"],
+        ["evaluate", "zero", "--flight-stack", "cascade", "--out", "/proc/flyby-eval"],
+    ],
+)
 def test_an_unwritable_destination_is_refused_before_work(argv, capsys, no_work):
     code, _, err = _run(capsys, argv)
     line = _one_line_refusal(err)
@@ -224,8 +253,20 @@ def test_train_full_checks_its_zip_before_the_budget_is_spent(tmp_path, capsys, 
     calls = []
     monkeypatch.setattr("flyby.training.train.train_ppo", lambda *a, **k: calls.append(1))
     (tmp_path / "models").write_text("x")
-    code, _, err = _run(capsys, ["train", "--env", "full", "--flight-stack", "cascade", "--budget-s", "600",
-                                 "--out", tmp_path / "models" / "full.zip"])
+    code, _, err = _run(
+        capsys,
+        [
+            "train",
+            "--env",
+            "full",
+            "--flight-stack",
+            "cascade",
+            "--budget-s",
+            "600",
+            "--out",
+            tmp_path / "models" / "full.zip",
+        ],
+    )
     assert code == 2 and not calls
     assert "FileExistsError" not in err and f"{tmp_path / 'models'} is a file" in _one_line_refusal(err)
 
@@ -271,8 +312,22 @@ def test_evaluate_json_on_a_full_disk_keeps_the_previous_results(tmp_path, capsy
     out = tmp_path / "results.json"
     out.write_text('{"previous": true}\n')
     disk = full_disk()
-    code, _, err = _run(capsys, ["evaluate", "zero", "--seeds", "0", "--episode-length-s", "0.5",
-                                 "--flight-stack", "cascade", "--no-references", "--json", out])
+    code, _, err = _run(
+        capsys,
+        [
+            "evaluate",
+            "zero",
+            "--seeds",
+            "0",
+            "--episode-length-s",
+            "0.5",
+            "--flight-stack",
+            "cascade",
+            "--no-references",
+            "--json",
+            out,
+        ],
+    )
     assert disk.broken >= 1 and code == 2, err
     assert f"cannot write {out}" in _one_error_line(err, "evaluate")
     assert out.read_text() == '{"previous": true}\n' and _leftovers(tmp_path, {"results.json"}) == []
@@ -312,8 +367,10 @@ def test_a_file_system_error_from_any_writer_is_one_line(tmp_path, capsys, monke
     monkeypatch.setattr("flyby.cli._cmd_info", full)
     code, _, err = _run(capsys, ["info"])
     assert code == 2
-    assert _one_line_refusal(err) == (f"flyby info: {target}: No space left on device (free space, fix the "
-                                      "permissions or pass another path)")
+    assert _one_line_refusal(err) == (
+        f"flyby info: {target}: No space left on device (free space, fix the "
+        "permissions or pass another path)"
+    )
 
     def refused(_args):
         raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
@@ -353,11 +410,13 @@ def _corrupt_models(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_evaluate_a_model_of_another_env_names_both_spaces(tmp_path, capsys):
-    model = sb3.PPO("MlpPolicy", "CartPole-v1", n_steps=8, batch_size=8, device="cpu",
-                    policy_kwargs={"net_arch": [4]})
+    model = sb3.PPO(
+        "MlpPolicy", "CartPole-v1", n_steps=8, batch_size=8, device="cpu", policy_kwargs={"net_arch": [4]}
+    )
     model.save(tmp_path / "cartpole.zip")
-    code, _, err = _run(capsys, ["evaluate", tmp_path / "cartpole.zip", "--seeds", "0",
-                                 "--flight-stack", "cascade"])
+    code, _, err = _run(
+        capsys, ["evaluate", tmp_path / "cartpole.zip", "--seeds", "0", "--flight-stack", "cascade"]
+    )
     line = _one_line_refusal(err)
     assert code == 2
     assert "trained on another env, not flyby/PX4ISR-v0" in line
@@ -388,33 +447,44 @@ def test_describe_space_is_one_line_for_any_box():
 # ---------------------------------------------------------------------------- 4. integer options
 
 
-@pytest.mark.parametrize("argv, option, least, value", [
-    (["train", "--num-envs", "0"], "--num-envs", 1, "0"),
-    (["train", "--num-envs", "-3"], "--num-envs", 1, "-3"),
-    (["train", "--env", "full", "--flight-stack", "cascade", "--num-envs", "0"], "--num-envs", 1, "0"),
-    (["train", "--total-steps", "0"], "--total-steps", 1, "0"),  # was `0 or default`: 4,000,000 steps
-    (["train", "--env", "full", "--timesteps-cap", "0"], "--timesteps-cap", 1, "0"),
-    (["train", "--seed", "-1"], "--seed", 0, "-1"),
-    (["train", "--env", "full", "--first-px4-instance", "-1"], "--first-px4-instance", 0, "-1"),
-    (["record", "--seed", "-1"], "--seed", 0, "-1"),  # was numpy's "expected non-negative integer" traceback
-    (["record", "--px4-instance", "-2"], "--px4-instance", 0, "-2"),
-    (["evaluate", "zero", "--episodes", "0"], "--episodes", 1, "0"),
-    (["bench", "--render-frames", "0"], "--render-frames", 1, "0"),  # was a NaN figure
-    (["bench", "--steps", "-1"], "--steps", 1, "-1"),
-    (["bench", "--repeats", "0"], "--repeats", 1, "0"),
-])
+@pytest.mark.parametrize(
+    "argv, option, least, value",
+    [
+        (["train", "--num-envs", "0"], "--num-envs", 1, "0"),
+        (["train", "--num-envs", "-3"], "--num-envs", 1, "-3"),
+        (["train", "--env", "full", "--flight-stack", "cascade", "--num-envs", "0"], "--num-envs", 1, "0"),
+        (["train", "--total-steps", "0"], "--total-steps", 1, "0"),  # was `0 or default`: 4,000,000 steps
+        (["train", "--env", "full", "--timesteps-cap", "0"], "--timesteps-cap", 1, "0"),
+        (["train", "--seed", "-1"], "--seed", 0, "-1"),
+        (["train", "--env", "full", "--first-px4-instance", "-1"], "--first-px4-instance", 0, "-1"),
+        (
+            ["record", "--seed", "-1"],
+            "--seed",
+            0,
+            "-1",
+        ),  # was numpy's "expected non-negative integer" traceback
+        (["record", "--px4-instance", "-2"], "--px4-instance", 0, "-2"),
+        (["evaluate", "zero", "--episodes", "0"], "--episodes", 1, "0"),
+        (["bench", "--render-frames", "0"], "--render-frames", 1, "0"),  # was a NaN figure
+        (["bench", "--steps", "-1"], "--steps", 1, "-1"),
+        (["bench", "--repeats", "0"], "--repeats", 1, "0"),
+    ],
+)
 def test_integer_options_out_of_range_are_refused(argv, option, least, value, capsys, no_work):
     code, _, err = _run(capsys, argv)
     line = _one_line_refusal(err)
     assert code == 2 and line == f"flyby {argv[0]}: {option} must be >= {least}, got {value}", line
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["evaluate", "zero", "--px4-instances", "0"], "--px4-instances: 0 must be >= 1"),
-    (["evaluate", "zero", "--first-px4-instance", "-1"], "--first-px4-instance: -1 must be in 0..9"),
-    (["pipeline", "run1", "--eval-episodes", "0"], "eval_episodes: 0 must be >= 2"),
-    (["yolo-train", "--epochs", "0"], "epochs: 0 is out of range"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["evaluate", "zero", "--px4-instances", "0"], "--px4-instances: 0 must be >= 1"),
+        (["evaluate", "zero", "--first-px4-instance", "-1"], "--first-px4-instance: -1 must be in 0..9"),
+        (["pipeline", "run1", "--eval-episodes", "0"], "eval_episodes: 0 must be >= 2"),
+        (["yolo-train", "--epochs", "0"], "epochs: 0 is out of range"),
+    ],
+)
 def test_integer_options_a_command_checks_itself_are_refused_before_work(argv, needle, capsys, no_work):
     # Already handled before this issue (each command's own check, every problem at once): documented here.
     code, _, err = _run(capsys, argv)

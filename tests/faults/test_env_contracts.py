@@ -241,7 +241,9 @@ def test_multi_drone_reset_rejects_unknown_keys_naming_them_and_the_known_ones()
 
 def test_multi_drone_reset_needs_one_row_per_drone():
     env = MultiDroneISREnv(num_drones=N)
-    with pytest.raises(ValueError, match=rf"shape \({N}, 3\) \(metres, world ENU\), got dtype float64, shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=rf"shape \({N}, 3\) \(metres, world ENU\), got dtype float64, shape \(3,\)"
+    ):
         env.reset(options={"pos_w": [0.0, 0.0, 40.0]})
     with pytest.raises(ValueError, match=rf"shape \({N}, 3\)"):
         env.reset(options={"pos_w": np.zeros((N + 1, 3)) + 40})
@@ -276,8 +278,13 @@ def test_multi_drone_partial_reset_with_reset_mask():
 
 @pytest.mark.parametrize(
     ("value", "what"),
-    [(0.5 + 0.5j, "must be real numbers, got dtype complex128 with imaginary parts"), (0.5 + 0j, "complex"),
-     (np.nan, "NaN/inf"), (np.inf, "NaN/inf"), (-np.inf, "NaN/inf")],
+    [
+        (0.5 + 0.5j, "must be real numbers, got dtype complex128 with imaginary parts"),
+        (0.5 + 0j, "complex"),
+        (np.nan, "NaN/inf"),
+        (np.inf, "NaN/inf"),
+        (-np.inf, "NaN/inf"),
+    ],
     ids=["complex", "complex-real-valued", "nan", "inf", "-inf"],
 )
 def test_complex_nan_and_inf_actions_are_rejected(env_n, value, what):

@@ -97,9 +97,14 @@ def _record(recorder, env, info, profile, extra_boxes=(), **metrics):
         frame,
         boxes=boxes + list(extra_boxes),
         texts=[Text(f"{profile}  t={info['sim_time_s']:.2f} s", x=6, y=16, scale=0.5)],
-        metrics={"x m": round(float(pos[0]), 2), "y m": round(float(pos[1]), 2), "alt m": round(float(pos[2]), 2),
-                 "speed m/s": round(float(np.linalg.norm(task.dynamics.lin_vel_w[0])), 2),
-                 "detections": int(det.visible[0].sum()), **metrics},
+        metrics={
+            "x m": round(float(pos[0]), 2),
+            "y m": round(float(pos[1]), 2),
+            "alt m": round(float(pos[2]), 2),
+            "speed m/s": round(float(np.linalg.norm(task.dynamics.lin_vel_w[0])), 2),
+            "detections": int(det.visible[0].sum()),
+            **metrics,
+        },
         footer=f"functions check: {profile} | {env.flight_stack_label}",
     )
 
@@ -116,8 +121,10 @@ def fly_takeoff(env, recorder):
         _record(recorder, env, info, "takeoff", target_alt_m=10.0)
         assert not terminated, "crashed during take-off"
     alt = np.array(alt)
-    settled = alt[-int(2.0 / env.cfg.step_dt):]
-    assert np.abs(settled - 10.0).max() < 0.5, f"altitude after take-off {settled.min():.2f}..{settled.max():.2f} m, wanted 10 +- 0.5 m"
+    settled = alt[-int(2.0 / env.cfg.step_dt) :]
+    assert np.abs(settled - 10.0).max() < 0.5, (
+        f"altitude after take-off {settled.min():.2f}..{settled.max():.2f} m, wanted 10 +- 0.5 m"
+    )
     return {"final_alt_m": float(alt[-1])}
 
 
@@ -160,7 +167,9 @@ def fly_box(env, recorder):
 def fly_detection(env, recorder):
     world = env.task.world
     static_vehicles = np.flatnonzero((world.target_class == TargetClass.VEHICLE) & ~world.moving)
-    centre_first = static_vehicles[np.argsort(np.linalg.norm(world.target_pos0_w[static_vehicles, :2], axis=1))]
+    centre_first = static_vehicles[
+        np.argsort(np.linalg.norm(world.target_pos0_w[static_vehicles, :2], axis=1))
+    ]
     targets = centre_first[:3]
     start = _clear_spot(world)
     alt = 40.0  # above every building (max 35 m)

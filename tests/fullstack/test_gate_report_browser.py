@@ -21,9 +21,23 @@ def test_phase3_report_embeds_a_playable_h264_video(tmp_path, output_dir, reques
     report = tmp_path / "report.html"
     videos = tmp_path / "videos"
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/fullstack", "-m", "phase3",
-         f"--video-dir={videos}", f"--html={report}", "-q"],
-        cwd=request.config.rootpath, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "tests/fullstack",
+            "-m",
+            "phase3",
+            f"--video-dir={videos}",
+            f"--html={report}",
+            "-q",
+        ],
+        cwd=request.config.rootpath,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
@@ -31,11 +45,25 @@ def test_phase3_report_embeds_a_playable_h264_video(tmp_path, output_dir, reques
     (mp4,) = videos.glob("runs/*/*phase3*.mp4")
     latest = videos / "multi_drone_grid.mp4"
     assert latest.is_file() and latest.read_bytes() == mp4.read_bytes(), sorted(videos.rglob("*.mp4"))
-    probe = json.loads(subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-         "stream=codec_name,pix_fmt,width,height:format=duration", "-of", "json", str(mp4)],
-        capture_output=True, text=True, check=True,
-    ).stdout)
+    probe = json.loads(
+        subprocess.run(
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=codec_name,pix_fmt,width,height:format=duration",
+                "-of",
+                "json",
+                str(mp4),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     stream = probe["streams"][0]
     assert (stream["codec_name"], stream["pix_fmt"]) == ("h264", "yuv420p"), stream
     duration = float(probe["format"]["duration"])

@@ -79,8 +79,17 @@ def _run_b(cfg, flight_stack: str, steps: int, count_steps) -> dict:
         obs, info = env.reset(seed=0)
         policy = SmoothPatrolPolicy(1, env.task.layout, seed=0, altitude_frac=0.3)
         # Frame -1 is the one rendered at reset; step k's frame exists when B rendered on step k.
-        out = {"frames": {-1: info["camera"].copy()}, "visible": [], "boxes": [], "sim_t": [], "rendered": [],
-               "actions": [], "pos": [], "rot": [], "return": []}
+        out = {
+            "frames": {-1: info["camera"].copy()},
+            "visible": [],
+            "boxes": [],
+            "sim_t": [],
+            "rendered": [],
+            "actions": [],
+            "pos": [],
+            "rot": [],
+            "return": [],
+        }
         count_steps(0)  # start the clock: the FPS overlay reads run B's rate
         t0 = time.perf_counter()
         out["step_s"] = []
@@ -101,7 +110,9 @@ def _run_b(cfg, flight_stack: str, steps: int, count_steps) -> dict:
             out["sim_t"].append(info["sim_time_s"])
             out["pos"].append(env.task.pos_w[0].copy())
             out["rot"].append(env.task.dynamics.rot_wb[0].copy())
-            assert not (terminated or truncated), f"episode ended early at sim time {info['sim_time_s']:.2f} s"
+            assert not (terminated or truncated), (
+                f"episode ended early at sim time {info['sim_time_s']:.2f} s"
+            )
         out["wall_s"] = time.perf_counter() - t0
         out["stack"] = env.flight_stack_label
         return out
@@ -137,11 +148,16 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
         request.getfixturevalue("px4_binary")  # skips with the build instruction (fails in CI) without PX4
     gate = phase1_cfgs[stack]
     # The seed plan's name in the people's latest view (output/videos/); PX4 is the seed plan's Phase 1.
-    video_recorder.set_latest_name("render_skip_validation" if stack == "px4" else "render_skip_validation_cascade")
+    video_recorder.set_latest_name(
+        "render_skip_validation" if stack == "px4" else "render_skip_validation_cascade"
+    )
     base = load_evaluation_cfg().px4_env
     cfg_a = replace(base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL))
-    cfg_b = replace(base, render_interval=gate.skip_render_interval,
-                    render=replace(base.render, preset=ResolutionPreset.TRAINING))
+    cfg_b = replace(
+        base,
+        render_interval=gate.skip_render_interval,
+        render=replace(base.render, preset=ResolutionPreset.TRAINING),
+    )
 
     b = _run_b(cfg_b, stack, gate.steps, video_recorder.count_steps)
     b_fps = gate.steps / b["wall_s"]
@@ -174,18 +190,29 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
                 if stack == "cascade":  # deterministic: A's detections are B's
                     same_det = _same(det.visible[0], det.boxes_px[0], b["visible"][k], b["boxes"][k])
                 else:  # A's and B's against the ground truth of their own poses
-                    truth_a = _fresh_detection(fresh, world, a_pos[-1], env.task.dynamics.rot_wb[0],
-                                               info["sim_time_s"], env.task.cfg.camera)
-                    truth_b = _fresh_detection(fresh, world, b["pos"][k], b["rot"][k], b["sim_t"][k],
-                                               env.task.cfg.camera)
+                    truth_a = _fresh_detection(
+                        fresh,
+                        world,
+                        a_pos[-1],
+                        env.task.dynamics.rot_wb[0],
+                        info["sim_time_s"],
+                        env.task.cfg.camera,
+                    )
+                    truth_b = _fresh_detection(
+                        fresh, world, b["pos"][k], b["rot"][k], b["sim_t"][k], env.task.cfg.camera
+                    )
                     same_det = _same(det.visible[0], det.boxes_px[0], *truth_a) and _same(
-                        b["visible"][k], b["boxes"][k], *truth_b)
+                        b["visible"][k], b["boxes"][k], *truth_b
+                    )
                 if not (same_time and same_det):
                     mismatches.append((k, info["sim_time_s"], b["sim_t"][k]))
             frame, boxes, texts = _compose(env, info["camera"], draw_detector, b, k, last_b)
             a_fps = (k + 1) / a_wall
             video_recorder.add_frame(
-                frame, boxes=boxes, texts=texts, rendered=b["rendered"][k],
+                frame,
+                boxes=boxes,
+                texts=texts,
+                rendered=b["rendered"][k],
                 metrics={
                     "step": k + 1,
                     "sim time s": round(info["sim_time_s"], 3),
@@ -198,15 +225,19 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
                     "detections": int(det.visible.sum()),
                     "A-B distance m": round(float(np.linalg.norm(a_pos[-1] - b["pos"][k])), 3),
                 },
-                footer=(f"A: render every step at full 640x480 | B: every {gate.skip_render_interval} steps at "
-                        f"training 128x128 | floor {gate.min_steps_per_s:.0f} steps/s, speed-up >= {gate.min_speedup}x"),
+                footer=(
+                    f"A: render every step at full 640x480 | B: every {gate.skip_render_interval} steps at "
+                    f"training 128x128 | floor {gate.min_steps_per_s:.0f} steps/s, speed-up >= {gate.min_speedup}x"
+                ),
             )
     finally:
         env.close()
     ceiling_step_s = _run_ceiling(base, stack, b["actions"])
     a_fps = gate.steps / a_wall
     # Judged: medians over segments, ratios paired by segment (same steps, same actions).
-    seg_b, seg_a, seg_c = (segment_rates(x, gate.timing_segments) for x in (b["step_s"], a_step_s, ceiling_step_s))
+    seg_b, seg_a, seg_c = (
+        segment_rates(x, gate.timing_segments) for x in (b["step_s"], a_step_s, ceiling_step_s)
+    )
     b_med, ceiling = float(np.median(seg_b)), float(np.median(seg_c))
     speedup, ceiling_ratio = float(np.median(seg_b / seg_a)), float(np.median(seg_c / seg_a))
     # Reachability: the slowest segment of the ceiling run (see the module docstring).
@@ -215,7 +246,9 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
     video_recorder.record_metric("flight_stack", b["stack"])
     video_recorder.record_metric("steps_per_s_A_full_every_step", a_fps)
     video_recorder.record_metric("steps_per_s_B_training_every_4", b_fps)
-    video_recorder.record_metric("steps_per_s_ceiling_render_off", float(ceiling_step_s.size / ceiling_step_s.sum()))
+    video_recorder.record_metric(
+        "steps_per_s_ceiling_render_off", float(ceiling_step_s.size / ceiling_step_s.sum())
+    )
     video_recorder.record_metric("speedup", b_fps / a_fps)
     video_recorder.record_metric("segments", gate.timing_segments)
     video_recorder.record_metric("segment_median_steps_per_s_A", float(np.median(seg_a)))
@@ -226,23 +259,27 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
     video_recorder.record_metric("segment_slowest_steps_per_s_ceiling", ceiling_low)
     video_recorder.record_metric("segment_slowest_ceiling_over_a", ceiling_ratio_low)
     video_recorder.record_metric("max_a_b_distance_m", divergence)
-    print(f"\nPhase 1 ({b['stack']}, {gate.steps} steps of {base.step_dt} s, physics {1 / base.physics_dt:.0f} Hz):"
-          f"\n  A render every step at full 640x480    : {a_fps:7.1f} steps/s ({a_fps * base.step_dt:5.1f}x real time)"
-          f"\n  B render every {gate.skip_render_interval} steps at training 128x128: {b_fps:7.1f} steps/s "
-          f"({b_fps * base.step_dt:5.1f}x real time)"
-          f"\n  ceiling, render off                   : {ceiling_step_s.size / ceiling_step_s.sum():7.1f} steps/s"
-          f"\n  speed-up B/A {b_fps / a_fps:.2f}x; A-B paths at most {divergence:.3f} m apart"
-          f"\n  judged, medians of {gate.timing_segments} segments: B {b_med:.1f} steps/s, ceiling {ceiling:.1f} "
-          f"steps/s, B/A {speedup:.2f}x, ceiling/A {ceiling_ratio:.2f}x"
-          f"\n  segment B/A: {' '.join(f'{r:.2f}' for r in seg_b / seg_a)}"
-          f"\n  segment ceiling steps/s: {' '.join(f'{r:.1f}' for r in seg_c)} (slowest {ceiling_low:.1f}; "
-          f"ceiling/A slowest {ceiling_ratio_low:.2f}x): reachability is judged on the slowest")
+    print(
+        f"\nPhase 1 ({b['stack']}, {gate.steps} steps of {base.step_dt} s, physics {1 / base.physics_dt:.0f} Hz):"
+        f"\n  A render every step at full 640x480    : {a_fps:7.1f} steps/s ({a_fps * base.step_dt:5.1f}x real time)"
+        f"\n  B render every {gate.skip_render_interval} steps at training 128x128: {b_fps:7.1f} steps/s "
+        f"({b_fps * base.step_dt:5.1f}x real time)"
+        f"\n  ceiling, render off                   : {ceiling_step_s.size / ceiling_step_s.sum():7.1f} steps/s"
+        f"\n  speed-up B/A {b_fps / a_fps:.2f}x; A-B paths at most {divergence:.3f} m apart"
+        f"\n  judged, medians of {gate.timing_segments} segments: B {b_med:.1f} steps/s, ceiling {ceiling:.1f} "
+        f"steps/s, B/A {speedup:.2f}x, ceiling/A {ceiling_ratio:.2f}x"
+        f"\n  segment B/A: {' '.join(f'{r:.2f}' for r in seg_b / seg_a)}"
+        f"\n  segment ceiling steps/s: {' '.join(f'{r:.1f}' for r in seg_c)} (slowest {ceiling_low:.1f}; "
+        f"ceiling/A slowest {ceiling_ratio_low:.2f}x): reachability is judged on the slowest"
+    )
 
     # Floors judged by the plugin after the body: pass, fail, or "not reachable here" with the ceiling.
-    video_recorder.check_floor("B steps/s", measured=b_med, floor=gate.min_steps_per_s, ceiling=ceiling_low,
-                               unit="steps/s")
-    video_recorder.check_floor("speed-up B/A", measured=speedup, floor=gate.min_speedup, ceiling=ceiling_ratio_low,
-                               unit="x")
+    video_recorder.check_floor(
+        "B steps/s", measured=b_med, floor=gate.min_steps_per_s, ceiling=ceiling_low, unit="steps/s"
+    )
+    video_recorder.check_floor(
+        "speed-up B/A", measured=speedup, floor=gate.min_speedup, ceiling=ceiling_ratio_low, unit="x"
+    )
     assert not mismatches, f"detections differ between A and B at (step, sim_t A, sim_t B): {mismatches[:5]}"
 
 
@@ -254,8 +291,14 @@ def _compose(env, a_image, detector, b, k, last_b):
     cam_pos, rot_wc = task.camera_poses()
     det = detector.detect(cam_pos, rot_wc, task.target_pos_w, task.target_yaw_rad, task.world.target_size_m)
     classes = task.world.target_class
-    boxes = [Box(*det.boxes_px[0, t], color=COLOURS[int(classes[t])], label="vehicle" if classes[t] == 0 else "person")
-             for t in np.flatnonzero(det.visible[0])]
+    boxes = [
+        Box(
+            *det.boxes_px[0, t],
+            color=COLOURS[int(classes[t])],
+            label="vehicle" if classes[t] == 0 else "person",
+        )
+        for t in np.flatnonzero(det.visible[0])
+    ]
     x0 = a_image.shape[1] + 6
     if last_b >= 0:
         for t in np.flatnonzero(b["visible"][last_b]):
@@ -277,7 +320,9 @@ def test_segment_rates_are_per_segment_and_the_config_must_split_evenly(phase1_c
     step_s = [0.01] * 8 + [0.5] + [0.01] * 7  # one stall in the second of two segments
     rates = segment_rates(step_s, 2)
     assert rates[0] == pytest.approx(100.0) and rates[1] == pytest.approx(8 / 0.57)
-    assert float(np.median(segment_rates(step_s + [0.01] * 24, 5))) == pytest.approx(100.0)  # 1 stalled of 5: median holds
+    assert float(np.median(segment_rates(step_s + [0.01] * 24, 5))) == pytest.approx(
+        100.0
+    )  # 1 stalled of 5: median holds
     assert phase1_cfgs["px4"].timing_segments == phase1_cfgs["cascade"].timing_segments == 5
     with pytest.raises(ConfigError, match="steps: 202 does not split into timing_segments=5"):
         from_dict(type(phase1_cfgs["px4"]), {"steps": 202})

@@ -107,11 +107,15 @@ def test_phase2_direct_parity(flight_stack, video_recorder, stack_strings):
         video_recorder.set_header(backend=stack_strings["backend"], flight_stack=stack_label)
         video_recorder.record_metric("flight_stack", stack_label)
         video_recorder.record_metric("tuned_model", DYNAMICS_FILES[flight_stack])
-        print(f"\nPhase 2 parity ({stack_label}, tuned model {DYNAMICS_FILES[flight_stack]}; held-out seeds {seeds}, "
-              f"{duration_s:.0f} s each): "
-              f"open-loop position error after 1 s / 5 s, mean over windows")
+        print(
+            f"\nPhase 2 parity ({stack_label}, tuned model {DYNAMICS_FILES[flight_stack]}; held-out seeds {seeds}, "
+            f"{duration_s:.0f} s each): "
+            f"open-loop position error after 1 s / 5 s, mean over windows"
+        )
         for seed in seeds:
-            log = record_trajectories(env, excitation_sequences("all", duration_s, step_dt, seed=seed), seed=seed)
+            log = record_trajectories(
+                env, excitation_sequences("all", duration_s, step_dt, seed=seed), seed=seed
+            )
             row = []
             for name, cfg in (("untuned", seed_model), ("tuned", tuned)):
                 by_h = open_loop_errors(cfg, log, horizons_s=(1.0, 5.0))
@@ -123,20 +127,25 @@ def test_phase2_direct_parity(flight_stack, video_recorder, stack_strings):
         env.close()
     pooled = {name: {h: np.concatenate(e) for h, e in by_h.items()} for name, by_h in errors.items()}
     for name, by_h in pooled.items():
-        cells = "   ".join(f"{h:.0f} s: {e.mean():5.2f} (p95 {np.percentile(e, 95):5.2f}) m" for h, e in by_h.items())
+        cells = "   ".join(
+            f"{h:.0f} s: {e.mean():5.2f} (p95 {np.percentile(e, 95):5.2f}) m" for h, e in by_h.items()
+        )
         print(f"  pooled {name:<8} {cells}")
         for h, e in by_h.items():
             video_recorder.record_metric(f"error_{name}_{h:.0f}s_m", float(e.mean()))
     tuned_5, seed_5 = pooled["tuned"][5.0].mean(), pooled["untuned"][5.0].mean()
     video_recorder.record_metric("error_reduction_5s", float(seed_5 / tuned_5))
-    print(f"  5 s error reduction: {seed_5 / tuned_5:.2f}x (floor {PHASE2['min_error_reduction']}x); "
-          f"tuned {tuned_5:.2f} m (ceiling {PHASE2['max_tuned_error_5s_m']} m)")
+    print(
+        f"  5 s error reduction: {seed_5 / tuned_5:.2f}x (floor {PHASE2['min_error_reduction']}x); "
+        f"tuned {tuned_5:.2f} m (ceiling {PHASE2['max_tuned_error_5s_m']} m)"
+    )
 
     # 2. Throughput, same run, in interleaved rounds. The ratio is the median of the per-round
     # ratios: a load spike on a shared machine lands in one round, and hits both sides of it alike.
     steps = int(PHASE2["throughput_steps"])
-    eval_render = replace(eval_cfg, render_interval=1,
-                          render=replace(eval_cfg.render, preset=ResolutionPreset.EVALUATION))
+    eval_render = replace(
+        eval_cfg, render_interval=1, render=replace(eval_cfg.render, preset=ResolutionPreset.EVALUATION)
+    )
     rounds = {"direct": [], "single": [], "full_eval": [], "full_off": []}
     for _ in range(int(PHASE2["throughput_rounds"])):
         multi_env, single_env = MultiDroneISREnv(cfg=train.multi_drone_env), DirectISREnv(train.direct_env)
@@ -158,31 +167,40 @@ def test_phase2_direct_parity(flight_stack, video_recorder, stack_strings):
     video_recorder.record_metric("full_render_off_steps_per_s", full_off)
     video_recorder.record_metric("speedup_vs_full_eval", speedup)
     video_recorder.record_metric("speedup_vs_full_render_off", speedup_off)
-    print(f"Phase 2 throughput (same run, medians of {len(rounds['direct'])} interleaved rounds):\n"
-          f"  direct dynamics, MultiDroneISR-v0 x16 (training config)  : {direct_fps:9,.0f} FPS\n"
-          f"  direct dynamics, DirectISR-v0 single drone (reported)    : {med['single']:9,.0f} steps/s\n"
-          f"  full fidelity, evaluation config (render every step 320x240): {full_eval:7,.1f} steps/s\n"
-          f"  full fidelity, render off (reported)                     : {full_off:9,.1f} steps/s\n"
-          f"  ratio vs evaluation config: {speedup:,.0f}x (floor {PHASE2['min_speedup']}x); "
-          f"vs render off: {speedup_off:,.0f}x (per-round ratios: "
-          f"{', '.join(f'{r:.0f}' for r in np.divide(rounds['direct'], rounds['full_eval']))})")
+    print(
+        f"Phase 2 throughput (same run, medians of {len(rounds['direct'])} interleaved rounds):\n"
+        f"  direct dynamics, MultiDroneISR-v0 x16 (training config)  : {direct_fps:9,.0f} FPS\n"
+        f"  direct dynamics, DirectISR-v0 single drone (reported)    : {med['single']:9,.0f} steps/s\n"
+        f"  full fidelity, evaluation config (render every step 320x240): {full_eval:7,.1f} steps/s\n"
+        f"  full fidelity, render off (reported)                     : {full_off:9,.1f} steps/s\n"
+        f"  ratio vs evaluation config: {speedup:,.0f}x (floor {PHASE2['min_speedup']}x); "
+        f"vs render off: {speedup_off:,.0f}x (per-round ratios: "
+        f"{', '.join(f'{r:.0f}' for r in np.divide(rounds['direct'], rounds['full_eval']))})"
+    )
 
     # 3. Side-by-side video on the same command sequence.
     commands = excitation_sequences("all", float(PHASE2["video_seconds"]), step_dt, seed=seeds[0])
     _record_side_by_side(video_recorder, train.direct_env, eval_cfg, tuned, commands, flight_stack)
 
     assert tuned_5 <= float(PHASE2["max_tuned_error_5s_m"]), (
-        f"tuned open-loop error after 5 s is {tuned_5:.2f} m > {PHASE2['max_tuned_error_5s_m']} m")
+        f"tuned open-loop error after 5 s is {tuned_5:.2f} m > {PHASE2['max_tuned_error_5s_m']} m"
+    )
     assert seed_5 >= float(PHASE2["min_error_reduction"]) * tuned_5, (
         f"tuning reduced the 5 s error only {seed_5 / tuned_5:.1f}x ({seed_5:.2f} -> {tuned_5:.2f} m), "
-        f"need {PHASE2['min_error_reduction']}x")
+        f"need {PHASE2['min_error_reduction']}x"
+    )
 
 
 def _record_side_by_side(recorder, direct_cfg, eval_cfg, tuned, commands, flight_stack):
     preset = ResolutionPreset.EVALUATION
     noiseless = replace(tuned, position_noise_std=0.0, velocity_noise_std=0.0)
-    dcfg = replace(direct_cfg, dynamics=noiseless, render_interval=1, step_dt=eval_cfg.step_dt,
-                   camera=replace(direct_cfg.camera, preset=preset))
+    dcfg = replace(
+        direct_cfg,
+        dynamics=noiseless,
+        render_interval=1,
+        step_dt=eval_cfg.step_dt,
+        camera=replace(direct_cfg.camera, preset=preset),
+    )
     fcfg = replace(eval_cfg, render_interval=1, render=replace(eval_cfg.render, preset=preset))
     direct = DirectISREnv(dcfg, render_mode="rgb_array")
     full = PX4ISREnv(fcfg, flight_stack=flight_stack, render_mode="rgb_array")
@@ -193,7 +211,9 @@ def _record_side_by_side(recorder, direct_cfg, eval_cfg, tuned, commands, flight
         truth_d = GroundTruthDetector.from_world(direct.task.cfg.camera, direct.task.world)
         truth_f = GroundTruthDetector.from_world(full.backend.camera, full.task.world)
         path_d, path_f, ret_d, ret_f = [], [], 0.0, 0.0
-        recorder.count_steps(0)  # the FPS counter: control steps of this side-by-side run (both envs, rendering)
+        recorder.count_steps(
+            0
+        )  # the FPS counter: control steps of this side-by-side run (both envs, rendering)
         for k in range(int(PHASE2["video_seconds"] / eval_cfg.step_dt)):
             _, r_d, *_ = direct.step(commands[k])
             _, r_f, _, _, info = full.step(commands[k])
@@ -206,22 +226,29 @@ def _record_side_by_side(recorder, direct_cfg, eval_cfg, tuned, commands, flight
             if k % 2:
                 continue  # every other control step is plenty for the video
             view_d = direct.render()
-            frame = side_by_side(side_by_side(view_d, info["camera"], pad=4),
-                                 _top_down(path_d, path_f, size=240), pad=4)
+            frame = side_by_side(
+                side_by_side(view_d, info["camera"], pad=4), _top_down(path_d, path_f, size=240), pad=4
+            )
             x_f = view_d.shape[1] + 4
             boxes = [b.box() for b in truth_boxes(direct.task, truth_d)]
             boxes += [b.box(dx=x_f) for b in truth_boxes(full.task, truth_f)]
             recorder.add_frame(
                 frame,
                 boxes=boxes,
-                texts=[Text("direct (tuned model)", x=6, y=16, scale=0.45),
-                       Text("full fidelity", x=x_f + 6, y=16, scale=0.45)],
-                metrics={"step": k + 1, "sim time s": round((k + 1) * eval_cfg.step_dt, 2),
-                         "return direct": round(ret_d, 2), "return full": round(ret_f, 2),
-                         "position error m": round(float(np.linalg.norm(p_d - p_f)), 2),
-                         "command": "[" + ", ".join(f"{c:+.2f}" for c in commands[k]) + "]"},
+                texts=[
+                    Text("direct (tuned model)", x=6, y=16, scale=0.45),
+                    Text("full fidelity", x=x_f + 6, y=16, scale=0.45),
+                ],
+                metrics={
+                    "step": k + 1,
+                    "sim time s": round((k + 1) * eval_cfg.step_dt, 2),
+                    "return direct": round(ret_d, 2),
+                    "return full": round(ret_f, 2),
+                    "position error m": round(float(np.linalg.norm(p_d - p_f)), 2),
+                    "command": "[" + ", ".join(f"{c:+.2f}" for c in commands[k]) + "]",
+                },
                 footer="same held-out command sequence, same start; top-down: blue direct, orange full fidelity; "
-                       "boxes: ground truth, labelled by whether the env's observation holds the target",
+                "boxes: ground truth, labelled by whether the env's observation holds the target",
             )
     finally:
         direct.close()

@@ -98,7 +98,9 @@ class Phase2TransferGateCfg:
     first_eval_seed: int = cfg_field(1000, ge=0)  # first evaluation seed
     num_drones: int = cfg_field(16, ge=1)  # direct run's parallel envs
     full_num_envs: int = cfg_field(4, ge=1)  # baseline run's PX4ISR-v0 copies (cascade)
-    full_num_envs_px4: int = cfg_field(2, ge=1, le=10)  # baseline run's parallel PX4 instances (and evaluation's)
+    full_num_envs_px4: int = cfg_field(
+        2, ge=1, le=10
+    )  # baseline run's parallel PX4 instances (and evaluation's)
     min_fraction: float = cfg_field(0.9, gt=0.0, le=1.0)  # share of the baseline's gain to keep
     video_render_interval: int = cfg_field(4, ge=1)  # control steps between rendered video frames
     quick: TransferRunCfg = field(default_factory=TransferRunCfg)  # CI configuration
@@ -122,17 +124,26 @@ def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder,
     models = output_dir / "models"
 
     # Training: same algorithm, hyper-parameters, seed, episode length and wall-clock budget.
-    common = dict(budget_s=run_cfg.budget_s, seed=gate.seed, ppo_kwargs=ppo_cfg,
-                  episode_length_s=gate.episode_length_s)
-    direct_run = train_ppo("direct", num_drones=gate.num_drones,
-                           save_path=models / f"phase2_transfer_{run}_direct.zip", **common)
-    base_run = train_ppo("full", num_envs_full=gate.full_num_envs_px4 if px4 else gate.full_num_envs,
-                         flight_stack=flight_stack, save_path=models / f"phase2_transfer_{run}_baseline.zip",
-                         **common)
+    common = dict(
+        budget_s=run_cfg.budget_s, seed=gate.seed, ppo_kwargs=ppo_cfg, episode_length_s=gate.episode_length_s
+    )
+    direct_run = train_ppo(
+        "direct", num_drones=gate.num_drones, save_path=models / f"phase2_transfer_{run}_direct.zip", **common
+    )
+    base_run = train_ppo(
+        "full",
+        num_envs_full=gate.full_num_envs_px4 if px4 else gate.full_num_envs,
+        flight_stack=flight_stack,
+        save_path=models / f"phase2_transfer_{run}_baseline.zip",
+        **common,
+    )
 
     # Evaluation in PX4ISR-v0 on the same seeds, with the same flight stack.
-    ev = dict(episode_length_s=gate.episode_length_s, flight_stack=flight_stack,
-              px4_instances=gate.full_num_envs_px4 if px4 else 1)
+    ev = dict(
+        episode_length_s=gate.episode_length_s,
+        flight_stack=flight_stack,
+        px4_instances=gate.full_num_envs_px4 if px4 else 1,
+    )
     direct = evaluate_policy_full_fidelity(direct_run.model, seeds, label="direct-trained", **ev)
     base = evaluate_policy_full_fidelity(base_run.model, seeds, label="baseline (full)", **ev)
     random = evaluate_policy_full_fidelity(RandomPolicy(), seeds, label="random", **ev)
@@ -141,21 +152,31 @@ def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder,
     passed = transfer_criterion(direct.mean, base.mean, reference, gate.min_fraction)
     ratio = transfer_ratio(direct.mean, base.mean, reference)
 
-    runs_line = (f"{run_cfg.budget_s:g} s per policy: direct {direct_run.env_steps:,} env steps "
-                 f"({direct_run.episodes} episodes), baseline {base_run.env_steps:,} env steps "
-                 f"({base_run.episodes} episodes)")
-    print(f"\nPhase 2 policy transfer ({run}): PPO {ppo_cfg.net_arch} n_steps {ppo_cfg.n_steps} "
-          f"batch {ppo_cfg.batch_size} lr {ppo_cfg.learning_rate:g}, seed {gate.seed}; {runs_line}")
-    print(f"PX4ISR-v0 ({direct.flight_stack_label}), {len(seeds)} episodes of {gate.episode_length_s:g} s, seeds {seeds[0]}..{seeds[-1]}:")
+    runs_line = (
+        f"{run_cfg.budget_s:g} s per policy: direct {direct_run.env_steps:,} env steps "
+        f"({direct_run.episodes} episodes), baseline {base_run.env_steps:,} env steps "
+        f"({base_run.episodes} episodes)"
+    )
+    print(
+        f"\nPhase 2 policy transfer ({run}): PPO {ppo_cfg.net_arch} n_steps {ppo_cfg.n_steps} "
+        f"batch {ppo_cfg.batch_size} lr {ppo_cfg.learning_rate:g}, seed {gate.seed}; {runs_line}"
+    )
+    print(
+        f"PX4ISR-v0 ({direct.flight_stack_label}), {len(seeds)} episodes of {gate.episode_length_s:g} s, seeds {seeds[0]}..{seeds[-1]}:"
+    )
     for r in (direct, base, random, zero):
         print("  " + r.describe())
     if np.isnan(ratio):  # the baseline did not improve on the reference: there is no gain to keep
-        kept = (f"the baseline gained {base.mean - reference:+.2f} over it in {run_cfg.budget_s:g} s, so there is "
-                f"no gain to keep; the direct-trained policy is {direct.mean - reference:+.2f} above it")
+        kept = (
+            f"the baseline gained {base.mean - reference:+.2f} over it in {run_cfg.budget_s:g} s, so there is "
+            f"no gain to keep; the direct-trained policy is {direct.mean - reference:+.2f} above it"
+        )
     else:
         kept = f"direct keeps {100 * ratio:.0f} % of the baseline's gain over it"
-    print(f"  reference (better of random and zero-action) {reference:+.2f}; {kept} "
-          f"(criterion >= {100 * gate.min_fraction:.0f} %): {'PASS' if passed else 'FAIL'}")
+    print(
+        f"  reference (better of random and zero-action) {reference:+.2f}; {kept} "
+        f"(criterion >= {100 * gate.min_fraction:.0f} %): {'PASS' if passed else 'FAIL'}"
+    )
 
     for name, r in (("direct", direct), ("baseline", base), ("random", random), ("zero", zero)):
         video_recorder.record_metric(f"return_mean_{name}", r.mean)
@@ -169,54 +190,82 @@ def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder,
     video_recorder.record_metric("flight_stack", direct.flight_stack_label)
     metrics_dir = output_dir / "metrics"
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    (metrics_dir / f"phase2_transfer_{run}.json").write_text(json.dumps({
-        "run": run, "seeds": seeds, "episode_length_s": gate.episode_length_s,
-        "flight_stack": flight_stack, "flight_stack_label": direct.flight_stack_label,
-        "training": {"direct": direct_run.summary(), "baseline": base_run.summary()},
-        "evaluation": {r.label: r.as_dict() for r in (direct, base, random, zero)},
-        "reference": reference, "transfer_ratio": None if np.isnan(ratio) else ratio,
-        "min_fraction": gate.min_fraction, "passed": passed,
-    }, indent=2))
+    (metrics_dir / f"phase2_transfer_{run}.json").write_text(
+        json.dumps(
+            {
+                "run": run,
+                "seeds": seeds,
+                "episode_length_s": gate.episode_length_s,
+                "flight_stack": flight_stack,
+                "flight_stack_label": direct.flight_stack_label,
+                "training": {"direct": direct_run.summary(), "baseline": base_run.summary()},
+                "evaluation": {r.label: r.as_dict() for r in (direct, base, random, zero)},
+                "reference": reference,
+                "transfer_ratio": None if np.isnan(ratio) else ratio,
+                "min_fraction": gate.min_fraction,
+                "passed": passed,
+            },
+            indent=2,
+        )
+    )
 
     # The video: one evaluation episode per policy (the first seed), direct-trained left, baseline right.
     video_recorder.set_header(backend=stack_strings["backend"], config=runs_line)
-    footer = " | ".join(f"{r.label} {r.mean:+.1f} [{r.ci95[0]:+.1f}, {r.ci95[1]:+.1f}]"
-                        for r in (direct, base, random)) + f" (mean, 95% CI, {len(seeds)} seeds)"
-    env = make_eval_env(gate.episode_length_s, render_mode="rgb_array", render_interval=gate.video_render_interval,
-                        flight_stack=flight_stack)
+    footer = (
+        " | ".join(
+            f"{r.label} {r.mean:+.1f} [{r.ci95[0]:+.1f}, {r.ci95[1]:+.1f}]" for r in (direct, base, random)
+        )
+        + f" (mean, 95% CI, {len(seeds)} seeds)"
+    )
+    env = make_eval_env(
+        gate.episode_length_s,
+        render_mode="rgb_array",
+        render_interval=gate.video_render_interval,
+        flight_stack=flight_stack,
+    )
     try:
         video_recorder.set_header(flight_stack=env.flight_stack_label)
         truth = GroundTruthDetector.from_world(env.backend.camera, env.task.world)
         video_recorder.count_steps(0)  # the FPS counter: control steps of the recorded (rendered) episodes
-        recorded = [_record_episode(env, model, seeds[0], truth, video_recorder.count_steps)
-                    for model in (direct_run.model, base_run.model)]
+        recorded = [
+            _record_episode(env, model, seeds[0], truth, video_recorder.count_steps)
+            for model in (direct_run.model, base_run.model)
+        ]
     finally:
         env.close()
     _write_video(video_recorder, recorded, footer)
 
     # The criterion, (direct - reference) >= min_fraction * (baseline - reference), as a floor check: the
     # report's gate summary shows it with its figures (the assert below says the same in words).
-    video_recorder.check_floor(f"direct gain over reference (>= {100 * gate.min_fraction:.0f} % of baseline's)",
-                               measured=direct.mean - reference, floor=gate.min_fraction * (base.mean - reference),
-                               unit="return")
+    video_recorder.check_floor(
+        f"direct gain over reference (>= {100 * gate.min_fraction:.0f} % of baseline's)",
+        measured=direct.mean - reference,
+        floor=gate.min_fraction * (base.mean - reference),
+        unit="return",
+    )
 
     # Verdicts.
     for label, (stats, _), result in zip(("direct-trained", "baseline"), recorded, (direct, base)):
-        print(f"  recorded episode (seed {seeds[0]}, rendered) of the {label} policy: {stats.ret:+.2f}, "
-              f"evaluated {result.returns[0]:+.2f}")
+        print(
+            f"  recorded episode (seed {seeds[0]}, rendered) of the {label} policy: {stats.ret:+.2f}, "
+            f"evaluated {result.returns[0]:+.2f}"
+        )
         if px4:
             continue  # PX4 is not bit-reproducible: a fresh flight of the seed (see the docstring)
         assert stats.ret == pytest.approx(result.returns[0], abs=1e-9), (
             f"{label}: the recorded episode (seed {seeds[0]}) returned {stats.ret:+.6f}, the evaluation "
-            f"{result.returns[0]:+.6f}; rendering or recording changed the episode")
+            f"{result.returns[0]:+.6f}; rendering or recording changed the episode"
+        )
     assert passed, (
         f"direct-trained policy keeps {100 * ratio:.0f} % of the baseline's gain over the reference "
         f"(needs >= {100 * gate.min_fraction:.0f} %): direct {direct.mean:+.2f}, baseline {base.mean:+.2f}, "
-        f"reference {reference:+.2f} ({runs_line})")
+        f"reference {reference:+.2f} ({runs_line})"
+    )
     assert direct.ci95[0] > reference, (
         f"the direct-trained policy did not learn in {run_cfg.budget_s:g} s: its return {direct.mean:+.2f} "
         f"(95% CI [{direct.ci95[0]:+.2f}, {direct.ci95[1]:+.2f}]) is not above the better trivial policy "
-        f"({reference:+.2f}) ({runs_line})")
+        f"({reference:+.2f}) ({runs_line})"
+    )
 
 
 def _record_episode(env, model, seed: int, truth, count_steps):
@@ -227,8 +276,16 @@ def _record_episode(env, model, seed: int, truth, count_steps):
     def on_step(step: int, ret: float, info: dict) -> None:
         count_steps(1)
         if info["rendered"]:
-            frames.append((info["camera"].copy(), step, ret, int(env.task.seen[0].sum()), info["sim_time_s"],
-                           truth_boxes(env.task, truth)))
+            frames.append(
+                (
+                    info["camera"].copy(),
+                    step,
+                    ret,
+                    int(env.task.seen[0].sum()),
+                    info["sim_time_s"],
+                    truth_boxes(env.task, truth),
+                )
+            )
 
     stats = run_episode(env, model, seed, on_step=on_step)
     return stats, frames
@@ -260,4 +317,6 @@ def _write_video(video_recorder, recorded, footer: str) -> None:
             metrics[f"{short} seen"] = seen
             x0 += view.shape[1] + 6
         metrics["sim time s"] = round(sim_t, 2)
-        video_recorder.add_frame(side_by_side(*views, pad=6), boxes=boxes, texts=texts, metrics=metrics, footer=footer)
+        video_recorder.add_frame(
+            side_by_side(*views, pad=6), boxes=boxes, texts=texts, metrics=metrics, footer=footer
+        )

@@ -63,31 +63,47 @@ def test_phase3_multi_drone_throughput(video_recorder, phase3_cfg, stack_strings
         f"{env.task.world.num_buildings} buildings, render skipped"
     )
     video_recorder.set_header(config=config_line)  # in the video and in the threshold verdicts
-    print(f"\nPhase 3 throughput ({config_line}): {headline.drone_steps_per_s:,.0f} drone-steps/s "
-          f"(floor {gate.min_drone_steps_per_s:,.0f}), {headline.sim_s_per_wall_s:,.0f}x real time")
+    print(
+        f"\nPhase 3 throughput ({config_line}): {headline.drone_steps_per_s:,.0f} drone-steps/s "
+        f"(floor {gate.min_drone_steps_per_s:,.0f}), {headline.sim_s_per_wall_s:,.0f}x real time"
+    )
     video_recorder.record_metric("drone_steps_per_s", headline.drone_steps_per_s)
     video_recorder.record_metric("real_time_factor", headline.sim_s_per_wall_s)
 
     # (b) Scaling table.
-    rows = scaling_table(gate.scaling_drones, steps=gate.scaling_steps, warmup=gate.warmup_steps // 2, cfg=env_cfg)
+    rows = scaling_table(
+        gate.scaling_drones, steps=gate.scaling_steps, warmup=gate.warmup_steps // 2, cfg=env_cfg
+    )
     table = format_table(rows)
     print(f"\nPhase 3 scaling (MultiDroneISR-v0, training config):\n{table}")
     metrics_dir = output_dir / "metrics"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     scaling_path = metrics_dir / "phase3_scaling.json"
-    scaling_path.write_text(json.dumps(
-        {"config": config_line, "machine": machine_info(), "headline": headline.as_dict(),
-         "rows": [r.as_dict() for r in rows]}, indent=2))
+    scaling_path.write_text(
+        json.dumps(
+            {
+                "config": config_line,
+                "machine": machine_info(),
+                "headline": headline.as_dict(),
+                "rows": [r.as_dict() for r in rows],
+            },
+            indent=2,
+        )
+    )
     for r in rows:
         video_recorder.record_metric(f"drone_steps_per_s_{r.num_drones}", r.drone_steps_per_s)
 
     # (c) The grid video: drones fly a smooth scripted patrol, cameras render every render_interval steps.
-    env = MultiDroneISREnv(num_drones=gate.num_drones, cfg=env_cfg, render_mode="rgb_array", backend=backend_kind)
+    env = MultiDroneISREnv(
+        num_drones=gate.num_drones, cfg=env_cfg, render_mode="rgb_array", backend=backend_kind
+    )
     obs, _ = env.reset(seed=0)
     policy = SmoothPatrolPolicy(env.num_envs, env.task.layout, seed=0)
     renderer = env.renderer
-    footer = (f"headless: {headline.drone_steps_per_s:,.0f} drone-steps/s (floor {gate.min_drone_steps_per_s:,.0f}) | "
-              f"16 x {env_cfg.camera.width}x{env_cfg.camera.height} tiles, render every {env_cfg.render_interval} steps")
+    footer = (
+        f"headless: {headline.drone_steps_per_s:,.0f} drone-steps/s (floor {gate.min_drone_steps_per_s:,.0f}) | "
+        f"16 x {env_cfg.camera.width}x{env_cfg.camera.height} tiles, render every {env_cfg.render_interval} steps"
+    )
     returns = np.zeros(env.num_envs)
     try:
         for _ in range(gate.video_frames):
@@ -138,7 +154,9 @@ def _compose(env, tiles: np.ndarray, overview: np.ndarray, returns: np.ndarray):
         for t in visible:
             x1, y1, x2, y2 = det.boxes_px[i, t] * TILE_SCALE
             _, colour = CLASS_STYLE[int(task.world.target_class[t])]
-            boxes.append(Box(ox + x1, oy + y1, ox + x2, oy + y2, color=colour))  # class by colour: tiles are small
+            boxes.append(
+                Box(ox + x1, oy + y1, ox + x2, oy + y2, color=colour)
+            )  # class by colour: tiles are small
         texts.append(Text(f"#{i} R={returns[i]:+.1f} det {visible.size}", x=ox + 3, y=oy + 12, scale=0.4))
     # Drone ids beside their markers in the overview (side_by_side places it top-aligned after a 4 px gap).
     x0 = grid.shape[1] + 4
@@ -146,6 +164,8 @@ def _compose(env, tiles: np.ndarray, overview: np.ndarray, returns: np.ndarray):
     for i, (u, v) in enumerate(uv):
         if 0 <= u < overview.shape[1] and 0 <= v < overview.shape[0]:
             texts.append(Text(str(i), x=x0 + u + 6, y=v - 6, scale=0.4, color=(255, 255, 0)))
-    legend = "boxes: " + ", ".join(f"{name} ({'orange' if c[1] > 100 else 'magenta'})" for name, c in CLASS_STYLE.values())
+    legend = "boxes: " + ", ".join(
+        f"{name} ({'orange' if c[1] > 100 else 'magenta'})" for name, c in CLASS_STYLE.values()
+    )
     texts.append(Text(legend, x=x0 + 4, y=overview.shape[0] + 18, scale=0.45))
     return frame, boxes, texts

@@ -58,8 +58,9 @@ class Phase4GateCfg:
     px4_instances: int = cfg_field(2, ge=1, le=10)  # parallel evaluation envs
     max_onnx_diff: float = cfg_field(1e-5, gt=0.0)  # max |ONNX - SB3| action difference
     quick: Phase4RunCfg = field(default_factory=Phase4RunCfg)  # CI configuration
-    slow: Phase4RunCfg = field(default_factory=lambda: Phase4RunCfg(total_steps=6_000_000, budget_s=3600.0,
-                                                                    eval_episodes=20))
+    slow: Phase4RunCfg = field(
+        default_factory=lambda: Phase4RunCfg(total_steps=6_000_000, budget_s=3600.0, eval_episodes=20)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +78,15 @@ def test_phase4_pipeline(run, flight_stack, phase4_cfg, video_recorder, stack_st
     run_cfg: Phase4RunCfg = getattr(gate, run)
     # The seed plan's name in output/videos/ (the slow run keeps its own).
     video_recorder.set_latest_name("pipeline_validation" if run == "quick" else f"pipeline_validation_{run}")
-    cfg = PipelineCfg(name=f"phase4_{run}", total_steps=run_cfg.total_steps, budget_s=run_cfg.budget_s,
-                      eval_episodes=run_cfg.eval_episodes, first_eval_seed=gate.first_eval_seed,
-                      flight_stack=flight_stack, px4_instances=gate.px4_instances)
+    cfg = PipelineCfg(
+        name=f"phase4_{run}",
+        total_steps=run_cfg.total_steps,
+        budget_s=run_cfg.budget_s,
+        eval_episodes=run_cfg.eval_episodes,
+        first_eval_seed=gate.first_eval_seed,
+        flight_stack=flight_stack,
+        px4_instances=gate.px4_instances,
+    )
     result = run_pipeline(cfg, output_dir=output_dir, fresh=True)  # a previous run of the gate is moved aside
     manifest, metrics = result.manifest, result.metrics
     stages = manifest["stages"]
@@ -88,16 +95,22 @@ def test_phase4_pipeline(run, flight_stack, phase4_cfg, video_recorder, stack_st
     # Figures first (a failed verdict still leaves them in the output and the report).
     print(f"\nPhase 4 pipeline ({run}): {result.run_dir}")
     print("  stage wall times: " + ", ".join(f"{s} {stages[s].get('wall_s', 0):.1f} s" for s in STAGES))
-    print(f"  training: {train['env_steps']:,} env steps, {train['steps_per_s']:,.0f} steps/s (env + learner), "
-          f"learner share {100 * train['learner_share']:.0f} %")
-    print(f"  evaluation in PX4ISR-v0 ({metrics['flight_stack_label']}; PX4 {metrics.get('px4_version') or '-'}), "
-          f"{len(metrics['seeds'])} episodes of {metrics['episode_length_s']:g} s, seeds "
-          f"{metrics['seeds'][0]}..{metrics['seeds'][-1]}:")
+    print(
+        f"  training: {train['env_steps']:,} env steps, {train['steps_per_s']:,.0f} steps/s (env + learner), "
+        f"learner share {100 * train['learner_share']:.0f} %"
+    )
+    print(
+        f"  evaluation in PX4ISR-v0 ({metrics['flight_stack_label']}; PX4 {metrics.get('px4_version') or '-'}), "
+        f"{len(metrics['seeds'])} episodes of {metrics['episode_length_s']:g} s, seeds "
+        f"{metrics['seeds'][0]}..{metrics['seeds'][-1]}:"
+    )
     for key in POLICY_KEYS:
         p = metrics["policies"][key]
-        print(f"    {key:<8} return {p['mean_return']:+8.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]  targets "
-              f"{p['targets_found']['mean']:5.1f}  coverage {100 * p['coverage']['mean']:4.1f} %  success "
-              f"{100 * p['success_rate']:3.0f} %  crashes {p['crashes']}  geofence {p['geofence_exits']}")
+        print(
+            f"    {key:<8} return {p['mean_return']:+8.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]  targets "
+            f"{p['targets_found']['mean']:5.1f}  coverage {100 * p['coverage']['mean']:4.1f} %  success "
+            f"{100 * p['success_rate']:3.0f} %  crashes {p['crashes']}  geofence {p['geofence_exits']}"
+        )
     onnx_diff = stages["export"].get("max_abs_diff")
     print(f"  ONNX max |action difference| {onnx_diff:.2e}; report {result.report_path}")
     for s in STAGES:
@@ -111,13 +124,16 @@ def test_phase4_pipeline(run, flight_stack, phase4_cfg, video_recorder, stack_st
         video_recorder.record_metric(f"return_mean_{key}", p["mean_return"])
         video_recorder.record_metric(f"targets_found_{key}", p["targets_found"]["mean"])
     video_recorder.record_metric("onnx_max_abs_diff", onnx_diff)
-    _embed_validation_video(video_recorder, result.run_dir / "video" / "validation.mp4", stack_strings, metrics,
-                            stages)
+    _embed_validation_video(
+        video_recorder, result.run_dir / "video" / "validation.mp4", stack_strings, metrics, stages
+    )
 
     # Every artefact is valid.
     assert all(stages[s]["status"] in ("done", "skipped") for s in STAGES), stages
     _check_artefacts(result.run_dir, metrics, gate.max_onnx_diff)
-    assert probe_mp4(result.run_dir / "video" / "validation.mp4") > 0, "the validation video is not a playable H.264 MP4"
+    assert probe_mp4(result.run_dir / "video" / "validation.mp4") > 0, (
+        "the validation video is not a playable H.264 MP4"
+    )
     assert result.report_path.is_file() and "validation.mp4" in result.report_path.read_text()
     assert metrics["flight_stack"] == flight_stack
 
@@ -126,23 +142,29 @@ def test_phase4_pipeline(run, flight_stack, phase4_cfg, video_recorder, stack_st
     for name, base in (("zero", zero), ("random", rnd)):
         assert t["ci95"][0] > base["ci95"][1], (
             f"trained return {t['mean_return']:+.2f} [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] does not lie above "
-            f"the {name} baseline's [{base['ci95'][0]:+.2f}, {base['ci95'][1]:+.2f}]")
+            f"the {name} baseline's [{base['ci95'][0]:+.2f}, {base['ci95'][1]:+.2f}]"
+        )
     assert t["mean_return"] > patrol["mean_return"], (
-        f"trained mean return {t['mean_return']:+.2f} is not above the patrol baseline's {patrol['mean_return']:+.2f}")
+        f"trained mean return {t['mean_return']:+.2f} is not above the patrol baseline's {patrol['mean_return']:+.2f}"
+    )
     assert t["targets_found"]["mean"] > patrol["targets_found"]["mean"], (
         f"trained policy finds {t['targets_found']['mean']:.1f} targets per episode, the patrol baseline "
-        f"{patrol['targets_found']['mean']:.1f}: it has not learned ISR")
+        f"{patrol['targets_found']['mean']:.1f}: it has not learned ISR"
+    )
     assert t["crashes"] == 0 and t["geofence_exits"] == 0, (
         f"trained policy crashed {t['crashes']} and left the geofence {t['geofence_exits']} times in "
-        f"{len(metrics['seeds'])} episodes")
+        f"{len(metrics['seeds'])} episodes"
+    )
     if run == "slow":
         target = load_evaluation_cfg().evaluation.target_return
         assert t["ci95"][0] > patrol["ci95"][1], (
             f"trained return interval [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] overlaps the patrol baseline's "
-            f"[{patrol['ci95'][0]:+.2f}, {patrol['ci95'][1]:+.2f}]")
+            f"[{patrol['ci95'][0]:+.2f}, {patrol['ci95'][1]:+.2f}]"
+        )
         assert t["mean_return"] >= target, (
             f"trained mean return {t['mean_return']:+.2f} is below the target return {target:+.2f} "
-            "(evaluation_config.yaml evaluation.target_return)")
+            "(evaluation_config.yaml evaluation.target_return)"
+        )
 
 
 def _check_artefacts(run_dir: Path, metrics: dict, max_onnx_diff: float) -> None:
@@ -166,20 +188,29 @@ def _check_artefacts(run_dir: Path, metrics: dict, max_onnx_diff: float) -> None
         assert 0.0 <= p["success_rate"] <= 1.0
     tracks = json.loads((run_dir / "evaluation" / "tracks.json").read_text())
     assert {e["policy"] for e in tracks["episodes"]} >= set(POLICY_KEYS)
-    diff = check_onnx_policy(run_dir / "export" / "policy.onnx", policy.model, policy.obs_rms,
-                             clip_obs=policy.clip_obs, epsilon=policy.epsilon)
+    diff = check_onnx_policy(
+        run_dir / "export" / "policy.onnx",
+        policy.model,
+        policy.obs_rms,
+        clip_obs=policy.clip_obs,
+        epsilon=policy.epsilon,
+    )
     assert diff <= max_onnx_diff, f"ONNX actions differ from SB3's by {diff:.2e} (> {max_onnx_diff:g})"
 
 
-def _embed_validation_video(video_recorder, mp4: Path, stack_strings: dict, metrics: dict, stages: dict) -> None:
+def _embed_validation_video(
+    video_recorder, mp4: Path, stack_strings: dict, metrics: dict, stages: dict
+) -> None:
     """The pipeline's validation video, frame by frame, into the gate's own video (report embedding)."""
     import av
 
     t, patrol = metrics["policies"]["trained"], metrics["policies"]["patrol"]
     video_recorder.set_header(backend=stack_strings["backend"], flight_stack=metrics["flight_stack_label"])
-    footer = (f"trained {t['mean_return']:+.1f} [{t['ci95'][0]:+.1f}, {t['ci95'][1]:+.1f}], targets "
-              f"{t['targets_found']['mean']:.1f} | patrol {patrol['mean_return']:+.1f}, targets "
-              f"{patrol['targets_found']['mean']:.1f} ({len(metrics['seeds'])} seeds)")
+    footer = (
+        f"trained {t['mean_return']:+.1f} [{t['ci95'][0]:+.1f}, {t['ci95'][1]:+.1f}], targets "
+        f"{t['targets_found']['mean']:.1f} | patrol {patrol['mean_return']:+.1f}, targets "
+        f"{patrol['targets_found']['mean']:.1f} ({len(metrics['seeds'])} seeds)"
+    )
     # The FPS counter shows the training stage's throughput (env + learner), as the pipeline timed it; the
     # sidebar carries the gate's own figures beside the per-step ones drawn into the episode frames.
     train, video = stages["train"], stages["video"]
@@ -200,5 +231,6 @@ def _embed_validation_video(video_recorder, mp4: Path, stack_strings: dict, metr
         for k, frame in enumerate(container.decode(video=0)):
             if k % 2:  # every other frame: the gate video stays small; the full one is in the run folder
                 continue
-            video_recorder.add_frame(frame.to_ndarray(format="rgb24"), footer=footer,
-                                     metrics={"episode step": k + 1, **figures})
+            video_recorder.add_frame(
+                frame.to_ndarray(format="rgb24"), footer=footer, metrics={"episode step": k + 1, **figures}
+            )

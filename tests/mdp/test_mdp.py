@@ -13,8 +13,16 @@ from flyby.mdp.actions import scale_actions, validate_actions
 
 def test_layout_slices_are_contiguous_and_named():
     layout = om.ObsLayout(top_k=5)
-    parts = [layout.pos, layout.vel, layout.yaw, layout.clearance, layout.detections, layout.progress, layout.last_action,
-             layout.coverage]
+    parts = [
+        layout.pos,
+        layout.vel,
+        layout.yaw,
+        layout.clearance,
+        layout.detections,
+        layout.progress,
+        layout.last_action,
+        layout.coverage,
+    ]
     assert parts[0].start == 0
     for a, b in zip(parts, parts[1:]):
         assert a.stop == b.start
@@ -37,8 +45,13 @@ def test_top_k_puts_new_targets_first_then_larger_boxes():
 def test_detection_encoding_is_normalised_to_the_image():
     boxes = np.array([[[30.0, 20.0, 50.0, 60.0]]])
     enc = om.encode_detections(
-        np.array([[0, 0]]), np.array([[True, False]]), boxes, np.array([[True]]),
-        np.array([TargetClass.PERSON], dtype=np.int8), width=80, height=80,
+        np.array([[0, 0]]),
+        np.array([[True, False]]),
+        boxes,
+        np.array([[True]]),
+        np.array([TargetClass.PERSON], dtype=np.int8),
+        width=80,
+        height=80,
     ).reshape(1, 2, om.DET_FIELDS)
     slot = enc[0, 0]
     assert slot[om.DET_PRESENT] == 1 and slot[om.DET_PERSON] == 1 and slot[om.DET_VEHICLE] == 0

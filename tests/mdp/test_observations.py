@@ -34,7 +34,9 @@ def test_coverage_patch_matches_a_cell_by_cell_count(block):
     # Inside, on the border and outside the grid (a drone past the geofence).
     cell_xy = np.array([[0, 0], [10, 8], [19, 16], [-3, 5], [25, -9], [5, 16]])
     got = coverage_patch(covered, (gx, gy), cell_xy, block)
-    want = _coverage_patch_oracle(covered, (gx, gy), np.clip(cell_xy, -block, np.array([gx, gy]) + block - 1), block)
+    want = _coverage_patch_oracle(
+        covered, (gx, gy), np.clip(cell_xy, -block, np.array([gx, gy]) + block - 1), block
+    )
     np.testing.assert_allclose(got, want)
     assert got.shape == (6, 9) and got.min() >= 0 and got.max() <= 1
 

@@ -72,7 +72,15 @@ def test_precision_recall_accumulates_over_frames() -> None:
         (np.zeros((0, 4)), [], [[5, 5, 9, 9]], [0]),  # FN
     ]
     pr = precision_recall(frames)
-    assert pr == {"precision": 2 / 3, "recall": 2 / 3, "tp": 2, "fp": 1, "fn": 1, "frames": 3, "iou_threshold": 0.5}
+    assert pr == {
+        "precision": 2 / 3,
+        "recall": 2 / 3,
+        "tp": 2,
+        "fp": 1,
+        "fn": 1,
+        "frames": 3,
+        "iou_threshold": 0.5,
+    }
 
 
 def test_tally_conventions_and_counts() -> None:
@@ -80,7 +88,13 @@ def test_tally_conventions_and_counts() -> None:
     assert tally.precision == 1.0 and tally.recall == 1.0  # nothing predicted, nothing to find
     tally.add_counts(3, 1, 2, frames=4)
     assert tally.as_dict() == {
-        "precision": 0.75, "recall": 0.6, "tp": 3, "fp": 1, "fn": 2, "frames": 4, "iou_threshold": 0.5
+        "precision": 0.75,
+        "recall": 0.6,
+        "tp": 3,
+        "fp": 1,
+        "fn": 2,
+        "frames": 4,
+        "iou_threshold": 0.5,
     }
     tally.add([[0, 0, 4, 4]], [0], np.zeros((0, 4)), [])
     assert (tally.fp, tally.frames) == (2, 5)
@@ -89,11 +103,23 @@ def test_tally_conventions_and_counts() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: match_boxes([[0, 0, 1]], None, [[0, 0, 1, 1]], None), r"pred_boxes: expected shape \(M, 4\)"),
-        (lambda: match_boxes([[0, 0, 1, 1]], [0, 1], [[0, 0, 1, 1]], None), "pred_cls: 2 class ids for 1 boxes"),
+        (
+            lambda: match_boxes([[0, 0, 1]], None, [[0, 0, 1, 1]], None),
+            r"pred_boxes: expected shape \(M, 4\)",
+        ),
+        (
+            lambda: match_boxes([[0, 0, 1, 1]], [0, 1], [[0, 0, 1, 1]], None),
+            "pred_cls: 2 class ids for 1 boxes",
+        ),
         (lambda: match_boxes([[0, 0, 1, 1]], None, [[0, np.nan, 1, 1]], None), "gt_boxes: contains NaN"),
-        (lambda: match_boxes([[0, 0, 1, 1]], None, [[0, 0, 1, 1]], None, iou_threshold=0.0), r"within \(0, 1\]"),
-        (lambda: match_boxes([[0, 0, 1, 1]], None, [[0, 0, 1, 1]], None, pred_conf=[0.1, 0.2]), "pred_conf: 2"),
+        (
+            lambda: match_boxes([[0, 0, 1, 1]], None, [[0, 0, 1, 1]], None, iou_threshold=0.0),
+            r"within \(0, 1\]",
+        ),
+        (
+            lambda: match_boxes([[0, 0, 1, 1]], None, [[0, 0, 1, 1]], None, pred_conf=[0.1, 0.2]),
+            "pred_conf: 2",
+        ),
         (lambda: precision_recall([([[0, 0, 1, 1]], [0])]), "frame 0: expected"),
         (lambda: DetectionTally(iou_threshold=1.5), r"within \(0, 1\]"),
         (lambda: DetectionTally().add_counts(-1, 0, 0), "counts must be >= 0"),

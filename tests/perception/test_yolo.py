@@ -29,7 +29,8 @@ from flyby.perception.yolo import (
 )
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("ultralytics") is None, reason='ultralytics is not installed: pip install "flyby[yolo]"'
+    importlib.util.find_spec("ultralytics") is None,
+    reason='ultralytics is not installed: pip install "flyby[yolo]"',
 )
 
 
@@ -65,7 +66,9 @@ def held_out_frames():
         frames = backend.render_cameras()
     c_pos, rot = camera_poses_w(pos, quat_wxyz_to_rot(quat), cam)
     det = GroundTruthDetector.from_world(cam, world).detect(c_pos, rot, tpos, tyaw, world.target_size_m)
-    side = np.minimum(det.boxes_px[..., 2] - det.boxes_px[..., 0], det.boxes_px[..., 3] - det.boxes_px[..., 1])
+    side = np.minimum(
+        det.boxes_px[..., 2] - det.boxes_px[..., 0], det.boxes_px[..., 3] - det.boxes_px[..., 1]
+    )
     big = det.visible & (side >= 8.0)  # boxes big enough that a detector must not miss them
     gts = {
         name: [(det.boxes_px[i][m[i]], world.target_class[m[i]].astype(np.int64)) for i in range(8)]
@@ -126,11 +129,17 @@ def test_bgr_flip_matters_for_the_detector(detector, held_out_frames) -> None:
 def test_detect_input_checks(detector) -> None:
     assert detector.detect(np.zeros((0, 24, 32, 3), np.uint8)) == []
     assert len(detector.detect(np.zeros((24, 32, 3), np.uint8))) == 1  # one image
-    with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8 RGB, got shape \(1, 24, 32, 3\) dtype float32"):
+    with pytest.raises(
+        ValueError, match=r"\(N, H, W, 3\) uint8 RGB, got shape \(1, 24, 32, 3\) dtype float32"
+    ):
         detector.detect(np.zeros((1, 24, 32, 3), np.float32))
     with pytest.raises(ValueError, match="shape"):
         detector.detect(np.zeros((1, 24, 32), np.uint8))
-    for kwargs, msg in (({"conf": 1.5}, "conf=1.5"), ({"iou": -0.1}, "iou=-0.1"), ({"imgsz": 16}, "imgsz=16")):
+    for kwargs, msg in (
+        ({"conf": 1.5}, "conf=1.5"),
+        ({"iou": -0.1}, "iou=-0.1"),
+        ({"imgsz": 16}, "imgsz=16"),
+    ):
         with pytest.raises(ValueError, match=msg):
             YoloDetector(**kwargs)
 
@@ -171,7 +180,10 @@ def test_offline_environment_and_fonts(monkeypatch, tmp_path) -> None:
     yolo_mod._install_fonts(tmp_path / "fonts")
     fonts = sorted(p.name for p in (tmp_path / "fonts").iterdir())
     assert fonts == ["Arial.Unicode.ttf", "Arial.ttf"]
-    assert (tmp_path / "fonts/Arial.ttf").read_bytes()[:4] in (b"\x00\x01\x00\x00", b"true")  # a TrueType file
+    assert (tmp_path / "fonts/Arial.ttf").read_bytes()[:4] in (
+        b"\x00\x01\x00\x00",
+        b"true",
+    )  # a TrueType file
 
 
 def test_detect_after_mujoco_rendering_does_not_crash() -> None:
@@ -242,7 +254,10 @@ def test_cli_help_and_bad_input(capsys, tmp_path) -> None:
         (["yolo-dataset", "--val-seeds", "0"], "val_seeds: world seeds [0] are also in train_seeds"),
         (["yolo-train", "--imgsz", "100", "--data", str(tmp_path)], "imgsz: 100 must be a multiple of 32"),
         (["yolo-train", "--data", str(tmp_path / "none")], "flyby yolo-dataset"),
-        (["yolo-eval", "--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path)], "YOLO weights not found"),
+        (
+            ["yolo-eval", "--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path)],
+            "YOLO weights not found",
+        ),
         (["yolo-eval", "--data", str(tmp_path / "none")], "not found; export one first"),
         (["yolo-eval", "--imgsz", "33"], "--imgsz: 33 must be a positive multiple of 32"),
     ]
@@ -260,7 +275,12 @@ def test_cli_eval_prints_held_out_scores(capsys, tmp_path) -> None:
         test_frames_per_seed=4, batch=4, background_fraction=0.0,
     )  # fmt: skip
     ds = export_dataset(tmp_path / "ds", cfg, progress=False)
-    assert main(["yolo-eval", "--data", str(ds.root), "--timing-frames", "2", "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            ["yolo-eval", "--data", str(ds.root), "--timing-frames", "2", "--json", str(tmp_path / "e.json")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "test split (held-out worlds 300)" in out
     assert "mAP50    :" in out and "mAP50-95 :" in out and "ms/frame at 320x240" in out

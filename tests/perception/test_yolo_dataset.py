@@ -112,7 +112,9 @@ def test_existing_folder_is_refused_then_replaced_and_camera_override(tiny_datas
     (out / "stale.txt").write_text("old")
     small = replace(TINY, train_frames_per_seed=1, val_frames_per_seed=1, test_frames_per_seed=1, batch=1)
     # Another camera too: the training preset's 128x128.
-    ds = export_dataset(out, small, CameraCfg(preset=ResolutionPreset.TRAINING), overwrite=True, progress=False)
+    ds = export_dataset(
+        out, small, CameraCfg(preset=ResolutionPreset.TRAINING), overwrite=True, progress=False
+    )
     assert not (out / "stale.txt").exists() and ds.counts["train"]["images"] == 1
     assert json.loads((ds.root / "dataset.json").read_text())["camera"]["width"] == 128
     (tmp_path / "file").write_text("x")
@@ -150,7 +152,9 @@ def test_poses_clear_buildings_and_stay_inside() -> None:
     world = generate_world(seed=3)
     cfg = YoloDatasetCfg()
     tpos, _ = world.target_poses(0.0)
-    pos, quat, aimed = sample_camera_poses(np.random.default_rng(0), world, tpos, 200, cfg, render_camera_cfg())
+    pos, quat, aimed = sample_camera_poses(
+        np.random.default_rng(0), world, tpos, 200, cfg, render_camera_cfg()
+    )
     assert (np.abs(pos[:, :2]) <= world.half_extent).all()
     assert (pos[:, 2] >= world.height_at(pos[:, :2]) + cfg.building_clearance_m - 1e-9).all()
     assert not world.points_in_buildings(pos).any()

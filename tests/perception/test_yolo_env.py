@@ -64,7 +64,9 @@ class ScriptedDetector:
         task = self.task
         assert frames.shape[1:] == (240, 320, 3) and frames.dtype == np.uint8
         pos, rot = camera_poses_w(task.dynamics.pos_w, task.dynamics.rot_wb, task.render_camera)
-        det = task.render_detector.detect(pos, rot, task.target_pos_w, task.target_yaw_rad, task.world.target_size_m)
+        det = task.render_detector.detect(
+            pos, rot, task.target_pos_w, task.target_yaw_rad, task.world.target_size_m
+        )
         out = []
         for i in range(frames.shape[0]):
             vis = np.flatnonzero(det.visible[i])
@@ -147,11 +149,15 @@ def test_wrong_class_boxes_are_false_positives(gt_cfg, start, monkeypatch) -> No
 
 
 def test_false_positive_fills_a_slot_but_is_never_found(gt_cfg, start, monkeypatch) -> None:
-    fake = np.array([[140.0, 100.0, 180.0, 140.0]], np.float32)  # mid-image, clear of the first frame's targets
+    fake = np.array(
+        [[140.0, 100.0, 180.0, 140.0]], np.float32
+    )  # mid-image, clear of the first frame's targets
 
     def add_fp(b: YoloBoxes) -> YoloBoxes:
         return YoloBoxes(
-            np.concatenate([b.boxes_px, fake]), np.concatenate([b.cls, [1]]), np.concatenate([b.conf, [0.99]]).astype(np.float32)
+            np.concatenate([b.boxes_px, fake]),
+            np.concatenate([b.cls, [1]]),
+            np.concatenate([b.conf, [0.99]]).astype(np.float32),
         )
 
     env = make_env(gt_cfg, monkeypatch, edit=add_fp)
@@ -208,7 +214,10 @@ def test_render_boxes_map_onto_the_perception_camera() -> None:
     d_p = GroundTruthDetector.from_world(percept, world).detect(cam, rot, tpos, tyaw, world.target_size_m)
     d_r = GroundTruthDetector.from_world(render, world).detect(cam, rot, tpos, tyaw, world.target_size_m)
     mapped, keep = yolo_env.render_to_perception_px(
-        d_r.boxes_px[d_r.visible], PinholeIntrinsics.from_cfg(render), PinholeIntrinsics.from_cfg(percept), 2.0
+        d_r.boxes_px[d_r.visible],
+        PinholeIntrinsics.from_cfg(render),
+        PinholeIntrinsics.from_cfg(percept),
+        2.0,
     )
     both = d_p.visible[d_r.visible]
     assert both.sum() > 20
@@ -223,7 +232,10 @@ def test_missing_weights_fail_at_construction_and_release_the_backend(gt_cfg, tm
     closed = []
     original = MujocoBackend.close
     monkeypatch.setattr(MujocoBackend, "close", lambda self: (closed.append(self), original(self))[1])
-    cfg = replace(gt_cfg, perception=replace(gt_cfg.perception, mode=PerceptionMode.YOLO, weights=str(tmp_path / "no.pt")))
+    cfg = replace(
+        gt_cfg,
+        perception=replace(gt_cfg.perception, mode=PerceptionMode.YOLO, weights=str(tmp_path / "no.pt")),
+    )
     with pytest.raises(WeightsError, match="no.pt.*flyby yolo-train"):
         PX4ISREnv(cfg, flight_stack="cascade")
     assert len(closed) == 1 and closed[0].closed

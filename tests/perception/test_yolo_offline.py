@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("ultralytics") is None, reason='ultralytics is not installed: pip install "flyby[yolo]"'
+    importlib.util.find_spec("ultralytics") is None,
+    reason='ultralytics is not installed: pip install "flyby[yolo]"',
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +136,9 @@ def test_inference_and_training_never_touch_the_network(tmp_path: Path) -> None:
         [*prefix, sys.executable, str(tmp_path / "child.py"), str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert proc.returncode == 0, f"child failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"child failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     assert net_log.read_text() == "", f"network access attempted:\n{net_log.read_text()}"
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["online"] is False

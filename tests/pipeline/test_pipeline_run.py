@@ -44,8 +44,14 @@ training:
 def tiny_cfg(tmp_path_factory) -> PipelineCfg:
     path = tmp_path_factory.mktemp("cfg") / "tiny_training.yaml"
     path.write_text(TINY_TRAINING)
-    return PipelineCfg(name="tiny", training_config=str(path), eval_episodes=2, episode_length_s=2.0,
-                       flight_stack="cascade", px4_instances=1)
+    return PipelineCfg(
+        name="tiny",
+        training_config=str(path),
+        eval_episodes=2,
+        episode_length_s=2.0,
+        flight_stack="cascade",
+        px4_instances=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +65,27 @@ def test_a_run_makes_every_artefact_and_records_every_stage(done_run):
     out, result = done_run
     run = out / "runs" / "tiny"
     assert result.run_dir == run
-    for rel in ("manifest.json", "training/model.zip", "training/vecnormalize.pkl", "training/progress.csv",
-                "evaluation/metrics.json", "evaluation/tracks.json", "video/validation.mp4",
-                "export/policy.onnx", "export/policy_contract.json"):
+    for rel in (
+        "manifest.json",
+        "training/model.zip",
+        "training/vecnormalize.pkl",
+        "training/progress.csv",
+        "evaluation/metrics.json",
+        "evaluation/tracks.json",
+        "video/validation.mp4",
+        "export/policy.onnx",
+        "export/policy_contract.json",
+    ):
         assert (run / rel).is_file(), rel
     assert probe_mp4(run / "video" / "validation.mp4") > 0
     assert result.report_path == out / "reports" / "tiny_report.html" and result.report_path.is_file()
     m = json.loads((run / "manifest.json").read_text())
     assert m["schema"] == "flyby.run/1" and m["name"] == "tiny" and len(m["config_hash"]) == 16
     assert m["flight_stack"] == "cascade" and m["backend"] == "mujoco"
-    assert set(m["versions"]) >= {"python", "torch", "stable_baselines3", "mujoco"} and m["machine"]["cores"] >= 1
+    assert (
+        set(m["versions"]) >= {"python", "torch", "stable_baselines3", "mujoco"}
+        and m["machine"]["cores"] >= 1
+    )
     assert "commit" in m["git"]
     for s in STAGES:
         assert m["stages"][s]["status"] == "done" and m["stages"][s]["wall_s"] >= 0, s
@@ -139,7 +156,10 @@ def test_bad_input_exits_2_before_any_work(tiny_cfg, tmp_path, capsys):
     assert "eval_episodes: 1 must be >= 2" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  algorithm: DQN\n")
-    assert main(["pipeline", "x", "--training-config", str(bad), "--output-dir", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert (
+        main(["pipeline", "x", "--training-config", str(bad), "--output-dir", str(tmp_path)])
+        == EXIT_BAD_INPUT
+    )
     assert "training.algorithm: 'DQN' is not one of" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "x").exists()
 
@@ -154,7 +174,10 @@ def test_a_corrupt_model_is_a_clear_error_and_earlier_artefacts_stay(done_run, t
     err = capsys.readouterr().err
     assert "model.zip" in err and "Traceback" not in err
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["stages"]["evaluate"]["status"] == "failed" and "ModelLoadError" in manifest["stages"]["evaluate"]["error"]
+    assert (
+        manifest["stages"]["evaluate"]["status"] == "failed"
+        and "ModelLoadError" in manifest["stages"]["evaluate"]["error"]
+    )
     assert (run / "video" / "validation.mp4").is_file() and (run / "export" / "policy.onnx").is_file()
 
 
@@ -167,8 +190,12 @@ def test_the_seed_script_passes_its_positionals_and_refuses_bad_ones():
     none = subprocess.run([str(script)], capture_output=True, text=True)
     assert none.returncode == 2
     # The positionals become flyby pipeline options (a bad name shows the call went through).
-    through = subprocess.run([str(script), "../x", "1000", "4"], capture_output=True, text=True,
-                             env={"PATH": "/usr/bin:/bin", "FLYBY": str(REPO / ".venv" / "bin" / "flyby")})
+    through = subprocess.run(
+        [str(script), "../x", "1000", "4"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "FLYBY": str(REPO / ".venv" / "bin" / "flyby")},
+    )
     assert through.returncode == 2 and "name: '../x'" in through.stderr
 
 

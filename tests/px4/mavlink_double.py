@@ -64,6 +64,8 @@ def _known_params() -> dict[str, bool]:
     known.update({name: True for name in INT_PARAMS})
     known.update({name: False for name in FLOAT_PARAMS})
     return known
+
+
 OFFBOARD_LOSS_S = 0.5  # s of PX4 time: setpoints must arrive at >= 2 Hz during OFFBOARD
 
 

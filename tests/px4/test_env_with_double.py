@@ -16,9 +16,16 @@ from flyby.training.evaluation_cfg import load_evaluation_cfg
 def test_env_flies_through_the_lockstep_bridge():
     cfg = load_evaluation_cfg().px4_env  # default terminations: a ground start is no crash before take-off
     factory = DoubleFactory(arm_after_s=0.5)
-    env = PX4ISREnv(cfg, flight_stack="px4",
-                    px4_kwargs={"launcher_factory": factory, "ephemeral_ports": True, "startup_timeout_s": 30.0,
-                                "ground_truth_rate_hz": 250.0})  # the double flies from HIL_STATE_QUATERNION
+    env = PX4ISREnv(
+        cfg,
+        flight_stack="px4",
+        px4_kwargs={
+            "launcher_factory": factory,
+            "ephemeral_ports": True,
+            "startup_timeout_s": 30.0,
+            "ground_truth_rate_hz": 250.0,
+        },
+    )  # the double flies from HIL_STATE_QUATERNION
     try:
         assert "PX4" in env.flight_stack_label
         env.reset(seed=0, options={"pos_w": [0.0, 0.0, 0.12], "yaw_rad": 0.0})
@@ -62,8 +69,11 @@ def test_takeoff_that_cannot_reach_the_start_names_where_it_is():
     cfg = replace(base, px4=replace(base.px4, takeoff=replace(base.px4.takeoff, timeout_s=0.5)))
     env, _ = _double_env(cfg)
     try:
-        with pytest.raises(PX4Unavailable, match=r"take-off of drone 0 did not reach its start \[0.0, 0.0, 30.0\] m "
-                                                 r"within 0.5 s of sim time: it is at"):
+        with pytest.raises(
+            PX4Unavailable,
+            match=r"take-off of drone 0 did not reach its start \[0.0, 0.0, 30.0\] m "
+            r"within 0.5 s of sim time: it is at",
+        ):
             env.reset(seed=0, options={"pos_w": [0.0, 0.0, 30.0], "yaw_rad": 0.0})
     finally:
         env.close()

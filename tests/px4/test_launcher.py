@@ -283,7 +283,9 @@ def test_ulog_move_across_filesystems_is_a_copy_then_rename(tmp_path, monkeypatc
     monkeypatch.setattr(launcher_mod.os, "replace", cross_device_once)
     launcher_mod._move_atomic(source, target)
     assert target.read_bytes() == b"ULog" * 1000 and not source.exists()
-    assert calls[1][0].parent == target.parent and calls[1][1] == target  # a temporary file beside it, renamed
+    assert (
+        calls[1][0].parent == target.parent and calls[1][1] == target
+    )  # a temporary file beside it, renamed
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no temporary file left
 
 

@@ -72,7 +72,9 @@ def test_takeoff_phase_reaches_the_start_and_is_not_part_of_the_episode(px4_env,
     _, reward, terminated, truncated, _ = env.step(np.zeros(4, dtype=np.float32))
     assert not terminated and not truncated and task.episode_step[0] == 1
     with capsys.disabled():
-        print(f"\ntake-off phase to 20 m: {info['takeoff_s']:.1f} s of sim time, reached {task.pos_w[0].round(2)} m")
+        print(
+            f"\ntake-off phase to 20 m: {info['takeoff_s']:.1f} s of sim time, reached {task.pos_w[0].round(2)} m"
+        )
 
 
 def test_ground_start_is_no_crash_and_lifts_off_on_a_climb(px4_env, capsys):
@@ -115,7 +117,7 @@ def test_velocity_step_response(px4_env, capsys):
     vx = vel[:, 0]
     rise_s = (np.argmax(vx >= 0.9 * target) - np.argmax(vx >= 0.1 * target)) * dt
     overshoot = max(0.0, (vx.max() - target) / target)
-    steady = vx[-int(2.0 / dt):].mean()
+    steady = vx[-int(2.0 / dt) :].mean()
     with capsys.disabled():
         print(f"\nPX4 velocity step 0 -> {target} m/s: rise time (10-90 %) {rise_s:.2f} s, overshoot {100 * overshoot:.1f} %, "
               f"steady state {steady:.2f} m/s, altitude {min(alt):.2f}..{max(alt):.2f} m, cross-track {np.abs(vel[:, 1]).max():.2f} m/s")  # fmt: skip
@@ -136,7 +138,7 @@ def test_yaw_rate_tracking(px4_env, capsys):
         yaw.append(env.task.yaw_rad[0])
     rate = np.diff(np.unwrap(yaw)) / dt
     settle_s = (np.argmax(rate >= 0.9 * command) + 1) * dt
-    tracked = rate[-int(3.0 / dt):]
+    tracked = rate[-int(3.0 / dt) :]
     with capsys.disabled():
         print(f"\nPX4 yaw-rate {command:.3f} rad/s: 90 % after {settle_s:.2f} s, last 3 s {tracked.mean():.3f} "
               f"+- {tracked.std():.3f} rad/s")  # fmt: skip

@@ -58,8 +58,10 @@ def test_step_rate_counts_steps_timed_elsewhere() -> None:
     assert rate.fps == pytest.approx(2_080_000 / 260.0)
 
 
-@pytest.mark.parametrize(("steps", "seconds", "match"), [(-1, 1.0, "int >= 0"), (10, 0.0, "seconds"),
-                                                         (10, float("nan"), "seconds"), (10, "5", "seconds")])
+@pytest.mark.parametrize(
+    ("steps", "seconds", "match"),
+    [(-1, 1.0, "int >= 0"), (10, 0.0, "seconds"), (10, float("nan"), "seconds"), (10, "5", "seconds")],
+)
 def test_step_rate_count_timed_rejects_bad_input(steps: object, seconds: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         StepRate().count_timed(steps, seconds)  # type: ignore[arg-type]

@@ -80,9 +80,7 @@ def _metrics(pytester: pytest.Pytester, name: str) -> dict[str, Any]:
 
 def _reports(reprec: pytest.HookRecorder) -> dict[str, pytest.TestReport]:
     return {
-        r.nodeid.split("::")[-1]: r
-        for r in reprec.getreports("pytest_runtest_logreport")
-        if r.when == "call"
+        r.nodeid.split("::")[-1]: r for r in reprec.getreports("pytest_runtest_logreport") if r.when == "call"
     }
 
 

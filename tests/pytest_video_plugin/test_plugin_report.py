@@ -96,10 +96,14 @@ def _check_report(report: Path, view: Any, has_gpu_text: bool | None = None) -> 
     video_cell = rows["test_gen.py::test_gate_ok"][4]
     # the link names this run's own file, which no later run deletes (not the "latest" view)
     link = re.search(r'href="([^"]+)"', video_cell)
-    assert link and re.fullmatch(r"\./output/videos/runs/[^/]+/test_gen\.py__test_gate_ok\.mp4", link.group(1)), video_cell
+    assert link and re.fullmatch(
+        r"\./output/videos/runs/[^/]+/test_gen\.py__test_gate_ok\.mp4", link.group(1)
+    ), video_cell
     assert (report.parent / link.group(1)).is_file()
     assert '<img src="data:image/png;base64,' in video_cell
-    assert rows["test_gen.py::test_gate_ok"][5] == "unit backend; flight stack none"  # which simulator made it
+    assert (
+        rows["test_gen.py::test_gate_ok"][5] == "unit backend; flight stack none"
+    )  # which simulator made it
     assert text.index("Phase gates") < text.index('id="results-table"')
 
 

@@ -71,8 +71,16 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def ppo():
-    model = PPO("MlpPolicy", FakeISREnv(), n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs={"net_arch": [32, 32]})
+    model = PPO(
+        "MlpPolicy",
+        FakeISREnv(),
+        n_steps=64,
+        batch_size=64,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": [32, 32]},
+    )
     model.learn(128)
     _amplify(model.policy.action_net, 150.0)  # orthogonal init gain 0.01: actions ~1e-2 otherwise
     return model
@@ -80,8 +88,16 @@ def ppo():
 
 @pytest.fixture(scope="module")
 def sac():
-    model = SAC("MlpPolicy", FakeISREnv(), learning_starts=32, batch_size=32, buffer_size=1000, seed=0,
-                device="cpu", policy_kwargs={"net_arch": [32, 32]})
+    model = SAC(
+        "MlpPolicy",
+        FakeISREnv(),
+        learning_starts=32,
+        batch_size=32,
+        buffer_size=1000,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": [32, 32]},
+    )
     model.learn(64)
     _amplify(model.policy.actor.mu, 30.0)
     return model
@@ -158,12 +174,15 @@ def test_gsde_policies_export_too(algo, tmp_path):
     kw = {"n_steps": 16, "batch_size": 16, "policy_kwargs": {"squash_output": True, "net_arch": [16]}}
     if algo == "SAC":
         kw = {"policy_kwargs": {"net_arch": [16]}}
-    model = {"PPO": PPO, "SAC": SAC}[algo]("MlpPolicy", FakeISREnv(), use_sde=True, device="cpu", seed=1, **kw)
+    model = {"PPO": PPO, "SAC": SAC}[algo](
+        "MlpPolicy", FakeISREnv(), use_sde=True, device="cpu", seed=1, **kw
+    )
     assert model.policy.squash_output
     result = export_policy_onnx(model, tmp_path)
     obs = _raw_batch(64)
-    np.testing.assert_allclose(_onnx_actions(result.onnx_path, obs), model.predict(obs, deterministic=True)[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        _onnx_actions(result.onnx_path, obs), model.predict(obs, deterministic=True)[0], atol=1e-5
+    )
 
 
 # ------------------------------------------------------------------------------------------ contract
@@ -172,8 +191,9 @@ def test_gsde_policies_export_too(algo, tmp_path):
 @pytest.fixture(scope="module")
 def exported(ppo, vec_norm, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    result = export_policy_onnx(ppo, out, obs_rms=vec_norm.obs_rms, clip_obs=vec_norm.clip_obs,
-                                epsilon=vec_norm.epsilon)
+    result = export_policy_onnx(
+        ppo, out, obs_rms=vec_norm.obs_rms, clip_obs=vec_norm.clip_obs, epsilon=vec_norm.epsilon
+    )
     return result, json.loads(result.contract_path.read_text())
 
 
@@ -181,8 +201,14 @@ def test_contract_states_io_normaliser_rate_and_provenance(exported, vec_norm):
     result, c = exported
     assert c["schema"] == "flyby.policy_contract/1" and c["version"] == 1
     assert c["algorithm"] == "PPO" and c["deterministic"] is True
-    assert c["inputs"] == [{"name": "obs", "dtype": "float32", "shape": ["batch", OBS_DIM],
-                            "description": c["inputs"][0]["description"]}]
+    assert c["inputs"] == [
+        {
+            "name": "obs",
+            "dtype": "float32",
+            "shape": ["batch", OBS_DIM],
+            "description": c["inputs"][0]["description"],
+        }
+    ]
     assert c["outputs"][0]["name"] == "action" and c["outputs"][0]["shape"] == ["batch", ACTION_DIM]
     assert c["outputs"][0]["dtype"] == "float32"
     assert c["onnx"]["file"] == ONNX_NAME and c["onnx"]["opset"] == 17
@@ -210,8 +236,15 @@ def test_contract_observation_slices_follow_obs_layout(exported):
     named = observation_slices(layout)
     assert [s["name"] for s in o["slices"]] == [name for name, _ in named]
     assert [(s["start"], s["stop"]) for s in o["slices"]] == [(sl.start, sl.stop) for _, sl in named]
-    assert {name for name, _ in named} >= {"pos", "vel", "yaw", "clearance", "detections", "progress",
-                                          "last_action"}
+    assert {name for name, _ in named} >= {
+        "pos",
+        "vel",
+        "yaw",
+        "clearance",
+        "detections",
+        "progress",
+        "last_action",
+    }
     assert o["dim"] == layout.dim == o["slices"][-1]["stop"] and o["slices"][0]["start"] == 0
     assert all(a["stop"] == b["start"] for a, b in zip(o["slices"], o["slices"][1:]))  # contiguous
     by_name = {s["name"]: s for s in o["slices"]}
@@ -236,7 +269,8 @@ def test_contract_action_channels_units_and_scale(exported):
     assert [ch["unit"] for ch in a["channels"]] == ["m/s", "m/s", "m/s", "rad/s"]
     assert [ch["frame"] for ch in a["channels"]][:3] == ["world ENU"] * 3
     assert [ch["scale"] for ch in a["channels"]] == pytest.approx(
-        [d.max_velocity, d.max_velocity, d.max_vertical_velocity, math.radians(d.max_yaw_rate)])
+        [d.max_velocity, d.max_velocity, d.max_vertical_velocity, math.radians(d.max_yaw_rate)]
+    )
     assert (d.max_velocity, d.max_vertical_velocity, d.max_yaw_rate) == (10.0, 5.0, 90.0)  # packaged scale
     assert a["scale_source"]["max_yaw_rate_deg_s"] == d.max_yaw_rate
 
@@ -260,9 +294,10 @@ def test_contract_scales_recover_the_env_state(tmp_path, ppo):
         env.reset(seed=0, options={"pos_w": [30.0, -40.0, 50.0], "yaw_rad": 0.0})
         obs, *_ = env.step(np.array([0.5, -0.3, 0.2, 0.0], dtype=np.float32))
         task = env.unwrapped.task
-        np.testing.assert_allclose(obs[pos["start"]:pos["stop"]] * pos["scale"], task.pos_w[0], atol=1e-4)
-        np.testing.assert_allclose(obs[vel["start"]:vel["stop"]] * vel["scale"], task.dynamics.lin_vel_w[0],
-                                   atol=1e-5)
+        np.testing.assert_allclose(obs[pos["start"] : pos["stop"]] * pos["scale"], task.pos_w[0], atol=1e-4)
+        np.testing.assert_allclose(
+            obs[vel["start"] : vel["stop"]] * vel["scale"], task.dynamics.lin_vel_w[0], atol=1e-5
+        )
         assert np.abs(task.dynamics.lin_vel_w[0]).max() > 0.05  # it moved: the velocity check means something
     finally:
         env.close()
@@ -295,12 +330,18 @@ def test_failed_check_writes_nothing_and_keeps_old_files(ppo, tmp_path, monkeypa
 
 
 def test_non_box_spaces_are_rejected():
-    discrete = PPO("MlpPolicy", FakeISREnv(action_space=gym.spaces.Discrete(4)), n_steps=16, batch_size=16,
-                   device="cpu")
+    discrete = PPO(
+        "MlpPolicy", FakeISREnv(action_space=gym.spaces.Discrete(4)), n_steps=16, batch_size=16, device="cpu"
+    )
     with pytest.raises(ExportError, match="action space is Discrete.*flat Box spaces only"):
         export_policy_onnx(discrete, "unused")
-    wide = PPO("MlpPolicy", FakeISREnv(action_space=gym.spaces.Box(-2.0, 2.0, (4,), np.float32)), n_steps=16,
-               batch_size=16, device="cpu")
+    wide = PPO(
+        "MlpPolicy",
+        FakeISREnv(action_space=gym.spaces.Box(-2.0, 2.0, (4,), np.float32)),
+        n_steps=16,
+        batch_size=16,
+        device="cpu",
+    )
     with pytest.raises(ExportError, match=r"Box\(-1, 1, \(4,\)\)"):
         export_policy_onnx(wide, "unused")
 
@@ -357,16 +398,30 @@ def test_cli_exports_a_run_with_its_vecnormalize(ppo, vec_norm, tmp_path, capsys
     c = json.loads((tmp_path / "export" / CONTRACT_NAME).read_text())
     assert c["normalizer"]["folded"] is True and c["normalizer"]["clip_obs"] == 5.0
     obs = _raw_batch(50)
-    np.testing.assert_allclose(_onnx_actions(tmp_path / "export" / ONNX_NAME, obs),
-                               ppo.predict(vec_norm.normalize_obs(obs), deterministic=True)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        _onnx_actions(tmp_path / "export" / ONNX_NAME, obs),
+        ppo.predict(vec_norm.normalize_obs(obs), deterministic=True)[0],
+        atol=1e-5,
+    )
     # The statistics moved elsewhere: --vecnormalize names them; without it, the export refuses.
     moved = tmp_path / "stats.pkl"
     (train / "vecnormalize.pkl").rename(moved)
     with pytest.raises(ModelLoadError, match="normalize.obs: true.*vecnormalize.pkl.* is missing"):
         _run_cli(["export", str(train / "model.zip"), "--out", str(tmp_path / "export2")])
     assert not (tmp_path / "export2").exists()
-    assert _run_cli(["export", str(train / "model.zip"), "--vecnormalize", str(moved),
-                     "--out", str(tmp_path / "export3")]) == 0
+    assert (
+        _run_cli(
+            [
+                "export",
+                str(train / "model.zip"),
+                "--vecnormalize",
+                str(moved),
+                "--out",
+                str(tmp_path / "export3"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "export3" / ONNX_NAME).read_bytes() == (tmp_path / "export" / ONNX_NAME).read_bytes()
 
 
@@ -375,12 +430,28 @@ def test_cli_bad_files_are_named(ppo, tmp_path):
     with pytest.raises(ModelLoadError, match="no model at .*none.zip"):
         _run_cli(["export", str(tmp_path / "none.zip"), "--out", str(tmp_path / "x")])
     with pytest.raises(ModelLoadError, match="no VecNormalize statistics at .*nope.pkl"):
-        _run_cli(["export", str(tmp_path / "model.zip"), "--vecnormalize", str(tmp_path / "nope.pkl"),
-                  "--out", str(tmp_path / "x")])
+        _run_cli(
+            [
+                "export",
+                str(tmp_path / "model.zip"),
+                "--vecnormalize",
+                str(tmp_path / "nope.pkl"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
     small = VecNormalize(DummyVecEnv([lambda: FakeISREnv(obs_dim=10)]))
     small.save(str(tmp_path / "small.pkl"))
     with pytest.raises(ModelLoadError, match=r"small\.pkl' has statistics of shape \(10,\)") as info:
-        _run_cli(["export", str(tmp_path / "model.zip"), "--vecnormalize", str(tmp_path / "small.pkl"),
-                  "--out", str(tmp_path / "x")])
+        _run_cli(
+            [
+                "export",
+                str(tmp_path / "model.zip"),
+                "--vecnormalize",
+                str(tmp_path / "small.pkl"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
     assert "flyby_export_" not in str(info.value) and info.value.path == tmp_path / "small.pkl"
     assert not (tmp_path / "x").exists()

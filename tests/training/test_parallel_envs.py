@@ -58,18 +58,25 @@ def test_instance_ranges():
     assert check_px4_instances(np.int64(2), np.int64(8)) == [8, 9]
 
 
-@pytest.mark.parametrize(("n", "first", "message"), [
-    (0, 0, "px4_instances: 0 must be >= 1"),
-    (-3, 2, "px4_instances: -3 must be >= 1"),
-    (11, 0, "px4_instances: 11 is more than 10; PX4 SITL runs instances 0..9 only"),
-    (3, 8, "3 instances from first instance 8 run to instance 10, past PX4 SITL's last usable instance 9; "
-           "use at most 2 instances, or a first instance of at most 7"),
-    (10, 1, "run to instance 10"),
-    (2, -1, "first_px4_instance: -1 must be in 0..9"),
-    (2, 10, "first_px4_instance: 10 must be in 0..9"),
-    (True, 0, "px4_instances: True is not an integer"),
-    (2.0, 0, "px4_instances: 2.0 is not an integer"),
-])
+@pytest.mark.parametrize(
+    ("n", "first", "message"),
+    [
+        (0, 0, "px4_instances: 0 must be >= 1"),
+        (-3, 2, "px4_instances: -3 must be >= 1"),
+        (11, 0, "px4_instances: 11 is more than 10; PX4 SITL runs instances 0..9 only"),
+        (
+            3,
+            8,
+            "3 instances from first instance 8 run to instance 10, past PX4 SITL's last usable instance 9; "
+            "use at most 2 instances, or a first instance of at most 7",
+        ),
+        (10, 1, "run to instance 10"),
+        (2, -1, "first_px4_instance: -1 must be in 0..9"),
+        (2, 10, "first_px4_instance: 10 must be in 0..9"),
+        (True, 0, "px4_instances: True is not an integer"),
+        (2.0, 0, "px4_instances: 2.0 is not an integer"),
+    ],
+)
 def test_bad_instance_ranges_are_refused(n, first, message):
     with pytest.raises(ConfigError) as exc:
         check_px4_instances(n, first)
@@ -80,19 +87,25 @@ def test_every_problem_at_once():
     with pytest.raises(ConfigError) as exc:
         check_px4_instances(0, 12)
     assert [p.split(" (")[0] for p in exc.value.problems] == [
-        "px4_instances: 0 must be >= 1", "first_px4_instance: 12 must be in 0..9"]
+        "px4_instances: 0 must be >= 1",
+        "first_px4_instance: 12 must be in 0..9",
+    ]
 
 
-@pytest.mark.parametrize(("n", "first", "message"), [
-    (0, None, "px4_instances: 0 must be >= 1"),
-    (11, None, "px4_instances: 11 is more than 10"),
-    (3, 8, "run to instance 10"),
-])
+@pytest.mark.parametrize(
+    ("n", "first", "message"),
+    [
+        (0, None, "px4_instances: 0 must be >= 1"),
+        (11, None, "px4_instances: 11 is more than 10"),
+        (3, 8, "run to instance 10"),
+    ],
+)
 def test_evaluate_refuses_bad_counts_before_starting_anything(n, first, message):
     t0 = time.perf_counter()
     with pytest.raises(ConfigError, match=message):
-        evaluate_policy_full_fidelity(ZeroPolicy(), [0, 1], flight_stack="px4", px4_instances=n,
-                                      first_px4_instance=first)
+        evaluate_policy_full_fidelity(
+            ZeroPolicy(), [0, 1], flight_stack="px4", px4_instances=n, first_px4_instance=first
+        )
     assert time.perf_counter() - t0 < 2.0  # refused before an env or a worker exists
 
 
@@ -101,7 +114,9 @@ def test_train_refuses_bad_counts_and_a_flight_stack_for_direct():
 
     with pytest.raises(ConfigError, match="num_envs_full: 11 is more than 10"):
         train_ppo("full", budget_s=1.0, seed=0, flight_stack="px4", num_envs_full=11)
-    with pytest.raises(ConfigError, match="num_envs_full: 3 instances from first instance 8 run to instance 10"):
+    with pytest.raises(
+        ConfigError, match="num_envs_full: 3 instances from first instance 8 run to instance 10"
+    ):
         train_ppo("full", budget_s=1.0, seed=0, flight_stack="px4", num_envs_full=3, first_px4_instance=8)
     with pytest.raises(ConfigError, match="num_envs_full: 0 must be an integer >= 1"):
         train_ppo("full", budget_s=1.0, seed=0, num_envs_full=0)
@@ -124,8 +139,10 @@ def test_cli_refuses_bad_counts(capsys):
 
 
 def test_cli_help_names_the_new_options(capsys):
-    for command, needles in (("evaluate", ("--px4-instances", "--first-px4-instance", "default auto")),
-                             ("train", ("--flight-stack {auto,px4,cascade}", "--first-px4-instance"))):
+    for command, needles in (
+        ("evaluate", ("--px4-instances", "--first-px4-instance", "default auto")),
+        ("train", ("--flight-stack {auto,px4,cascade}", "--first-px4-instance")),
+    ):
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         assert exc.value.code == 0
@@ -145,7 +162,9 @@ def untrained_ppo():
 
     venv = make_train_env("direct", seed=0, num_drones=1)
     try:
-        return PPO("MlpPolicy", venv, seed=0, device="cpu", **PPOCfg(**{**TINY, "net_arch": (16,)}).sb3_kwargs())
+        return PPO(
+            "MlpPolicy", venv, seed=0, device="cpu", **PPOCfg(**{**TINY, "net_arch": (16,)}).sb3_kwargs()
+        )
     finally:
         venv.close()
 
@@ -158,8 +177,9 @@ def test_parallel_evaluation_equals_serial_on_the_cascade(eval_cfg, untrained_pp
 
     for policy in (RandomPolicy(), untrained_ppo, east):
         serial = evaluate_policy_full_fidelity(policy, seeds, env_cfg=eval_cfg)
-        parallel = evaluate_policy_full_fidelity(policy, seeds, env_cfg=eval_cfg, px4_instances=2,
-                                                 first_px4_instance=FIRST)
+        parallel = evaluate_policy_full_fidelity(
+            policy, seeds, env_cfg=eval_cfg, px4_instances=2, first_px4_instance=FIRST
+        )
         assert parallel.seeds == seeds  # episode k is seed k, in order, whatever worker ran it
         np.testing.assert_array_equal(parallel.returns, serial.returns)
         assert parallel.episodes == serial.episodes
@@ -188,15 +208,37 @@ def test_unpicklable_policy_is_refused_before_the_workers_start(eval_cfg):
 
 def test_cli_evaluate_parallel_names_the_flight_stack(tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "random", "--seeds", "0..2", "--episode-length-s", "1", "--flight-stack", "cascade",
-                 "--px4-instances", "2", "--first-px4-instance", str(FIRST), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "random",
+                "--seeds",
+                "0..2",
+                "--episode-length-s",
+                "1",
+                "--flight-stack",
+                "cascade",
+                "--px4-instances",
+                "2",
+                "--first-px4-instance",
+                str(FIRST),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "flight stack: built-in cascade" in text and "2 parallel envs" in text
     # The table's figures are followed by the line naming what flew them.
     assert "\nflight stack: built-in cascade (PX4 default gains), no PX4; seeds 0..2" in text
     data = json.loads(out.read_text())
     assert data["flight_stack"] == "cascade" and data["parallel_envs"] == 2
-    assert data["results"][0]["flight_stack"] == "cascade" and "cascade" in data["results"][0]["flight_stack_label"]
+    assert (
+        data["results"][0]["flight_stack"] == "cascade"
+        and "cascade" in data["results"][0]["flight_stack_label"]
+    )
     serial = evaluate_policy_full_fidelity(RandomPolicy(), [0, 1, 2], episode_length_s=1.0)
     assert data["results"][0]["returns"] == serial.returns.tolist()
 
@@ -301,14 +343,27 @@ def test_full_kind_records_its_flight_stack(tmp_path):
 
     from flyby.training.train import train_ppo
 
-    r = train_ppo("full", budget_s=60.0, seed=0, total_timesteps_cap=32, ppo_kwargs=TINY, num_envs_full=1,
-                  episode_length_s=EPISODE_S, progress=False, save_path=tmp_path / "full")
+    r = train_ppo(
+        "full",
+        budget_s=60.0,
+        seed=0,
+        total_timesteps_cap=32,
+        ppo_kwargs=TINY,
+        num_envs_full=1,
+        episode_length_s=EPISODE_S,
+        progress=False,
+        save_path=tmp_path / "full",
+    )
     assert (r.flight_stack, r.px4_instances) == ("cascade", []) and "cascade" in r.flight_stack_label
     summary = json.loads((tmp_path / "full.json").read_text())
     assert summary["flight_stack"] == "cascade" and summary["flight_stack_label"] == r.flight_stack_label
     loaded = PPO.load(tmp_path / "full.zip", device="cpu")
-    assert loaded.flyby_training == {"kind": "full", "flight_stack": "cascade",
-                                     "flight_stack_label": r.flight_stack_label, "px4_instances": []}
+    assert loaded.flyby_training == {
+        "kind": "full",
+        "flight_stack": "cascade",
+        "flight_stack_label": r.flight_stack_label,
+        "px4_instances": [],
+    }
 
 
 # ------------------------------------------------------------------------------------- real PX4 SITL
@@ -363,7 +418,11 @@ def _assert_all_gone(procs: list[psutil.Process], timeout_s: float = 20.0) -> No
         left = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         for proc in psutil.process_iter(["pid"]):
             try:
-                if os.getpgid(proc.pid) in groups and proc.status() != psutil.STATUS_ZOMBIE and proc not in left:
+                if (
+                    os.getpgid(proc.pid) in groups
+                    and proc.status() != psutil.STATUS_ZOMBIE
+                    and proc not in left
+                ):
                     left.append(proc)
             except (ProcessLookupError, psutil.NoSuchProcess):
                 pass
@@ -411,9 +470,14 @@ class _Watch:
 def test_two_px4_instances_evaluate_two_episodes_and_leave_no_px4(px4_binary, eval_cfg):
     cfg = replace(eval_cfg, episode_length_s=0.5)
     with _Watch() as watch:
-        r = evaluate_policy_full_fidelity(RandomPolicy(), [0, 1], env_cfg=cfg, flight_stack="px4", px4_instances=2,
-                                          first_px4_instance=FIRST)
-    assert r.flight_stack == "px4" and "PX4 SITL" in r.flight_stack_label and r.px4_instances == [FIRST, FIRST + 1]
+        r = evaluate_policy_full_fidelity(
+            RandomPolicy(), [0, 1], env_cfg=cfg, flight_stack="px4", px4_instances=2, first_px4_instance=FIRST
+        )
+    assert (
+        r.flight_stack == "px4"
+        and "PX4 SITL" in r.flight_stack_label
+        and r.px4_instances == [FIRST, FIRST + 1]
+    )
     assert r.parallel_envs == 2 and r.seeds == [0, 1]
     assert all(1 <= e.steps <= 13 for e in r.episodes) and np.isfinite(r.returns).all()
     assert watch.max_at_once == 2, f"expected 2 PX4s flying at once, saw at most {watch.max_at_once}"
@@ -431,7 +495,9 @@ def test_a_killed_px4_worker_takes_its_px4_along(px4_binary, eval_cfg):
             assert len(_px4_mains(px4s[j])) == 1, f"worker {j} should run exactly one PX4: {px4s[j]}"
         os.kill(pool.pids[0], signal.SIGKILL)
         _assert_all_gone(px4s[0], timeout_s=10.0)  # PR_SET_PDEATHSIG: the kernel kills worker 0's PX4
-        with pytest.raises(EnvWorkerError, match=rf"PX4 instance {FIRST}\) \(pid \d+\) was killed by signal 9"):
+        with pytest.raises(
+            EnvWorkerError, match=rf"PX4 instance {FIRST}\) \(pid \d+\) was killed by signal 9"
+        ):
             pool.call(0, "reset", 0, None)
     finally:
         pool.close()
@@ -459,8 +525,14 @@ def test_no_px4_survives_ctrl_c_or_a_killed_parent(px4_binary, how, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     stderr_path = tmp_path / "stderr.txt"
     with open(stderr_path, "wb") as stderr:  # a file, not a pipe: the workers hold it open too
-        parent = subprocess.Popen([sys.executable, str(script)], cwd=REPO_ROOT, env=env, stderr=stderr,
-                                  stdout=subprocess.DEVNULL, start_new_session=True)
+        parent = subprocess.Popen(
+            [sys.executable, str(script)],
+            cwd=REPO_ROOT,
+            env=env,
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 45.0
         px4s: list[psutil.Process] = []
@@ -469,8 +541,11 @@ def test_no_px4_survives_ctrl_c_or_a_killed_parent(px4_binary, how, tmp_path):
             px4s = _px4_under(parent.pid)
             time.sleep(0.2)
         assert len(_px4_mains(px4s)) == 2, f"two PX4s should fly under the parent, found {px4s}"
-        workers = [psutil.Process(c.pid) for c in psutil.Process(parent.pid).children()
-                   if "spawn_main" in " ".join(c.cmdline())]
+        workers = [
+            psutil.Process(c.pid)
+            for c in psutil.Process(parent.pid).children()
+            if "spawn_main" in " ".join(c.cmdline())
+        ]
         assert len(workers) == 2
         workdirs = [Path(p.cwd()) for p in _px4_mains(px4s)]  # PX4's fresh working directories
         assert all(d.name.startswith("flyby_px4_") and d.is_dir() for d in workdirs), workdirs
@@ -502,9 +577,19 @@ def test_train_full_on_two_px4_instances_records_px4(px4_binary, tmp_path):
     from flyby.training.train import train_ppo
 
     with _Watch() as watch:
-        r = train_ppo("full", budget_s=120.0, seed=0, total_timesteps_cap=32, ppo_kwargs={**TINY, "n_steps": 16},
-                      num_envs_full=2, episode_length_s=0.4, progress=False, flight_stack="px4",
-                      first_px4_instance=FIRST, save_path=tmp_path / "px4")
+        r = train_ppo(
+            "full",
+            budget_s=120.0,
+            seed=0,
+            total_timesteps_cap=32,
+            ppo_kwargs={**TINY, "n_steps": 16},
+            num_envs_full=2,
+            episode_length_s=0.4,
+            progress=False,
+            flight_stack="px4",
+            first_px4_instance=FIRST,
+            save_path=tmp_path / "px4",
+        )
     assert r.flight_stack == "px4" and r.px4_instances == [FIRST, FIRST + 1] and r.num_envs == 2
     assert r.env_steps == 32 and r.episodes >= 2  # 16 steps of each env, 10-step episodes
     assert watch.max_at_once == 2 and watch.instances == {FIRST, FIRST + 1}

@@ -39,8 +39,9 @@ EPISODE_S = 1.0  # s, 25 control steps in PX4ISR-v0
 
 @pytest.fixture(scope="module")
 def tiny_direct():
-    return train_ppo("direct", budget_s=3.0, seed=0, ppo_kwargs=TINY, num_drones=4, episode_length_s=2.0,
-                     progress=False)
+    return train_ppo(
+        "direct", budget_s=3.0, seed=0, ppo_kwargs=TINY, num_drones=4, episode_length_s=2.0, progress=False
+    )
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -66,7 +67,9 @@ def test_spent_budget_stops_at_the_first_step():
 
     venv = make_train_env("direct", seed=0, num_drones=2)
     try:
-        model = PPO("MlpPolicy", venv, device="cpu", seed=0, **PPOCfg(**{**TINY, "net_arch": (16,)}).sb3_kwargs())
+        model = PPO(
+            "MlpPolicy", venv, device="cpu", seed=0, **PPOCfg(**{**TINY, "net_arch": (16,)}).sb3_kwargs()
+        )
         callback = make_budget_callback(1.0, start_s=time.perf_counter() - 1.0, progress=False)
         model.learn(total_timesteps=10_000, callback=callback)
     finally:
@@ -79,8 +82,16 @@ def test_spent_budget_stops_at_the_first_step():
 def test_timestep_cap_and_saved_model_round_trip(tmp_path):
     from stable_baselines3 import PPO
 
-    r = train_ppo("direct", budget_s=60.0, seed=1, total_timesteps_cap=200, ppo_kwargs=TINY, num_drones=4,
-                  progress=False, save_path=tmp_path / "m")
+    r = train_ppo(
+        "direct",
+        budget_s=60.0,
+        seed=1,
+        total_timesteps_cap=200,
+        ppo_kwargs=TINY,
+        num_drones=4,
+        progress=False,
+        save_path=tmp_path / "m",
+    )
     assert r.env_steps == 256  # the cap rounds up to whole rollouts of 32 x 4
     assert r.wall_s < 60.0
     loaded = PPO.load(tmp_path / "m.zip", device="cpu")
@@ -92,8 +103,16 @@ def test_timestep_cap_and_saved_model_round_trip(tmp_path):
 
 
 def test_full_kind_trains_on_px4_env():
-    r = train_ppo("full", budget_s=60.0, seed=0, total_timesteps_cap=64, ppo_kwargs=TINY, num_envs_full=2,
-                  episode_length_s=EPISODE_S, progress=False)
+    r = train_ppo(
+        "full",
+        budget_s=60.0,
+        seed=0,
+        total_timesteps_cap=64,
+        ppo_kwargs=TINY,
+        num_envs_full=2,
+        episode_length_s=EPISODE_S,
+        progress=False,
+    )
     assert r.kind == "full" and r.num_envs == 2 and r.env_steps == 64
     assert r.episodes == 2  # 32 steps of each copy, one 25-step episode each
 
@@ -216,7 +235,12 @@ def test_transfer_ratio_and_bad_criterion_inputs():
 def test_parse_seeds():
     assert parse_seeds("0..9") == list(range(10))
     assert parse_seeds("0..2, 7,9") == [0, 1, 2, 7, 9]
-    for text, message in (("", "no seeds"), ("3..1", "runs backwards"), ("a", "not a seed"), ("1,1", "repeats")):
+    for text, message in (
+        ("", "no seeds"),
+        ("3..1", "runs backwards"),
+        ("a", "not a seed"),
+        ("1,1", "repeats"),
+    ):
         with pytest.raises(ConfigError, match=message):
             parse_seeds(text)
 
@@ -224,10 +248,23 @@ def test_parse_seeds():
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-@pytest.mark.parametrize(("command", "needles"), [
-    ("train", ("--env {direct,full}", "--budget-s", "--seed", "--out")),
-    ("evaluate", ("model", "--seeds", "--episode-length-s", "--no-references", "--flight-stack", "--px4-instances")),
-])
+@pytest.mark.parametrize(
+    ("command", "needles"),
+    [
+        ("train", ("--env {direct,full}", "--budget-s", "--seed", "--out")),
+        (
+            "evaluate",
+            (
+                "model",
+                "--seeds",
+                "--episode-length-s",
+                "--no-references",
+                "--flight-stack",
+                "--px4-instances",
+            ),
+        ),
+    ],
+)
 def test_cli_help(command, needles, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
@@ -253,19 +290,57 @@ def test_cli_bad_inputs(capsys, tmp_path):
 
 def test_cli_train_then_evaluate(tmp_path, capsys):
     run = tmp_path / "direct"
-    assert main(["train", "--budget-s", "30", "--num-envs", "8", "--out", str(run),
-                 "--episode-length-s", "2", "--total-steps", "2048"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--budget-s",
+                "30",
+                "--num-envs",
+                "8",
+                "--out",
+                str(run),
+                "--episode-length-s",
+                "2",
+                "--total-steps",
+                "2048",
+            ]
+        )
+        == 0
+    )
     out_text = capsys.readouterr().out
     assert "learner share" in out_text and "wrote" in out_text
     model = run / "model.zip"
     assert model.is_file() and (run / "vecnormalize.pkl").is_file()
-    assert main(["train", "--budget-s", "30", "--num-envs", "8", "--out", str(run), "--total-steps", "2048"]) == 2
+    assert (
+        main(["train", "--budget-s", "30", "--num-envs", "8", "--out", str(run), "--total-steps", "2048"])
+        == 2
+    )
     assert "already exists; it is kept" in capsys.readouterr().err
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(model), "--seeds", "0..1", "--episode-length-s", "1", "--flight-stack", "cascade",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(model),
+                "--seeds",
+                "0..1",
+                "--episode-length-s",
+                "1",
+                "--flight-stack",
+                "cascade",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "95% CI" in text and "random" in text and "zero-action" in text and "reference" in text
     data = json.loads(out.read_text())
-    assert data["seeds"] == [0, 1] and [r["label"] for r in data["results"]] == ["direct", "random", "zero-action"]
+    assert data["seeds"] == [0, 1] and [r["label"] for r in data["results"]] == [
+        "direct",
+        "random",
+        "zero-action",
+    ]
     assert data["flight_stack"] == "cascade" and all(r["flight_stack"] == "cascade" for r in data["results"])

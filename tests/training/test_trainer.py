@@ -31,8 +31,17 @@ def env_cfg():
 def tiny(total_steps: int = 1024, **kw) -> TrainerCfg:
     """4 drones, 64-step rollouts: a few seconds of training."""
     base = load_training_cfg().training
-    return replace(base, total_steps=total_steps, num_drones=4, batch_size=64, ppo=replace(base.ppo, n_steps=64),
-                   eval_freq_steps=512, eval_episodes=2, checkpoint_freq_steps=256, **kw)
+    return replace(
+        base,
+        total_steps=total_steps,
+        num_drones=4,
+        batch_size=64,
+        ppo=replace(base.ppo, n_steps=64),
+        eval_freq_steps=512,
+        eval_episodes=2,
+        checkpoint_freq_steps=256,
+        **kw,
+    )
 
 
 def test_packaged_config_names_the_seed_keys():
@@ -60,7 +69,14 @@ def test_ppo_run_writes_model_normaliser_logs_and_checkpoints(tmp_path, env_cfg)
     run = train(tiny(), tmp_path / "run", env_cfg=env_cfg, progress=False)
     out = tmp_path / "run"
     assert run.env_steps == 1024 and run.stopped_by == "total_steps"
-    for name in ("model.zip", "vecnormalize.pkl", "model.json", "progress.csv", "eval.csv", "train_config.json"):
+    for name in (
+        "model.zip",
+        "vecnormalize.pkl",
+        "model.json",
+        "progress.csv",
+        "eval.csv",
+        "train_config.json",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "tb").glob("events.out.tfevents.*")), "no TensorBoard events"
     summary = json.loads((out / "model.json").read_text())
@@ -138,8 +154,13 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_an_older_one(tmp_path, env_cf
 def test_a_changed_config_is_refused_never_mixed(tmp_path, env_cfg):
     train(tiny(total_steps=256), tmp_path, env_cfg=env_cfg, progress=False)
     with pytest.raises(TrainingError, match=r"another config \(training.learning_rate: 0.0003 -> 0.001"):
-        train(replace(tiny(total_steps=512), learning_rate=1e-3), tmp_path, env_cfg=env_cfg, resume=True,
-              progress=False)
+        train(
+            replace(tiny(total_steps=512), learning_rate=1e-3),
+            tmp_path,
+            env_cfg=env_cfg,
+            resume=True,
+            progress=False,
+        )
     assert (tmp_path / "model.zip").is_file()  # the earlier model is intact
 
 
@@ -158,8 +179,11 @@ def test_wall_clock_budget_stops_training(tmp_path, env_cfg):
 
 def test_sac_trains_and_saves_with_its_normaliser(tmp_path, env_cfg):
     base = tiny(total_steps=256, algorithm=Algorithm.SAC)
-    cfg = replace(base, sac=replace(base.sac, learning_starts=64, buffer_size=2048, net_arch=(32, 32)),
-                  eval_freq_steps=10**6)
+    cfg = replace(
+        base,
+        sac=replace(base.sac, learning_starts=64, buffer_size=2048, net_arch=(32, 32)),
+        eval_freq_steps=10**6,
+    )
     run = train(cfg, tmp_path, env_cfg=env_cfg, progress=False)
     assert run.summary["algorithm"] == "SAC" and run.env_steps >= 256
     from stable_baselines3 import SAC
@@ -178,13 +202,16 @@ def test_training_env_matches_the_evaluation_camera_rate_and_adds_the_margin():
     env = training_env_cfg(cfg)
     assert env.camera == px4.camera and env.step_dt == px4.step_dt
     assert env.terminations.drone_radius_m == pytest.approx(
-        cfg.multi_drone_env.terminations.drone_radius_m + cfg.training.collision_margin_m)
-    plain = replace(cfg, training=replace(cfg.training, match_eval_env=False, collision_margin_m=0.0,
-                                          reward_scales={}))
+        cfg.multi_drone_env.terminations.drone_radius_m + cfg.training.collision_margin_m
+    )
+    plain = replace(
+        cfg, training=replace(cfg.training, match_eval_env=False, collision_margin_m=0.0, reward_scales={})
+    )
     assert training_env_cfg(plain) == cfg.multi_drone_env
     margin = replace(cfg, training=replace(cfg.training, collision_margin_m=2.0))
     assert training_env_cfg(margin).terminations.drone_radius_m == pytest.approx(
-        cfg.multi_drone_env.terminations.drone_radius_m + 2.0)
+        cfg.multi_drone_env.terminations.drone_radius_m + 2.0
+    )
 
 
 def test_training_only_reward_scales_override_the_env_and_unknown_terms_are_refused(tmp_path):
@@ -215,6 +242,8 @@ def test_action_gain_randomization_scales_horizontal_commands_per_episode(env_cf
     wrapper.venv.step_async = lambda a: (sent.append(a.copy()), real(a))[1]
     venv.reset()
     venv.step(np.full((4, 4), 0.8, dtype=np.float32))
-    assert np.allclose(sent[-1][:, :2], 0.4) and np.allclose(sent[-1][:, 2:], 0.8)  # vz and yaw rate untouched
+    assert np.allclose(sent[-1][:, :2], 0.4) and np.allclose(
+        sent[-1][:, 2:], 0.8
+    )  # vz and yaw rate untouched
     evaluation = make_vec_env(cfg, short, seed=0, training=False)
     assert not hasattr(evaluation.venv, "gain")  # never at evaluation

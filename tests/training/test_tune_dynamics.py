@@ -35,10 +35,22 @@ from flyby.training.tune_dynamics import (
 STEP_DT = 0.04  # s, the full-fidelity env's control period
 # A known model with every extension away from its seed default.
 TRUE = DirectDynamicsCfg(
-    velocity_damping=0.92, vertical_velocity_damping=0.75, velocity_gain=0.9, vertical_velocity_gain=1.05,
-    max_climb_rate=3.0, max_descent_rate=1.5, acceleration_damping=0.6, yaw_rate_gain=0.95, yaw_rate_damping=0.65,
-    max_horizontal_speed=11.0, max_horizontal_acceleration=7.0, drag_coefficient=0.35, max_horizontal_jerk=30.0,
-    yaw_coupling_s=0.12, position_noise_std=0.0, velocity_noise_std=0.0,
+    velocity_damping=0.92,
+    vertical_velocity_damping=0.75,
+    velocity_gain=0.9,
+    vertical_velocity_gain=1.05,
+    max_climb_rate=3.0,
+    max_descent_rate=1.5,
+    acceleration_damping=0.6,
+    yaw_rate_gain=0.95,
+    yaw_rate_damping=0.65,
+    max_horizontal_speed=11.0,
+    max_horizontal_acceleration=7.0,
+    drag_coefficient=0.35,
+    max_horizontal_jerk=30.0,
+    yaw_coupling_s=0.12,
+    position_noise_std=0.0,
+    velocity_noise_std=0.0,
 )
 
 
@@ -47,7 +59,9 @@ def env_cfg():
     return load_evaluation_cfg().px4_env
 
 
-def synthetic_log(cfg: DirectDynamicsCfg, seconds: float, seed: int, env_cfg=None, episodes: int = 1) -> TrajectoryLog:
+def synthetic_log(
+    cfg: DirectDynamicsCfg, seconds: float, seed: int, env_cfg=None, episodes: int = 1
+) -> TrajectoryLog:
     """A log flown by the direct model itself (noise off), with the current config's metadata."""
     commands = excitation_sequences("all", seconds, STEP_DT, seed)
     dyn = DirectDynamics(replace(cfg, position_noise_std=0.0, velocity_noise_std=0.0), 1)
@@ -55,9 +69,14 @@ def synthetic_log(cfg: DirectDynamicsCfg, seconds: float, seed: int, env_cfg=Non
     for ep, part in enumerate(np.array_split(np.arange(len(commands)), episodes)):
         dyn.reset(np.array([[0.0, 0.0, 70.0]]), np.array([0.3 * ep]))
         for k in part:
-            for key, value in (("time_s", k * STEP_DT), ("commands", commands[k]), ("pos_w", dyn.pos_w[0].copy()),
-                               ("lin_vel_w", dyn.lin_vel_w[0].copy()), ("yaw_rad", float(dyn.yaw_rad[0])),
-                               ("episode", ep)):
+            for key, value in (
+                ("time_s", k * STEP_DT),
+                ("commands", commands[k]),
+                ("pos_w", dyn.pos_w[0].copy()),
+                ("lin_vel_w", dyn.lin_vel_w[0].copy()),
+                ("yaw_rad", float(dyn.yaw_rad[0])),
+                ("episode", ep),
+            ):
                 rows[key].append(value)
             dyn.step(commands[k][None], STEP_DT)
     meta = {
@@ -141,8 +160,15 @@ def test_real_recording_with_the_cascade_env(env_cfg):
 
 
 def test_empty_and_too_short_logs_say_how_much_is_needed(env_cfg, train_log):
-    empty = TrajectoryLog(time_s=[], commands=np.zeros((0, 4)), pos_w=np.zeros((0, 3)), lin_vel_w=np.zeros((0, 3)),
-                          yaw_rad=[], episode=[], meta=dict(train_log.meta))
+    empty = TrajectoryLog(
+        time_s=[],
+        commands=np.zeros((0, 4)),
+        pos_w=np.zeros((0, 3)),
+        lin_vel_w=np.zeros((0, 3)),
+        yaw_rad=[],
+        episode=[],
+        meta=dict(train_log.meta),
+    )
     with pytest.raises(TuningDataError, match=r"need at least 60 s of flight in windows of 5 s; got 0\.0 s"):
         fit_dynamics([empty])
     short = synthetic_log(TRUE, 3.2, seed=1, env_cfg=env_cfg)
@@ -157,10 +183,15 @@ def test_empty_and_too_short_logs_say_how_much_is_needed(env_cfg, train_log):
 def test_logs_from_another_config_are_refused(env_cfg, train_log):
     check_log(train_log, env_cfg)
     cases = [
-        ({"fingerprint": "0123456789abcdef"}, r"fingerprint 0123456789abcdef in the log, [0-9a-f]{16} for the current"),
+        (
+            {"fingerprint": "0123456789abcdef"},
+            r"fingerprint 0123456789abcdef in the log, [0-9a-f]{16} for the current",
+        ),
         ({"step_dt": 0.05}, r"step_dt 0\.05 s in the log, 0\.04 s in the current config"),
-        ({"action_scale": {"max_velocity": 8.0, "max_vertical_velocity": 5.0, "max_yaw_rate": 90.0}},
-         r"max_velocity = 8\.0 in the log, 10\.0 in the evaluation config"),
+        (
+            {"action_scale": {"max_velocity": 8.0, "max_vertical_velocity": 5.0, "max_yaw_rate": 90.0}},
+            r"max_velocity = 8\.0 in the log, 10\.0 in the evaluation config",
+        ),
     ]
     for change, match in cases:
         other = replace(train_log, meta={**train_log.meta, **change})
@@ -169,7 +200,9 @@ def test_logs_from_another_config_are_refused(env_cfg, train_log):
         with pytest.raises(TuningDataError, match=match):
             fit_dynamics([other], env_cfg=env_cfg)
     # The current config's fingerprint changes with anything that shapes the flight.
-    assert config_fingerprint(replace(env_cfg, physics_dt=0.002, decimation=20)) != config_fingerprint(env_cfg)
+    assert config_fingerprint(replace(env_cfg, physics_dt=0.002, decimation=20)) != config_fingerprint(
+        env_cfg
+    )
     scaled = replace(env_cfg, dynamics=replace(env_cfg.dynamics, max_velocity=8.0))
     assert config_fingerprint(scaled) != config_fingerprint(env_cfg)
     tuned = replace(env_cfg, dynamics=replace(env_cfg.dynamics, velocity_damping=0.5))
@@ -182,12 +215,35 @@ def test_logs_from_another_config_are_refused(env_cfg, train_log):
 def test_fit_recovers_known_parameters_and_lowers_multi_step_error(env_cfg, train_log):
     # Fit the vertical and yaw extensions and the velocity lag from the seed model's values.
     exts = ("vertical_response", "velocity_gains", "vertical_limits", "acceleration_lag", "yaw_response")
-    base = replace(TRUE, **{f: getattr(DirectDynamicsCfg(), f) for f in (
-        "velocity_damping", "vertical_velocity_damping", "velocity_gain", "vertical_velocity_gain", "max_climb_rate",
-        "max_descent_rate", "acceleration_damping", "yaw_rate_gain", "yaw_rate_damping")})
+    base = replace(
+        TRUE,
+        **{
+            f: getattr(DirectDynamicsCfg(), f)
+            for f in (
+                "velocity_damping",
+                "vertical_velocity_damping",
+                "velocity_gain",
+                "vertical_velocity_gain",
+                "max_climb_rate",
+                "max_descent_rate",
+                "acceleration_damping",
+                "yaw_rate_gain",
+                "yaw_rate_damping",
+            )
+        },
+    )
     result = fit_dynamics([train_log], base, extensions=exts, stride_s=2.0, env_cfg=env_cfg)
-    for name in ("velocity_damping", "vertical_velocity_damping", "velocity_gain", "vertical_velocity_gain",
-                 "max_climb_rate", "max_descent_rate", "acceleration_damping", "yaw_rate_gain", "yaw_rate_damping"):
+    for name in (
+        "velocity_damping",
+        "vertical_velocity_damping",
+        "velocity_gain",
+        "vertical_velocity_gain",
+        "max_climb_rate",
+        "max_descent_rate",
+        "acceleration_damping",
+        "yaw_rate_gain",
+        "yaw_rate_damping",
+    ):
         assert math.isclose(getattr(result.cfg, name), getattr(TRUE, name), rel_tol=0.02), name
     assert [row[0] for row in result.table_rows][0] == "velocity_damping"
     assert result.residuals["tuned"]["pos_end_m"] < 0.05 < result.residuals["seed"]["pos_end_m"]
@@ -201,20 +257,34 @@ def test_fit_recovers_known_parameters_and_lowers_multi_step_error(env_cfg, trai
 
 def test_fit_recovers_the_horizontal_limits_and_couplings(env_cfg, train_log):
     exts = ("horizontal_speed_limit", "acceleration_limit", "jerk_limit", "yaw_coupling")
-    base = replace(TRUE, max_horizontal_speed=None, max_horizontal_acceleration=None, drag_coefficient=0.0,
-                   max_horizontal_jerk=None, yaw_coupling_s=0.0)
+    base = replace(
+        TRUE,
+        max_horizontal_speed=None,
+        max_horizontal_acceleration=None,
+        drag_coefficient=0.0,
+        max_horizontal_jerk=None,
+        yaw_coupling_s=0.0,
+    )
     result = fit_dynamics([train_log], base, extensions=exts, stride_s=2.0)
-    for name in ("velocity_damping", "max_horizontal_speed", "max_horizontal_acceleration", "drag_coefficient",
-                 "max_horizontal_jerk", "yaw_coupling_s"):
+    for name in (
+        "velocity_damping",
+        "max_horizontal_speed",
+        "max_horizontal_acceleration",
+        "drag_coefficient",
+        "max_horizontal_jerk",
+        "yaw_coupling_s",
+    ):
         assert math.isclose(getattr(result.cfg, name), getattr(TRUE, name), rel_tol=0.05), name
 
 
 def test_fit_recovers_the_thrust_coupling_descent_limit_and_antiwindup(env_cfg):
-    true = replace(TRUE, thrust_coupling=0.6, max_downward_acceleration=6.0, antiwindup_gain=0.3,
-                   antiwindup_damping=0.97)
+    true = replace(
+        TRUE, thrust_coupling=0.6, max_downward_acceleration=6.0, antiwindup_gain=0.3, antiwindup_damping=0.97
+    )
     log = synthetic_log(true, 70.0, seed=3, env_cfg=env_cfg, episodes=2)
-    base = replace(true, thrust_coupling=0.0, max_downward_acceleration=None, antiwindup_gain=0.0,
-                   antiwindup_damping=0.0)
+    base = replace(
+        true, thrust_coupling=0.0, max_downward_acceleration=None, antiwindup_gain=0.0, antiwindup_damping=0.0
+    )
     result = fit_dynamics([log], base, extensions=("thrust_coupling", "antiwindup"), stride_s=2.0)
     for name in ("thrust_coupling", "max_downward_acceleration", "antiwindup_gain", "antiwindup_damping"):
         assert math.isclose(getattr(result.cfg, name), getattr(true, name), rel_tol=0.05), name
@@ -276,7 +346,9 @@ def test_cli_help(command, capsys):
 def test_cli_tune_refuses_a_short_log(tmp_path, capsys, env_cfg):
     short = save_log(synthetic_log(TRUE, 3.2, seed=1, env_cfg=env_cfg), tmp_path / "short.npz")
     held = save_log(synthetic_log(TRUE, 8.0, seed=2, env_cfg=env_cfg), tmp_path / "held.npz")
-    code = main(["tune", str(short), "--held-out", str(held), "--out", str(tmp_path / "t.yaml"), "--plot", ""])
+    code = main(
+        ["tune", str(short), "--held-out", str(held), "--out", str(tmp_path / "t.yaml"), "--plot", ""]
+    )
     assert code == 2
     assert "need at least 60 s of flight" in capsys.readouterr().err
     assert not (tmp_path / "t.yaml").exists()

@@ -7,8 +7,18 @@ from flyby.enums import TargetClass
 from flyby.errors import ConfigError
 from flyby.world import WorldCfg, generate_world
 
-ARRAYS = ("building_min_w", "building_max_w", "road_offset_m", "target_class", "target_size_m",
-          "target_pos0_w", "target_yaw0_rad", "target_road", "target_speed_mps", "height_map_m")
+ARRAYS = (
+    "building_min_w",
+    "building_max_w",
+    "road_offset_m",
+    "target_class",
+    "target_size_m",
+    "target_pos0_w",
+    "target_yaw0_rad",
+    "target_road",
+    "target_speed_mps",
+    "height_map_m",
+)
 
 
 def test_same_seed_same_world_bit_for_bit():
@@ -34,7 +44,9 @@ def test_layout_is_physically_consistent(world):
     # No building stands on a road.
     for axis, off in zip(world.road_axis, world.road_offset_m):
         k = 1 - int(axis)
-        assert not ((lo[:, k] < off + world.road_width_m / 2) & (hi[:, k] > off - world.road_width_m / 2)).any()
+        assert not (
+            (lo[:, k] < off + world.road_width_m / 2) & (hi[:, k] > off - world.road_width_m / 2)
+        ).any()
 
 
 def test_targets_have_two_classes_with_metric_sizes(world):
