@@ -224,7 +224,7 @@ def measure_px4_instances(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or warmup < 0:
         raise ConfigError([f"steps: {steps!r} must be an integer >= 1 and warmup {warmup!r} >= 0"])
     if env_cfg is None:
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
+        from flyby.config.evaluation import load_evaluation_cfg
 
         env_cfg = load_evaluation_cfg().px4_env
     first = env_cfg.px4.instance if first_instance is None else first_instance

@@ -135,10 +135,10 @@ def _bench_full_fidelity(args: argparse.Namespace) -> list[dict]:
 
     import numpy as np
 
+    from flyby.config.evaluation import load_evaluation_cfg
     from flyby.enums import FlightStack, ResolutionPreset
     from flyby.envs.px4_env import FLIGHT_STACK_LABELS, PX4ISREnv, resolve_flight_stack
     from flyby.policies import SmoothPatrolPolicy
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
 
     base = load_evaluation_cfg().px4_env
     cases = [
@@ -226,8 +226,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
         return 2
     from dataclasses import replace
 
+    from flyby.config.evaluation import load_evaluation_cfg
     from flyby.envs.px4_env import PX4ISREnv
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
     from flyby.training.record import attach_px4_estimate, excitation_sequences, record_trajectories, save_log
 
     cfg = load_evaluation_cfg().px4_env
@@ -331,8 +331,8 @@ def _train_direct(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from flyby.config import from_dict, to_dict
+    from flyby.config.training import load_training_cfg
     from flyby.training.trainer import train, training_env_cfg
-    from flyby.training.training_cfg import load_training_cfg
 
     cfg = load_training_cfg(args.config, args.dynamics_config)
     tc, env_cfg = cfg.training, training_env_cfg(cfg)
@@ -395,7 +395,7 @@ def _train_full(args: argparse.Namespace) -> int:
     ppo_cfg = load_ppo_cfg(args.ppo_config)
     num_envs = FULL_NUM_ENVS if args.num_envs is None else args.num_envs
     out = args.out or "output/models/full.zip"
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
     from flyby.training.parallel import check_px4_instances
 
     cfg = load_evaluation_cfg().px4_env

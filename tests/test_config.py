@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 
 from flyby.config import from_dict, load_yaml, to_dict
-from flyby.dynamics.direct_cfg import DirectDynamicsCfg
+from flyby.config.dynamics import DirectDynamicsCfg
+from flyby.config.training import TrainingCfg, load_training_cfg
 from flyby.enums import ResolutionPreset
 from flyby.errors import ConfigError
-from flyby.training.training_cfg import TrainingCfg, load_training_cfg
 
 
 def test_packaged_configs_hold_the_seed_plan_values_and_the_tuned_model():

@@ -116,7 +116,7 @@ import math
 import numpy as np
 
 from flyby.config import check
-from flyby.dynamics.direct_cfg import DirectDynamicsCfg
+from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.mdp.actions import scale_actions, validate_actions
 from flyby.perception.camera import yaw_rotation
 

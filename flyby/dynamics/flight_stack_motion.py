@@ -28,10 +28,10 @@ import math
 
 import numpy as np
 
-from flyby.dynamics.direct_cfg import DirectDynamicsCfg
+from flyby.config.dynamics import DirectDynamicsCfg
+from flyby.dynamics.multirotor import quat_wxyz_to_rot, rotate_inverse, yaw_from_quat_wxyz
 from flyby.mdp.actions import scale_actions, validate_actions
 from flyby.perception.camera import yaw_quat_wxyz
-from flyby.dynamics.multirotor import quat_wxyz_to_rot, rotate_inverse, yaw_from_quat_wxyz
 
 
 class FlightStackMotion:
@@ -47,7 +47,7 @@ class FlightStackMotion:
         decimation: physics steps per control step.
 
     Args (take-off, used only when ``flight_stack.starts_on_ground``):
-        takeoff: a :class:`flyby.envs.px4_env_cfg.TakeoffCfg` (tolerances, gains, limits, timeout).
+        takeoff: a :class:`flyby.config.envs.TakeoffCfg` (tolerances, gains, limits, timeout).
         surface_height: ``f(xy (n, 2)) -> (n,)`` metres, the height of what the drone rests on
             (ground or roof), e.g. ``ISRWorld.height_at``; None: flat ground at z = 0.
         rest_height_m: m, centre of mass above the surface when resting (the collision box's
@@ -77,7 +77,7 @@ class FlightStackMotion:
         self.physics_steps = 0
         self.starts_on_ground = bool(getattr(flight_stack, "starts_on_ground", False))
         if takeoff is None:
-            from flyby.envs.px4_env_cfg import TakeoffCfg
+            from flyby.config.envs import TakeoffCfg
 
             takeoff = TakeoffCfg()
         self.takeoff = takeoff

@@ -7,8 +7,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from flyby.config.envs import DirectEnvCfg
 from flyby.enums import BackendKind
-from flyby.envs.direct_env_cfg import DirectEnvCfg
 from flyby.envs.isr_task import ISRTask
 from flyby.errors import InvalidAction
 from flyby.mdp.actions import ACTION_DIM
@@ -71,7 +71,7 @@ class DirectISREnv(gym.Env):
         backend: BackendKind | str | None = None,
     ) -> None:
         if cfg is None:
-            from flyby.training.training_cfg import load_training_cfg
+            from flyby.config.training import load_training_cfg
 
             cfg = load_training_cfg().direct_env
         if render_mode not in (None, *self.metadata["render_modes"]):

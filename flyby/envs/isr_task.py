@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flyby.config import check
+from flyby.config.envs import ISREnvCfg
 from flyby.dynamics.direct import DirectDynamics
 from flyby.dynamics.motion import MotionModel
-from flyby.envs.isr_env_cfg import ISREnvCfg
 from flyby.errors import ResetNeeded
 from flyby.mdp import observations as obs_mdp
 from flyby.mdp import rewards as rew_mdp

@@ -9,9 +9,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from flyby.config.envs import MultiDroneEnvCfg
 from flyby.enums import BackendKind
 from flyby.envs.isr_task import ISRTask
-from flyby.envs.multi_drone_env_cfg import MultiDroneEnvCfg
 from flyby.errors import ConfigError
 from flyby.mdp.actions import ACTION_DIM
 
@@ -59,7 +59,7 @@ class MultiDroneISREnv(VectorEnv):
         num_envs: int | None = None,
     ) -> None:
         if cfg is None:
-            from flyby.training.training_cfg import load_training_cfg
+            from flyby.config.training import load_training_cfg
 
             cfg = load_training_cfg().multi_drone_env
         if num_drones is not None and num_envs is not None and num_drones != num_envs:

@@ -8,9 +8,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from flyby.config.envs import PX4Cfg, PX4EnvCfg
 from flyby.enums import FlightStack, PerceptionMode
 from flyby.envs.isr_task import ISRTask
-from flyby.envs.px4_env_cfg import PX4Cfg, PX4EnvCfg
 from flyby.errors import InvalidAction, PX4Unavailable
 from flyby.mdp.actions import ACTION_DIM
 from flyby.world.world import generate_world
@@ -95,7 +95,7 @@ class PX4ISREnv(gym.Env):
     own take-off logic lifts it when the policy commands a climb (no crash is
     counted before the drone first reaches ``terminations.min_altitude_m``). A
     higher start is reached by an automatic take-off and climb
-    (:class:`flyby.envs.px4_env_cfg.TakeoffCfg`) that is not part of the episode:
+    (:class:`flyby.config.envs.TakeoffCfg`) that is not part of the episode:
     not in its return, length or terminations; ``info["takeoff_s"]`` says how long
     it took in sim time. The cascade starts at the pose directly.
 
@@ -119,7 +119,7 @@ class PX4ISREnv(gym.Env):
         px4_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if cfg is None:
-            from flyby.training.evaluation_cfg import load_evaluation_cfg
+            from flyby.config.evaluation import load_evaluation_cfg
 
             cfg = load_evaluation_cfg().px4_env
         if render_mode not in (None, *self.metadata["render_modes"]):

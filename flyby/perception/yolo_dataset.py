@@ -17,7 +17,7 @@ so that the line of sight to the target is ``depression_deg`` below the horizon 
 target lies within the central part of the horizontal field of view; the rest are placed
 anywhere over the area with any heading (often background only, which is kept: a
 detector must also learn to say nothing). Altitudes are the envs' spawn band
-(``altitude_m``, :class:`~flyby.envs.isr_env_cfg.SpawnCfg`) or, for a share
+(``altitude_m``, :class:`~flyby.config.envs.SpawnCfg`) or, for a share
 ``low_fraction`` of the frames, the band below it (``low_altitude_m``). Every pose is
 tilted by a random roll and pitch up to ``max_tilt_deg`` (a flying multirotor leans into
 its acceleration), clears the building under it by ``building_clearance_m`` and stays
@@ -162,7 +162,7 @@ def render_camera_cfg(evaluation_config: str | os.PathLike | None = None) -> Cam
     Raises:
         ConfigError: the file is missing or invalid.
     """
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
 
     env_cfg = load_evaluation_cfg() if evaluation_config is None else load_evaluation_cfg(evaluation_config)
     px4 = env_cfg.px4_env
@@ -322,7 +322,7 @@ def export_dataset(
         raise FlybyError(
             f"dataset folder {out} already exists; pass overwrite=True (CLI: --overwrite) or another --out"
         )
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
 
     world_cfg = load_evaluation_cfg().px4_env.world
     out.parent.mkdir(parents=True, exist_ok=True)

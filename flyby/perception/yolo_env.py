@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from flyby.envs.isr_env_cfg import ISREnvCfg
+from flyby.config.envs import ISREnvCfg
 from flyby.envs.isr_task import ISRTask
 from flyby.mdp import observations as obs_mdp
 from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w

@@ -211,8 +211,8 @@ def resolve_training(cfg: PipelineCfg):
     from dataclasses import replace
 
     from flyby.config import check
+    from flyby.config.training import load_training_cfg
     from flyby.training.trainer import training_env_cfg
-    from flyby.training.training_cfg import load_training_cfg
 
     tcfg = load_training_cfg(cfg.training_config, cfg.dynamics_config)
     trainer = tcfg.training
@@ -226,8 +226,7 @@ def resolve_training(cfg: PipelineCfg):
 
 def config_record(cfg: PipelineCfg) -> dict[str, Any]:
     """The manifest's ``config``: the pipeline options plus the resolved training config."""
-    from flyby.config import to_dict
-    from flyby.training.trainer_cfg import cfg_hash
+    from flyby.config import cfg_hash, to_dict
 
     trainer, env_cfg = resolve_training(cfg)
     record = {"pipeline": asdict(cfg), "training": to_dict(trainer), "multi_drone_env": to_dict(env_cfg)}
@@ -437,8 +436,8 @@ def run_pipeline(
     def eval_env_cfg(mode: str | None):
         from dataclasses import replace
 
+        from flyby.config.evaluation import load_evaluation_cfg
         from flyby.enums import PerceptionMode
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
 
         env = replace(load_evaluation_cfg().px4_env, episode_length_s=float(cfg.episode_length_s))
         if mode is not None:

@@ -114,7 +114,7 @@ class PX4FlightStack:
         px4: object with ``px4_dir`` (str, '' = $PX4_DIR then PATH), ``instance`` (first PX4
             instance), ``timeout_s`` (bound on each reply wait and on shutdown) and optionally
             ``keep_ulogs`` (keep PX4's ULogs in the log folder, default True), e.g.
-            :class:`flyby.envs.px4_env_cfg.PX4Cfg`; None = defaults ('' / 0 / 5 s).
+            :class:`flyby.config.envs.PX4Cfg`; None = defaults ('' / 0 / 5 s).
         sensors: a :class:`flyby.sensors.SensorCfg` (a :class:`flyby.sensors.SensorSuite` is
             built from it and ``seed``), a ready sensor suite, or None (default ``SensorCfg``).
         physics_dt: s, expected ``dt`` of :meth:`update` (PX4's IMU period; 0.004 = 250 Hz).

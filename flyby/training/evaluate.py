@@ -372,7 +372,7 @@ def eval_env_cfg(episode_length_s: float | None = None, env_cfg=None):
     """The ``PX4EnvCfg`` evaluation runs on: ``env_cfg`` (default: the packaged evaluation config)
     with ``episode_length_s`` when given."""
     if env_cfg is None:
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
+        from flyby.config.evaluation import load_evaluation_cfg
 
         env_cfg = load_evaluation_cfg().px4_env
     if episode_length_s is not None:
@@ -802,7 +802,7 @@ def resolve_eval_seeds(
     if seeds is not None:
         return _check_seeds(seeds)
     if protocol is None:
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
+        from flyby.config.evaluation import load_evaluation_cfg
 
         protocol = load_evaluation_cfg().evaluation
     base = list(protocol.seeds)
@@ -882,7 +882,7 @@ def run_evaluation(
 
     t0 = time.perf_counter()
     if env_cfg is None or protocol is None:
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
+        from flyby.config.evaluation import load_evaluation_cfg
 
         loaded = load_evaluation_cfg()
         env_cfg = loaded.px4_env if env_cfg is None else env_cfg
@@ -1036,7 +1036,7 @@ def evaluate_policy(
         ConfigError: bad seeds, episode count, baselines or PX4 instances.
         PX4Unavailable: ``"px4"`` and PX4 is not found, or a PX4 failed.
     """
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
 
     loaded = load_evaluation_cfg()
     env_cfg = eval_env_cfg(episode_length_s, loaded.px4_env)

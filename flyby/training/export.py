@@ -568,7 +568,7 @@ def _action_contract(env_cfg: Any) -> dict[str, Any]:
         "vz_ned = -vz, yaw_rate_ned = -yaw_rate; flyby.px4.frames)",
         "channels": channels,
         "scale_source": {
-            "config": "flyby.dynamics.direct_cfg.DirectDynamicsCfg (dynamics_config.yaml)",
+            "config": "flyby.config.dynamics.DirectDynamicsCfg (dynamics_config.yaml)",
             "function": "flyby.mdp.actions.scale_actions",
             "max_velocity_m_s": float(dyn.max_velocity),
             "max_vertical_velocity_m_s": float(dyn.max_vertical_velocity),
@@ -734,7 +734,7 @@ def export_policy_onnx(
     if env_cfg is not None:
         env_label = f"{type(env_cfg).__module__}.{type(env_cfg).__qualname__} (given)"
     else:
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
+        from flyby.config.evaluation import load_evaluation_cfg
 
         env_cfg = load_evaluation_cfg().px4_env
         env_label = "flyby/PX4ISR-v0 (packaged evaluation_config.yaml)"

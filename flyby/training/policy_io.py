@@ -110,7 +110,7 @@ def eval_spaces(env_cfg=None) -> tuple[Any, Any]:
     from flyby.mdp.observations import ObsLayout
 
     if env_cfg is None:
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
+        from flyby.config.evaluation import load_evaluation_cfg
 
         env_cfg = load_evaluation_cfg().px4_env
     obs_dim = ObsLayout(env_cfg.observations.top_k).dim

@@ -286,7 +286,7 @@ _SEGMENTS = {"steps": _steps, "ramps": _ramps, "chirps": _chirps, "ou": _ou}
 
 
 def action_scale(dyn_cfg) -> dict[str, float]:
-    """The shared action scale of a :class:`~flyby.dynamics.direct_cfg.DirectDynamicsCfg` (m/s, m/s, deg/s)."""
+    """The shared action scale of a :class:`~flyby.config.dynamics.DirectDynamicsCfg` (m/s, m/s, deg/s)."""
     return {
         "max_velocity": float(dyn_cfg.max_velocity),
         "max_vertical_velocity": float(dyn_cfg.max_vertical_velocity),
@@ -298,7 +298,7 @@ def config_fingerprint(env_cfg) -> str:
     """16 hex digits of SHA-256 over the config fields that shape the flight.
 
     Covers ``physics_dt``, ``decimation``, ``multirotor``, ``cascade`` and the
-    action scale of ``dynamics`` of a :class:`~flyby.envs.px4_env_cfg.PX4EnvCfg`;
+    action scale of ``dynamics`` of a :class:`~flyby.config.envs.PX4EnvCfg`;
     not rendering, perception, rewards or the direct model's own parameters
     (which tuning changes), so a log stays valid after the model is tuned.
     """

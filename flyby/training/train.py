@@ -312,16 +312,16 @@ def make_train_env(
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
     if kind == "direct":
+        from flyby.config.envs import MultiDroneEnvCfg
         from flyby.envs.multi_drone_env import MultiDroneISREnv
-        from flyby.envs.multi_drone_env_cfg import MultiDroneEnvCfg
         from flyby.envs.sb3_vec_env import SB3VecEnvAdapter
 
         _check_cfg_type(env_cfg, MultiDroneEnvCfg, kind)
         resolve_train_flight_stack(kind, flight_stack)
         venv = SB3VecEnvAdapter(MultiDroneISREnv(num_drones=num_drones, cfg=env_cfg))
     else:
+        from flyby.config.envs import PX4EnvCfg
         from flyby.envs.px4_env import PX4ISREnv
-        from flyby.envs.px4_env_cfg import PX4EnvCfg
         from flyby.training.parallel import check_px4_instances
 
         _check_cfg_type(env_cfg, PX4EnvCfg, kind)
@@ -445,7 +445,7 @@ def train_ppo(
         env_cfg = replace(env_cfg, episode_length_s=float(episode_length_s))
     first = None
     if kind == "full":
-        from flyby.envs.px4_env_cfg import PX4EnvCfg
+        from flyby.config.envs import PX4EnvCfg
         from flyby.training.parallel import check_px4_instances
 
         _check_cfg_type(env_cfg, PX4EnvCfg, kind)
@@ -523,10 +523,10 @@ def train_ppo(
 
 def _default_env_cfg(kind: str):
     if kind == "direct":
-        from flyby.training.training_cfg import load_training_cfg
+        from flyby.config.training import load_training_cfg
 
         return load_training_cfg().multi_drone_env
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
 
     return load_evaluation_cfg().px4_env
 

@@ -24,7 +24,7 @@ reported in ``model.json`` as ``env_s`` and ``learner_s``.
 Example::
 
     from flyby.training.trainer import train
-    from flyby.training.training_cfg import load_training_cfg
+    from flyby.config.training import load_training_cfg
 
     cfg = load_training_cfg()
     run = train(cfg.training, "output/models/ppo", env_cfg=cfg.multi_drone_env)
@@ -48,10 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from flyby.config import check, to_dict
+from flyby.config import cfg_hash, check, to_dict
+from flyby.config.training import Algorithm, TrainerCfg
 from flyby.errors import TrainingError
 from flyby.mdp.rewards import REWARD_TERMS
-from flyby.training.trainer_cfg import Algorithm, TrainerCfg, cfg_hash
 from flyby.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable
 
 logger = logging.getLogger(__name__)
@@ -133,13 +133,13 @@ def _space_dict(space) -> dict[str, Any]:
 
 
 def _default_env_cfg():
-    from flyby.training.training_cfg import load_training_cfg
+    from flyby.config.training import load_training_cfg
 
     return training_env_cfg(load_training_cfg())
 
 
 def training_env_cfg(training_cfg, evaluation_cfg=None):
-    """The ``MultiDroneEnvCfg`` a :class:`~flyby.training.training_cfg.TrainingCfg` trains on.
+    """The ``MultiDroneEnvCfg`` a :class:`~flyby.config.training.TrainingCfg` trains on.
 
     With ``training.match_eval_env`` (the default), the multi-drone env takes the full-fidelity
     env's perception camera (resolution preset, field of view, mount pitch) and control period
@@ -173,7 +173,7 @@ def training_env_cfg(training_cfg, evaluation_cfg=None):
     if not training_cfg.training.match_eval_env:
         return check(env)
     if evaluation_cfg is None:
-        from flyby.training.evaluation_cfg import load_evaluation_cfg
+        from flyby.config.evaluation import load_evaluation_cfg
 
         evaluation_cfg = load_evaluation_cfg()
     px4 = evaluation_cfg.px4_env
@@ -586,7 +586,7 @@ def train(
     _, torch = _require()
     from stable_baselines3.common.logger import configure
 
-    from flyby.envs.multi_drone_env_cfg import MultiDroneEnvCfg
+    from flyby.config.envs import MultiDroneEnvCfg
 
     env_cfg = check(env_cfg) if env_cfg is not None else _default_env_cfg()
     if not isinstance(env_cfg, MultiDroneEnvCfg):

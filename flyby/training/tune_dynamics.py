@@ -46,10 +46,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.dynamics.direct import DirectDynamics
-from flyby.dynamics.direct_cfg import DirectDynamicsCfg
 from flyby.errors import DependencyNotInstalled, TuningDataError
-from flyby.utils.atomic import atomic_write_bytes, atomic_write_text
 from flyby.training.record import (  # noqa: F401  (re-exported for the parity gate)
     TrajectoryLog,
     action_scale,
@@ -59,6 +58,7 @@ from flyby.training.record import (  # noqa: F401  (re-exported for the parity g
     record_trajectories,
     save_log,
 )
+from flyby.utils.atomic import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -399,7 +399,7 @@ def check_log(
 
     Compares the log's ``step_dt``, action scale and config fingerprint
     (:func:`flyby.training.record.config_fingerprint`) with ``env_cfg`` (a
-    :class:`~flyby.envs.px4_env_cfg.PX4EnvCfg`), and the action scale with
+    :class:`~flyby.config.envs.PX4EnvCfg`), and the action scale with
     ``dyn_cfg`` when given.
 
     Raises:
@@ -895,7 +895,7 @@ def run_tuning(
     Raises:
         TuningDataError: unusable logs (see :func:`fit_dynamics`, :func:`open_loop_errors`).
     """
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
 
     env_cfg = load_evaluation_cfg(dynamics_path=dynamics_path).px4_env
     current = env_cfg.dynamics
@@ -930,7 +930,7 @@ def run_tuning(
     echo(format_residuals(result))
     tuned = replace(result.cfg, **{k: getattr(current, k) for k in _NOISE})
     header = [
-        "Direct dynamics (flyby.dynamics.direct_cfg.DirectDynamicsCfg).",
+        "Direct dynamics (flyby.config.dynamics.DirectDynamicsCfg).",
         f"Tuned by `flyby tune` on {result.training_s:.0f} s of {logs[0].meta.get('flight_stack', '?')} flight "
         f"(config fingerprint {logs[0].meta.get('fingerprint')}).",
         "max_velocity, max_vertical_velocity, max_yaw_rate: the action scale every env shares (not tuned).",

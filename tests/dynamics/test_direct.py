@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.dynamics.direct import DirectDynamics
-from flyby.dynamics.direct_cfg import DirectDynamicsCfg
 from flyby.errors import ConfigError, InvalidAction
 from flyby.mdp.actions import validate_actions
 

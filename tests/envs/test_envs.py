@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import flyby
+from flyby.config.training import load_training_cfg
 from flyby.envs.direct_env import DirectISREnv
 from flyby.envs.multi_drone_env import MultiDroneISREnv
 from flyby.envs.sb3_vec_env import SB3VecEnvAdapter
 from flyby.errors import ConfigError, InvalidAction
-from flyby.training.training_cfg import load_training_cfg
 
 
 def short_multi_cfg(**kw):
@@ -217,8 +217,8 @@ def test_events_pay_the_same_at_any_control_rate(step_dt):
 def test_spawns_clear_every_building_within_the_clearance_radius():
     from dataclasses import replace
 
+    from flyby.config.training import load_training_cfg
     from flyby.envs.multi_drone_env import MultiDroneISREnv
-    from flyby.training.training_cfg import load_training_cfg
 
     cfg = load_training_cfg().multi_drone_env
     env = MultiDroneISREnv(num_drones=256, cfg=cfg)

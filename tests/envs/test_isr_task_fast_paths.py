@@ -13,10 +13,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from flyby.config.training import load_training_cfg
 from flyby.envs.isr_task import ISRTask
 from flyby.mdp import rewards as rew_mdp
 from flyby.perception.camera import camera_poses_w, yaw_rotation
-from flyby.training.training_cfg import load_training_cfg
 
 
 def make_task(n: int = 6, **kw) -> ISRTask:

@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from flyby.config.evaluation import load_evaluation_cfg
 from flyby.enums import FlightStack, ResolutionPreset
 from flyby.envs.direct_env import DirectISREnv
 from flyby.envs.px4_env import PX4ISREnv
 from flyby.errors import ConfigError, PX4Unavailable
-from flyby.training.evaluation_cfg import load_evaluation_cfg
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ KINDS = ("direct", "multi", "px4")
 
 @pytest.fixture(scope="module")
 def px4_cfg():
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
 
     return load_evaluation_cfg().px4_env
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+from flyby.config.training import load_training_cfg
 from flyby.envs.direct_env import DirectISREnv
 from flyby.envs.multi_drone_env import MultiDroneISREnv
 from flyby.envs.sb3_vec_env import SB3VecEnvAdapter
 from flyby.errors import ResetNeeded
-from flyby.training.training_cfg import load_training_cfg
 
 N = 4
 

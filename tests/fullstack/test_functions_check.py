@@ -19,10 +19,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from flyby.config.evaluation import load_evaluation_cfg
 from flyby.enums import ResolutionPreset, TargetClass
 from flyby.envs.px4_env import PX4ISREnv
 from flyby.mdp.terminations import TerminationCfg
-from flyby.training.evaluation_cfg import load_evaluation_cfg
 from pytest_video_plugin import Box, Text
 
 COLOURS = {int(TargetClass.VEHICLE): (255, 140, 0), int(TargetClass.PERSON): (255, 60, 200)}

@@ -49,12 +49,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from flyby.config.evaluation import load_evaluation_cfg
 from flyby.enums import ResolutionPreset, TargetClass
 from flyby.envs.px4_env import PX4ISREnv
 from flyby.perception.camera import camera_poses_w
 from flyby.perception.gt import GroundTruthDetector
 from flyby.policies import SmoothPatrolPolicy
-from flyby.training.evaluation_cfg import load_evaluation_cfg
 from pytest_video_plugin import Box, Text, side_by_side
 
 B_SCALE = 3  # 128x128 drawn at 384x384

@@ -7,7 +7,7 @@
    loop on the logged commands; the position error after 1 s and 5 s is reported per
    seed and pooled, for the untuned seed model (``DirectDynamicsCfg()``) and the model
    tuned to that flight stack by ``flyby tune``: the packaged
-   ``flyby/configs/dynamics_config.yaml`` (the PX4 SITL fit) against PX4, and
+   ``flyby/config/dynamics_config.yaml`` (the PX4 SITL fit) against PX4, and
    ``dynamics_config_cascade.yaml`` against the cascade. Asserted on the pooled
    windows: the tuned mean error after 5 s is below ``max_tuned_error_5s_m`` and >=
    ``min_error_reduction`` times smaller than the seed model's.
@@ -53,15 +53,15 @@ from gate_overlays import truth_boxes
 
 from flyby.bench import measure_single_env, measure_vector_env
 from flyby.config import load_yaml, read_yaml
-from flyby.dynamics.direct_cfg import DirectDynamicsCfg
+from flyby.config.dynamics import DirectDynamicsCfg
+from flyby.config.evaluation import load_evaluation_cfg
+from flyby.config.training import load_training_cfg
 from flyby.enums import ResolutionPreset
 from flyby.envs.direct_env import DirectISREnv
 from flyby.envs.multi_drone_env import MultiDroneISREnv
 from flyby.envs.px4_env import PX4ISREnv
 from flyby.perception.gt import GroundTruthDetector
-from flyby.training.evaluation_cfg import load_evaluation_cfg
 from flyby.training.record import excitation_sequences, record_trajectories
-from flyby.training.training_cfg import load_training_cfg
 from flyby.training.tune_dynamics import open_loop_errors
 from pytest_video_plugin import Text, side_by_side
 

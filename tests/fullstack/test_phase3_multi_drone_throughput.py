@@ -27,10 +27,10 @@ import pytest
 
 from flyby.bench import format_table, machine_info, measure_vector_env, scaling_table
 from flyby.config import read_yaml
+from flyby.config.training import load_training_cfg
 from flyby.enums import TargetClass
 from flyby.envs.multi_drone_env import MultiDroneISREnv
 from flyby.policies import SmoothPatrolPolicy
-from flyby.training.training_cfg import load_training_cfg
 from pytest_video_plugin import Box, Text, compose_grid, side_by_side
 
 CLASS_STYLE = {

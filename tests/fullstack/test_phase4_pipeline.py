@@ -71,8 +71,8 @@ def phase4_cfg() -> Phase4GateCfg:
 @pytest.mark.phase4
 @pytest.mark.parametrize("run", ["quick", pytest.param("slow", marks=pytest.mark.slow)])
 def test_phase4_pipeline(run, flight_stack, phase4_cfg, video_recorder, stack_strings, output_dir):
+    from flyby.config.evaluation import load_evaluation_cfg
     from flyby.pipeline.run import STAGES, PipelineCfg, probe_mp4, run_pipeline
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
 
     gate = phase4_cfg
     run_cfg: Phase4RunCfg = getattr(gate, run)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from mavlink_double import DoubleFactory
 
+from flyby.config.evaluation import load_evaluation_cfg
 from flyby.envs.px4_env import PX4ISREnv
 from flyby.errors import PX4Unavailable
-from flyby.training.evaluation_cfg import load_evaluation_cfg
 
 
 def test_env_flies_through_the_lockstep_bridge():

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("stable_baselines3")
 
 from flyby.cli import main  # noqa: E402
+from flyby.config.evaluation import load_evaluation_cfg  # noqa: E402
 from flyby.errors import ConfigError, ModelLoadError  # noqa: E402
 from flyby.policies import PatrolPolicy  # noqa: E402
 from flyby.training.evaluate import (  # noqa: E402
@@ -22,7 +23,6 @@ from flyby.training.evaluate import (  # noqa: E402
     px4_version,
     resolve_eval_seeds,
 )
-from flyby.training.evaluation_cfg import load_evaluation_cfg  # noqa: E402
 
 SEEDS = [1000, 1001]
 EPISODE_S = 2.0

@@ -19,12 +19,12 @@ import torch  # noqa: E402
 from stable_baselines3 import PPO, SAC  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize  # noqa: E402
 
-from flyby.envs.direct_env_cfg import DirectEnvCfg  # noqa: E402
+from flyby.config.envs import DirectEnvCfg  # noqa: E402
+from flyby.config.evaluation import load_evaluation_cfg  # noqa: E402
 from flyby.errors import DependencyNotInstalled, FlybyError, ModelLoadError  # noqa: E402
 from flyby.mdp.actions import ACTION_DIM  # noqa: E402
 from flyby.mdp.observations import ObsLayout  # noqa: E402
 from flyby.training import export  # noqa: E402
-from flyby.training.evaluation_cfg import load_evaluation_cfg  # noqa: E402
 from flyby.training.export import (  # noqa: E402
     CONTRACT_NAME,
     ONNX_NAME,

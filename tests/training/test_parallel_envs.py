@@ -42,7 +42,7 @@ TINY = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "net_arch": [16]}
 
 @pytest.fixture(scope="module")
 def eval_cfg():
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
 
     cfg = load_evaluation_cfg().px4_env
     return replace(cfg, episode_length_s=EPISODE_S, px4=replace(cfg.px4, instance=FIRST))
@@ -508,7 +508,7 @@ _PARENT_SCRIPT = """
 import sys
 from dataclasses import replace
 from flyby.training.evaluate import ZeroPolicy, evaluate_policy_full_fidelity
-from flyby.training.evaluation_cfg import load_evaluation_cfg
+from flyby.config.evaluation import load_evaluation_cfg
 
 cfg = load_evaluation_cfg().px4_env
 cfg = replace(cfg, episode_length_s=600.0)

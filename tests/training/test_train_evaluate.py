@@ -28,7 +28,6 @@ from flyby.training.train import (  # noqa: E402
     load_ppo_cfg,
     make_budget_callback,
     make_train_env,
-    save_model,
     train_ppo,
 )
 
@@ -143,7 +142,7 @@ def test_bad_budget(budget):
 
 
 def test_env_cfg_of_the_wrong_kind():
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
 
     with pytest.raises(ConfigError, match="needs a MultiDroneEnvCfg, got PX4EnvCfg"):
         train_ppo("direct", budget_s=1.0, seed=0, env_cfg=load_evaluation_cfg().px4_env)

@@ -12,13 +12,15 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
+from flyby.config.training import (  # noqa: E402
+    Algorithm,
+    TrainerCfg,
+    load_training_cfg,  # noqa: E402
+)
 from flyby.errors import ConfigError, OutputError, TrainingError  # noqa: E402
 from flyby.mdp.observations import ObsLayout  # noqa: E402
 from flyby.mdp.rewards import REWARD_TERMS  # noqa: E402
 from flyby.training.trainer import PROGRESS_COLUMNS, train  # noqa: E402
-from flyby.training.trainer_cfg import Algorithm, TrainerCfg  # noqa: E402
-from flyby.training.training_cfg import load_training_cfg  # noqa: E402
-
 
 OBS_DIM = ObsLayout(top_k=5).dim
 
@@ -194,7 +196,7 @@ def test_sac_trains_and_saves_with_its_normaliser(tmp_path, env_cfg):
 
 
 def test_training_env_matches_the_evaluation_camera_rate_and_adds_the_margin():
-    from flyby.training.evaluation_cfg import load_evaluation_cfg
+    from flyby.config.evaluation import load_evaluation_cfg
     from flyby.training.trainer import training_env_cfg
 
     cfg = load_training_cfg()

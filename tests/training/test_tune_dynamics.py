@@ -10,10 +10,10 @@ import pytest
 
 from flyby.cli import main
 from flyby.config import load_yaml
+from flyby.config.dynamics import DirectDynamicsCfg
+from flyby.config.evaluation import load_evaluation_cfg
 from flyby.dynamics.direct import DirectDynamics
-from flyby.dynamics.direct_cfg import DirectDynamicsCfg
 from flyby.errors import TuningDataError
-from flyby.training.evaluation_cfg import load_evaluation_cfg
 from flyby.training.record import (
     EXCITATION_KINDS,
     TrajectoryLog,

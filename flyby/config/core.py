@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import json
 import math
 import types
 import typing
@@ -241,12 +243,12 @@ def check(cfg: T) -> T:
 
 
 def packaged_config_path(name: str) -> Path:
-    """Path of a YAML file shipped in ``flyby/configs``."""
-    return Path(str(resources.files("flyby") / "configs" / name))
+    """Path of a YAML file shipped in ``flyby/config``."""
+    return Path(str(resources.files("flyby.config") / name))
 
 
 def read_yaml(path_or_name: str | Path) -> tuple[Any, Path]:
-    """Parse a YAML file: a filesystem path, or the bare name of a file shipped in ``flyby/configs``.
+    """Parse a YAML file: a filesystem path, or the bare name of a file shipped in ``flyby/config``.
 
     Returns:
         (parsed data, resolved path).
@@ -272,7 +274,7 @@ def load_yaml(cls: type[T], path_or_name: str | Path, *, section: str | None = N
 
     Args:
         path_or_name: a filesystem path, or the bare name of a file shipped in
-            ``flyby/configs`` (e.g. ``"training_config.yaml"``).
+            ``flyby/config`` (e.g. ``"training_config.yaml"``).
         section: optional top-level key to read instead of the whole file.
 
     Raises:
@@ -301,3 +303,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return plain(cfg)
+
+
+def cfg_hash(*parts: Any) -> str:
+    """A short stable fingerprint of configs (dataclasses or plain data): sha256 of their JSON, 16 hex digits."""
+    plain = [to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]

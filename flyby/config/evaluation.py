@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flyby.config import cfg_field, from_dict, load_yaml, read_yaml
-from flyby.dynamics.direct_cfg import DirectDynamicsCfg
-from flyby.envs.px4_env_cfg import PX4EnvCfg
+from flyby.config.core import cfg_field, from_dict, load_yaml, read_yaml
+from flyby.config.dynamics import DYNAMICS_CONFIG, DirectDynamicsCfg
+from flyby.config.envs import PX4EnvCfg
 from flyby.errors import ConfigError
-from flyby.training.training_cfg import DYNAMICS_CONFIG
 
 EVALUATION_CONFIG = "evaluation_config.yaml"
 

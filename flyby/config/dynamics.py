@@ -1,10 +1,12 @@
-"""Configuration of the direct (no flight controller) dynamics model."""
+"""Configuration of the direct (no flight controller) dynamics model: ``dynamics_config.yaml``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flyby.config import cfg_field
+from flyby.config.core import cfg_field
+
+DYNAMICS_CONFIG = "dynamics_config.yaml"  # the packaged PX4 SITL fit (dynamics_config_cascade.yaml: the cascade fit)
 
 
 @dataclass(kw_only=True)

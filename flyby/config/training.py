@@ -1,20 +1,26 @@
-"""The ``training:`` section of ``training_config.yaml``: which RL algorithm, how long, how it logs.
+"""The training configuration file (``training_config.yaml``): typed configs and loader.
 
-The seed plan's training file names ``algorithm``, ``total_steps``, ``batch_size`` and
-``learning_rate``; they sit at the top of the section, the algorithm-specific settings below them
-in ``ppo:`` and ``sac:`` (stable-baselines3 names). Both budgets work, alone or together: training
-stops at ``total_steps`` env steps or after ``budget_s`` seconds of wall clock, whichever comes first.
+``training_config.yaml`` holds the two training envs (``direct_env``, ``multi_drone_env``,
+typed in :mod:`flyby.config.envs`) and the ``training:`` section (:class:`TrainerCfg`): which
+RL algorithm, how long, how it logs. The seed plan's training file names ``algorithm``,
+``total_steps``, ``batch_size`` and ``learning_rate``; they sit at the top of the section, the
+algorithm-specific settings below them in ``ppo:`` and ``sac:`` (stable-baselines3 names). Both
+budgets work, alone or together: training stops at ``total_steps`` env steps or after
+``budget_s`` seconds of wall clock, whichever comes first. The dynamics come from
+``dynamics_config.yaml`` (:mod:`flyby.config.dynamics`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
-from flyby.config import cfg_field, to_dict
+from flyby.config.core import cfg_field, from_dict, load_yaml, read_yaml
+from flyby.config.dynamics import DYNAMICS_CONFIG, DirectDynamicsCfg
+from flyby.config.envs import DirectEnvCfg, MultiDroneEnvCfg
+from flyby.errors import ConfigError
 
 
 class Algorithm(str, Enum):
@@ -150,7 +156,44 @@ class TrainerCfg:
         return self.ppo.gamma if self.algorithm is Algorithm.PPO else self.sac.gamma
 
 
-def cfg_hash(*parts: Any) -> str:
-    """A short stable fingerprint of configs (dataclasses or plain data): sha256 of their JSON, 16 hex digits."""
-    plain = [to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+TRAINING_CONFIG = "training_config.yaml"
+
+
+
+@dataclass(kw_only=True)
+class TrainingCfg:
+    """Everything ``training_config.yaml`` holds."""
+
+    direct_env: DirectEnvCfg = field(default_factory=DirectEnvCfg)  # flyby/DirectISR-v0
+    multi_drone_env: MultiDroneEnvCfg = field(default_factory=MultiDroneEnvCfg)  # flyby/MultiDroneISR-v0
+    training: TrainerCfg = field(default_factory=TrainerCfg)  # flyby train: algorithm, budgets, logging
+
+
+def load_training_cfg(
+    path: str | Path = TRAINING_CONFIG, dynamics_path: str | Path = DYNAMICS_CONFIG
+) -> TrainingCfg:
+    """Load the training config and put the dynamics file's model into both envs.
+
+    Args:
+        path: a YAML path or the name of a packaged config.
+        dynamics_path: likewise, for ``dynamics_config.yaml``.
+
+    Raises:
+        ConfigError: every bad value in either file, by dotted path. A
+            ``dynamics`` key inside the training file is refused (the model
+            lives in the dynamics file only, so tuning has one place to write).
+    """
+    data, p = read_yaml(path)
+    data = data or {}
+    problems = []
+    if isinstance(data, dict):
+        for section in ("direct_env", "multi_drone_env"):
+            if isinstance(data.get(section), dict) and "dynamics" in data[section]:
+                problems.append(f"{section}.dynamics: set the dynamics in {DYNAMICS_CONFIG}, not here")
+    if problems:
+        raise ConfigError(problems, str(p))
+    cfg = from_dict(TrainingCfg, data, source=str(p))
+    dynamics = load_yaml(DirectDynamicsCfg, dynamics_path)
+    cfg.direct_env.dynamics = dynamics
+    cfg.multi_drone_env.dynamics = dynamics
+    return cfg
