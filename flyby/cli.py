@@ -110,7 +110,9 @@ def _bench_render(args: argparse.Namespace) -> dict:
     print(f"  640x480 overview          : {np.mean(over_ms):7.1f} ms per frame")
     out = {"grid_16x80x80_ms": float(np.mean(grid_ms)), "overview_640x480_ms": float(np.mean(over_ms))}
     try:
-        from pytest_video_plugin.encode import H264Writer
+        from videokit.encode import H264Writer, require_encoder
+
+        require_encoder()  # PyAV / OpenCV are imported on first use: ask now, not at the first frame
     except ImportError:
         print("  MP4 encode: skipped (pip install 'flyby[video]')")
     else:
