@@ -7,6 +7,7 @@ import pytest
 
 from flyby.enums import BackendKind, ResolutionPreset
 from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w, yaw_quat_wxyz, yaw_rotation
+from flyby.sim import mujoco_scene
 from flyby.sim.base import SimBackend, make_backend
 from flyby.sim.gl import gl_platform
 from flyby.world import WorldCfg, generate_world
@@ -142,11 +143,13 @@ def test_bad_inputs_raise(backend16):
 
 def test_batches_larger_than_the_framebuffer(world, monkeypatch):
     # Shrink the framebuffer cap so 6 cameras need two passes of 2x2 viewports.
-    monkeypatch.setattr(mb, "_MAX_BUFFER_PX", 160)
+    import flyby.sim.mujoco_cameras as cameras
+
+    monkeypatch.setattr(cameras, "_MAX_BUFFER_PX", 160)
     with mb.MujocoBackend(
         world, 6, CameraCfg(preset=ResolutionPreset.MULTI), overview_size=(160, 120)
     ) as backend:
-        assert backend._grid == (2, 2)
+        assert backend._renderer.grid == (2, 2)
         backend.set_drone_poses(*random_poses(6, seed=5))
         imgs = backend.render_cameras()
         singles = np.concatenate([backend.render_cameras(np.array([i])) for i in range(6)])
@@ -254,7 +257,7 @@ def test_overview_projection_centre_and_marker(world):
         drone_pos = np.array([[30.0, 20.0, 45.0], [-60.0, -50.0, 45.0]])
         backend.set_drone_poses(drone_pos, yaw_quat_wxyz(np.zeros(2)))
         ov = backend.render_overview().astype(int)
-        assert tuple(mb.DRONE_RGB[0]) == (0.0, 0.9, 1.0)
+        assert tuple(mujoco_scene.DRONE_RGB[0]) == (0.0, 0.9, 1.0)
         mask = (ov[..., 0] < 80) & (ov[..., 1] > 130) & (ov[..., 2] > 160)
         assert mask.sum() > 10, "drone marker not visible in the overview"
         vs, us = np.nonzero(mask)

@@ -17,6 +17,7 @@ from flyby.dynamics.multirotor import (
 )
 from flyby.enums import ResolutionPreset
 from flyby.perception.camera import CameraCfg, yaw_quat_wxyz
+from flyby.sim import mujoco_scene
 from flyby.sim.base import DynamicSimBackend, SimBackend, make_backend
 
 mb = pytest.importorskip(
@@ -57,7 +58,7 @@ def test_scene_layout(dyn, world):
     names = [m.geom(g).name for g in range(m.ngeom)]
     boxes = [g for g, name in enumerate(names) if name.startswith("building_collision_")]
     assert len(boxes) == world.num_buildings
-    assert (m.geom_group[boxes] == mb.GROUP_COLLISION).all()
+    assert (m.geom_group[boxes] == mujoco_scene.GROUP_COLLISION).all()
     # Only world boxes, the ground and drone boxes collide.
     colliding = {names[g] for g in range(m.ngeom) if m.geom_contype[g] or m.geom_conaffinity[g]}
     assert colliding == {"ground", *(names[g] for g in boxes), "drone_0_collision", "drone_1_collision"}
