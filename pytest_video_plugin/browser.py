@@ -1,6 +1,7 @@
 """Check that a report's videos really play, in headless Chromium (Playwright, system Chromium).
 
-Needs ``pip install playwright`` and a Chromium binary (Debian: ``apt-get install -y chromium``);
+Needs Playwright (``pip install playwright``, or the command in the ini key
+``video_browser_install_hint``) and a Chromium binary (Debian: ``apt-get install -y chromium``);
 ``playwright install`` is not needed. ``CHROMIUM_PATH`` selects another binary. This module does
 not import pytest: a test turns :class:`BrowserUnavailable` into a skip with its message.
 """
@@ -12,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import VideoPluginError
+from .errors import VideoPluginError, install_hint
 
 CHROMIUM_ARGS = (
     "--headless",
@@ -86,7 +87,7 @@ def play_report_videos(
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
         raise BrowserUnavailable(
-            'playwright is not installed: pip install playwright (or pip install "flyby[test]"); '
+            f"playwright is not installed: {install_hint('playwright')}; "
             "the system chromium is used, so 'playwright install' is not needed"
         ) from exc
     states: list[VideoState] = []

@@ -21,7 +21,7 @@ def pytest_video_draw_overlays(
     Args:
         frame: the composed output frame - header, caller frame, sidebar, footer - as a writable
             (H, W, 3) uint8 RGB array. Draw on it in place (e.g. with OpenCV or
-            :func:`pytest_video_plugin.overlay.draw_text`); do not change its shape.
+            :func:`videokit.overlay.draw_text`); do not change its shape.
         annotations: what the test passed to ``add_frame`` plus ``annotations.origin``, the (x, y)
             of the caller frame inside ``frame``: add it to caller-frame pixel coordinates.
         recorder: the test's :class:`~pytest_video_plugin.recorder.VideoRecorder` (read-only use:

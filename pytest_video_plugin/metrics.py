@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import INSTALL_HINT, import_optional
+from .errors import import_optional, install_hint
 
 __all__ = ["GpuMemoryProbe", "MemorySample", "MemorySampler", "StepRate", "format_gb"]
 
@@ -161,8 +161,9 @@ class GpuMemoryProbe:
         try:
             import pynvml  # nvidia-ml-py; optional telemetry
         except ImportError:
-            self.description = f"{NO_GPU} (nvidia-ml-py not installed: {INSTALL_HINT})"
-            log.info("GPU memory not sampled: nvidia-ml-py is not installed (%s)", INSTALL_HINT)
+            hint = install_hint("pynvml")
+            self.description = f"{NO_GPU} (nvidia-ml-py not installed: {hint})"
+            log.info("GPU memory not sampled: nvidia-ml-py is not installed (%s)", hint)
             return
         try:
             pynvml.nvmlInit()

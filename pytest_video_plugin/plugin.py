@@ -12,7 +12,14 @@
   ``--video-embed=HOW``        ``video_embed``        ``link`` | ``inline`` (``--self-contained-html``)
   ``--video-embed-max-mb=MB``  ``video_embed_max_mb`` cap on a report's inline videos (25 MB)
   ``--video-prune-keep=N``     ``video_prune_keep``   delete all but the N newest earlier runs
+  (ini only)                   ``video_install_hint`` install command shown when PyAV, OpenCV, psutil
+                                                      or nvidia-ml-py is missing (``pip install <pkg>``)
+  (ini only)                   ``video_browser_``     install command shown when Playwright is missing
+                               ``install_hint``       (``pip install playwright``)
   ============================ ====================== =============================================
+
+  The host project sets the install hints to its own command, e.g. an extra that pins tested
+  versions: ``video_install_hint = 'pip install "myproject[video]"'`` (example).
 
 * files: every session writes into its own run folder, ``<video-dir>/runs/<run id>/`` and
   ``<video-dir>/../metrics/runs/<run id>/`` (:mod:`.evidence`); reports link those files, and no
@@ -49,16 +56,19 @@ import signal
 import threading
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
+from videokit.encode import interrupt_safely, thumbnail_png
+from videokit.errors import set_install_hints
+
 from . import hooks
-from .encode import interrupt_safely, thumbnail_png
 from .errors import VideoPluginError
 from .evidence import new_run_id
 from .fixtures import (  # noqa: F401 - video_recorder is the fixture pytest collects from this plugin
     VideoSettings,
+    VideoTestState,
     find_phase,
     finish_recording,
     plan_key,
@@ -80,7 +90,7 @@ from .markers import (
     plan_for,
     verdict,
 )
-from .recorder import RecorderResult, _write_json
+from .recorder import RecorderResult, _write_json, format_header_fields
 from .reporting import (
     INLINE_BYTES_KEY,
     LINK_KEY,
@@ -101,6 +111,8 @@ DEFAULT_EVERY_N = 1
 DEFAULT_EMBED_MAX_MB = 25.0
 #: Width of the phase-gate thumbnails in the HTML summary, pixels.
 THUMBNAIL_WIDTH = 240
+#: Import names of the optional packages that ini ``video_install_hint`` installs.
+VIDEO_PACKAGES = ("av", "cv2", "psutil", "pynvml")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -199,6 +211,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("video_embed", help=f"link | inline (default {DEFAULT_EMBED}).", default=DEFAULT_EMBED)
     parser.addini(
+        "video_install_hint",
+        help="command that installs the plugin's optional packages (PyAV, OpenCV, psutil, nvidia-ml-py), "
+        "shown when one is missing, e.g. the host project's extra (default: pip install <package>).",
+        default="",
+    )
+    parser.addini(
+        "video_browser_install_hint",
+        help="command that installs Playwright for the report browser check, shown when it is missing "
+        "(default: pip install playwright).",
+        default="",
+    )
+    parser.addini(
         "video_embed_max_mb",
         help=f"cap on the inline videos of one report, MB (default {DEFAULT_EMBED_MAX_MB:g}).",
         default=str(DEFAULT_EMBED_MAX_MB),
@@ -290,10 +314,21 @@ def _run_id(config: pytest.Config, video_dir: Path) -> str:
     return run_id
 
 
+def install_hints(config: pytest.Config) -> dict[str, str | None]:
+    """Import name -> install command from the ini keys ``video_install_hint`` (the recording's
+    packages) and ``video_browser_install_hint`` (Playwright); None where a key is empty, which
+    leaves videokit's default ``pip install <package>``."""
+    video = str(config.getini("video_install_hint")).strip() or None
+    browser = str(config.getini("video_browser_install_hint")).strip() or None
+    return {**dict.fromkeys(VIDEO_PACKAGES, video), "playwright": browser}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Resolve the options, register the markers, the SIGTERM handling and (on the controller only)
-    the report plugin."""
+    """Resolve the options, set the install hints (restored when the session ends), register the
+    markers, the SIGTERM handling and (on the controller only) the report plugin."""
     config.stash[settings_key] = resolve_settings(config)
+    previous_hints = set_install_hints(install_hints(config))
+    config.add_cleanup(lambda: set_install_hints(previous_hints))
     for help_line in MARKER_HELP.values():
         config.addinivalue_line("markers", help_line)
     config.pluginmanager.register(SigtermAsInterrupt(), SigtermAsInterrupt.NAME)
@@ -372,29 +407,81 @@ def _video_thresholds_need_a_recorder(request: pytest.FixtureRequest) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """After the test body: finalize the recorder, judge thresholds, attach video and metrics."""
+    """After the test body: finalize the recorder, judge thresholds, attach video and metrics.
+
+    Each step below is one job, in this order; later steps read what earlier ones decided.
+    """
     report = yield
+    _usage_error(report, call)
     phase = find_phase(item)
+    finished = _finish_recording(item, report) if report.when == "call" else None
+    if finished is None:  # setup/teardown, or a test without video_recorder: only the gate row's phase
+        if phase is not None:
+            setattr(report, REPORT_ATTR, {"phase": phase})
+        return report
+    state, result, settings = finished
+    judged = _judge_thresholds(item, report, state, result, settings)
+    video_path, deleted = _apply_video_mode(item, report, result, judged, settings)
+    final_verdict = _record_verdict(item, report, judged)
+    data = _report_data(phase, settings, result, video_path, deleted, judged, final_verdict)
+    summary = {
+        **result.summary, "run_id": settings.run_id, "video": data["video"], "video_deleted": deleted,
+        "video_mode": settings.mode, "thresholds": data["thresholds"], "verdict": final_verdict,
+    }  # fmt: skip
+    result = _rewrite_metrics(report, result, summary)
+    _publish_latest(state, result, video_path, data)
+    _attach_html(item, report, summary, settings, video_path, data)
+    setattr(report, REPORT_ATTR, data)
+    return report
+
+
+class _Judged(NamedTuple):
+    """What :func:`_judge_thresholds` decided: the markers' results and the same-run floor checks."""
+
+    results: list[ThresholdResult]  # one per threshold marker; empty when the body was not judged
+    floors: list[FloorCheck]  # the recorder's check_floor calls; empty for a skipped body
+
+
+def _usage_error(report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+    """A bad marker (a :class:`MarkerError` in setup) reads as a usage error of the plugin, not a traceback."""
     if report.when == "setup" and call.excinfo is not None and isinstance(call.excinfo.value, MarkerError):
         report.longrepr = f"pytest_video_plugin usage error: {call.excinfo.value}"
-    if report.when != "call":
-        if phase is not None:
-            setattr(report, REPORT_ATTR, {"phase": phase})
-        return report
+
+
+def _finish_recording(
+    item: pytest.Item, report: pytest.TestReport
+) -> tuple[VideoTestState, RecorderResult, VideoSettings] | None:
+    """Finalize the recorder of a ``call`` report and add its metrics to the report's ``user_properties``.
+
+    Returns:
+        (the test's state, the recorder's result, its settings), or None when the test did not use
+        ``video_recorder``.
+    """
     finished = finish_recording(item)
     if finished is None:
-        if phase is not None:
-            setattr(report, REPORT_ATTR, {"phase": phase})
-        return report
+        return None
     result, new_properties = finished
     state = item.stash[state_key]
     state.reported = True
-    settings = state.settings or item.config.stash[settings_key]
     report.user_properties.extend(new_properties)
+    return state, result, state.settings or item.config.stash[settings_key]
 
+
+def _judge_thresholds(
+    item: pytest.Item,
+    report: pytest.TestReport,
+    state: VideoTestState,
+    result: RecorderResult,
+    settings: VideoSettings,
+) -> _Judged:
+    """Judge the threshold markers and floor checks; a miss (or a recorder error) fails the call report.
+
+    A skipped (or xfailed) body is not judged. A report that already failed keeps its own longrepr
+    and gets the threshold text as a section; a passed one lists the verdicts in a section.
+    """
     problems = [f"pytest_video_plugin: {e}" for e in (result.error, result.metrics_error) if e is not None]
     plan = item.stash.get(plan_key, None)
-    judged = plan is not None and not report.skipped  # a skipped (or xfailed) body is not judged
+    judged = plan is not None and not report.skipped
     results = [evaluate(t, result.summary) for t in plan.thresholds] if judged else []
     floors = list(state.recorder.floor_checks) if not report.skipped else []
     missed = [r for r in results if r.status == "fail"] + [c for c in floors if c.verdict == "fail"]
@@ -406,25 +493,61 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if missed and not report.passed:  # already failed: keep its own longrepr, add ours as a section
         report.sections.append(("pytest_video_plugin thresholds", problems.pop()))
     _fail_call(report, problems)
+    return _Judged(results, floors)
 
+
+def _apply_video_mode(
+    item: pytest.Item,
+    report: pytest.TestReport,
+    result: RecorderResult,
+    judged: _Judged,
+    settings: VideoSettings,
+) -> tuple[Path | None, str | None]:
+    """``retain-on-failure``: delete the video of a passed test (kept when a floor was not reachable).
+
+    Returns:
+        (the video kept, or None; why it was deleted, or None).
+    """
     video_path = result.video_path
-    deleted = None
-    unreachable = any(c.verdict == NOT_REACHABLE_HERE for c in floors)  # not a PASS: keep the evidence
-    if settings.mode == "retain-on-failure" and video_path is not None and report.passed and not unreachable:
-        video_path.unlink(missing_ok=True)  # this run's file; the latest view keeps what it showed
-        deleted = "deleted: the test passed (video mode retain-on-failure)"
-        video_path = None
-        for props in (report.user_properties, item.user_properties):
-            props[:] = [("video", None) if name == "video" else (name, v) for name, v in props]
-    floor_dicts = [c.as_dict() for c in floors]
-    final_verdict = verdict(report.outcome, [r.as_dict() for r in results], floor_dicts)
-    threshold_props = [(f"threshold {r.source}", r.text) for r in results]
-    threshold_props += [(f"floor {c.name}", c.text) for c in floors]
-    extra_props = [*threshold_props, ("verdict", final_verdict)]
-    report.user_properties.extend(extra_props)
-    item.user_properties.extend(extra_props)
+    unreachable = any(c.verdict == NOT_REACHABLE_HERE for c in judged.floors)  # not a PASS: keep it
+    if settings.mode != "retain-on-failure" or video_path is None or not report.passed or unreachable:
+        return video_path, None
+    video_path.unlink(missing_ok=True)  # this run's file; the latest view keeps what it showed
+    for props in (report.user_properties, item.user_properties):
+        props[:] = [("video", None) if name == "video" else (name, v) for name, v in props]
+    return None, "deleted: the test passed (video mode retain-on-failure)"
 
-    data: dict[str, Any] = {
+
+def _record_verdict(item: pytest.Item, report: pytest.TestReport, judged: _Judged) -> str:
+    """The test's verdict, added with each threshold and floor check to ``user_properties`` (JUnit XML)."""
+    final_verdict = verdict(
+        report.outcome, [r.as_dict() for r in judged.results], [c.as_dict() for c in judged.floors]
+    )
+    props = [(f"threshold {r.source}", r.text) for r in judged.results]
+    props += [(f"floor {c.name}", c.text) for c in judged.floors]
+    props.append(("verdict", final_verdict))
+    report.user_properties.extend(props)
+    item.user_properties.extend(props)
+    return final_verdict
+
+
+def _report_data(
+    phase: str | None,
+    settings: VideoSettings,
+    result: RecorderResult,
+    video_path: Path | None,
+    deleted: str | None,
+    judged: _Judged,
+    final_verdict: str,
+) -> dict[str, Any]:
+    """The ``pytest_video`` report attribute (JSON types only: it crosses pytest-xdist with the report).
+
+    ``header`` is the recorder's :meth:`~.recorder.VideoRecorder.set_header` fields, in order.
+    ``video_latest``, ``metrics_latest``, ``thumbnail_png`` and ``embed_refused`` are filled in by
+    the later steps.
+    """
+    summary = result.summary
+    return {
         "phase": phase,
         "run_id": settings.run_id,
         "video": None if video_path is None else str(video_path),
@@ -434,44 +557,65 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "metrics_latest": None,
         "mode": settings.mode,
         "every_n": settings.every_n,
-        "fps": result.summary["fps"],
-        "steps": result.summary["steps"],
-        "frames": result.summary["frames"],
-        "vram_peak_bytes": result.summary["vram_peak_bytes"],
-        "vram": result.summary["vram"],
-        "rss_peak_bytes": result.summary["rss_peak_bytes"],
-        "backend": result.summary.get("backend"),
-        "flight_stack": result.summary.get("flight_stack"),
-        "thresholds": [r.as_dict() for r in results],
-        "floor_checks": floor_dicts,
+        "fps": summary["fps"],
+        "steps": summary["steps"],
+        "frames": summary["frames"],
+        "vram_peak_bytes": summary["vram_peak_bytes"],
+        "vram": summary["vram"],
+        "rss_peak_bytes": summary["rss_peak_bytes"],
+        "header": dict(summary.get("header", {})),
+        "thresholds": [r.as_dict() for r in judged.results],
+        "floor_checks": [c.as_dict() for c in judged.floors],
         "verdict": final_verdict,
         "thumbnail_png": None,
         "embed_refused": None,
     }
-    summary = {
-        **result.summary, "run_id": settings.run_id, "video": data["video"], "video_deleted": deleted,
-        "video_mode": settings.mode, "thresholds": data["thresholds"], "verdict": final_verdict,
-    }  # fmt: skip
-    if result.metrics_path is not None and result.metrics_error is None:
-        try:
-            _write_json(result.metrics_path, summary)
-        except OSError as exc:
-            result = RecorderResult(result.video_path, result.metrics_path, result.summary, result.error, exc)
-            _fail_call(report, [f"pytest_video_plugin could not update the metrics JSON: {exc}"])
+
+
+def _rewrite_metrics(
+    report: pytest.TestReport, result: RecorderResult, summary: dict[str, Any]
+) -> RecorderResult:
+    """Rewrite the metrics JSON with the verdict; a write error fails the call report and is returned
+    in :attr:`RecorderResult.metrics_error` (so the latest view is not pointed at a stale file)."""
+    if result.metrics_path is None or result.metrics_error is not None:
+        return result
+    try:
+        _write_json(result.metrics_path, summary)
+    except OSError as exc:
+        _fail_call(report, [f"pytest_video_plugin could not update the metrics JSON: {exc}"])
+        return RecorderResult(result.video_path, result.metrics_path, result.summary, result.error, exc)
+    return result
+
+
+def _publish_latest(
+    state: VideoTestState, result: RecorderResult, video_path: Path | None, data: dict[str, Any]
+) -> None:
+    """Point the latest view at this test's files and note where in ``data``."""
     latest_video, latest_metrics = publish_latest_view(state, result, video_path)
     data["video_latest"] = None if latest_video is None else str(latest_video)
     data["metrics_latest"] = None if latest_metrics is None else str(latest_metrics)
-    if item.config.getoption("htmlpath", None):
-        html_extras, refusal = _html_extras(item.config, item.nodeid, summary, settings, video_path)
-        if html_extras:
-            report.extras = [*getattr(report, "extras", []), *html_extras]
-        if refusal is not None:
-            data["embed_refused"] = refusal
-            report.sections.append(("pytest_video_plugin", refusal))
-        if phase is not None and video_path is not None:
-            data["thumbnail_png"] = _thumbnail(video_path)
-    setattr(report, REPORT_ATTR, data)
-    return report
+
+
+def _attach_html(
+    item: pytest.Item,
+    report: pytest.TestReport,
+    summary: dict[str, Any],
+    settings: VideoSettings,
+    video_path: Path | None,
+    data: dict[str, Any],
+) -> None:
+    """With ``--html``: the video and metrics as pytest-html extras, a refused inline embed as a
+    section, and the thumbnail of a phase gate's video for the summary table."""
+    if not item.config.getoption("htmlpath", None):
+        return
+    html_extras, refusal = _html_extras(item.config, item.nodeid, summary, settings, video_path)
+    if html_extras:
+        report.extras = [*getattr(report, "extras", []), *html_extras]
+    if refusal is not None:
+        data["embed_refused"] = refusal
+        report.sections.append(("pytest_video_plugin", refusal))
+    if data["phase"] is not None and video_path is not None:
+        data["thumbnail_png"] = _thumbnail(video_path)
 
 
 def _threshold_longrepr(
@@ -484,7 +628,6 @@ def _threshold_longrepr(
     """The failure text of a missed threshold or floor check: every threshold's and check's measured
     vs required (ceilings included), and the config."""
     summary = result.summary
-    header = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.get("header", {}).items())
     wall = summary.get("wall_time_s")
     missed_markers = any(r.status == "fail" for r in results)
     missed_floors = any(c.verdict == "fail" for c in floors)
@@ -499,9 +642,7 @@ def _threshold_longrepr(
         + "; ".join(
             part
             for part in (
-                f"backend: {summary.get('backend')}",
-                f"flight stack: {summary.get('flight_stack')}",
-                header,
+                format_header_fields(summary.get("header", {})),
                 f"GPU: {summary.get('vram')}",
                 f"{summary.get('steps', 0):,} steps counted"
                 + (f", {summary.get('timed_steps', 0):,} timed over {wall:.3f} s" if wall else ""),

@@ -4,18 +4,19 @@
 pytest and can be used directly::
 
     with VideoRecorder("out/run.mp4", metrics_path="out/run.json", test_name="my run") as rec:
-        rec.set_header(backend="simulator X")
+        rec.set_header(model="resnet18", dataset="val split")   # any fields, shown in this order
         for batch in range(100):
             ...                                   # run 16 steps
             rec.count_steps(16)
             rec.add_frame(image, metrics={"reward": r})
 
 Every output frame is the caller's frame with its boxes and texts, a metrics sidebar on the right, a
-header bar (test name, phase, UTC time, backend, flight stack, GPU) and a footer bar (steps/s,
-memory, frame counter, caller text); see :class:`~pytest_video_plugin.overlay.PanelLayout`.
+header bar (test name, phase, UTC time, the caller's :meth:`~VideoRecorder.set_header` fields, GPU)
+and a footer bar (steps/s,
+memory, frame counter, caller text); see :class:`~videokit.overlay.PanelLayout`.
 
 Evidence survives a killed process: the video is a fragmented MP4 while it is recorded (it plays at
-every moment, see :mod:`.encode`) and becomes a ``+faststart`` MP4 on :meth:`VideoRecorder.finalize`;
+every moment, see :mod:`videokit.encode`) and becomes a ``+faststart`` MP4 on :meth:`VideoRecorder.finalize`;
 the metrics JSON is written atomically when recording starts, on every ``record_metric`` and
 ``check_floor``, and at most every ``metrics_interval_s`` seconds of ``add_frame`` / ``count_steps``
 calls (its ``state`` is ``"recording"`` until ``finalize`` writes ``"finished"``).
@@ -35,23 +36,41 @@ from typing import Any
 
 import numpy as np
 
-from .encode import H264Writer, _no_interrupt_halfway
-from .errors import VideoEncodeError
+from videokit.encode import H264Writer, no_interrupt_halfway
+from videokit.errors import VideoEncodeError
+from videokit.overlay import Box, PanelLayout, Text, compose_panels, validate_frame
+
 from .evidence import atomic_write_json, validate_stem
 from .floors import FloorCheck, judge_floor
 from .metrics import NO_GPU, MemorySampler, StepRate
-from .overlay import Box, PanelLayout, Text, compose_panels, validate_frame
 
-__all__ = ["DrawHook", "FrameAnnotations", "RecorderResult", "VideoRecorder", "utc_timestamp"]
+__all__ = [
+    "DrawHook",
+    "FrameAnnotations",
+    "RecorderResult",
+    "VideoRecorder",
+    "format_header_fields",
+    "utc_timestamp",
+]
 
 log = logging.getLogger(__name__)
 
-#: Shown for header fields that were never set.
-UNSPECIFIED = "unspecified"
+#: Header names the recorder fills in itself; ``set_header`` takes ``phase`` but not ``test``.
+RESERVED_HEADER_FIELDS = ("test",)
 #: Bounds on the number of text lines in the header and footer bars.
 MIN_BAR_LINES, MAX_BAR_LINES = 2, 4
 
 MetricValue = int | float | bool | str | None
+
+
+def format_header_fields(fields: Mapping[str, Any], sep: str = "; ") -> str:
+    """``"name: value"`` for each header field in order, joined by ``sep``; underscores in names read as spaces.
+
+    ``{"model": "resnet18", "data_split": "val"}`` -> ``"model: resnet18; data split: val"``;
+    ``{}`` -> ``""``. The one spelling of the fields in the video header, the failure message, the
+    report's gate table and the terminal summary.
+    """
+    return sep.join(f"{name.replace('_', ' ')}: {value}" for name, value in fields.items())
 
 
 def utc_timestamp(now: _dt.datetime | None = None) -> str:
@@ -147,9 +166,7 @@ class _FrameCounts:
 class _Header:
     test_name: str
     phase: str | None
-    backend: str = UNSPECIFIED
-    flight_stack: str = UNSPECIFIED
-    extra: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)  # the caller's, in the order first set
 
 
 class VideoRecorder:
@@ -352,29 +369,37 @@ class VideoRecorder:
             self._sampler.start()
             self._write_metrics(force=True)
 
-    def set_header(
-        self,
-        *,
-        backend: str | None = None,
-        flight_stack: str | None = None,
-        phase: str | None = None,
-        **fields: Any,
-    ) -> None:
-        """Set header fields; None leaves a field unchanged.
+    def set_header(self, *, phase: str | None = None, **fields: Any) -> None:
+        """Set header fields: free-form ``name=value`` pairs that say what the test ran on.
+
+        The recorder knows no field names: the host project picks them, e.g.
+        ``set_header(model="resnet18", dataset="val split")``. Each shows in the video header as
+        ``"name: value"`` (underscores read as spaces), after the test name, phase and UTC time and
+        before the GPU, in the order first set (setting a field again changes its value, not its
+        place); the metrics JSON keeps them under ``header``, and the report's gate table, a failure
+        message and the terminal summary show them too. A field never set is not shown.
 
         Args:
-            backend: e.g. ``"mujoco (EGL)"``; ``"unspecified"`` until set.
-            flight_stack: e.g. ``"PX4 v1.15 SITL"``; ``"unspecified"`` until set.
             phase: overrides the phase found from the test's markers.
-            **fields: further ``name=value`` pairs shown as ``"name: value"`` (underscores shown as spaces).
+            **fields: header fields; values are shown with ``str(value)``; None leaves a field unchanged.
+
+        Raises:
+            ValueError: a field is named ``test`` (the test name is the recorder's own field).
         """
-        if backend is not None:
-            self._header.backend = str(backend)
-        if flight_stack is not None:
-            self._header.flight_stack = str(flight_stack)
+        reserved = sorted(set(fields) & set(RESERVED_HEADER_FIELDS))
+        if reserved:
+            raise ValueError(
+                f"set_header({reserved[0]}=...): {reserved[0]!r} is the recorder's own header field "
+                f"(the test name, {self._header.test_name!r}); name your field differently"
+            )
         if phase is not None:
             self._header.phase = str(phase)
-        self._header.extra.update({name: str(value) for name, value in fields.items() if value is not None})
+        self._header.fields.update({name: str(value) for name, value in fields.items() if value is not None})
+
+    @property
+    def header_fields(self) -> dict[str, str]:
+        """A copy of the :meth:`set_header` fields, in the order first set."""
+        return dict(self._header.fields)
 
     def count_steps(self, steps: int, *, seconds: float | None = None) -> None:
         """Count ``steps`` agent transitions completed since the previous call.
@@ -526,7 +551,7 @@ class VideoRecorder:
             self._writer = H264Writer(self._video_path, self.video_fps)
         # A deferred SIGTERM (see encode.interrupt_safely) is raised once the frame is in the file *and*
         # counted, so the metrics' frame count always equals the frames the video holds.
-        with _no_interrupt_halfway():
+        with no_interrupt_halfway():
             try:
                 self._writer.write(out)
             except VideoEncodeError as exc:
@@ -544,8 +569,8 @@ class VideoRecorder:
         """The metrics JSON content so far.
 
         Keys: ``state`` (``"recording"`` until :meth:`finalize`, then ``"finished"``: a file left
-        with ``"recording"`` comes from a process that was killed), ``test``, ``phase``, ``backend``,
-        ``flight_stack``, ``header`` (extra fields),
+        with ``"recording"`` comes from a process that was killed), ``test``, ``phase``, ``header``
+        (the :meth:`set_header` fields, name -> str, in the order first set),
         ``started_utc``, ``fps`` (steps/s or null), ``steps``, ``timed_steps``, ``wall_time_s``
         (first to last count, s, or null), ``frames`` (all handed in), ``frames_rendered``,
         ``frames_skipped``, ``frames_recorded`` (encoded), ``every_n``, ``recording`` (False when
@@ -561,9 +586,7 @@ class VideoRecorder:
             "state": self._state,
             "test": self._header.test_name,
             "phase": self._header.phase,
-            "backend": self._header.backend,
-            "flight_stack": self._header.flight_stack,
-            "header": dict(self._header.extra),
+            "header": dict(self._header.fields),
             "started_utc": self._started_utc,
             "fps": self._rate.fps,
             "steps": self._rate.steps,
@@ -670,11 +693,9 @@ class VideoRecorder:
             h.test_name,
             f"phase: {h.phase or 'none'}",
             utc_timestamp(),
-            f"backend: {h.backend}",
-            f"flight stack: {h.flight_stack}",
+            *(format_header_fields({name: value}) for name, value in h.fields.items()),
             gpu if gpu == NO_GPU else f"GPU: {gpu}",
         ]
-        segments += [f"{name.replace('_', ' ')}: {value}" for name, value in h.extra.items()]
         return segments
 
     def _status_segments(self, index: int, rendered: bool) -> list[str]:

@@ -12,10 +12,12 @@ exactly one process:
   finished runs at session start (runs whose :class:`~pytest_video_plugin.evidence.RunLock` is held
   are never deleted). No other file of an earlier run is ever touched;
 * enforces the per-report cap of ``--video-embed=inline``;
-* adds the FPS / VRAM / RSS / verdict columns and the phase-gate summary to the pytest-html report
+* adds the FPS / VRAM / RSS / verdict columns and the phase-gate summary (with each test's
+  ``set_header`` fields) to the pytest-html report
   (hooks marked optional: pytest-html need not be installed); floor checks (``check_floor``) show
   in the FPS column and the gate's figure cell, "not reachable here" with floor and ceiling;
-* prints threshold and floor-check verdicts and refused embeds in the terminal summary;
+* prints threshold and floor-check verdicts (and the test's header fields) and refused embeds in the
+  terminal summary;
 * writes the run's index ``<metrics>/runs/<run id>/run.json`` at session end (start and end time,
   exit status, the files written) when the session wrote any.
 """
@@ -35,6 +37,7 @@ from .evidence import RUN_INDEX_NAME, atomic_write_json, prune_runs
 from .fixtures import settings_key
 from .floors import NOT_REACHABLE_HERE
 from .markers import NOT_MEASURABLE_NO_GPU, format_bytes, verdict
+from .recorder import format_header_fields
 
 __all__ = [
     "INLINE_BYTES_KEY",
@@ -161,6 +164,8 @@ class VideoSessionReport:
             lines = [t["text"] for t in data.get("thresholds", [])]
             lines += [c["text"] for c in data.get("floor_checks", [])]
             if lines or data.get("embed_refused"):
+                fields = format_header_fields(data.get("header") or {})
+                lines += [f"header: {fields}"] if fields and lines else []
                 self.threshold_reports.append((report.nodeid, _verdict_of(report), lines))
         if data.get("phase"):
             self._update_gate(report, data)
@@ -248,23 +253,20 @@ class VideoSessionReport:
                 f'<td style="color:{colour};font-weight:bold">{html.escape(row["verdict"])}</td>'
                 f"<td>{self._headline(data)}</td>"
                 f"<td>{self._video_cell(data)}</td>"
-                f"<td>{html.escape(self._simulator(data))}</td>"
+                f"<td>{html.escape(self._header_fields(data))}</td>"
                 "</tr>"
             )
         return (
             '<div class="pytest-video-gates"><h3>Phase gates</h3>'
             '<table style="border-collapse:collapse" cellpadding="4" border="1">'
             "<tr><th>Gate</th><th>Test</th><th>Verdict</th><th>Figure vs threshold</th><th>Video</th>"
-            "<th>Simulator</th></tr>" + "".join(rows) + "</table></div>"
+            "<th>Header</th></tr>" + "".join(rows) + "</table></div>"
         )
 
     @staticmethod
-    def _simulator(data: dict[str, Any]) -> str:
-        """The backend and flight stack the test named with ``set_header`` ("-" when it named none)."""
-        parts = [f"{data['backend']}" if data.get("backend") else ""]
-        if data.get("flight_stack"):
-            parts.append(f"flight stack {data['flight_stack']}")
-        return "; ".join(p for p in parts if p) or "-"
+    def _header_fields(data: dict[str, Any]) -> str:
+        """The fields the test named with ``set_header``, in order ("-" when it named none)."""
+        return format_header_fields(data.get("header") or {}) or "-"
 
     @staticmethod
     def _headline(data: dict[str, Any]) -> str:
@@ -296,7 +298,8 @@ class VideoSessionReport:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Threshold and floor-check verdicts (measured vs required, "not measurable here", "not
-        reachable here" with floor and ceiling) and refused inline embeds."""
+        reachable here" with floor and ceiling) with the test's ``set_header`` fields, and refused
+        inline embeds."""
         if self.pruned:
             terminalreporter.write_line(
                 f"pytest_video_plugin: --video-prune-keep={self.settings.prune_keep} deleted {len(self.pruned)} "

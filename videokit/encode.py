@@ -42,6 +42,8 @@ __all__ = [
     "faststart_remux",
     "fit_frame",
     "interrupt_safely",
+    "no_interrupt_halfway",
+    "require_encoder",
     "thumbnail_png",
     "top_level_boxes",
 ]
@@ -55,9 +57,12 @@ _uninterruptible = threading.local()  # .depth: H264Writer sections running; .pe
 
 
 @contextlib.contextmanager
-def _no_interrupt_halfway() -> Iterator[None]:
+def no_interrupt_halfway() -> Iterator[None]:
     """Mark a section (encode + mux of one frame, or closing the file) that :func:`interrupt_safely`
-    must not cut in half; an interrupt asked for meanwhile is raised when the section ends."""
+    must not cut in half; an interrupt asked for meanwhile is raised when the section ends.
+
+    A caller that must keep its own bookkeeping in step with the file (e.g. a frame counter) wraps
+    its :meth:`H264Writer.write` and the update in one such section; sections nest."""
     _uninterruptible.depth = getattr(_uninterruptible, "depth", 0) + 1
     try:
         yield
@@ -73,7 +78,7 @@ def interrupt_safely(exc: BaseException) -> None:
     """Raise ``exc`` now, or, while this thread is inside an :class:`H264Writer` frame write or close,
     as soon as that ends.
 
-    For signal handlers that interrupt the main thread (the pytest plugin's SIGTERM handler): raised
+    For signal handlers that interrupt the main thread (e.g. a test runner's SIGTERM handler): raised
     between the encoder returning a frame's packets and the muxer writing them, an interrupt would
     drop those packets, and the frames that reference them would no longer decode.
 
@@ -94,6 +99,16 @@ def _cv2() -> Any:
     return import_optional("cv2", "preparing video frames")
 
 
+def require_encoder() -> None:
+    """Import PyAV and OpenCV now, so that a missing one fails before any work instead of at the first frame.
+
+    Raises:
+        DependencyNotInstalled: PyAV or OpenCV cannot be imported (the message says what to install).
+    """
+    _av()
+    _cv2()
+
+
 def even_size(width: int, height: int) -> tuple[int, int]:
     """Round ``(width, height)`` up to even numbers, as yuv420p's half-resolution chroma needs."""
     return width + width % 2, height + height % 2
@@ -105,7 +120,7 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     A frame that already fits inside ``size`` unscaled in one dimension-pair (the common case: an
     odd-sized first frame padded to even) is padded at the right/bottom; any other frame is resized
     to the largest size that keeps its aspect ratio (area interpolation when shrinking, linear when
-    growing) and letterboxed, centred, on :data:`~pytest_video_plugin.overlay.BACKGROUND`.
+    growing) and letterboxed, centred, on :data:`~videokit.overlay.BACKGROUND`.
 
     Args:
         frame: (H, W, 3) uint8 RGB.
@@ -264,7 +279,7 @@ class H264Writer:
         try:
             video_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             video_frame.pts = self._frames
-            with _no_interrupt_halfway():
+            with no_interrupt_halfway():
                 self._mux(self._stream.encode(video_frame))
                 self._frames += 1
         except (av.FFmpegError, OSError, ValueError) as exc:
@@ -280,7 +295,7 @@ class H264Writer:
         Raises:
             VideoEncodeError: flushing, writing the trailer or the remux failed; names the file.
         """
-        with _no_interrupt_halfway():
+        with no_interrupt_halfway():
             self._close()
 
     def _close(self) -> None:

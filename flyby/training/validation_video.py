@@ -20,8 +20,8 @@ into precision and recall (:class:`flyby.perception.matching.DetectionTally`). I
 ``ground_truth`` mode the detections are the ground truth, so precision and recall would be 1 by
 construction; :attr:`VideoResult.detection` is then None with a note saying why.
 
-The MP4 is H.264 yuv420p (PyAV's libx264 through :class:`pytest_video_plugin.encode.H264Writer`,
-a module that does not import pytest) at the env's control rate (25 fps: real time). It is
+The MP4 is H.264 yuv420p (PyAV's libx264 through :class:`videokit.encode.H264Writer`, the
+encoder the pytest video plugin uses too) at the env's control rate (25 fps: real time). It is
 written to a temporary file beside ``out_path`` and moved onto it (``os.replace``) only when the
 episode and the encoder finished: an exception mid-episode closes the encoder, removes the
 temporary file and leaves ``out_path`` as it was.
@@ -157,10 +157,11 @@ def record_validation_video(
             as it was and no temporary file remains.
     """
     from flyby.training.evaluate import eval_env_cfg
+    from videokit.encode import H264Writer, require_encoder
+    from videokit.overlay import Box, PanelLayout, compose_panels
 
     try:
-        from pytest_video_plugin.encode import H264Writer
-        from pytest_video_plugin.overlay import Box, PanelLayout, compose_panels
+        require_encoder()  # PyAV and OpenCV are imported on first use: fail here, before the episode
     except ImportError as exc:
         raise DependencyNotInstalled("the video encoder (PyAV, OpenCV)", "video") from exc
     cfg = eval_env_cfg(episode_length_s, env_cfg)

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from pytest_video_plugin.encode import top_level_boxes
+from videokit.encode import top_level_boxes
 
 FFPROBE_MISSING = "ffprobe not found on PATH: install FFmpeg (Debian/Ubuntu: apt-get install -y ffmpeg)"
 #: Video frame rate of the generated recordings; "one second of video" is this many frames.
@@ -351,7 +351,7 @@ import os
 import pytest
 
 from pytest_video_plugin import evidence
-from pytest_video_plugin.encode import H264Writer
+from videokit.encode import H264Writer
 
 
 @pytest.fixture(autouse=True)

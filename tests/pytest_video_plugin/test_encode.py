@@ -1,4 +1,4 @@
-"""Unit tests of pytest_video_plugin.encode: the streaming H.264 writer."""
+"""Unit tests of videokit.encode: the streaming H.264 writer."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pytest_video_plugin import H264Writer, VideoEncodeError
-from pytest_video_plugin.encode import even_size, fit_frame, thumbnail_png
-from pytest_video_plugin.overlay import BACKGROUND
+from videokit.encode import even_size, fit_frame, thumbnail_png
+from videokit.overlay import BACKGROUND
 
 Probe = Callable[[Path], dict[str, Any]]
 
@@ -119,7 +119,7 @@ def test_thumbnail_of_a_broken_file_names_it(tmp_path: Path) -> None:
 
 def test_the_file_decodes_while_it_is_being_written(tmp_path: Path, ffprobe: Probe) -> None:
     """A fragmented MP4 while recording: a reader (or a kill) at any frame sees a playable file."""
-    from pytest_video_plugin.encode import top_level_boxes
+    from videokit.encode import top_level_boxes
 
     path = tmp_path / "live.mp4"
     writer = H264Writer(path, fps=30, fragment_seconds=0.5)
@@ -137,7 +137,7 @@ def test_the_file_decodes_while_it_is_being_written(tmp_path: Path, ffprobe: Pro
 
 
 def test_unfragmented_mode_writes_faststart_directly(tmp_path: Path, ffprobe: Probe) -> None:
-    from pytest_video_plugin.encode import top_level_boxes
+    from videokit.encode import top_level_boxes
 
     path = tmp_path / "plain.mp4"
     with H264Writer(path, fps=10, fragmented=False) as writer:
@@ -153,7 +153,7 @@ def test_gop_and_fragment_lengths_must_be_positive(tmp_path: Path, name: str) ->
 
 
 def test_faststart_remux_failure_leaves_the_source_and_no_temporary_file(tmp_path: Path) -> None:
-    from pytest_video_plugin.encode import faststart_remux
+    from videokit.encode import faststart_remux
 
     source = tmp_path / "broken.mp4"
     source.write_bytes(b"not a video")
@@ -194,7 +194,7 @@ def test_a_write_error_leaves_the_file_for_the_caller_and_discard_removes_only_i
 def test_an_interrupt_between_encoding_and_muxing_waits_for_the_frame(tmp_path: Path, ffprobe: Probe) -> None:
     """The plugin's SIGTERM handler interrupts through interrupt_safely: a frame being written is
     finished first (packets dropped between encoder and muxer would break the frames after them)."""
-    from pytest_video_plugin.encode import interrupt_safely
+    from videokit.encode import interrupt_safely
 
     path = tmp_path / "clip.mp4"
     writer = H264Writer(path, fps=10)

@@ -1,4 +1,4 @@
-"""Unit tests of pytest_video_plugin.overlay: pure drawing functions on numpy arrays."""
+"""Unit tests of videokit.overlay: pure drawing functions on numpy arrays."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pytest_video_plugin import Box, Text, compose_grid, side_by_side
-from pytest_video_plugin.overlay import (
+from videokit.overlay import (
     BACKGROUND,
     OverlayStyle,
     PanelLayout,

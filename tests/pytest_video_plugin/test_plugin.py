@@ -157,7 +157,7 @@ def test_phase_override(video_recorder):
     data = _metrics(pytester)
     expected = {
         "fps", "steps", "wall_time_s", "frames", "video", "rss_peak_bytes", "vram_peak_bytes", "vram",
-        "metrics", "test", "phase", "backend", "flight_stack", "started_utc",
+        "metrics", "test", "phase", "header", "started_utc",
     }  # fmt: skip
     assert expected <= set(data)
     assert data["frames"] == 30 and data["steps"] == 30 * 16
@@ -166,7 +166,8 @@ def test_phase_override(video_recorder):
     assert data["metrics"]["fps_16_things"] > 0
     assert data["video"] == str(_run_video(pytester))  # the run's own file, not the latest view
     assert _run_video(pytester).samefile(_video(pytester))
-    assert data["backend"] == "unit-test backend" and data["test"] == "test_gen.py::test_video"
+    assert data["header"] == {"backend": "unit-test backend", "flight_stack": "none"}
+    assert data["test"] == "test_gen.py::test_video"
     assert data["rss_peak_bytes"] > 0
     assert (data["vram_peak_bytes"] is None) == (data["vram"] == "no GPU")
     assert data["phase"] is None

@@ -208,8 +208,8 @@ def test_encoder_failure_fails_the_test_naming_the_file(pytester: pytest.Pyteste
     pytester.makeconftest(
         """
 import pytest
-from pytest_video_plugin.encode import H264Writer
-from pytest_video_plugin.errors import VideoEncodeError
+from videokit.encode import H264Writer
+from videokit.errors import VideoEncodeError
 
 @pytest.fixture(autouse=True)
 def broken_trailer(monkeypatch):

@@ -101,9 +101,8 @@ def _check_report(report: Path, view: Any, has_gpu_text: bool | None = None) -> 
     ), video_cell
     assert (report.parent / link.group(1)).is_file()
     assert '<img src="data:image/png;base64,' in video_cell
-    assert (
-        rows["test_gen.py::test_gate_ok"][5] == "unit backend; flight stack none"
-    )  # which simulator made it
+    # the set_header fields, in the order set: what the test ran on
+    assert rows["test_gen.py::test_gate_ok"][5] == "backend: unit backend; flight stack: none"
     assert text.index("Phase gates") < text.index('id="results-table"')
 
 

@@ -16,7 +16,7 @@ from pytest_video_plugin.recorder import utc_timestamp
 Probe = Callable[[Path], dict[str, Any]]
 
 SUMMARY_KEYS = {
-    "test", "phase", "backend", "flight_stack", "header", "started_utc", "fps", "steps", "timed_steps",
+    "test", "phase", "header", "started_utc", "fps", "steps", "timed_steps",
     "wall_time_s", "frames", "frames_rendered", "frames_skipped", "frames_recorded", "every_n", "recording",
     "video", "video_fps", "video_size",
     "rss_peak_bytes", "vram_peak_bytes", "vram_start_bytes", "vram", "memory_samples", "metrics",
@@ -116,7 +116,9 @@ def test_finalize_writes_video_and_metrics_json(tmp_path: Path, ffprobe: Probe) 
     assert data["frames"] == 12 and data["frames_rendered"] == 4 and data["frames_skipped"] == 8
     assert data["steps"] == 96 and data["fps"] > 0
     assert data["metrics"] == {"throughput": 123.5, "label": "ok", "broken": None}
-    assert data["phase"] == "phase2" and data["backend"] == "sim" and data["header"] == {"gpu_note": "n/a"}
+    assert data["phase"] == "phase2"
+    # free-form fields, in the order set, as str; the plugin's own fields are not among them
+    assert list(data["header"].items()) == [("backend", "sim"), ("flight_stack", "none"), ("gpu_note", "n/a")]
     assert data["rss_peak_bytes"] > 0
     assert (data["vram_peak_bytes"] is None) == (data["vram"] == "no GPU")
     assert data["video"] == str(tmp_path / "v.mp4")
@@ -127,9 +129,32 @@ def test_finalize_writes_video_and_metrics_json(tmp_path: Path, ffprobe: Probe) 
     assert props["throughput"] == 123.5 and props["frames"] == 12 and props["video"] == data["video"]
 
 
-def test_header_defaults_to_unspecified(recorder: VideoRecorder) -> None:
+def test_header_has_no_fields_until_set(recorder: VideoRecorder) -> None:
     summary = recorder.summary()
-    assert summary["backend"] == "unspecified" and summary["flight_stack"] == "unspecified"
+    assert summary["header"] == {} and "backend" not in summary and "flight_stack" not in summary
+    segments = recorder._header_segments()
+    assert not any(s.startswith(("backend", "flight stack")) for s in segments)  # nothing built in
+
+
+def test_custom_header_fields_keep_their_order_and_show_in_the_video_header(recorder: VideoRecorder) -> None:
+    recorder.set_header(site="lab 3", run_number=7)
+    recorder.set_header(operator="kim", site="lab 4", ignored=None)  # a reset keeps its place
+    assert list(recorder.header_fields.items()) == [
+        ("site", "lab 4"),
+        ("run_number", "7"),
+        ("operator", "kim"),
+    ]
+    assert recorder.summary()["header"] == recorder.header_fields
+    segments = recorder._header_segments()
+    fields = segments[3:-1]  # after test name, phase and UTC time; the GPU is last
+    assert fields == ["site: lab 4", "run number: 7", "operator: kim"]
+    assert segments[-1] == "no GPU" or segments[-1].startswith("GPU: ")
+
+
+def test_set_header_refuses_the_recorders_own_test_field(recorder: VideoRecorder) -> None:
+    with pytest.raises(ValueError, match=r"set_header\(test=\.\.\.\): 'test' is the recorder's own"):
+        recorder.set_header(test="other name")
+    assert recorder.summary()["header"] == {}
 
 
 def test_recorder_rejects_use_after_finalize(recorder: VideoRecorder) -> None:
@@ -331,7 +356,7 @@ def test_a_full_disk_stops_the_recording_deletes_the_partial_video_and_reports_o
     import errno
 
     from pytest_video_plugin import VideoEncodeError
-    from pytest_video_plugin.encode import H264Writer
+    from videokit.encode import H264Writer
 
     real_mux = H264Writer._mux
 
