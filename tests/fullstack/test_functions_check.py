@@ -18,14 +18,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from gate_overlays import class_box, class_legend
 
 from flyby.config.evaluation import load_evaluation_cfg
 from flyby.enums import ResolutionPreset, TargetClass
 from flyby.envs.px4_env import PX4ISREnv
 from flyby.mdp.terminations import TerminationCfg
-from pytest_video_plugin import Box, Text
-
-COLOURS = {int(TargetClass.VEHICLE): (255, 140, 0), int(TargetClass.PERSON): (255, 60, 200)}
+from pytest_video_plugin import Text
 
 
 def _clear_spot(world, radius_m: float = 12.0) -> np.ndarray:
@@ -90,13 +89,16 @@ def _record(recorder, env, info, profile, extra_boxes=(), **metrics):
     sx = frame.shape[1] / task.cfg.camera.width
     sy = frame.shape[0] / task.cfg.camera.height
     boxes = [
-        Box(*(det.boxes_px[0, t] * [sx, sy, sx, sy]), color=COLOURS[int(task.world.target_class[t])])
+        class_box(*(det.boxes_px[0, t] * [sx, sy, sx, sy]), task.world.target_class[t])
         for t in np.flatnonzero(det.visible[0])
     ]
     recorder.add_frame(
         frame,
         boxes=boxes + list(extra_boxes),
-        texts=[Text(f"{profile}  t={info['sim_time_s']:.2f} s", x=6, y=16, scale=0.5)],
+        texts=[
+            Text(f"{profile}  t={info['sim_time_s']:.2f} s", x=6, y=16, scale=0.5),
+            *class_legend(6, frame.shape[0] - 8, scale=0.45),
+        ],
         metrics={
             "x m": round(float(pos[0]), 2),
             "y m": round(float(pos[1]), 2),

@@ -35,6 +35,7 @@ def test_phase3_report_embeds_a_playable_h264_video(tmp_path, output_dir, reques
             "-q",
         ],
         cwd=request.config.rootpath,
+        check=False,  # the return code is asserted below, with the output
         capture_output=True,
         text=True,
         timeout=600,

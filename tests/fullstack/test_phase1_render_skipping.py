@@ -48,17 +48,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from gate_overlays import class_box, class_name
 
 from flyby.config.evaluation import load_evaluation_cfg
-from flyby.enums import ResolutionPreset, TargetClass
+from flyby.enums import ResolutionPreset
 from flyby.envs.px4_env import PX4ISREnv
 from flyby.perception.camera import camera_poses_w
 from flyby.perception.gt import GroundTruthDetector
 from flyby.policies import SmoothPatrolPolicy
-from pytest_video_plugin import Box, Text, side_by_side
+from pytest_video_plugin import Text, side_by_side
 
-B_SCALE = 3  # 128x128 drawn at 384x384
-COLOURS = {int(TargetClass.VEHICLE): (255, 140, 0), int(TargetClass.PERSON): (255, 60, 200)}
+B_SCALE = 3  # 128x128 drawn at 384x384 (display only)
 
 
 def _fresh_detection(detector, world, pos_w, rot_wb, sim_t, camera) -> tuple[np.ndarray, np.ndarray]:
@@ -143,10 +143,10 @@ def segment_rates(step_s, segments: int) -> np.ndarray:
 
 @pytest.mark.phase1
 @pytest.mark.parametrize("stack", ["cascade", pytest.param("px4", marks=pytest.mark.px4)])
-def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, stack_strings):
+def test_phase1_render_skipping(stack, request, video_recorder, gate_cfg, stack_strings):
     if stack == "px4":
         request.getfixturevalue("px4_binary")  # skips with the build instruction (fails in CI) without PX4
-    gate = phase1_cfgs[stack]
+    gate = gate_cfg.phase1_for(stack)
     # The seed plan's name in the people's latest view (output/videos/); PX4 is the seed plan's Phase 1.
     video_recorder.set_latest_name(
         "render_skip_validation" if stack == "px4" else "render_skip_validation_cascade"
@@ -169,7 +169,7 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
     a_wall = 0.0
     a_step_s = []
     try:
-        obs, _ = env.reset(seed=0)
+        env.reset(seed=0)
         world = env.task.world
         draw_detector = GroundTruthDetector.from_world(env.backend.camera, world)
         fresh = GroundTruthDetector.from_world(env.task.cfg.camera, world)
@@ -178,7 +178,7 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
         for k in range(gate.steps):
             action = b["actions"][k]
             t0 = time.perf_counter()
-            obs, reward, _, _, info = env.step(action)
+            _, reward, _, _, info = env.step(action)
             a_step_s.append(time.perf_counter() - t0)
             a_wall += a_step_s[-1]
             a_return += float(reward)
@@ -186,7 +186,7 @@ def test_phase1_render_skipping(stack, request, video_recorder, phase1_cfgs, sta
             a_pos.append(env.task.pos_w[0].copy())
             if b["rendered"][k]:
                 last_b = k
-                same_time = info["sim_time_s"] == pytest.approx(b["sim_t"][k], abs=1e-9)
+                same_time = info["sim_time_s"] == pytest.approx(b["sim_t"][k], abs=gate.sim_time_tol_s)
                 if stack == "cascade":  # deterministic: A's detections are B's
                     same_det = _same(det.visible[0], det.boxes_px[0], b["visible"][k], b["boxes"][k])
                 else:  # A's and B's against the ground truth of their own poses
@@ -292,18 +292,14 @@ def _compose(env, a_image, detector, b, k, last_b):
     det = detector.detect(cam_pos, rot_wc, task.target_pos_w, task.target_yaw_rad, task.world.target_size_m)
     classes = task.world.target_class
     boxes = [
-        Box(
-            *det.boxes_px[0, t],
-            color=COLOURS[int(classes[t])],
-            label="vehicle" if classes[t] == 0 else "person",
-        )
+        class_box(*det.boxes_px[0, t], classes[t], label=class_name(classes[t]))
         for t in np.flatnonzero(det.visible[0])
     ]
     x0 = a_image.shape[1] + 6
     if last_b >= 0:
         for t in np.flatnonzero(b["visible"][last_b]):
             x1, y1, x2, y2 = b["boxes"][last_b][t] * B_SCALE
-            boxes.append(Box(x0 + x1, y1, x0 + x2, y2, color=COLOURS[int(classes[t])]))
+            boxes.append(class_box(x0 + x1, y1, x0 + x2, y2, classes[t]))
     state = "rendered" if b["rendered"][k] else f"skipped (showing the frame of step {last_b})"
     texts = [
         Text(f"A: full preset, rendered, step {k}", x=6, y=16, scale=0.5),
@@ -313,7 +309,11 @@ def _compose(env, a_image, detector, b, k, last_b):
     return frame, boxes, texts
 
 
-def test_segment_rates_are_per_segment_and_the_config_must_split_evenly(phase1_cfgs):
+def test_segment_rates_are_per_segment_and_the_config_must_split_evenly(gate_cfg):
+    from dataclasses import asdict
+
+    from gate_cfg import Phase1GateCfg
+
     from flyby.config import from_dict
     from flyby.errors import ConfigError
 
@@ -323,6 +323,6 @@ def test_segment_rates_are_per_segment_and_the_config_must_split_evenly(phase1_c
     assert float(np.median(segment_rates(step_s + [0.01] * 24, 5))) == pytest.approx(
         100.0
     )  # 1 stalled of 5: median holds
-    assert phase1_cfgs["px4"].timing_segments == phase1_cfgs["cascade"].timing_segments == 5
+    assert gate_cfg.phase1_px4.timing_segments == gate_cfg.phase1.timing_segments == 5
     with pytest.raises(ConfigError, match="steps: 202 does not split into timing_segments=5"):
-        from_dict(type(phase1_cfgs["px4"]), {"steps": 202})
+        from_dict(Phase1GateCfg, {**asdict(gate_cfg.phase1_px4), "steps": 202})

@@ -55,14 +55,12 @@ with ``-m "phase2 and not slow"``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
+from gate_cfg import TransferRunCfg
 from gate_overlays import truth_boxes
 
-from flyby.config import cfg_field, load_yaml
 from flyby.perception.gt import GroundTruthDetector
 from flyby.training.evaluate import (
     RandomPolicy,
@@ -77,45 +75,13 @@ from flyby.training.evaluate import (
 from flyby.training.train import load_ppo_cfg, train_ppo
 from pytest_video_plugin import Text, side_by_side
 
-PHASE_CONFIG = Path(__file__).with_name("phase_config.yaml")
-VIEW_SCALE = 2  # 320x240 camera frames drawn at 640x480
-
-
-@dataclass(kw_only=True)
-class TransferRunCfg:
-    """One configuration of the gate."""
-
-    budget_s: float = cfg_field(60.0, gt=0.0)  # s, wall-clock training budget per policy
-    eval_episodes: int = cfg_field(8, ge=2)  # evaluation episodes per policy (>= 2 for an interval)
-
-
-@dataclass(kw_only=True)
-class Phase2TransferGateCfg:
-    """Phase 2, policy transfer."""
-
-    seed: int = cfg_field(0, ge=0)  # PPO, policy and training-env seed
-    episode_length_s: float = cfg_field(20.0, gt=0.0)  # s, training and evaluation episodes
-    first_eval_seed: int = cfg_field(1000, ge=0)  # first evaluation seed
-    num_drones: int = cfg_field(16, ge=1)  # direct run's parallel envs
-    full_num_envs: int = cfg_field(4, ge=1)  # baseline run's PX4ISR-v0 copies (cascade)
-    full_num_envs_px4: int = cfg_field(
-        2, ge=1, le=10
-    )  # baseline run's parallel PX4 instances (and evaluation's)
-    min_fraction: float = cfg_field(0.9, gt=0.0, le=1.0)  # share of the baseline's gain to keep
-    video_render_interval: int = cfg_field(4, ge=1)  # control steps between rendered video frames
-    quick: TransferRunCfg = field(default_factory=TransferRunCfg)  # CI configuration
-    slow: TransferRunCfg = field(default_factory=lambda: TransferRunCfg(budget_s=600.0, eval_episodes=20))
-
-
-@pytest.fixture(scope="module")
-def transfer_cfg() -> Phase2TransferGateCfg:
-    return load_yaml(Phase2TransferGateCfg, PHASE_CONFIG, section="phase2_transfer")
+VIEW_SCALE = 2  # 320x240 camera frames drawn at 640x480 (display only)
 
 
 @pytest.mark.phase2
 @pytest.mark.parametrize("run", ["quick", pytest.param("slow", marks=pytest.mark.slow)])
-def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder, stack_strings, output_dir):
-    gate = transfer_cfg
+def test_phase2_policy_transfer(run, flight_stack, gate_cfg, video_recorder, stack_strings, output_dir):
+    gate = gate_cfg.phase2_transfer
     video_recorder.set_latest_name(f"policy_transfer_{run}")
     px4 = flight_stack == "px4"
     run_cfg: TransferRunCfg = getattr(gate, run)
@@ -124,9 +90,12 @@ def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder,
     models = output_dir / "models"
 
     # Training: same algorithm, hyper-parameters, seed, episode length and wall-clock budget.
-    common = dict(
-        budget_s=run_cfg.budget_s, seed=gate.seed, ppo_kwargs=ppo_cfg, episode_length_s=gate.episode_length_s
-    )
+    common = {
+        "budget_s": run_cfg.budget_s,
+        "seed": gate.seed,
+        "ppo_kwargs": ppo_cfg,
+        "episode_length_s": gate.episode_length_s,
+    }
     direct_run = train_ppo(
         "direct", num_drones=gate.num_drones, save_path=models / f"phase2_transfer_{run}_direct.zip", **common
     )
@@ -139,11 +108,11 @@ def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder,
     )
 
     # Evaluation in PX4ISR-v0 on the same seeds, with the same flight stack.
-    ev = dict(
-        episode_length_s=gate.episode_length_s,
-        flight_stack=flight_stack,
-        px4_instances=gate.full_num_envs_px4 if px4 else 1,
-    )
+    ev = {
+        "episode_length_s": gate.episode_length_s,
+        "flight_stack": flight_stack,
+        "px4_instances": gate.full_num_envs_px4 if px4 else 1,
+    }
     direct = evaluate_policy_full_fidelity(direct_run.model, seeds, label="direct-trained", **ev)
     base = evaluate_policy_full_fidelity(base_run.model, seeds, label="baseline (full)", **ev)
     random = evaluate_policy_full_fidelity(RandomPolicy(), seeds, label="random", **ev)
@@ -252,7 +221,7 @@ def test_phase2_policy_transfer(run, flight_stack, transfer_cfg, video_recorder,
         )
         if px4:
             continue  # PX4 is not bit-reproducible: a fresh flight of the seed (see the docstring)
-        assert stats.ret == pytest.approx(result.returns[0], abs=1e-9), (
+        assert stats.ret == pytest.approx(result.returns[0], abs=gate.return_tol), (
             f"{label}: the recorded episode (seed {seeds[0]}) returned {stats.ret:+.6f}, the evaluation "
             f"{result.returns[0]:+.6f}; rendering or recording changed the episode"
         )

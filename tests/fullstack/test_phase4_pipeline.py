@@ -30,51 +30,21 @@ in the gate report.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from gate_cfg import Phase4RunCfg
 
-from flyby.config import cfg_field, load_yaml
-
-PHASE_CONFIG = Path(__file__).with_name("phase_config.yaml")
 POLICY_KEYS = ("trained", "zero", "random", "patrol")
-
-
-@dataclass(kw_only=True)
-class Phase4RunCfg:
-    """One configuration of the gate."""
-
-    total_steps: int = cfg_field(2_000_000, ge=1)  # env steps of training
-    budget_s: float = cfg_field(900.0, gt=0.0)  # s of training wall clock at most
-    eval_episodes: int = cfg_field(8, ge=2)  # evaluation episodes per policy
-
-
-@dataclass(kw_only=True)
-class Phase4GateCfg:
-    """Phase 4, the pipeline."""
-
-    first_eval_seed: int = cfg_field(1000, ge=0)  # first evaluation seed
-    px4_instances: int = cfg_field(2, ge=1, le=10)  # parallel evaluation envs
-    max_onnx_diff: float = cfg_field(1e-5, gt=0.0)  # max |ONNX - SB3| action difference
-    quick: Phase4RunCfg = field(default_factory=Phase4RunCfg)  # CI configuration
-    slow: Phase4RunCfg = field(
-        default_factory=lambda: Phase4RunCfg(total_steps=6_000_000, budget_s=3600.0, eval_episodes=20)
-    )
-
-
-@pytest.fixture(scope="module")
-def phase4_cfg() -> Phase4GateCfg:
-    return load_yaml(Phase4GateCfg, PHASE_CONFIG, section="phase4")
 
 
 @pytest.mark.phase4
 @pytest.mark.parametrize("run", ["quick", pytest.param("slow", marks=pytest.mark.slow)])
-def test_phase4_pipeline(run, flight_stack, phase4_cfg, video_recorder, stack_strings, output_dir):
+def test_phase4_pipeline(run, flight_stack, gate_cfg, video_recorder, stack_strings, output_dir):
     from flyby.config.evaluation import load_evaluation_cfg
     from flyby.pipeline.run import STAGES, PipelineCfg, probe_mp4, run_pipeline
 
-    gate = phase4_cfg
+    gate = gate_cfg.phase4
     run_cfg: Phase4RunCfg = getattr(gate, run)
     # The seed plan's name in output/videos/ (the slow run keeps its own).
     video_recorder.set_latest_name("pipeline_validation" if run == "quick" else f"pipeline_validation_{run}")
