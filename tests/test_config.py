@@ -4,6 +4,7 @@ import pytest
 
 from flyby.config import from_dict, load_yaml, to_dict
 from flyby.config.dynamics import DirectDynamicsCfg
+from flyby.config.evaluation import load_evaluation_cfg
 from flyby.config.training import TrainingCfg, load_training_cfg
 from flyby.enums import ResolutionPreset
 from flyby.errors import ConfigError
@@ -13,7 +14,9 @@ def test_packaged_configs_hold_the_seed_plan_values_and_the_tuned_model():
     cfg = load_training_cfg()
     dyn = cfg.direct_env.dynamics
     # The action scale and the noise are the seed plan's; the response is the phase-2 fit.
-    assert (dyn.max_velocity, dyn.max_vertical_velocity, dyn.max_yaw_rate) == (10.0, 5.0, 90.0)
+    for env_cfg in (cfg.direct_env, cfg.multi_drone_env, load_evaluation_cfg().px4_env):
+        act = env_cfg.actions
+        assert (act.max_velocity, act.max_vertical_velocity, act.max_yaw_rate) == (10.0, 5.0, 90.0)
     assert (dyn.position_noise_std, dyn.velocity_noise_std) == (0.02, 0.1)
     seed = DirectDynamicsCfg()
     assert seed.velocity_damping == 0.95 and 0.85 < dyn.velocity_damping < 0.95
@@ -61,11 +64,11 @@ direct_env:
 
 def test_negative_rates_and_cross_field_checks(tmp_path):
     dyn = tmp_path / "dyn.yaml"
-    dyn.write_text("max_yaw_rate: -90\nvelocity_damping: 1.0\nposition_noise_std: -1\n")
+    dyn.write_text("damping_reference_dt: -0.05\nvelocity_damping: 1.0\nposition_noise_std: -1\n")
     with pytest.raises(ConfigError) as info:
         load_yaml(DirectDynamicsCfg, dyn)
     assert {p.split(":")[0] for p in info.value.problems} == {
-        "max_yaw_rate",
+        "damping_reference_dt",
         "velocity_damping",
         "position_noise_std",
     }
@@ -77,9 +80,32 @@ def test_negative_rates_and_cross_field_checks(tmp_path):
 
 def test_dynamics_belong_in_the_dynamics_file(tmp_path):
     f = tmp_path / "t.yaml"
-    f.write_text("direct_env:\n  dynamics: {max_velocity: 3.0}\n")
+    f.write_text("direct_env:\n  dynamics: {velocity_damping: 0.9}\n")
     with pytest.raises(ConfigError, match="set the dynamics in dynamics_config.yaml"):
         load_training_cfg(f)
+
+
+def test_action_scale_moved_out_of_the_dynamics_file(tmp_path):
+    """An old dynamics file with the action scale gets an error naming the new key, every one listed."""
+    old = tmp_path / "old_dynamics.yaml"
+    old.write_text(
+        "max_velocity: 10.0\nmax_vertical_velocity: 5.0\nmax_yaw_rate: 90.0\nvelocity_damping: 0.9\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_training_cfg(dynamics_path=old)
+    problems = info.value.problems
+    assert [p.split(":")[0] for p in problems] == ["max_velocity", "max_vertical_velocity", "max_yaw_rate"]
+    assert all("has moved" in p and "actions." in p and "ActionCfg" in p for p in problems)
+    assert "actions.max_yaw_rate" in problems[2]
+    # The new place takes it, bounds checked like every field.
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        "direct_env:\n  actions: {max_velocity: 12.0}\nmulti_drone_env:\n  actions: {max_yaw_rate: 0}\n"
+    )
+    with pytest.raises(ConfigError, match=r"multi_drone_env\.actions\.max_yaw_rate: 0.0 is out of range"):
+        load_training_cfg(f)
+    f.write_text("direct_env:\n  actions: {max_velocity: 12.0}\n")
+    assert load_training_cfg(f).direct_env.actions.max_velocity == 12.0
 
 
 def test_file_errors_are_config_errors(tmp_path):

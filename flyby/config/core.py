@@ -5,7 +5,9 @@ with :func:`cfg_field`; :func:`from_dict` converts a plain mapping (parsed YAML)
 into the dataclass, checking types, bounds, unknown keys and each config's own
 cross-field ``validate()``, and raises one :class:`~flyby.errors.ConfigError`
 that lists *every* problem by dotted path (as IsaacLab's
-``configclass.validate`` does).
+``configclass.validate`` does). A key that moved elsewhere is named by the config class's
+``MOVED_KEYS`` (``{old key: where it lives now}``), so an old YAML file gets an error that
+names the new key instead of "unknown key".
 
 Example::
 
@@ -162,8 +164,11 @@ def _convert(value: Any, tp: Any, path: str, meta: Mapping[str, Any], problems: 
 def _from_dict(cls: type[T], data: Mapping[str, Any], prefix: str, problems: list[str]) -> T | None:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    moved = getattr(cls, "MOVED_KEYS", {})
     for key in data:
-        if key not in fields:
+        if key in moved:
+            problems.append(f"{_join(prefix, str(key))}: this key has moved: {moved[key]}")
+        elif key not in fields:
             known = ", ".join(sorted(fields))
             problems.append(f"{_join(prefix, str(key))}: unknown key (known keys: {known})")
     kwargs: dict[str, Any] = {}

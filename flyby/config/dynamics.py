@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from flyby.config.core import cfg_field
 
-DYNAMICS_CONFIG = "dynamics_config.yaml"  # the packaged PX4 SITL fit (dynamics_config_cascade.yaml: the cascade fit)
+DYNAMICS_CONFIG = (
+    "dynamics_config.yaml"  # the packaged PX4 SITL fit (dynamics_config_cascade.yaml: the cascade fit)
+)
 
 
 @dataclass(kw_only=True)
@@ -20,38 +23,39 @@ class DirectDynamicsCfg:
     defaults) does not depend on the control rate. Every other ``*_damping``
     field works the same way.
 
-    ``max_velocity``, ``max_vertical_velocity`` and ``max_yaw_rate`` are the
-    *action scale* every env shares (:mod:`flyby.mdp.actions`); tuning never
-    changes them. The fields after ``velocity_noise_std`` are the phase-2
+    It holds only what ``flyby tune`` fits, plus the domain-randomization noise.
+    The *action scale* (what action +-1 commands) is not dynamics: it is
+    :class:`flyby.mdp.actions.ActionCfg`, the env config's ``actions``. The
+    fields after ``velocity_noise_std`` are the phase-2
     extensions fitted by ``flyby tune`` (equations and evidence in
     :mod:`flyby.dynamics.direct`); each defaults to the value that reproduces
     the seed model exactly.
     """
 
-    max_velocity: float = cfg_field(10.0, gt=0.0)  # m/s, horizontal speed at action +-1 (per axis)
-    max_vertical_velocity: float = cfg_field(5.0, gt=0.0)  # m/s, vertical speed at action +-1
-    max_yaw_rate: float = cfg_field(90.0, gt=0.0)  # deg/s, yaw rate at action +-1
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        k: f"set it as actions.{k} in the env config (flyby.mdp.actions.ActionCfg; training_config.yaml "
+        "direct_env/multi_drone_env, evaluation_config.yaml px4_env), or leave it out for the shared default; "
+        "the dynamics file holds only what flyby tune fits"
+        for k in ("max_velocity", "max_vertical_velocity", "max_yaw_rate")
+    }
+
     velocity_damping: float = cfg_field(0.95, ge=0.0, lt=1.0)  # 1, velocity retained per reference step
-    damping_reference_dt: float = cfg_field(
-        0.05, gt=0.0
-    )  # s, step the damping is defined for (20 Hz control)
+    # s, step the damping is defined for (20 Hz control)
+    damping_reference_dt: float = cfg_field(0.05, gt=0.0)
     position_noise_std: float = cfg_field(0.02, ge=0.0)  # m, Gaussian position noise per reference step
     velocity_noise_std: float = cfg_field(0.1, ge=0.0)  # m/s, Gaussian velocity noise per reference step
     # Phase-2 extensions (flyby tune); the defaults reproduce the seed model.
     # 1, vertical velocity retained per reference step; null: velocity_damping
     vertical_velocity_damping: float | None = cfg_field(None, ge=0.0, lt=1.0)
     velocity_gain: float = cfg_field(1.0, gt=0.0)  # 1, horizontal velocity target per commanded velocity
-    vertical_velocity_gain: float = cfg_field(
-        1.0, gt=0.0
-    )  # 1, vertical velocity target per commanded velocity
+    # 1, vertical velocity target per commanded velocity
+    vertical_velocity_gain: float = cfg_field(1.0, gt=0.0)
     # m/s, norm limit of the horizontal setpoint (PX4 MPC_XY_VEL_MAX); null: none
     max_horizontal_speed: float | None = cfg_field(None, gt=0.0)
-    max_climb_rate: float | None = cfg_field(
-        None, gt=0.0
-    )  # m/s, upward target limit (MPC_Z_VEL_MAX_UP); null: none
-    max_descent_rate: float | None = cfg_field(
-        None, gt=0.0
-    )  # m/s, downward target limit (MPC_Z_VEL_MAX_DN); null: none
+    # m/s, upward target limit (MPC_Z_VEL_MAX_UP); null: none
+    max_climb_rate: float | None = cfg_field(None, gt=0.0)
+    # m/s, downward target limit (MPC_Z_VEL_MAX_DN); null: none
+    max_descent_rate: float | None = cfg_field(None, gt=0.0)
     # m/s^2, norm limit of the horizontal thrust acceleration (tilt limit); null: none
     max_horizontal_acceleration: float | None = cfg_field(None, gt=0.0)
     drag_coefficient: float = cfg_field(0.0, ge=0.0)  # 1/s, linear drag, outside max_horizontal_acceleration
@@ -69,9 +73,8 @@ class DirectDynamicsCfg:
     # 1, anti-windup integrator retained per reference step (its leak back to zero); 0: no memory
     antiwindup_damping: float = cfg_field(0.0, ge=0.0, lt=1.0)
     yaw_rate_gain: float = cfg_field(1.0, gt=0.0)  # 1, yaw rate per commanded yaw rate
-    yaw_rate_damping: float = cfg_field(
-        0.0, ge=0.0, lt=1.0
-    )  # 1, yaw rate kept per reference step; 0: instant
+    # 1, yaw rate kept per reference step; 0: instant
+    yaw_rate_damping: float = cfg_field(0.0, ge=0.0, lt=1.0)
 
     def validate(self) -> list[str]:
         problems = []

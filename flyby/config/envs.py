@@ -22,6 +22,7 @@ from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.control.cascade import CascadeCfg
 from flyby.dynamics.multirotor import MultirotorCfg
 from flyby.enums import ResolutionPreset
+from flyby.mdp.actions import ActionCfg
 from flyby.mdp.observations import ObservationCfg
 from flyby.mdp.rewards import RewardCfg
 from flyby.mdp.terminations import TerminationCfg
@@ -35,12 +36,10 @@ from flyby.world.world import WorldCfg
 class SpawnCfg:
     """Where drones start an episode."""
 
-    altitude_m: tuple[float, float] = cfg_field(
-        (20.0, 45.0), gt=0.0
-    )  # m, min/max start altitude above ground
-    building_clearance_m: float = cfg_field(
-        5.0, ge=0.0
-    )  # m, start at least this high above the building below
+    # m, min/max start altitude above ground
+    altitude_m: tuple[float, float] = cfg_field((20.0, 45.0), gt=0.0)
+    # m, start at least this high above the building below
+    building_clearance_m: float = cfg_field(5.0, ge=0.0)
     # m, ... and above every building within this horizontal distance (a 5 x 5 grid of height samples);
     # 0: only the one below. Without it a drone can start 1 m beside a wall 10 m taller than itself.
     clearance_radius_m: float = cfg_field(15.0, ge=0.0)
@@ -61,9 +60,9 @@ class ISREnvCfg:
 
     world: WorldCfg = field(default_factory=WorldCfg)  # the procedural area
     world_seed: int = cfg_field(0, ge=0)  # seed of the world layout (episodes are seeded separately)
-    dynamics: DirectDynamicsCfg = field(
-        default_factory=DirectDynamicsCfg
-    )  # direct model (and action scaling)
+    # the direct model, filled from dynamics_config.yaml by the loaders
+    dynamics: DirectDynamicsCfg = field(default_factory=DirectDynamicsCfg)
+    actions: ActionCfg = field(default_factory=ActionCfg)  # what action +-1 commands (the same in every env)
     camera: CameraCfg = field(default_factory=CameraCfg)  # drone camera
     step_dt: float = cfg_field(0.05, gt=0.0, le=1.0)  # s, control period (20 Hz)
     episode_length_s: float = cfg_field(60.0, gt=0.0)  # s, time limit of an episode (truncation)
@@ -136,9 +135,8 @@ class TakeoffCfg:
     horizontal ``max_horizontal_speed_mps``), until the drone is within the tolerances.
     """
 
-    ground_start_below_m: float = cfg_field(
-        1.0, ge=0.0
-    )  # m above the surface: a start this low is a ground start
+    # m above the surface: a start this low is a ground start
+    ground_start_below_m: float = cfg_field(1.0, ge=0.0)
     position_tolerance_m: float = cfg_field(0.5, gt=0.0)  # m, take-off done within this of the start
     speed_tolerance_mps: float = cfg_field(0.3, gt=0.0)  # m/s, ... and slower than this
     gain_per_s: float = cfg_field(1.0, gt=0.0)  # 1/s, velocity setpoint per metre of position error
@@ -170,9 +168,8 @@ class PX4EnvCfg(ISREnvCfg):
     render preset, so render skipping and resolution presets cannot change observations.
     """
 
-    camera: CameraCfg = field(
-        default_factory=lambda: CameraCfg(preset=ResolutionPreset.TRAINING)
-    )  # perception camera
+    # perception camera
+    camera: CameraCfg = field(default_factory=lambda: CameraCfg(preset=ResolutionPreset.TRAINING))
     physics_dt: float = cfg_field(0.004, gt=0.0, le=0.02)  # s, physics step (250 Hz, PX4 SITL lockstep rate)
     decimation: int = cfg_field(10, ge=1)  # physics steps per control step
     step_dt: float = cfg_field(0.04, gt=0.0, le=1.0)  # s, control period = physics_dt * decimation (25 Hz)
@@ -182,9 +179,8 @@ class PX4EnvCfg(ISREnvCfg):
     cascade: CascadeCfg = field(default_factory=CascadeCfg)  # built-in flight stack (PX4 default gains)
     sensors: SensorCfg = field(default_factory=SensorCfg)  # IMU, magnetometer, barometer, GPS
     px4: PX4Cfg = field(default_factory=PX4Cfg)  # PX4 SITL
-    perception: PerceptionCfg = field(
-        default_factory=PerceptionCfg
-    )  # detections: ground_truth (analytic) or yolo
+    # detections: ground_truth (analytic) or yolo
+    perception: PerceptionCfg = field(default_factory=PerceptionCfg)
 
     def validate(self) -> list[str]:
         problems = super().validate()

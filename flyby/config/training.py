@@ -34,13 +34,11 @@ class Algorithm(str, Enum):
 class PPOSection:
     """PPO-only settings (stable-baselines3 names)."""
 
-    n_steps: int = cfg_field(
-        256, ge=1
-    )  # env steps per env per rollout (rollout = n_steps * num_drones samples)
+    # env steps per env per rollout (rollout = n_steps * num_drones samples)
+    n_steps: int = cfg_field(256, ge=1)
     n_epochs: int = cfg_field(4, ge=1)  # passes over each rollout
-    gamma: float = cfg_field(
-        0.995, gt=0.0, le=1.0
-    )  # discount per control step (0.995 at 20 Hz: a 10 s horizon)
+    # discount per control step (0.995 at 20 Hz: a 10 s horizon)
+    gamma: float = cfg_field(0.995, gt=0.0, le=1.0)
     gae_lambda: float = cfg_field(0.95, ge=0.0, le=1.0)  # GAE lambda
     ent_coef: float = cfg_field(0.0, ge=0.0)  # entropy bonus weight
     clip_range: float = cfg_field(0.2, gt=0.0, le=1.0)  # PPO ratio clip
@@ -70,12 +68,10 @@ class TrainerCfg:
     """
 
     algorithm: Algorithm = Algorithm.PPO  # PPO or SAC (stable-baselines3)
-    total_steps: int = cfg_field(
-        4_000_000, ge=1
-    )  # env steps (agent transitions over all drones) to train for
-    budget_s: float | None = cfg_field(
-        None, gt=0.0
-    )  # s of wall clock to stop after as well; null: steps only
+    # env steps (agent transitions over all drones) to train for
+    total_steps: int = cfg_field(4_000_000, ge=1)
+    # s of wall clock to stop after as well; null: steps only
+    budget_s: float | None = cfg_field(None, gt=0.0)
     batch_size: int = cfg_field(2048, ge=2)  # samples per minibatch (PPO) or per gradient step (SAC)
     learning_rate: float = cfg_field(3e-4, gt=0.0, le=1.0)  # Adam step size
     num_drones: int = cfg_field(32, ge=1, le=4096)  # drones of MultiDroneISR-v0 = parallel envs
@@ -84,18 +80,16 @@ class TrainerCfg:
     normalize_reward: bool = True  # VecNormalize return scaling during training (not used at evaluation)
     clip_obs: float = cfg_field(10.0, gt=0.0)  # normalised observations are clipped to +-clip_obs
     eval_freq_steps: int = cfg_field(500_000, ge=1)  # env steps between evaluation callbacks
-    eval_episodes: int = cfg_field(
-        16, ge=1
-    )  # episodes per evaluation callback (a separate env, seed + 10_000)
+    # episodes per evaluation callback (a separate env, seed + 10_000)
+    eval_episodes: int = cfg_field(16, ge=1)
     checkpoint_freq_steps: int = cfg_field(250_000, ge=1)  # env steps between checkpoints (resume points)
     keep_checkpoints: int = cfg_field(2, ge=1)  # newest checkpoints kept on disk (older ones are replaced)
     torch_threads: int = cfg_field(1, ge=1)  # torch intra-op threads (these MLPs do not gain from more)
     match_eval_env: bool = (
         True  # train with PX4ISR-v0's perception camera and control rate (evaluation_config.yaml)
     )
-    collision_margin_m: float = cfg_field(
-        0.0, ge=0.0, le=50.0
-    )  # m, buildings grow by this more in training only
+    # m, buildings grow by this more in training only
+    collision_margin_m: float = cfg_field(0.0, ge=0.0, le=50.0)
     # Reward scales overriding the env's in training only (shaping); evaluation keeps the shared reward.
     reward_scales: dict[str, float] = field(default_factory=dict)
     # Domain randomization: each drone's commanded horizontal velocity is multiplied by a gain drawn
@@ -157,7 +151,6 @@ class TrainerCfg:
 
 
 TRAINING_CONFIG = "training_config.yaml"
-
 
 
 @dataclass(kw_only=True)

@@ -117,7 +117,7 @@ import numpy as np
 
 from flyby.config import check
 from flyby.config.dynamics import DirectDynamicsCfg
-from flyby.mdp.actions import scale_actions, validate_actions
+from flyby.mdp.actions import ActionCfg
 from flyby.perception.camera import yaw_rotation
 
 STANDARD_GRAVITY = 9.80665  # m/s^2, ISO 80000-3 (the g of the thrust coupling)
@@ -144,8 +144,9 @@ class DirectDynamics:
         ValueError: ``num_drones`` < 1.
     """
 
-    def __init__(self, cfg: DirectDynamicsCfg, num_drones: int) -> None:
+    def __init__(self, cfg: DirectDynamicsCfg, num_drones: int, actions: ActionCfg | None = None) -> None:
         self.cfg = check(cfg)
+        self.actions = check(actions) if actions is not None else ActionCfg()
         if int(num_drones) < 1:
             raise ValueError(f"num_drones must be >= 1, got {num_drones}")
         self.num_drones = n = int(num_drones)
@@ -234,9 +235,9 @@ class DirectDynamics:
         """Advance every drone by ``dt`` seconds.
 
         Args:
-            actions: (N, 4) normalised ``[vx, vy, vz, yaw_rate]``; values outside
-                [-1, 1] are clipped (documented behaviour, as PX4 clamps
-                setpoints to its limits).
+            actions: (N, 4) float64 normalised ``[vx, vy, vz, yaw_rate]`` already checked and
+                clipped to [-1, 1] by :func:`flyby.mdp.actions.validate_actions` (the env does
+                it once per step; this does not check them again), scaled by ``self.actions``.
             dt: step length, seconds, > 0.
 
         Returns:
@@ -244,9 +245,9 @@ class DirectDynamics:
             yaw_rad: (N,) float64 view of the new yaw angles.
 
         Raises:
-            InvalidAction: wrong shape, or NaN/inf values.
+            ValueError: ``dt`` is not > 0.
         """
-        a = validate_actions(actions, self.num_drones)
+        a = actions
         if not dt > 0:
             raise ValueError(f"dt must be > 0 seconds, got {dt}")
         if self.num_drones == 1:
@@ -257,7 +258,7 @@ class DirectDynamics:
         """:meth:`step` for validated, clipped actions ``a`` (N, 4), batched in numpy."""
         cfg = self.cfg
         d, lag, d_yaw, noise_scale, _ = self._rates(dt)
-        v_target, yaw_cmd = scale_actions(a, cfg.max_velocity, cfg.max_vertical_velocity, cfg.max_yaw_rate)
+        v_target, yaw_cmd = self.actions.scale(a)
         if cfg.max_horizontal_speed is not None:
             _clip_norm(v_target[:, :2], cfg.max_horizontal_speed)
         if self._gain is not None:
@@ -320,9 +321,10 @@ class DirectDynamics:
         cfg = self.cfg
         d, lag, d_yaw, noise_scale, _ = self._rates(dt)
         d_xy, d_z = (d, d) if isinstance(d, float) else (float(d[0]), float(d[2]))
-        tx = a[0] * cfg.max_velocity
-        ty = a[1] * cfg.max_velocity
-        tz = a[2] * cfg.max_vertical_velocity
+        act = self.actions
+        tx = a[0] * act.max_velocity
+        ty = a[1] * act.max_velocity
+        tz = a[2] * act.max_vertical_velocity
         if cfg.max_horizontal_speed is not None:
             tx, ty = _clip_norm_2(tx, ty, cfg.max_horizontal_speed)
         if self._gain is not None:
@@ -330,7 +332,7 @@ class DirectDynamics:
             tx, ty, tz = tx * k_xy, ty * k_xy, tz * k_z
         if self._limit_z:
             tz = min(max(tz, self._z_lo), self._z_hi)
-        w_cmd = a[3] * math.radians(cfg.max_yaw_rate)
+        w_cmd = a[3] * math.radians(act.max_yaw_rate)
         if cfg.yaw_rate_gain != 1.0:
             w_cmd *= cfg.yaw_rate_gain
         vx, vy, vz = self.lin_vel_w[0].tolist()

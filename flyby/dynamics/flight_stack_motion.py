@@ -28,9 +28,8 @@ import math
 
 import numpy as np
 
-from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.dynamics.multirotor import quat_wxyz_to_rot, rotate_inverse, yaw_from_quat_wxyz
-from flyby.mdp.actions import scale_actions, validate_actions
+from flyby.mdp.actions import ActionCfg
 from flyby.perception.camera import yaw_quat_wxyz
 
 
@@ -42,7 +41,7 @@ class FlightStackMotion:
         flight_stack: object with ``update(vel_sp_w, yaw_rate_sp, state, dt) -> u (N, 4)``
             and ``reset(ids=None)``; optional ``armed`` (N,) bool and ``seed(seed)``.
         rotors: a :class:`flyby.dynamics.multirotor.RotorModel`.
-        action_scale: the shared action scaling (max velocities, yaw rate).
+        actions: the shared action scale (:class:`flyby.mdp.actions.ActionCfg`).
         physics_dt: seconds per physics step.
         decimation: physics steps per control step.
 
@@ -59,7 +58,7 @@ class FlightStackMotion:
         backend,
         flight_stack,
         rotors,
-        action_scale: DirectDynamicsCfg,
+        actions: ActionCfg,
         physics_dt: float,
         decimation: int,
         *,
@@ -70,7 +69,7 @@ class FlightStackMotion:
         self.backend = backend
         self.flight_stack = flight_stack
         self.rotors = rotors
-        self.action_scale = action_scale
+        self.actions = actions
         self.physics_dt = float(physics_dt)
         self.decimation = int(decimation)
         self.num_drones = backend.num_drones
@@ -210,11 +209,8 @@ class FlightStackMotion:
             raise ValueError(
                 f"dt {dt} s must equal decimation x physics_dt = {self.decimation} x {self.physics_dt} = {expected} s"
             )
-        a = validate_actions(actions, self.num_drones)
-        cfg = self.action_scale
-        vel_sp_w, yaw_rate_sp = scale_actions(
-            a, cfg.max_velocity, cfg.max_vertical_velocity, cfg.max_yaw_rate
-        )
+        # ``actions`` were checked and clipped once by the env (flyby.mdp.actions.validate_actions).
+        vel_sp_w, yaw_rate_sp = self.actions.scale(actions)
         self._control_step(vel_sp_w, yaw_rate_sp)
         return self.pos_w, self.yaw_rad
 

@@ -85,7 +85,9 @@ class ISRTask:
         self.world = world if world is not None else generate_world(cfg.world, cfg.world_seed)
         self.step_dt = cfg.step_dt
         self.max_episode_length = cfg.max_episode_length
-        self.dynamics: MotionModel = motion if motion is not None else DirectDynamics(cfg.dynamics, n)
+        self.dynamics: MotionModel = (
+            motion if motion is not None else DirectDynamics(cfg.dynamics, n, cfg.actions)
+        )
         if self.dynamics.num_drones != n:
             raise ValueError(f"motion model has {self.dynamics.num_drones} drones, the task {n}")
         self.detector = GroundTruthDetector.from_world(cfg.camera, self.world)
@@ -158,8 +160,7 @@ class ISRTask:
         self._progress = np.zeros((n, 3))
         self._progress_den = np.array([gx * gy, max(t, 1), self.max_episode_length], dtype=np.int64)
         self._pos_scale = np.array([half[0], half[1], cfg.terminations.max_altitude_m])
-        d = cfg.dynamics
-        self._vel_scale = np.array([d.max_velocity, d.max_velocity, d.max_vertical_velocity])
+        self._vel_scale = cfg.actions.vel_scale
 
     # ------------------------------------------------------------------ public API
 

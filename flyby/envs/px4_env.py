@@ -163,7 +163,7 @@ class PX4ISREnv(gym.Env):
             raise
         self._controller = controller
         motion = FlightStackMotion(
-            self.backend, controller, RotorModel(cfg.multirotor, 1), cfg.dynamics, cfg.physics_dt, cfg.decimation,
+            self.backend, controller, RotorModel(cfg.multirotor, 1), cfg.actions, cfg.physics_dt, cfg.decimation,
             takeoff=cfg.px4.takeoff, surface_height=world.height_at,
             rest_height_m=cfg.multirotor.collision_half_extent_m[2],
         )  # fmt: skip

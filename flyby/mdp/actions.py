@@ -1,27 +1,35 @@
-"""The shared action: a normalised velocity + yaw-rate setpoint.
+"""The shared action: a normalised velocity + yaw-rate setpoint, and its one definition.
 
-Action (num_envs, 4) float32 in [-1, 1]:
+Action (num_envs, 4) float32 in [-1, 1], scaled by :class:`ActionCfg`:
 
-| index | name       | scaled to                         | unit  | frame     |
-|-------|------------|-----------------------------------|-------|-----------|
-| 0     | vx         | * max_velocity                    | m/s   | world ENU |
-| 1     | vy         | * max_velocity                    | m/s   | world ENU |
-| 2     | vz         | * max_vertical_velocity           | m/s   | world ENU |
-| 3     | yaw_rate   | * max_yaw_rate (deg/s -> rad/s)   | rad/s | about z   |
+| index | name       | scaled to                                   | unit  | frame     |
+|-------|------------|---------------------------------------------|-------|-----------|
+| 0     | vx         | * ActionCfg.max_velocity                    | m/s   | world ENU |
+| 1     | vy         | * ActionCfg.max_velocity                    | m/s   | world ENU |
+| 2     | vz         | * ActionCfg.max_vertical_velocity           | m/s   | world ENU |
+| 3     | yaw_rate   | * ActionCfg.max_yaw_rate (deg/s -> rad/s)   | rad/s | about z   |
 
 These are the quantities PX4 offboard control takes (velocity + yaw rate,
 SET_POSITION_TARGET_LOCAL_NED type_mask 1479, after ENU->NED at the MAVLink
 boundary), so the direct, multi-drone and full-fidelity envs share one action.
 Out-of-range values are clipped to [-1, 1]; NaN/inf or a wrong shape raise
 :class:`~flyby.errors.InvalidAction`.
+
+Every env holds one :class:`ActionCfg` (``ISREnvCfg.actions``) and validates a step's actions
+once, in :meth:`flyby.envs.isr_task.ISRTask.step`; the motion models (direct dynamics, flight
+stack) take the validated batch and scale it with the same :meth:`ActionCfg.scale`. The scale
+is not fitted by ``flyby tune``: it is what a policy's outputs mean, so a policy transfers
+between envs only when their ``ActionCfg`` agree (a training run records it in its config record).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from flyby.config.core import cfg_field
 from flyby.errors import InvalidAction
 
 ACTION_DIM = 4
@@ -66,10 +74,37 @@ def validate_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
     return np.minimum(np.maximum(a, -1.0), 1.0)
 
 
-def scale_actions(
-    actions: np.ndarray, max_velocity: float, max_vertical_velocity: float, max_yaw_rate_deg: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised actions (N, 4) -> velocity setpoint (N, 3) m/s world ENU and yaw rate (N,) rad/s."""
-    vel_w = actions[:, ACT_VEL] * np.array([max_velocity, max_velocity, max_vertical_velocity])
-    yaw_rate = actions[:, ACT_YAW_RATE] * math.radians(max_yaw_rate_deg)
-    return vel_w, yaw_rate
+@dataclass(kw_only=True)
+class ActionCfg:
+    """Scale of the shared normalised action: what +-1 on each channel commands.
+
+    Source: the flyby seed plan's direct model (10 m/s, 5 m/s, 90 deg/s). PX4 SITL limits what
+    it flies to its own ``MPC_*`` velocity limits (e.g. ``MPC_Z_VEL_MAX_UP`` 3 m/s); the fitted
+    direct model reproduces those limits (``max_climb_rate`` etc. in ``dynamics_config.yaml``).
+    """
+
+    max_velocity: float = cfg_field(10.0, gt=0.0)  # m/s, horizontal speed per axis at action +-1 (world ENU)
+    max_vertical_velocity: float = cfg_field(5.0, gt=0.0)  # m/s, vertical speed at action +-1 (up positive)
+    max_yaw_rate: float = cfg_field(90.0, gt=0.0)  # deg/s, yaw rate at action +-1 (about world z)
+
+    @property
+    def vel_scale(self) -> np.ndarray:
+        """(3,) float64 m/s: velocity at action +1 per axis, ``[max_velocity, max_velocity, max_vertical_velocity]``."""
+        return np.array([self.max_velocity, self.max_velocity, self.max_vertical_velocity])
+
+    def scale(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validated normalised actions (N, 4) -> velocity setpoint (N, 3) m/s world ENU, yaw rate (N,) rad/s.
+
+        ``actions`` must come from :func:`validate_actions` (this does not check them again).
+        """
+        vel_w = actions[:, ACT_VEL] * self.vel_scale
+        yaw_rate = actions[:, ACT_YAW_RATE] * math.radians(self.max_yaw_rate)
+        return vel_w, yaw_rate
+
+    def as_dict(self) -> dict[str, float]:
+        """The scale as plain floats (logs, model metadata, exported policies)."""
+        return {
+            "max_velocity": float(self.max_velocity),
+            "max_vertical_velocity": float(self.max_vertical_velocity),
+            "max_yaw_rate": float(self.max_yaw_rate),
+        }

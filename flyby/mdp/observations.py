@@ -42,9 +42,8 @@ class ObservationCfg:
 
     top_k: int = cfg_field(5, ge=1, le=64)  # detection slots in the observation
     clearance_cell_m: float = cfg_field(10.0, gt=0.0)  # m, spacing of the 3x3 clearance patch
-    coverage_block_cells: int = cfg_field(
-        4, ge=1, le=64
-    )  # coverage cells per side of a block of the coverage patch
+    # coverage cells per side of a block of the coverage patch
+    coverage_block_cells: int = cfg_field(4, ge=1, le=64)
 
 
 @dataclass(frozen=True)

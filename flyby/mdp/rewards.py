@@ -41,9 +41,8 @@ def _default_scales() -> dict[str, float]:
 class RewardCfg:
     """Reward scales and the coverage grid."""
 
-    scales: dict[str, float] = field(
-        default_factory=_default_scales
-    )  # per event (EVENT_TERMS) or per second (RATE_TERMS)
+    # per event (EVENT_TERMS) or per second (RATE_TERMS)
+    scales: dict[str, float] = field(default_factory=_default_scales)
     coverage_cell_m: float = cfg_field(10.0, gt=0.0)  # m, side of a coverage cell on the ground
     max_footprint_radius_m: float = cfg_field(40.0, gt=0.0)  # m, cap on the camera footprint radius
 

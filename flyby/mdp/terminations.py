@@ -13,9 +13,8 @@ from flyby.config import cfg_field
 class TerminationCfg:
     """Crash and geofence limits."""
 
-    drone_radius_m: float = cfg_field(
-        0.35, ge=0.0
-    )  # m, buildings are grown by this for collisions (Iris span ~0.55 m)
+    # m, buildings are grown by this for collisions (Iris span ~0.55 m)
+    drone_radius_m: float = cfg_field(0.35, ge=0.0)
     min_altitude_m: float = cfg_field(0.5, ge=0.0)  # m, below this, once airborne, is a ground crash
     max_altitude_m: float = cfg_field(120.0, gt=0.0)  # m, ceiling of the geofence (about the 400 ft rule)
     geofence_margin_m: float = cfg_field(0.0, ge=0.0)  # m, geofence is the area shrunk by this on each side

@@ -336,9 +336,8 @@ def _valid_export(export_dir: Path) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     sha = data.get("onnx", {}).get("sha256") if isinstance(data.get("onnx"), dict) else None
-    return (
-        sha is not None and hashlib.sha256(onnx.read_bytes()).hexdigest() == sha
-    )  # the contract is this graph's
+    # the contract is this graph's
+    return sha is not None and hashlib.sha256(onnx.read_bytes()).hexdigest() == sha
 
 
 def run_pipeline(

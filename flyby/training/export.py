@@ -493,10 +493,9 @@ def _observation_contract(env_cfg: Any) -> dict[str, Any]:
     # Scales turning a normalised entry back into SI units (flyby.envs.isr_task: pos_scale, vel_scale).
     half_x, half_y = (0.5 * float(s) for s in env_cfg.world.size_m)
     max_alt = float(env_cfg.terminations.max_altitude_m)
-    dyn = env_cfg.dynamics
     scales = {
         "pos": ([half_x, half_y, max_alt], "m"),
-        "vel": ([float(dyn.max_velocity), float(dyn.max_velocity), float(dyn.max_vertical_velocity)], "m/s"),
+        "vel": ([float(v) for v in env_cfg.actions.vel_scale], "m/s"),
         "clearance": ([max_alt] * 9, "m"),
     }
     match = re.search(r"Each detection slot holds ``\[([^\]]+)\]``", obs_mdp.__doc__)
@@ -535,10 +534,8 @@ def _action_contract(env_cfg: Any) -> dict[str, Any]:
     """The ``action`` section: channel names, units, frames and scale numbers of the shared action."""
     import flyby.mdp.actions as act_mdp
 
-    dyn = env_cfg.dynamics
-    vel_w, yaw_rate = act_mdp.scale_actions(
-        np.eye(act_mdp.ACTION_DIM), dyn.max_velocity, dyn.max_vertical_velocity, dyn.max_yaw_rate
-    )
+    act = env_cfg.actions
+    vel_w, yaw_rate = act.scale(np.eye(act_mdp.ACTION_DIM))
     scale = [float(vel_w[i, i]) for i in range(3)] + [float(yaw_rate[act_mdp.ACT_YAW_RATE])]
     rows = _doc_table(act_mdp.__doc__, "index")
     if [int(r[0]) for r in rows] != list(range(act_mdp.ACTION_DIM)):
@@ -568,11 +565,11 @@ def _action_contract(env_cfg: Any) -> dict[str, Any]:
         "vz_ned = -vz, yaw_rate_ned = -yaw_rate; flyby.px4.frames)",
         "channels": channels,
         "scale_source": {
-            "config": "flyby.config.dynamics.DirectDynamicsCfg (dynamics_config.yaml)",
-            "function": "flyby.mdp.actions.scale_actions",
-            "max_velocity_m_s": float(dyn.max_velocity),
-            "max_vertical_velocity_m_s": float(dyn.max_vertical_velocity),
-            "max_yaw_rate_deg_s": float(dyn.max_yaw_rate),
+            "config": "flyby.mdp.actions.ActionCfg (the env config's actions)",
+            "function": "flyby.mdp.actions.ActionCfg.scale",
+            "max_velocity_m_s": float(act.max_velocity),
+            "max_vertical_velocity_m_s": float(act.max_vertical_velocity),
+            "max_yaw_rate_deg_s": float(act.max_yaw_rate),
         },
     }
 

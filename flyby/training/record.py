@@ -56,7 +56,7 @@ import numpy as np
 
 from flyby.config import to_dict
 from flyby.errors import TuningDataError
-from flyby.mdp.actions import ACT_VEL, ACTION_DIM
+from flyby.mdp.actions import ACT_VEL, ACTION_DIM, ActionCfg
 from flyby.utils.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,12 @@ class TrajectoryLog:
     yaw_rad: np.ndarray
     episode: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def actions(self) -> ActionCfg:
+        """The action scale the commands were flown with (``meta["action_scale"]``; the default if absent)."""
+        return ActionCfg(**self.meta["action_scale"]) if "action_scale" in self.meta else ActionCfg()
+
     px4_time_s: np.ndarray | None = None
     px4_est_pos_w: np.ndarray | None = None
     px4_est_vel_w: np.ndarray | None = None
@@ -285,20 +291,11 @@ _SEGMENTS = {"steps": _steps, "ramps": _ramps, "chirps": _chirps, "ou": _ou}
 # ---------------------------------------------------------------------------- metadata
 
 
-def action_scale(dyn_cfg) -> dict[str, float]:
-    """The shared action scale of a :class:`~flyby.config.dynamics.DirectDynamicsCfg` (m/s, m/s, deg/s)."""
-    return {
-        "max_velocity": float(dyn_cfg.max_velocity),
-        "max_vertical_velocity": float(dyn_cfg.max_vertical_velocity),
-        "max_yaw_rate": float(dyn_cfg.max_yaw_rate),
-    }
-
-
 def config_fingerprint(env_cfg) -> str:
     """16 hex digits of SHA-256 over the config fields that shape the flight.
 
     Covers ``physics_dt``, ``decimation``, ``multirotor``, ``cascade`` and the
-    action scale of ``dynamics`` of a :class:`~flyby.config.envs.PX4EnvCfg`;
+    action scale (``actions``) of a :class:`~flyby.config.envs.PX4EnvCfg`;
     not rendering, perception, rewards or the direct model's own parameters
     (which tuning changes), so a log stays valid after the model is tuned.
     """
@@ -307,7 +304,7 @@ def config_fingerprint(env_cfg) -> str:
         "decimation": int(env_cfg.decimation),
         "multirotor": to_dict(env_cfg.multirotor),
         "cascade": to_dict(env_cfg.cascade),
-        "action_scale": action_scale(env_cfg.dynamics),
+        "action_scale": env_cfg.actions.as_dict(),
     }
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -323,7 +320,7 @@ def log_metadata(env, seed: int | None = None, excitation: str = "") -> dict[str
         "step_dt": float(cfg.step_dt),
         "physics_dt": float(cfg.physics_dt),
         "decimation": int(cfg.decimation),
-        "action_scale": action_scale(cfg.dynamics),
+        "action_scale": cfg.actions.as_dict(),
         "fingerprint": config_fingerprint(cfg),
         "seed": seed,
         "excitation": excitation,
@@ -384,10 +381,7 @@ def plan_episodes(
     (commands can move at most ``max speed x min_episode_s`` from the start,
     which the box's size covers).
     """
-    scale = action_scale(env.cfg.dynamics)
-    v = commands[:, ACT_VEL].astype(np.float64) * np.array(
-        [scale["max_velocity"], scale["max_velocity"], scale["max_vertical_velocity"]]
-    )
+    v = commands[:, ACT_VEL].astype(np.float64) * env.cfg.actions.vel_scale
     casc = env.cfg.cascade
     v[:, 2] = np.clip(v[:, 2], -casc.mpc_z_vel_max_dn, casc.mpc_z_vel_max_up)
     dt = float(env.cfg.step_dt)

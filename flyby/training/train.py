@@ -58,9 +58,8 @@ _UNBOUNDED_TIMESTEPS = 10**12
 class PPOCfg:
     """PPO hyper-parameters (stable-baselines3 names); identical for both env kinds of a comparison."""
 
-    n_steps: int = cfg_field(
-        128, ge=1
-    )  # env steps per env per rollout (rollout = n_steps * num_envs samples)
+    # env steps per env per rollout (rollout = n_steps * num_envs samples)
+    n_steps: int = cfg_field(128, ge=1)
     batch_size: int = cfg_field(256, ge=2)  # samples per minibatch
     learning_rate: float = cfg_field(3e-4, gt=0.0, le=1.0)  # Adam step size
     gamma: float = cfg_field(0.99, gt=0.0, le=1.0)  # discount per control step
@@ -226,9 +225,8 @@ def make_budget_callback(budget_s: float, *, start_s: float | None = None, progr
                 self._bar.set_postfix_str(
                     f"{point.env_steps:,} env steps, return {mean_return:+.1f}", refresh=False
                 )
-                self._bar.update(
-                    min(round(point.wall_s, 1), self._bar.total) - self._bar.n
-                )  # redraws at most 1/s
+                # redraws at most 1/s
+                self._bar.update(min(round(point.wall_s, 1), self._bar.total) - self._bar.n)
 
         def _on_training_end(self) -> None:
             if self._bar is not None:

@@ -414,9 +414,8 @@ def _make_callback(run: _RunState):
                 run.next_checkpoint = steps + run.cfg.checkpoint_freq_steps
                 run.save_checkpoint(self.model)
             self.logger.dump(steps)
-            run.rollout_end = (
-                time.perf_counter()
-            )  # evaluation and checkpoints count as neither env nor learner
+            # evaluation and checkpoints count as neither env nor learner
+            run.rollout_end = time.perf_counter()
             if run.bar is not None:
                 ret = row["ep_rew_mean"]
                 run.bar.set_postfix_str(f"return {ret:+.1f}" if ret is not None else "", refresh=False)

@@ -49,9 +49,9 @@ import numpy as np
 from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.dynamics.direct import DirectDynamics
 from flyby.errors import DependencyNotInstalled, TuningDataError
+from flyby.mdp.actions import ActionCfg
 from flyby.training.record import (  # noqa: F401  (re-exported for the parity gate)
     TrajectoryLog,
-    action_scale,
     config_fingerprint,
     excitation_sequences,
     load_log,
@@ -88,7 +88,6 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 }
 SEED_FREE = ("velocity_damping",)
 _NOISE = ("position_noise_std", "velocity_noise_std")
-_ACTION_SCALE = ("max_velocity", "max_vertical_velocity", "max_yaw_rate")
 
 
 # ---------------------------------------------------------------------------- parameterisation
@@ -131,19 +130,19 @@ _PARAMS = {
 # Where a fit starts a parameter whose seed value switches it off (None or 0): inside the
 # range the data reach, so it has a gradient; the physical guess where there is one.
 _OFF_STARTS = {
-    "max_horizontal_speed": lambda c: 0.85 * math.sqrt(2.0) * c.max_velocity,  # m/s (PX4 MPC_XY_VEL_MAX 12)
-    "max_climb_rate": lambda c: 0.6 * c.max_vertical_velocity,  # m/s (PX4 MPC_Z_VEL_MAX_UP 3)
-    "max_descent_rate": lambda c: 0.6 * c.max_vertical_velocity,  # m/s (PX4 MPC_Z_VEL_MAX_DN 1.5)
-    "max_horizontal_acceleration": lambda c: 8.0,  # m/s^2 (g tan 45 deg = 9.8, less drag)
-    "drag_coefficient": lambda c: 0.3,  # 1/s (Iris rotor drag 0.56 N/(m/s) / 1.5 kg = 0.37)
-    "max_horizontal_jerk": lambda c: 40.0,  # m/s^3 (g x MC_PITCHRATE_MAX 220 deg/s = 38)
-    "yaw_coupling_s": lambda c: 0.1,  # s (attitude time constant 1 / MC_PITCH_P 6.5 = 0.15)
-    "antiwindup_damping": lambda c: 2.0,  # s, as a time constant (PX4 MPC_XY_VEL_P_ACC / I_ACC = 4.5)
-    "antiwindup_gain": lambda c: 0.4,  # 1/s (PX4 MPC_XY_VEL_I_ACC 0.4 x arw_gain 2 / 1.8, on P-scaled error)
-    "thrust_coupling": lambda c: 1.0,  # 1 (PX4 MPC_ACC_DECOUPLE: horizontal thrust x (1 + a_z / g))
-    "max_downward_acceleration": lambda c: 8.0,  # m/s^2 (g (1 - MPC_THR_MIN / hover) = 8.1)
-    "acceleration_damping": lambda c: 0.1,  # s, as a time constant
-    "yaw_rate_damping": lambda c: 0.1,  # s, as a time constant
+    "max_horizontal_speed": lambda a: 0.85 * math.sqrt(2.0) * a.max_velocity,  # m/s (PX4 MPC_XY_VEL_MAX 12)
+    "max_climb_rate": lambda a: 0.6 * a.max_vertical_velocity,  # m/s (PX4 MPC_Z_VEL_MAX_UP 3)
+    "max_descent_rate": lambda a: 0.6 * a.max_vertical_velocity,  # m/s (PX4 MPC_Z_VEL_MAX_DN 1.5)
+    "max_horizontal_acceleration": lambda a: 8.0,  # m/s^2 (g tan 45 deg = 9.8, less drag)
+    "drag_coefficient": lambda a: 0.3,  # 1/s (Iris rotor drag 0.56 N/(m/s) / 1.5 kg = 0.37)
+    "max_horizontal_jerk": lambda a: 40.0,  # m/s^3 (g x MC_PITCHRATE_MAX 220 deg/s = 38)
+    "yaw_coupling_s": lambda a: 0.1,  # s (attitude time constant 1 / MC_PITCH_P 6.5 = 0.15)
+    "antiwindup_damping": lambda a: 2.0,  # s, as a time constant (PX4 MPC_XY_VEL_P_ACC / I_ACC = 4.5)
+    "antiwindup_gain": lambda a: 0.4,  # 1/s (PX4 MPC_XY_VEL_I_ACC 0.4 x arw_gain 2 / 1.8, on P-scaled error)
+    "thrust_coupling": lambda a: 1.0,  # 1 (PX4 MPC_ACC_DECOUPLE: horizontal thrust x (1 + a_z / g))
+    "max_downward_acceleration": lambda a: 8.0,  # m/s^2 (g (1 - MPC_THR_MIN / hover) = 8.1)
+    "acceleration_damping": lambda a: 0.1,  # s, as a time constant
+    "yaw_rate_damping": lambda a: 0.1,  # s, as a time constant
 }
 
 
@@ -157,14 +156,14 @@ def damping_from_tau(tau_s: float, reference_dt: float) -> float:
     return 0.0 if tau_s <= 0.0 else math.exp(-reference_dt / tau_s)
 
 
-def _start_value(cfg: DirectDynamicsCfg, name: str) -> float:
+def _start_value(cfg: DirectDynamicsCfg, name: str, actions: ActionCfg) -> float:
     """The fit's starting point for ``name``, in fitted units (time constants for retentions)."""
     p = _PARAMS[name]
     value = getattr(cfg, name)
     if name == "vertical_velocity_damping" and value is None:
         value = cfg.velocity_damping
     if value is None or (value == 0.0 and name in _OFF_STARTS):
-        start = _OFF_STARTS[name](cfg)
+        start = _OFF_STARTS[name](actions)
     elif p.kind == "damping":
         start = time_constant_s(value, cfg.damping_reference_dt)
     else:
@@ -270,7 +269,7 @@ def rollout_windows(
         raise TuningDataError(
             f"window of {n_steps} steps from row {bad} leaves its episode (last row {last})"
         )
-    dyn = DirectDynamics(_noiseless(dyn_cfg), max(w, 1))
+    dyn = DirectDynamics(_noiseless(dyn_cfg), max(w, 1), log.actions)
     dyn.reset(np.zeros((max(w, 1), 3)), np.zeros(max(w, 1)))
     if w == 0:
         empty3 = np.zeros((0, n_steps, 3))
@@ -392,15 +391,12 @@ def open_loop_errors(
 # ---------------------------------------------------------------------------- checks
 
 
-def check_log(
-    log: TrajectoryLog, env_cfg, *, name: str = "log", dyn_cfg: DirectDynamicsCfg | None = None
-) -> None:
+def check_log(log: TrajectoryLog, env_cfg, *, name: str = "log") -> None:
     """Refuse a log recorded under another config.
 
     Compares the log's ``step_dt``, action scale and config fingerprint
     (:func:`flyby.training.record.config_fingerprint`) with ``env_cfg`` (a
-    :class:`~flyby.config.envs.PX4EnvCfg`), and the action scale with
-    ``dyn_cfg`` when given.
+    :class:`~flyby.config.envs.PX4EnvCfg`; its ``actions`` are the action scale).
 
     Raises:
         TuningDataError: naming the differing value in the log and in the config.
@@ -414,20 +410,13 @@ def check_log(
         raise TuningDataError(
             f"{name}: step_dt {meta['step_dt']} s in the log, {env_cfg.step_dt} s in the current config; {fix}"
         )
-    current = action_scale(env_cfg.dynamics)
-    scales = [("evaluation config", current)]
-    if dyn_cfg is not None:
-        scales.append(("dynamics config", action_scale(dyn_cfg)))
-    for cfg_name, scale in scales:
-        if scale is None:
-            continue
-        for key, value in scale.items():
-            logged = meta["action_scale"].get(key)
-            if logged is None or not math.isclose(float(logged), value, rel_tol=1e-9):
-                raise TuningDataError(
-                    f"{name}: action scale {key} = {logged} in the log, {value} in the {cfg_name}; "
-                    f"the action scale is shared by every env and is not tuned; {fix}"
-                )
+    for key, value in env_cfg.actions.as_dict().items():
+        logged = meta["action_scale"].get(key)
+        if logged is None or not math.isclose(float(logged), value, rel_tol=1e-9):
+            raise TuningDataError(
+                f"{name}: action scale {key} = {logged} in the log, {value} in the evaluation config "
+                f"(px4_env.actions); the action scale is shared by every env and is not tuned; {fix}"
+            )
     fingerprint = config_fingerprint(env_cfg)
     if meta["fingerprint"] != fingerprint:
         raise TuningDataError(
@@ -476,7 +465,7 @@ class FitResult:
     """What :func:`fit_dynamics` found.
 
     Attributes:
-        cfg: the tuned model (noise and action scale as in ``base_cfg``).
+        cfg: the tuned model (noise as in ``base_cfg``).
         seed_cfg: ``base_cfg`` itself (the untuned model).
         seed_fit_cfg: the seed model with only its free parameter fitted (stage 1).
         table_rows: ``(field, unit, before, after)`` for every fitted field; before = ``base_cfg``.
@@ -495,6 +484,7 @@ class FitResult:
     residuals: dict[str, dict[str, float]]
     ablation: dict[str, dict[str, float]] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()
+    actions: ActionCfg = field(default_factory=ActionCfg)  # the logs' action scale (the gains' readable form)
     training_s: float = 0.0
     n_windows: int = 0
     fit_s: float = 0.0
@@ -561,7 +551,8 @@ def _fit(
     if not names:
         return base
     least_squares = _least_squares()
-    x0 = np.array([_start_value(base, n) for n in names])
+    actions = batches[0][0].actions  # one scale for every log (fit_dynamics checks it)
+    x0 = np.array([_start_value(base, n, actions) for n in names])
     lo = np.array([_PARAMS[n].lo for n in names])
     hi = np.array([_PARAMS[n].hi for n in names])
 
@@ -576,17 +567,17 @@ def _fit(
         return np.concatenate(out)
 
     sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale="jac", max_nfev=max_nfev)
-    return _drop_inactive_limits(_apply(base, names, sol.x), batches)
+    return _drop_inactive_limits(_apply(base, names, sol.x), batches, actions)
 
 
 def _drop_inactive_limits(
-    cfg: DirectDynamicsCfg, batches: list[tuple[TrajectoryLog, np.ndarray]]
+    cfg: DirectDynamicsCfg, batches: list[tuple[TrajectoryLog, np.ndarray]], actions: ActionCfg
 ) -> DirectDynamicsCfg:
     """Set limits no command in the data reaches to None (they change nothing there)."""
     cmd = np.concatenate([log.commands for log, _ in batches]).astype(np.float64)
-    k_z = cfg.vertical_velocity_gain * cfg.max_vertical_velocity
+    k_z = cfg.vertical_velocity_gain * actions.max_vertical_velocity
     reach = {
-        "max_horizontal_speed": float(np.hypot(cmd[:, 0], cmd[:, 1]).max() * cfg.max_velocity),
+        "max_horizontal_speed": float(np.hypot(cmd[:, 0], cmd[:, 1]).max() * actions.max_velocity),
         "max_climb_rate": float(max(cmd[:, 2].max(), 0.0) * k_z),
         "max_descent_rate": float(max(-cmd[:, 2].min(), 0.0) * k_z),
     }
@@ -638,9 +629,9 @@ def fit_dynamics(
         raise ValueError(f"unknown extensions {unknown}; known: {list(EXTENSIONS)}")
     for log, name in zip(logs, names):
         if env_cfg is not None:
-            check_log(log, env_cfg, name=name, dyn_cfg=base)
-        elif "action_scale" in log.meta:
-            _check_scale(log, base, name)
+            check_log(log, env_cfg, name=name)
+        else:
+            _check_scale(log, logs[0].actions, name)
     training_s = check_training_data(logs, window_s, names)
     batches = [(log, window_starts(log, window_s, stride_s)) for log in logs]
     batches = [(log, s) for log, s in batches if s.size]
@@ -674,16 +665,18 @@ def fit_dynamics(
         training_s=training_s,
         n_windows=int(sum(s.size for _, s in batches)),
         fit_s=time.perf_counter() - t0,
+        actions=logs[0].actions,
     )
 
 
-def _check_scale(log: TrajectoryLog, cfg: DirectDynamicsCfg, name: str) -> None:
-    for key, value in action_scale(cfg).items():
-        logged = log.meta["action_scale"].get(key)
-        if logged is None or not math.isclose(float(logged), value, rel_tol=1e-9):
+def _check_scale(log: TrajectoryLog, actions: ActionCfg, name: str) -> None:
+    """Refuse a log flown with another action scale than the first log's (one fit, one scale)."""
+    for key, value in actions.as_dict().items():
+        logged = log.actions.as_dict()[key]
+        if not math.isclose(logged, value, rel_tol=1e-9):
             raise TuningDataError(
-                f"{name}: action scale {key} = {logged} in the log, {value} in the model config; "
-                "the action scale is shared by every env and is not tuned"
+                f"{name}: action scale {key} = {logged} in this log, {value} in the first log; "
+                "fit logs flown with one action scale (the env config's actions)"
             )
 
 
@@ -703,18 +696,19 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _derived(name: str, value: Any, cfg: DirectDynamicsCfg) -> str:
+def _derived(name: str, value: Any, cfg: DirectDynamicsCfg, actions: ActionCfg | None = None) -> str:
     """A readable form of a value: time constants for retentions."""
     if value is None:
         return ""
     if name.endswith("damping") and name != "damping_reference_dt":
         return f"tau {time_constant_s(value, cfg.damping_reference_dt):.3f} s"
+    act = actions if actions is not None else ActionCfg()
     if name == "velocity_gain":
-        return f"max {value * cfg.max_velocity:.2f} m/s per axis"
+        return f"max {value * act.max_velocity:.2f} m/s per axis"
     if name == "vertical_velocity_gain":
-        return f"max {value * cfg.max_vertical_velocity:.2f} m/s"
+        return f"max {value * act.max_vertical_velocity:.2f} m/s"
     if name == "yaw_rate_gain":
-        return f"max {value * cfg.max_yaw_rate:.1f} deg/s"
+        return f"max {value * act.max_yaw_rate:.1f} deg/s"
     return ""
 
 
@@ -723,7 +717,7 @@ def format_table(result: FitResult) -> str:
     lines = [f"{'parameter':<28} {'unit':<6} {'seed (before)':>14} {'tuned (after)':>14}   tuned, readable"]
     for name, unit, before, after in result.table_rows:
         lines.append(
-            f"{name:<28} {unit:<6} {_fmt(before):>14} {_fmt(after):>14}   {_derived(name, after, result.cfg)}"
+            f"{name:<28} {unit:<6} {_fmt(before):>14} {_fmt(after):>14}   {_derived(name, after, result.cfg, result.actions)}"
         )
     return "\n".join(lines)
 
@@ -759,7 +753,9 @@ def _field_comments() -> dict[str, str]:
     return comments
 
 
-def dynamics_yaml(cfg: DirectDynamicsCfg, header: Sequence[str] = ()) -> str:
+def dynamics_yaml(
+    cfg: DirectDynamicsCfg, header: Sequence[str] = (), actions: ActionCfg | None = None
+) -> str:
     """``dynamics_config.yaml`` text for ``cfg``: every field with its unit comment.
 
     Fitted retentions also carry their time constant; ``header`` lines are written as comments first.
@@ -773,8 +769,8 @@ def dynamics_yaml(cfg: DirectDynamicsCfg, header: Sequence[str] = ()) -> str:
         if isinstance(value, float) and "." not in text and "e" not in text:
             text += ".0"
         comment = comments.get(f.name, "")
-        extra = _derived(f.name, value, cfg)
-        if extra and f.name not in _ACTION_SCALE:
+        extra = _derived(f.name, value, cfg, actions)
+        if extra:
             comment = f"{comment} [{extra}]"
         entries.append((f"{f.name}: {text}", comment))
     width = max(len(e) for e, _ in entries) + 2
@@ -908,7 +904,7 @@ def run_tuning(
             f"{held_out}: flight stack {held.meta.get('flight_stack')!r}, the training logs "
             f"{logs[0].meta.get('flight_stack')!r}; hold out a log of the same flight stack"
         )
-    seed = replace(DirectDynamicsCfg(), **{k: getattr(current, k) for k in _ACTION_SCALE + _NOISE})
+    seed = replace(DirectDynamicsCfg(), **{k: getattr(current, k) for k in _NOISE})
     echo(f"flight stack : {logs[0].meta.get('flight_stack_label', logs[0].meta.get('flight_stack'))}")
     result = fit_dynamics(logs, seed, ablation=ablation, env_cfg=env_cfg, names=names)
     echo(
@@ -933,7 +929,7 @@ def run_tuning(
         "Direct dynamics (flyby.config.dynamics.DirectDynamicsCfg).",
         f"Tuned by `flyby tune` on {result.training_s:.0f} s of {logs[0].meta.get('flight_stack', '?')} flight "
         f"(config fingerprint {logs[0].meta.get('fingerprint')}).",
-        "max_velocity, max_vertical_velocity, max_yaw_rate: the action scale every env shares (not tuned).",
+        "The action scale is not here: it is the env configs' `actions:` (flyby.mdp.actions.ActionCfg).",
         "Noise std values: domain randomization, kept as they were (not fitted).",
         "Held-out open-loop position error, mean m: "
         + ", ".join(
@@ -941,7 +937,8 @@ def run_tuning(
             for h in seed_err
         ),
     ]
-    out = atomic_write_text(out, dynamics_yaml(tuned, header))  # never a truncated dynamics file
+    # never a truncated dynamics file
+    out = atomic_write_text(out, dynamics_yaml(tuned, header, env_cfg.actions))
     echo(f"\nwrote {out}")
     if plot:
         echo(f"wrote {plot_matched(plot, held, seed, result.cfg, seed_err, tuned_err)}")

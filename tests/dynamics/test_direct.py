@@ -9,6 +9,7 @@ import pytest
 from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.dynamics.direct import DirectDynamics
 from flyby.errors import ConfigError, InvalidAction
+from flyby.mdp.actions import ActionCfg, validate_actions
 from flyby.mdp.actions import validate_actions
 
 NOISELESS = DirectDynamicsCfg(position_noise_std=0.0, velocity_noise_std=0.0)
@@ -53,10 +54,20 @@ def test_yaw_rate_scale_and_wrap():
 
 
 def test_out_of_range_actions_are_clipped():
+    # Clipping is validate_actions' job (the env calls it once per step); the model flies what it gets.
     a, b = make(1), make(1)
-    a.step(np.array([[5.0, -3.0, 2.0, 9.0]]), 0.05)
+    a.step(validate_actions(np.array([[5.0, -3.0, 2.0, 9.0]]), 1), 0.05)
     b.step(np.array([[1.0, -1.0, 1.0, 1.0]]), 0.05)
     np.testing.assert_array_equal(a.pos_w, b.pos_w)
+
+
+def test_action_scale_comes_from_the_action_cfg():
+    fast = DirectDynamics(NOISELESS, 1, ActionCfg(max_velocity=20.0))
+    slow = make(1)
+    for _ in range(40):
+        fast.step(np.array([[1.0, 0.0, 0.0, 0.0]]), 0.05)
+        slow.step(np.array([[1.0, 0.0, 0.0, 0.0]]), 0.05)
+    assert fast.lin_vel_w[0, 0] == pytest.approx(2.0 * slow.lin_vel_w[0, 0])
 
 
 @pytest.mark.parametrize(
@@ -70,7 +81,7 @@ def test_out_of_range_actions_are_clipped():
 )
 def test_bad_actions_raise_invalid_action(bad, match):
     with pytest.raises(InvalidAction, match=match):
-        make(3).step(bad, 0.05)
+        validate_actions(bad, 3)
 
 
 def test_noise_is_seeded_and_batched():
@@ -173,9 +184,9 @@ def test_single_drone_fast_path_matches_the_batched_code(cfg):
         d.reset(np.array([[1.0, 2.0, 30.0]]), np.array([0.3]), seed=5)
     rng = np.random.default_rng(1)
     for _ in range(300):
-        a = rng.uniform(-1.2, 1.2, (1, 4))
+        a = validate_actions(rng.uniform(-1.2, 1.2, (1, 4)), 1)  # as the env hands them over
         single.step(a, 0.04)
-        batched._step_batch(validate_actions(a, 1), 0.04)
+        batched._step_batch(a, 0.04)
     for name in ("pos_w", "lin_vel_w", "yaw_rad", "lin_acc_w", "yaw_rate"):
         np.testing.assert_array_equal(getattr(single, name), getattr(batched, name), err_msg=name)
 
@@ -286,9 +297,8 @@ def test_extended_response_depends_on_the_control_rate_about_as_little_as_the_se
         _, at_25hz = _fly(cfg, [first] * 50 + [second] * 50, dt=0.04)
         gaps[name] = np.linalg.norm(at_20hz[-1][0] - at_25hz[-1][0])
         np.testing.assert_allclose(at_20hz[-1][2], at_25hz[-1][2], atol=0.01)  # rad
-    assert (
-        gaps["extended"] < 2.5 * gaps["seed"] and gaps["extended"] < 0.15
-    )  # metres after 4 s (20-30 m flown)
+    # metres after 4 s (20-30 m flown)
+    assert gaps["extended"] < 2.5 * gaps["seed"] and gaps["extended"] < 0.15
 
 
 def test_reset_zeroes_the_hidden_states_of_the_reset_drones_only():

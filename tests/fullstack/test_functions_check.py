@@ -46,9 +46,8 @@ class Pilot:
         self.env = env
         self.gain = gain
         self.speed = speed_mps
-        dyn = env.cfg.dynamics
-        self.scale = np.array([dyn.max_velocity, dyn.max_velocity, dyn.max_vertical_velocity])
-        self.yaw_rate_max = np.radians(dyn.max_yaw_rate)
+        self.scale = env.cfg.actions.vel_scale
+        self.yaw_rate_max = np.radians(env.cfg.actions.max_yaw_rate)
 
     def action(self, target_w: np.ndarray, yaw_target: float | None = None) -> np.ndarray:
         task = self.env.task

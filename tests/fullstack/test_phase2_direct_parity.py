@@ -65,7 +65,6 @@ from flyby.training.record import excitation_sequences, record_trajectories
 from flyby.training.tune_dynamics import open_loop_errors
 from pytest_video_plugin import Text, side_by_side
 
-_ACTION_SCALE = ("max_velocity", "max_vertical_velocity", "max_yaw_rate")  # shared by every env, never tuned
 # The gate's floors, for the plugin's threshold markers (evaluated at collection; the test reads the same
 # section from the gate_cfg fixture).
 PHASE2 = load_gate_cfg().phase2
@@ -99,7 +98,7 @@ def test_phase2_direct_parity(flight_stack, video_recorder, stack_strings, gate_
     train = load_training_cfg()
     # The model tuned to the flight stack that flies the held-out sequences.
     tuned = train.direct_env.dynamics if flight_stack == "px4" else load_yaml(DirectDynamicsCfg, CASCADE_FIT)
-    seed_model = replace(DirectDynamicsCfg(), **{k: getattr(tuned, k) for k in _ACTION_SCALE})
+    seed_model = DirectDynamicsCfg()  # the seed plan's model (the action scale is the env's ActionCfg)
     eval_cfg = load_evaluation_cfg().px4_env
     step_dt = eval_cfg.step_dt
 

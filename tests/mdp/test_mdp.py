@@ -8,7 +8,7 @@ from flyby.errors import InvalidAction
 from flyby.mdp import observations as om
 from flyby.mdp import rewards as rw
 from flyby.mdp import terminations as tm
-from flyby.mdp.actions import scale_actions, validate_actions
+from flyby.mdp.actions import ActionCfg, validate_actions
 
 
 def test_layout_slices_are_contiguous_and_named():
@@ -84,7 +84,9 @@ def test_terminations():
 
 
 def test_action_scaling_units():
-    vel, yaw_rate = scale_actions(np.array([[1.0, -0.5, 1.0, -1.0]]), 10.0, 5.0, 90.0)
+    vel, yaw_rate = ActionCfg(max_velocity=10.0, max_vertical_velocity=5.0, max_yaw_rate=90.0).scale(
+        np.array([[1.0, -0.5, 1.0, -1.0]])
+    )
     np.testing.assert_allclose(vel, [[10.0, -5.0, 5.0]])
     np.testing.assert_allclose(yaw_rate, [-np.pi / 2])
 

@@ -149,9 +149,8 @@ def test_wrong_class_boxes_are_false_positives(gt_cfg, start, monkeypatch) -> No
 
 
 def test_false_positive_fills_a_slot_but_is_never_found(gt_cfg, start, monkeypatch) -> None:
-    fake = np.array(
-        [[140.0, 100.0, 180.0, 140.0]], np.float32
-    )  # mid-image, clear of the first frame's targets
+    # mid-image, clear of the first frame's targets
+    fake = np.array([[140.0, 100.0, 180.0, 140.0]], np.float32)
 
     def add_fp(b: YoloBoxes) -> YoloBoxes:
         return YoloBoxes(

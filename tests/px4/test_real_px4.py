@@ -105,7 +105,7 @@ def test_velocity_step_response(px4_env, capsys):
     env.reset(seed=0, options={"pos_w": [0.0, 0.0, 20.0], "yaw_rad": 0.0})
     dt = env.cfg.step_dt
     target = 5.0  # m/s east: action 0.5 of the 10 m/s scale
-    action = np.array([target / env.cfg.dynamics.max_velocity, 0.0, 0.0, 0.0], dtype=np.float32)
+    action = np.array([target / env.cfg.actions.max_velocity, 0.0, 0.0, 0.0], dtype=np.float32)
     for _ in range(int(1.0 / dt)):
         env.step(np.zeros(4, dtype=np.float32))
     vel, alt = [], []
@@ -131,7 +131,7 @@ def test_yaw_rate_tracking(px4_env, capsys):
     env = px4_env
     env.reset(seed=0, options={"pos_w": [0.0, 0.0, 20.0], "yaw_rad": 0.0})
     dt = env.cfg.step_dt
-    command = 0.5 * np.radians(env.cfg.dynamics.max_yaw_rate)  # rad/s
+    command = 0.5 * np.radians(env.cfg.actions.max_yaw_rate)  # rad/s
     yaw = []
     for _ in range(int(6.0 / dt)):
         env.step(np.array([0.0, 0.0, 0.0, 0.5], dtype=np.float32))

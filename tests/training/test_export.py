@@ -257,14 +257,14 @@ def test_contract_observation_slices_follow_obs_layout(exported):
     half = [0.5 * s for s in cfg.world.size_m]
     assert by_name["pos"]["scale"] == [*half, cfg.terminations.max_altitude_m]
     assert by_name["pos"]["scale_unit"] == "m"
-    d = cfg.dynamics
+    d = cfg.actions
     assert by_name["vel"]["scale"] == [d.max_velocity, d.max_velocity, d.max_vertical_velocity]
 
 
 def test_contract_action_channels_units_and_scale(exported):
     _, c = exported
     a = c["action"]
-    d = load_evaluation_cfg().px4_env.dynamics
+    d = load_evaluation_cfg().px4_env.actions
     assert a["names"] == ["vx", "vy", "vz", "yaw_rate"] and a["range"] == [-1.0, 1.0]
     assert [ch["unit"] for ch in a["channels"]] == ["m/s", "m/s", "m/s", "rad/s"]
     assert [ch["frame"] for ch in a["channels"]][:3] == ["world ENU"] * 3
@@ -277,7 +277,7 @@ def test_contract_action_channels_units_and_scale(exported):
 
 def test_contract_follows_a_given_env_cfg(ppo, tmp_path):
     cfg = DirectEnvCfg(step_dt=0.05)
-    cfg.dynamics.max_velocity = 7.0
+    cfg.actions.max_velocity = 7.0
     c = json.loads(export_policy_onnx(ppo, tmp_path, env_cfg=cfg).contract_path.read_text())
     assert c["control"]["rate_hz"] == pytest.approx(20.0) and "DirectEnvCfg" in c["control"]["env"]
     assert [ch["scale"] for ch in c["action"]["channels"]][:2] == [7.0, 7.0]

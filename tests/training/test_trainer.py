@@ -244,8 +244,7 @@ def test_action_gain_randomization_scales_horizontal_commands_per_episode(env_cf
     wrapper.venv.step_async = lambda a: (sent.append(a.copy()), real(a))[1]
     venv.reset()
     venv.step(np.full((4, 4), 0.8, dtype=np.float32))
-    assert np.allclose(sent[-1][:, :2], 0.4) and np.allclose(
-        sent[-1][:, 2:], 0.8
-    )  # vz and yaw rate untouched
+    # vz and yaw rate untouched
+    assert np.allclose(sent[-1][:, :2], 0.4) and np.allclose(sent[-1][:, 2:], 0.8)
     evaluation = make_vec_env(cfg, short, seed=0, training=False)
     assert not hasattr(evaluation.venv, "gain")  # never at evaluation

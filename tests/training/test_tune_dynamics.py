@@ -190,7 +190,7 @@ def test_logs_from_another_config_are_refused(env_cfg, train_log):
         ({"step_dt": 0.05}, r"step_dt 0\.05 s in the log, 0\.04 s in the current config"),
         (
             {"action_scale": {"max_velocity": 8.0, "max_vertical_velocity": 5.0, "max_yaw_rate": 90.0}},
-            r"max_velocity = 8\.0 in the log, 10\.0 in the evaluation config",
+            r"max_velocity = 8\.0 in the log, 10\.0 in the evaluation config \(px4_env\.actions\)",
         ),
     ]
     for change, match in cases:
@@ -203,7 +203,7 @@ def test_logs_from_another_config_are_refused(env_cfg, train_log):
     assert config_fingerprint(replace(env_cfg, physics_dt=0.002, decimation=20)) != config_fingerprint(
         env_cfg
     )
-    scaled = replace(env_cfg, dynamics=replace(env_cfg.dynamics, max_velocity=8.0))
+    scaled = replace(env_cfg, actions=replace(env_cfg.actions, max_velocity=8.0))
     assert config_fingerprint(scaled) != config_fingerprint(env_cfg)
     tuned = replace(env_cfg, dynamics=replace(env_cfg.dynamics, velocity_damping=0.5))
     assert config_fingerprint(tuned) == config_fingerprint(env_cfg)  # tuning keeps logs valid
