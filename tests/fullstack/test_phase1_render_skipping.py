@@ -309,14 +309,9 @@ def _compose(env, a_image, detector, b, k, last_b):
     return frame, boxes, texts
 
 
-def test_segment_rates_are_per_segment_and_the_config_must_split_evenly(gate_cfg):
-    from dataclasses import asdict
-
-    from gate_cfg import Phase1GateCfg
-
-    from flyby.config import from_dict
-    from flyby.errors import ConfigError
-
+def test_segment_rates_are_per_segment(gate_cfg):
+    """The judged figures: one stall moves one segment's rate, not the median. (That the config's steps split
+    into whole segments is checked by the schema: test_gate_cfg.py.)"""
     step_s = [0.01] * 8 + [0.5] + [0.01] * 7  # one stall in the second of two segments
     rates = segment_rates(step_s, 2)
     assert rates[0] == pytest.approx(100.0) and rates[1] == pytest.approx(8 / 0.57)
@@ -324,5 +319,3 @@ def test_segment_rates_are_per_segment_and_the_config_must_split_evenly(gate_cfg
         100.0
     )  # 1 stalled of 5: median holds
     assert gate_cfg.phase1_px4.timing_segments == gate_cfg.phase1.timing_segments == 5
-    with pytest.raises(ConfigError, match="steps: 202 does not split into timing_segments=5"):
-        from_dict(Phase1GateCfg, {**asdict(gate_cfg.phase1_px4), "steps": 202})
