@@ -443,7 +443,7 @@ class _Judged(NamedTuple):
 
 
 def _usage_error(report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
-    """A bad marker (a :class:`MarkerError` in setup) reads as a usage error of the plugin, not a traceback."""
+    """A bad marker (a :class:`MarkerError` in setup) reads as a plugin usage error, not a traceback."""
     if report.when == "setup" and call.excinfo is not None and isinstance(call.excinfo.value, MarkerError):
         report.longrepr = f"pytest_video_plugin usage error: {call.excinfo.value}"
 

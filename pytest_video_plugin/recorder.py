@@ -64,7 +64,7 @@ MetricValue = int | float | bool | str | None
 
 
 def format_header_fields(fields: Mapping[str, Any], sep: str = "; ") -> str:
-    """``"name: value"`` for each header field in order, joined by ``sep``; underscores in names read as spaces.
+    """``"name: value"`` for each header field in order, joined by ``sep``; underscores read as spaces.
 
     ``{"model": "resnet18", "data_split": "val"}`` -> ``"model: resnet18; data split: val"``;
     ``{}`` -> ``""``. The one spelling of the fields in the video header, the failure message, the
