@@ -2,6 +2,7 @@
 #   make gates   run the phase gates on the embedded default (MuJoCo) -> output/report.html, output/videos/*.mp4
 #   make test    run the whole test suite (gates included, `slow` full configurations excluded) -> output/test-report.html
 #   make slow    the full configurations (minutes to tens of minutes): pytest -m slow
+#   make lint    ruff check + ruff format --check (CI runs it before the tests)
 # System libraries (Debian/Ubuntu, once): make system-deps
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ HTML_OPTS := --video-dir output/videos
 
 PX4_ARCHIVE ?= $(firstword $(wildcard ../shared/px4/px4-sitl-*.tar.xz))
 
-.PHONY: gates test slow venv system-deps bench clean constraints px4
+.PHONY: gates test slow lint venv system-deps bench clean constraints px4
 
 venv: $(STAMP)
 
@@ -40,6 +41,10 @@ test: $(STAMP)
 slow: $(STAMP)
 	mkdir -p output
 	$(PYTEST) tests -m slow $(HTML_OPTS) --html output/slow-report.html
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: $(STAMP)
 	$(VENV)/bin/flyby bench --json output/metrics/bench.json
