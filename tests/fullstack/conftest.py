@@ -18,7 +18,10 @@ def gate_cfg() -> GateCfg:
 
 @pytest.fixture(scope="session")
 def stack_strings(backend_kind) -> dict[str, str]:
-    """Backend and flight-stack strings for video headers (the plugin adds the GPU); never claims PX4 when PX4 is not running."""
+    """Backend and flight-stack strings for video headers (the plugin adds the GPU).
+
+    Never claims PX4 when PX4 is not running.
+    """
     if backend_kind == "mujoco":
         from importlib.metadata import version
 

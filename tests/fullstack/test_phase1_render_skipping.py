@@ -121,7 +121,7 @@ def _run_b(cfg, flight_stack: str, steps: int, count_steps) -> dict:
 
 
 def _run_ceiling(cfg, flight_stack: str, actions: list[np.ndarray]) -> np.ndarray:
-    """Wall seconds of each step of the same actions with rendering off (the flight stack and physics alone)."""
+    """Wall seconds of each step of the same actions with rendering off (flight stack and physics alone)."""
     env = PX4ISREnv(cfg, flight_stack=flight_stack, render_mode=None)
     try:
         env.reset(seed=0)
@@ -227,7 +227,8 @@ def test_phase1_render_skipping(stack, request, video_recorder, gate_cfg, stack_
                 },
                 footer=(
                     f"A: render every step at full 640x480 | B: every {gate.skip_render_interval} steps at "
-                    f"training 128x128 | floor {gate.min_steps_per_s:.0f} steps/s, speed-up >= {gate.min_speedup}x"
+                    f"training 128x128 | floor {gate.min_steps_per_s:.0f} steps/s, "
+                    f"speed-up >= {gate.min_speedup}x"
                 ),
             )
     finally:
@@ -260,14 +261,17 @@ def test_phase1_render_skipping(stack, request, video_recorder, gate_cfg, stack_
     video_recorder.record_metric("segment_slowest_ceiling_over_a", ceiling_ratio_low)
     video_recorder.record_metric("max_a_b_distance_m", divergence)
     print(
-        f"\nPhase 1 ({b['stack']}, {gate.steps} steps of {base.step_dt} s, physics {1 / base.physics_dt:.0f} Hz):"
-        f"\n  A render every step at full 640x480    : {a_fps:7.1f} steps/s ({a_fps * base.step_dt:5.1f}x real time)"
+        f"\nPhase 1 ({b['stack']}, {gate.steps} steps of {base.step_dt} s, "
+        f"physics {1 / base.physics_dt:.0f} Hz):"
+        f"\n  A render every step at full 640x480    : {a_fps:7.1f} steps/s "
+        f"({a_fps * base.step_dt:5.1f}x real time)"
         f"\n  B render every {gate.skip_render_interval} steps at training 128x128: {b_fps:7.1f} steps/s "
         f"({b_fps * base.step_dt:5.1f}x real time)"
-        f"\n  ceiling, render off                   : {ceiling_step_s.size / ceiling_step_s.sum():7.1f} steps/s"
+        f"\n  ceiling, render off                   : "
+        f"{ceiling_step_s.size / ceiling_step_s.sum():7.1f} steps/s"
         f"\n  speed-up B/A {b_fps / a_fps:.2f}x; A-B paths at most {divergence:.3f} m apart"
-        f"\n  judged, medians of {gate.timing_segments} segments: B {b_med:.1f} steps/s, ceiling {ceiling:.1f} "
-        f"steps/s, B/A {speedup:.2f}x, ceiling/A {ceiling_ratio:.2f}x"
+        f"\n  judged, medians of {gate.timing_segments} segments: B {b_med:.1f} steps/s, "
+        f"ceiling {ceiling:.1f} steps/s, B/A {speedup:.2f}x, ceiling/A {ceiling_ratio:.2f}x"
         f"\n  segment B/A: {' '.join(f'{r:.2f}' for r in seg_b / seg_a)}"
         f"\n  segment ceiling steps/s: {' '.join(f'{r:.1f}' for r in seg_c)} (slowest {ceiling_low:.1f}; "
         f"ceiling/A slowest {ceiling_ratio_low:.2f}x): reachability is judged on the slowest"

@@ -114,8 +114,8 @@ def test_phase2_direct_parity(flight_stack, video_recorder, stack_strings, gate_
         video_recorder.record_metric("flight_stack", stack_label)
         video_recorder.record_metric("tuned_model", DYNAMICS_FILES[flight_stack])
         print(
-            f"\nPhase 2 parity ({stack_label}, tuned model {DYNAMICS_FILES[flight_stack]}; held-out seeds {seeds}, "
-            f"{duration_s:.0f} s each): "
+            f"\nPhase 2 parity ({stack_label}, tuned model {DYNAMICS_FILES[flight_stack]}; "
+            f"held-out seeds {seeds}, {duration_s:.0f} s each): "
             f"open-loop position error after {' / '.join(f'{h:g}' for h in horizons_s)} s, mean over windows"
         )
         for seed in seeds:
@@ -213,7 +213,8 @@ def _record_side_by_side(recorder, gate, direct_cfg, eval_cfg, tuned, commands, 
     try:
         for env in (direct, full):
             env.reset(seed=0, options={"pos_w": np.array(gate.start_pos_w), "yaw_rad": 0.0})
-        # Ground truth in each rendered view (direct renders its perception camera, full fidelity its render camera).
+        # Ground truth in each rendered view (direct renders its perception camera, full fidelity its render
+        # camera).
         truth_d = GroundTruthDetector.from_world(direct.task.cfg.camera, direct.task.world)
         truth_f = GroundTruthDetector.from_world(full.backend.camera, full.task.world)
         path_d, path_f, ret_d, ret_f = [], [], 0.0, 0.0
@@ -253,8 +254,8 @@ def _record_side_by_side(recorder, gate, direct_cfg, eval_cfg, tuned, commands, 
                     "position error m": round(float(np.linalg.norm(p_d - p_f)), 2),
                     "command": "[" + ", ".join(f"{c:+.2f}" for c in commands[k]) + "]",
                 },
-                footer="same held-out command sequence, same start; top-down: blue direct, orange full fidelity; "
-                "boxes: ground truth, labelled by whether the env's observation holds the target",
+                footer="same held-out command sequence, same start; top-down: blue direct, orange full "
+                "fidelity; boxes: ground truth, labelled by whether the env's observation holds the target",
             )
     finally:
         direct.close()

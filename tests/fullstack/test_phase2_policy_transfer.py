@@ -131,14 +131,15 @@ def test_phase2_policy_transfer(run, flight_stack, gate_cfg, video_recorder, sta
         f"batch {ppo_cfg.batch_size} lr {ppo_cfg.learning_rate:g}, seed {gate.seed}; {runs_line}"
     )
     print(
-        f"PX4ISR-v0 ({direct.flight_stack_label}), {len(seeds)} episodes of {gate.episode_length_s:g} s, seeds {seeds[0]}..{seeds[-1]}:"
+        f"PX4ISR-v0 ({direct.flight_stack_label}), {len(seeds)} episodes of {gate.episode_length_s:g} s, "
+        f"seeds {seeds[0]}..{seeds[-1]}:"
     )
     for r in (direct, base, random, zero):
         print("  " + r.describe())
     if np.isnan(ratio):  # the baseline did not improve on the reference: there is no gain to keep
         kept = (
-            f"the baseline gained {base.mean - reference:+.2f} over it in {run_cfg.budget_s:g} s, so there is "
-            f"no gain to keep; the direct-trained policy is {direct.mean - reference:+.2f} above it"
+            f"the baseline gained {base.mean - reference:+.2f} over it in {run_cfg.budget_s:g} s, so there "
+            f"is no gain to keep; the direct-trained policy is {direct.mean - reference:+.2f} above it"
         )
     else:
         kept = f"direct keeps {100 * ratio:.0f} % of the baseline's gain over it"

@@ -107,7 +107,8 @@ def test_phase3_multi_drone_throughput(video_recorder, gate_cfg, stack_strings, 
     policy = SmoothPatrolPolicy(env.num_envs, env.task.layout, seed=0)
     renderer = env.renderer
     footer = (
-        f"headless: {headline.drone_steps_per_s:,.0f} drone-steps/s (floor {gate.min_drone_steps_per_s:,.0f}) | "
+        f"headless: {headline.drone_steps_per_s:,.0f} drone-steps/s "
+        f"(floor {gate.min_drone_steps_per_s:,.0f}) | "
         f"{gate.num_drones} x {env_cfg.camera.width}x{env_cfg.camera.height} tiles, render every "
         f"{env_cfg.render_interval} steps"
     )

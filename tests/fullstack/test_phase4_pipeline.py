@@ -70,14 +70,16 @@ def test_phase4_pipeline(run, flight_stack, gate_cfg, video_recorder, stack_stri
         f"learner share {100 * train['learner_share']:.0f} %"
     )
     print(
-        f"  evaluation in PX4ISR-v0 ({metrics['flight_stack_label']}; PX4 {metrics.get('px4_version') or '-'}), "
+        f"  evaluation in PX4ISR-v0 ({metrics['flight_stack_label']}; "
+        f"PX4 {metrics.get('px4_version') or '-'}), "
         f"{len(metrics['seeds'])} episodes of {metrics['episode_length_s']:g} s, seeds "
         f"{metrics['seeds'][0]}..{metrics['seeds'][-1]}:"
     )
     for key in POLICY_KEYS:
         p = metrics["policies"][key]
         print(
-            f"    {key:<8} return {p['mean_return']:+8.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]  targets "
+            f"    {key:<8} return {p['mean_return']:+8.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]  "
+            f"targets "
             f"{p['targets_found']['mean']:5.1f}  coverage {100 * p['coverage']['mean']:4.1f} %  success "
             f"{100 * p['success_rate']:3.0f} %  crashes {p['crashes']}  geofence {p['geofence_exits']}"
         )
@@ -111,11 +113,12 @@ def test_phase4_pipeline(run, flight_stack, gate_cfg, video_recorder, stack_stri
     t, zero, rnd, patrol = (metrics["policies"][k] for k in POLICY_KEYS)
     for name, base in (("zero", zero), ("random", rnd)):
         assert t["ci95"][0] > base["ci95"][1], (
-            f"trained return {t['mean_return']:+.2f} [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] does not lie above "
-            f"the {name} baseline's [{base['ci95'][0]:+.2f}, {base['ci95'][1]:+.2f}]"
+            f"trained return {t['mean_return']:+.2f} [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] does not "
+            f"lie above the {name} baseline's [{base['ci95'][0]:+.2f}, {base['ci95'][1]:+.2f}]"
         )
     assert t["mean_return"] > patrol["mean_return"], (
-        f"trained mean return {t['mean_return']:+.2f} is not above the patrol baseline's {patrol['mean_return']:+.2f}"
+        f"trained mean return {t['mean_return']:+.2f} is not above the patrol baseline's "
+        f"{patrol['mean_return']:+.2f}"
     )
     assert t["targets_found"]["mean"] > patrol["targets_found"]["mean"], (
         f"trained policy finds {t['targets_found']['mean']:.1f} targets per episode, the patrol baseline "
@@ -128,8 +131,8 @@ def test_phase4_pipeline(run, flight_stack, gate_cfg, video_recorder, stack_stri
     if run == "slow":
         target = load_evaluation_cfg().evaluation.target_return
         assert t["ci95"][0] > patrol["ci95"][1], (
-            f"trained return interval [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] overlaps the patrol baseline's "
-            f"[{patrol['ci95'][0]:+.2f}, {patrol['ci95'][1]:+.2f}]"
+            f"trained return interval [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] overlaps the patrol "
+            f"baseline's [{patrol['ci95'][0]:+.2f}, {patrol['ci95'][1]:+.2f}]"
         )
         assert t["mean_return"] >= target, (
             f"trained mean return {t['mean_return']:+.2f} is below the target return {target:+.2f} "
