@@ -27,6 +27,7 @@ from flyby.config import cfg_field, from_dict, read_yaml
 
 __all__ = [
     "PHASE_CONFIG",
+    "JUDGED_HORIZON_S",
     "GateCfg",
     "Phase1GateCfg",
     "Phase2ParityGateCfg",
