@@ -6,6 +6,9 @@
   HIL_STATE_QUATERNION out, HIL_ACTUATOR_CONTROLS back, bounded lockstep waits.
 - :mod:`flyby.px4.offboard`: :class:`OffboardClient` (UDP 14540+i): parameters, OFFBOARD, arming,
   velocity + yaw-rate setpoints, LOCAL_POSITION_NED / ATTITUDE.
+- :mod:`flyby.px4.startup`: :class:`~flyby.px4.startup.StartupSequence`, PX4's one start-up sequence on the
+  offboard link (HEARTBEAT, parameters, OFFBOARD, arming), stepped by the flight stack and run blocking
+  by the offboard client.
 - :mod:`flyby.px4.flight_stack`: :class:`PX4FlightStack`, the same ``update`` as the cascade controller.
 - :mod:`flyby.px4.ulog`: :func:`~flyby.px4.ulog.read_ulog`, PX4's ULog (EKF2 estimate, setpoints, motors)
   in world ENU and seconds of PX4 time (pyulog; missing -> ``DependencyNotInstalled``).

@@ -18,11 +18,12 @@ HIL_SENSOR, then waits (bounded) for every PX4's HIL_ACTUATOR_CONTROLS.
 Start-up: the first ``update`` after construction or :meth:`~PX4FlightStack.reset` runs
 PX4's start-up while holding every drone at rest at the pose in ``state`` (sensors are
 synthesised from that pose; physics does not step): HIL_SENSOR at real-time pace until
-PX4's first reply, then lockstep as fast as PX4 answers until its onboard MAVLink link is
-up, the SITL parameters (:mod:`flyby.px4.params`) are confirmed, OFFBOARD is engaged with a
-zero-velocity setpoint streaming and the vehicle is armed (PX4 refuses until its
-estimator has converged). All of it is bounded by ``startup_timeout_s``; PX4's
-STATUSTEXT lines and log path are in the error. A parameter PX4 refuses (its console
+PX4's first reply, then lockstep as fast as PX4 answers while :mod:`flyby.px4.startup`'s
+sequence runs one step per tick: its onboard MAVLink link is up, the SITL parameters
+(:mod:`flyby.px4.params`) are confirmed, OFFBOARD is engaged with a zero-velocity setpoint
+streaming and the vehicle is armed (PX4 refuses until its estimator has converged). All of
+it is bounded by ``startup_timeout_s``; the error names the step it was in, PX4's STATUSTEXT
+lines and its log path. A parameter PX4 refuses (its console
 says ``unknown param: NAME`` or ``param types mismatch param: NAME``; PX4 sends nothing back
 on MAVLink) fails the start-up at once with :class:`~flyby.errors.PX4ParamRejected` naming
 it. Drones should start on the ground: PX4 arms there and takes off from the velocity
@@ -39,7 +40,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,6 +50,7 @@ from flyby.px4.bridge import DEFAULT_HOME, LockstepBridge
 from flyby.px4.launcher import PX4Launcher
 from flyby.px4.offboard import OffboardClient
 from flyby.px4.params import SITL_PARAMS, telemetry_intervals_us
+from flyby.px4.startup import StartupSequence, Step
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +77,15 @@ LauncherFactory = Callable[[int, int, int], LauncherLike]
 
 
 class Phase(enum.Enum):
-    """Start-up phase of one PX4 instance."""
+    """Start-up phase of one PX4 instance: the lockstep link's, then the offboard link's sequence.
+
+    In ``OFFBOARD_LINK`` the instance's :class:`~flyby.px4.startup.StartupSequence` runs (HEARTBEAT,
+    parameters, OFFBOARD, arming), one step per lockstep tick.
+    """
 
     CONNECTING = "waiting for PX4 to connect to the simulator port"
     BOOTING = "waiting for PX4's first HIL_ACTUATOR_CONTROLS"
-    LINKING = "waiting for PX4's HEARTBEAT on the offboard port"
-    PARAMS = "setting SITL parameters"
-    ARMING = "switching to OFFBOARD and arming"
+    OFFBOARD_LINK = "starting up on the offboard link"
     READY = "armed in OFFBOARD"
 
 
@@ -92,18 +96,22 @@ class _Instance:
     bridge: LockstepBridge
     client: OffboardClient
     process: LauncherLike
+    startup: StartupSequence = field(init=False)  # the offboard link's start-up, made with the client
     phase: Phase = Phase.CONNECTING
     time_usec: int = 0
     next_gps_usec: int = 0
     next_ground_truth_usec: int = 0
     next_setpoint_usec: int = 0
-    next_request_usec: int = 0
     stream_since_usec: int | None = None
     used: bool = False
     warned_disarm: bool = False
 
     def where(self) -> str:
         return self.process.describe()
+
+    def doing(self) -> str:
+        """What the start-up waits on (the offboard step, with unconfirmed parameters), for errors."""
+        return self.startup.describe() if self.phase is Phase.OFFBOARD_LINK else self.phase.value
 
 
 class PX4FlightStack:
@@ -196,7 +204,7 @@ class PX4FlightStack:
         if not float(ground_truth_rate_hz) > 0:
             raise ValueError(f"ground_truth_rate_hz must be > 0 Hz, got {ground_truth_rate_hz}")
         self._ground_truth_period_usec = round(1e6 / float(ground_truth_rate_hz))
-        self._request_period_usec = 1_000_000  # resend mode/arm requests every second of PX4 time
+        self._request_period_usec = 1_000_000  # resend start-up requests every second of PX4 time
         if launcher_factory is None:
             last = first_instance + self.num_drones - 1
             if last > 9:
@@ -238,7 +246,9 @@ class PX4FlightStack:
                     client.close()
                     raise
                 bridge.process = process
-                self._instances.append(_Instance(k, i, bridge, client, process))
+                inst = _Instance(k, i, bridge, client, process)
+                inst.startup = self._startup_sequence(inst)
+                self._instances.append(inst)
             for inst in self._instances:
                 inst.process.start()
             self._keep_off_px4_cpus()
@@ -326,12 +336,13 @@ class PX4FlightStack:
             inst.bridge.disconnect()
             inst.client.close()
             inst.client = OffboardClient(inst.px4_instance, port=inst.client.port, timeout_s=self.timeout_s)
+            inst.startup = self._startup_sequence(inst)
             inst.phase = Phase.CONNECTING
             inst.time_usec = 0
             inst.used = False
             inst.warned_disarm = False
             inst.stream_since_usec = None
-            inst.next_gps_usec = inst.next_setpoint_usec = inst.next_request_usec = 0
+            inst.next_gps_usec = inst.next_setpoint_usec = 0
             inst.next_ground_truth_usec = 0
             inst.process.start()
             restarted.append(inst)
@@ -513,19 +524,9 @@ class PX4FlightStack:
             if now > deadline:
                 inst = pending[0]
                 recent = "; ".join(list(inst.client.statustext)[-5:]) or "none"
-                unconfirmed = ""
-                if inst.phase is Phase.PARAMS:
-                    unconfirmed = (
-                        " (never confirmed by PX4's PARAM_VALUE: "
-                        + ", ".join(
-                            f"{name}={value!r}, " + _reported(inst.client.params.get(name))
-                            for name, value in self._missing_params(inst).items()
-                        )
-                        + ")"
-                    )
                 raise PX4Timeout(
                     f"PX4 instance {inst.px4_instance} did not finish start-up within {self.startup_timeout_s:g} s: "
-                    f"still {inst.phase.value}{unconfirmed} at PX4 time {inst.time_usec / 1e6:.1f} s "
+                    f"still {inst.doing()} at PX4 time {inst.time_usec / 1e6:.1f} s "
                     f"(PX4 said: {recent}); {inst.where()}"
                 )
             booting = [inst for inst in pending if inst.phase is Phase.BOOTING]
@@ -542,40 +543,24 @@ class PX4FlightStack:
                 inst.time_usec / 1e6,
             )
 
-    def _advance(self, inst: _Instance) -> None:
-        """Move one instance's start-up state machine on after a lockstep step."""
-        client, t = inst.client, inst.time_usec
-        if inst.phase is Phase.BOOTING and inst.bridge.started:
-            inst.phase = Phase.LINKING
-        if inst.phase is Phase.LINKING and client.connected:
-            inst.phase = Phase.PARAMS
-            inst.next_request_usec = 0
-        if inst.phase is Phase.PARAMS:
-            missing = self._missing_params(inst)
-            if not missing:
-                inst.phase = Phase.ARMING
-                inst.next_request_usec = t + self._request_period_usec  # stream setpoints >= 1 s first
-            elif t >= inst.next_request_usec:
-                inst.next_request_usec = t + self._request_period_usec
-                self._check_param_rejections(inst, missing)
-                for name, value in missing.items():
-                    client.send_param(name, value)
-                for message_id, interval_us in self._telemetry.items():  # idempotent: resent with the params
-                    client.set_message_interval(message_id, interval_us)
-        if inst.phase is Phase.ARMING:
-            if client.offboard and client.armed:
-                inst.phase = Phase.READY
-            elif t >= inst.next_request_usec and inst.stream_since_usec is not None:
-                inst.next_request_usec = t + self._request_period_usec
-                if not client.offboard:
-                    client.request_offboard()
-                else:
-                    client.request_arm()
+    def _startup_sequence(self, inst: _Instance) -> StartupSequence:
+        """The offboard link's start-up for ``inst`` (its current client), paced in us of PX4 time."""
+        return StartupSequence(
+            inst.client,
+            params=self.params,
+            request_period=self._request_period_usec,
+            message_intervals=self._telemetry,
+            check_params=lambda missing: self._check_param_rejections(inst, missing),
+        )
 
-    def _missing_params(self, inst: _Instance) -> dict[str, int | float]:
-        """``params`` that PX4 has not confirmed (PARAM_VALUE with the value sent) yet."""
-        reported = inst.client.params
-        return {k: v for k, v in self.params.items() if not _param_confirmed(reported.get(k), v)}
+    def _advance(self, inst: _Instance) -> None:
+        """Move one instance's start-up on after a lockstep step (its PX4 replies read)."""
+        if inst.phase is Phase.BOOTING and inst.bridge.started:
+            inst.phase = Phase.OFFBOARD_LINK
+        if inst.phase is Phase.OFFBOARD_LINK:
+            streaming = inst.stream_since_usec is not None
+            if inst.startup.advance(inst.time_usec, streaming=streaming) is Step.DONE:
+                inst.phase = Phase.READY
 
     def _check_param_rejections(self, inst: _Instance, missing: Mapping[str, int | float]) -> None:
         """Raise PX4ParamRejected when PX4's console (its log) says it refused one of ``missing``.
@@ -627,20 +612,8 @@ _PARAM_TYPE_MISMATCH = "param types mismatch param: "  # same; the value was not
 _PARAM_REJECTIONS = (_PARAM_UNKNOWN, _PARAM_TYPE_MISMATCH)
 
 
-def _reported(value: int | float | None) -> str:
-    return "PX4 sent no PARAM_VALUE" if value is None else f"PX4 reported {value!r}"
-
-
 def _wire_type(value: int | float) -> str:  # noqa: PYI041 - int and float differ here
     return "REAL32 (a float)" if isinstance(value, float) else "INT32 (an int)"
-
-
-def _param_confirmed(reported: float | None, wanted: float) -> bool:
-    if reported is None:
-        return False
-    if isinstance(wanted, float) or isinstance(reported, float):
-        return abs(float(reported) - float(wanted)) <= 1e-6 * max(1.0, abs(float(wanted)))
-    return int(reported) == int(wanted)
 
 
 def _at_rest(state):

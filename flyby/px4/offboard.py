@@ -11,6 +11,8 @@ address PX4's packets come from (DESIGN.md, "PX4 SITL facts the bridge must resp
 - Arm: COMMAND_LONG MAV_CMD_COMPONENT_ARM_DISARM, ``param1`` = 1.
 - Parameters: PARAM_SET; integer parameters travel bit-cast into the float field.
 
+The start-up helpers (:meth:`OffboardClient.wait_heartbeat`, ``set_params``, ``set_offboard``,
+``arm``) each run one step of :mod:`flyby.px4.startup`'s sequence, the one the flight stack runs.
 PX4 runs in lockstep with the simulator, so nothing on this link happens unless
 the simulation steps. The blocking helpers therefore take a ``step`` callable that
 advances the simulation by one step between polls; without one they wait in wall
@@ -51,6 +53,7 @@ from flyby.px4.mavlink import (
     px4_main_mode,
 )
 from flyby.px4.params import SITL_PARAMS  # the parameters set at start-up (flyby.px4.params)
+from flyby.px4.startup import StartupSequence, Step
 
 log = logging.getLogger(__name__)
 
@@ -281,19 +284,18 @@ class OffboardClient:
         *,
         step: Callable[[], None] | None,
         timeout_s: float | None,
-        resend: Callable[[], None] | None = None,
+        advance: Callable[[float], object] | None = None,
         stream: Callable[[], None] | None = None,
     ) -> None:
+        """The bounded loop of every blocking helper: stream, ``advance(now)`` (send what is due),
+        step or wait, read; until ``done()`` or ``PX4Timeout`` naming ``what`` after the bound."""
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
         start = time.monotonic()
-        next_resend = start
         while True:
             if stream is not None:
                 stream()
-            now = time.monotonic()
-            if resend is not None and now >= next_resend:
-                resend()
-                next_resend = now + self.retry_s
+            if advance is not None:
+                advance(time.monotonic())
             if step is not None:
                 step()
                 self.poll(0.0)
@@ -308,15 +310,36 @@ class OffboardClient:
                     f"(armed={self.armed}, offboard={self.offboard}; PX4 said: {recent})"
                 )
 
+    def _start_up(
+        self,
+        step_of_startup: Step,
+        what: str,
+        *,
+        step: Callable[[], None] | None,
+        timeout_s: float | None,
+        params: Mapping[str, int | float] = SITL_PARAMS,
+        stream: Callable[[], None] | None = None,
+    ) -> None:
+        """One step of :mod:`flyby.px4.startup`'s sequence, blocking (bounded); resends every ``retry_s``."""
+        sequence = StartupSequence(self, params=params, steps=(step_of_startup,), request_period=self.retry_s)
+        self._wait(
+            lambda: sequence.sync(time.monotonic()),
+            what,
+            step=step,
+            timeout_s=timeout_s,
+            advance=sequence.advance,
+            stream=stream,
+        )
+
     def wait_heartbeat(
         self, *, step: Callable[[], None] | None = None, timeout_s: float | None = None
     ) -> None:
-        """Wait (bounded) for PX4's HEARTBEAT; learns its address and ids.
+        """Wait (bounded) for PX4's HEARTBEAT; learns its address and ids (start-up step ``HEARTBEAT``).
 
         Raises:
             PX4Timeout: none within the bound.
         """
-        self._wait(lambda: self.connected, f"HEARTBEAT on UDP {self.port}", step=step, timeout_s=timeout_s)
+        self._start_up(Step.HEARTBEAT, f"HEARTBEAT on UDP {self.port}", step=step, timeout_s=timeout_s)
 
     def set_params(
         self,
@@ -325,26 +348,15 @@ class OffboardClient:
         step: Callable[[], None] | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        """Set parameters and wait (bounded) until PX4 echoes each value in PARAM_VALUE.
+        """Set parameters and wait (bounded) until PX4 echoes each value in PARAM_VALUE (step ``PARAMS``).
 
         Integer values (Python ``int``) go bit-cast as INT32, floats as REAL32.
 
         Raises:
             PX4Timeout: a value not confirmed within the bound.
         """
-        wanted = dict(params)
-        for name in wanted:
-            self.params.pop(name, None)
-
-        def confirmed() -> bool:
-            return all(_same(self.params.get(k), v) for k, v in wanted.items())
-
-        def resend() -> None:
-            for name, value in wanted.items():
-                if not _same(self.params.get(name), value):
-                    self.send_param(name, value)
-
-        self._wait(confirmed, f"parameters {sorted(wanted)}", step=step, timeout_s=timeout_s, resend=resend)
+        what = f"parameters {sorted(params)}"
+        self._start_up(Step.PARAMS, what, step=step, timeout_s=timeout_s, params=params)
 
     def set_offboard(
         self,
@@ -356,15 +368,16 @@ class OffboardClient:
     ) -> None:
         """Stream ``vel_enu``/``yaw_rate`` and switch to OFFBOARD; wait (bounded) for the HEARTBEAT to say so.
 
+        Start-up step ``OFFBOARD``.
+
         Raises:
             PX4Timeout: not in OFFBOARD within the bound (PX4's last STATUSTEXT lines in the message).
         """
-        self._wait(
-            lambda: self.offboard,
+        self._start_up(
+            Step.OFFBOARD,
             "OFFBOARD mode",
             step=step,
             timeout_s=timeout_s,
-            resend=self.request_offboard,
             stream=lambda: self.stream_velocity(vel_enu, yaw_rate),
         )
 
@@ -376,17 +389,16 @@ class OffboardClient:
         step: Callable[[], None] | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        """Keep streaming the setpoint and arm; wait (bounded) for the HEARTBEAT to say armed.
+        """Keep streaming the setpoint and arm; wait (bounded) for the HEARTBEAT to say armed (step ``ARM``).
 
         Raises:
             PX4Timeout: not armed within the bound (PX4's pre-flight messages in the message).
         """
-        self._wait(
-            lambda: self.armed,
+        self._start_up(
+            Step.ARM,
             "arming",
             step=step,
             timeout_s=timeout_s,
-            resend=self.request_arm,
             stream=lambda: self.stream_velocity(vel_enu, yaw_rate),
         )
 
@@ -429,11 +441,3 @@ class OffboardClient:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def _same(reported: float | None, wanted: float) -> bool:
-    if reported is None:
-        return False
-    if isinstance(wanted, float) or isinstance(reported, float):
-        return abs(float(reported) - float(wanted)) <= 1e-6 * max(1.0, abs(float(wanted)))
-    return int(reported) == int(wanted)
