@@ -129,8 +129,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help=f"folder for test videos (MP4); metrics JSON go to DIR/../metrics. Each session writes "
-        "DIR/runs/<run id>/ (and DIR/../metrics/runs/<run id>/), which no later run deletes; DIR/<name>.mp4 "
-        f"shows the newest video of each test. Default: ini video_dir, else {DEFAULT_VIDEO_DIR} under the rootdir.",
+        "DIR/runs/<run id>/ (and DIR/../metrics/runs/<run id>/), which no later run deletes; "
+        "DIR/<name>.mp4 shows the newest video of each test. "
+        f"Default: ini video_dir, else {DEFAULT_VIDEO_DIR} under the rootdir.",
     )
     group.addoption(
         "--video-mode",
@@ -238,7 +239,7 @@ def _option_or_ini(config: pytest.Config, name: str) -> tuple[Any, str]:
 
 
 def resolve_settings(config: pytest.Config) -> VideoSettings:
-    """Command line > ini > defaults. ``--video-dir`` is relative to the invocation folder, ini to the rootdir.
+    """Command line > ini > defaults. ``--video-dir`` is relative to the invocation folder, ini to rootdir.
 
     Raises:
         pytest.UsageError: a value is out of range; the message names the option or ini key.

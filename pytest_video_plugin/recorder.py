@@ -574,11 +574,11 @@ class VideoRecorder:
         ``started_utc``, ``fps`` (steps/s or null), ``steps``, ``timed_steps``, ``wall_time_s``
         (first to last count, s, or null), ``frames`` (all handed in), ``frames_rendered``,
         ``frames_skipped``, ``frames_recorded`` (encoded), ``every_n``, ``recording`` (False when
-        recording is off), ``video`` (path or null), ``video_fps``, ``video_size`` ([w, h] or null), ``rss_peak_bytes``,
-        ``vram_peak_bytes`` (null without GPU), ``vram_start_bytes``, ``vram`` (GPU or "no GPU"),
-        ``memory_samples``, ``metrics`` (every :meth:`record_metric` value), ``floor_checks``
-        (every :meth:`check_floor`: name, measured, floor, ceiling, unit, verdict, text, short),
-        ``video_error`` (the encoder error, or null).
+        recording is off), ``video`` (path or null), ``video_fps``, ``video_size`` ([w, h] or null),
+        ``rss_peak_bytes``, ``vram_peak_bytes`` (null without GPU), ``vram_start_bytes``, ``vram``
+        (GPU or "no GPU"), ``memory_samples``, ``metrics`` (every :meth:`record_metric` value),
+        ``floor_checks`` (every :meth:`check_floor`: name, measured, floor, ceiling, unit, verdict,
+        text, short), ``video_error`` (the encoder error, or null).
         """
         sampler = self._sampler
         size = self._writer.size if self._writer is not None else None

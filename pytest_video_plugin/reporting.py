@@ -302,8 +302,9 @@ class VideoSessionReport:
         inline embeds."""
         if self.pruned:
             terminalreporter.write_line(
-                f"pytest_video_plugin: --video-prune-keep={self.settings.prune_keep} deleted {len(self.pruned)} "
-                f"earlier run folder(s) under {self.settings.video_dir / 'runs'}: {', '.join(self.pruned)}"
+                f"pytest_video_plugin: --video-prune-keep={self.settings.prune_keep} deleted "
+                f"{len(self.pruned)} earlier run folder(s) under {self.settings.video_dir / 'runs'}: "
+                f"{', '.join(self.pruned)}"
             )
         if not self.threshold_reports and not self.refusals:
             return
