@@ -30,7 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Lockstep round-trip time (HIL_SENSOR -> HIL_ACTUATOR_CONTROLS) against the MAVLink test double.",
+        description=(
+            "Lockstep round-trip time (HIL_SENSOR -> HIL_ACTUATOR_CONTROLS) against the MAVLink test double."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -118,7 +120,7 @@ class _DoubleInProcess:
             self._stop.set()
             try:
                 self.violations, _ = self._results.get(timeout=10.0)
-            except Exception:  # noqa: BLE001 - the figures matter, the double's report is a bonus
+            except Exception:  # the figures matter, the double's report is a bonus
                 self.violations = ["the double process did not report"]
             self._proc.join(5.0)
         if self._proc.is_alive():
@@ -176,16 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
     result["double_violations"] = len(double.violations)
     print(
-        f"lockstep round trip vs MAVLink test double ({result['double']}), controller={result['controller']}, "
-        f"{result['steps']} steps"
+        f"lockstep round trip vs MAVLink test double ({result['double']}), "
+        f"controller={result['controller']}, {result['steps']} steps"
     )
     print(
         f"  round trip: mean {result['rtt_mean_us']:.0f} us, p50 {result['rtt_p50_us']:.0f} us, "
-        f"p99 {result['rtt_p99_us']:.0f} us ({result['fresh_replies']} replies, {result['timeouts']} timeouts)"
+        f"p99 {result['rtt_p99_us']:.0f} us "
+        f"({result['fresh_replies']} replies, {result['timeouts']} timeouts)"
     )
     print(
         f"  lockstep loop: {result['lockstep_steps_per_s']:.0f} steps/s "
-        f"(real-time factor {result['real_time_factor_250hz']:.2f} at 250 Hz), hovering at {result['altitude_m']:.2f} m, "
+        f"(real-time factor {result['real_time_factor_250hz']:.2f} at 250 Hz), "
+        f"hovering at {result['altitude_m']:.2f} m, "
         f"{result['double_violations']} protocol violations"
     )
     if args.json is not None:

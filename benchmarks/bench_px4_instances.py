@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_px4_instances: {exc}", file=sys.stderr)
         return 2
     print(
-        f"\nPX4ISR-v0, render off, flight stack: {rows[0].flight_stack_label}; {args.steps} timed steps per env "
+        f"\nPX4ISR-v0, render off, flight stack: {rows[0].flight_stack_label}; "
+        f"{args.steps} timed steps per env "
         "(free-running sum, lockstep sum as SB3 training steps, each instance's own rate):"
     )
     print(format_instance_table(rows))

@@ -382,13 +382,15 @@ def main(argv: list[str] | None = None) -> None:
                 r = bench_encode(width, height, args.encode_frames, folder)
                 figures["encode"].append(r)
                 print(
-                    f"   {r['caller']:>12}  {r['video']:>11}  {r['frames_per_s']:9.1f}  {r['ms_per_frame']:8.2f}"
+                    f"   {r['caller']:>12}  {r['video']:>11}  "
+                    f"{r['frames_per_s']:9.1f}  {r['ms_per_frame']:8.2f}"
                 )
         if "overhead" in parts:
             r = bench_overhead(args.overhead_frames, args.agents, args.work_ms, args.repeats, folder)
             figures["overhead"] = r
             print(
-                f"\n2. recording overhead, synthetic {r['frames']:,}-frame test (320x240 frames, {args.agents} agents, "
+                f"\n2. recording overhead, synthetic {r['frames']:,}-frame test "
+                f"(320x240 frames, {args.agents} agents, "
                 f"~{args.work_ms:g} ms compute per frame; best of {args.repeats})"
             )
             print(
@@ -397,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
             for every_n in (1, 4):
                 e = r[f"every_n_{every_n}"]
                 print(
-                    f"   --video-every-n {every_n}: {e['wall_s']:.2f} s, overhead {e['overhead_pct_of_wall']:.1f} % of "
+                    f"   --video-every-n {every_n}: {e['wall_s']:.2f} s, "
+                    f"overhead {e['overhead_pct_of_wall']:.1f} % of "
                     f"wall time; inside the recorder {e['inside_recorder_pct_of_wall']:.1f} % "
                     f"({e['recorder_ms_per_handed_frame']:.2f} ms per handed frame)"
                 )
