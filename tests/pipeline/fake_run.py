@@ -200,7 +200,7 @@ def write_progress_csv(path: Path, rows: int) -> None:
 
 def write_fake_video(path: Path, frames: int = VIDEO_FRAMES, fps: float = VIDEO_FPS) -> None:
     """A ``frames / fps`` s H.264 MP4 of a square moving over a gradient (the video plugin's encoder)."""
-    from pytest_video_plugin.encode import H264Writer
+    from videokit.encode import H264Writer
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with H264Writer(path, fps=fps) as writer:
