@@ -125,7 +125,8 @@ def format_table(rows: list[Throughput]) -> str:
     lines = [f"{'drones':>6} {'steps':>6} {'wall s':>8} {'drone-steps/s':>14} {'x real time':>12}"]
     for r in rows:
         lines.append(
-            f"{r.num_drones:>6} {r.steps:>6} {r.wall_s:>8.3f} {r.drone_steps_per_s:>14,.0f} {r.sim_s_per_wall_s:>12,.0f}"
+            f"{r.num_drones:>6} {r.steps:>6} {r.wall_s:>8.3f} "
+            f"{r.drone_steps_per_s:>14,.0f} {r.sim_s_per_wall_s:>12,.0f}"
         )
     return "\n".join(lines)
 

@@ -176,4 +176,7 @@ class OutputError(FlybyError, OSError):
 
 
 class TrainingError(FlybyError, RuntimeError):
-    """A training run cannot start or continue as asked (an existing model, a changed config, a bad checkpoint)."""
+    """A training run cannot start or continue as asked.
+
+    For example an existing model, a changed config, a bad checkpoint.
+    """

@@ -187,9 +187,10 @@ class FlightStackMotion:
                 k = int(np.flatnonzero(~done)[0])
                 where = getattr(self.flight_stack, "describe", lambda: "")()
                 raise PX4Unavailable(
-                    f"take-off of drone {int(rows[k])} did not reach its start {target_pos_w[k].round(2).tolist()} m "
-                    f"within {cfg.timeout_s:g} s of sim time: it is at {self.pos_w[rows[k]].round(2).tolist()} m, "
-                    f"{speed[k]:.2f} m/s (tolerances {cfg.position_tolerance_m} m, {cfg.speed_tolerance_mps} m/s); "
+                    f"take-off of drone {int(rows[k])} did not reach its start "
+                    f"{target_pos_w[k].round(2).tolist()} m within {cfg.timeout_s:g} s of sim time: "
+                    f"it is at {self.pos_w[rows[k]].round(2).tolist()} m, {speed[k]:.2f} m/s "
+                    f"(tolerances {cfg.position_tolerance_m} m, {cfg.speed_tolerance_mps} m/s); "
                     f"raise px4.takeoff.timeout_s or start lower. {where}".rstrip()
                 )
             cmd = cfg.gain_per_s * err
@@ -207,7 +208,8 @@ class FlightStackMotion:
         expected = self.decimation * self.physics_dt
         if not math.isclose(dt, expected, rel_tol=1e-9, abs_tol=1e-12):
             raise ValueError(
-                f"dt {dt} s must equal decimation x physics_dt = {self.decimation} x {self.physics_dt} = {expected} s"
+                f"dt {dt} s must equal decimation x physics_dt = "
+                f"{self.decimation} x {self.physics_dt} = {expected} s"
             )
         # ``actions`` were checked and clipped once by the env (flyby.mdp.actions.validate_actions).
         vel_sp_w, yaw_rate_sp = self.actions.scale(actions)

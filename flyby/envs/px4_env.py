@@ -25,7 +25,8 @@ def resolve_flight_stack(requested: FlightStack | str, px4: PX4Cfg) -> FlightSta
     """``auto`` -> PX4 when a PX4 binary is found, else the cascade.
 
     Raises:
-        PX4Unavailable: ``px4`` was requested and no binary is found (the message says how to set ``PX4_DIR``).
+        PX4Unavailable: ``px4`` was requested and no binary is found
+            (the message says how to set ``PX4_DIR``).
         ValueError: an unknown flight stack name.
     """
     try:
@@ -163,7 +164,8 @@ class PX4ISREnv(gym.Env):
             raise
         self._controller = controller
         motion = FlightStackMotion(
-            self.backend, controller, RotorModel(cfg.multirotor, 1), cfg.actions, cfg.physics_dt, cfg.decimation,
+            self.backend, controller, RotorModel(cfg.multirotor, 1), cfg.actions,
+            cfg.physics_dt, cfg.decimation,
             takeoff=cfg.px4.takeoff, surface_height=world.height_at,
             rest_height_m=cfg.multirotor.collision_half_extent_m[2],
         )  # fmt: skip
@@ -245,7 +247,11 @@ class PX4ISREnv(gym.Env):
         return info
 
     def render(self) -> np.ndarray | None:
-        """The latest rendered camera image, (H, W, 3) uint8 at the render preset, or None without render_mode."""
+        """The latest rendered camera image, or None without render_mode.
+
+        Returns:
+            (H, W, 3) uint8 at the render preset, or None without render_mode.
+        """
         if self.render_mode is None:
             gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'")
             return None
@@ -254,7 +260,10 @@ class PX4ISREnv(gym.Env):
         return self._frame
 
     def close(self) -> None:
-        """Stop the flight stack and the simulator; ``step`` then raises ``ResetNeeded`` until the next ``reset``."""
+        """Stop the flight stack and the simulator.
+
+        ``step`` then raises ``ResetNeeded`` until the next ``reset``.
+        """
         task = getattr(self, "task", None)  # absent when __init__ failed
         if task is not None:
             task.mark_reset_needed("after close()")

@@ -67,7 +67,9 @@ class SB3VecEnvAdapter(VecEnv):
         self._seed: int | None = None
 
     def reset(self) -> np.ndarray:
-        """Reset every drone with the seed of :meth:`seed` and the options of ``set_options`` (both used once).
+        """Reset every drone with the seed of :meth:`seed` and the options of ``set_options``.
+
+        Both the seed and the options are used once.
 
         Raises:
             ValueError: ``set_options`` gave some drones an option others lack, or a bad option
@@ -87,7 +89,8 @@ class SB3VecEnvAdapter(VecEnv):
             raise TypeError(f"set_options: each drone's options must be a dict, got {per_env!r}")
         if len(per_env) != self.num_envs:
             raise ValueError(
-                f"set_options: {len(per_env)} option dicts for {self.num_envs} drones; pass one dict or one per drone"
+                f"set_options: {len(per_env)} option dicts for {self.num_envs} drones; "
+                "pass one dict or one per drone"
             )
         keys = set().union(*(o.keys() for o in per_env))
         if not keys:
@@ -185,7 +188,11 @@ class SB3VecEnvAdapter(VecEnv):
         return [False for _ in self._indices(indices, "env_is_wrapped")]
 
     def _reset_drones(self, idx: list[int], *args: Any, seed: int | None = None, options: dict | None = None):
-        """``env_method("reset")``: reset drones ``idx`` (all of them: a full reset), ``(obs_i, info_i)`` each."""
+        """``env_method("reset")``: reset drones ``idx`` (all of them: a full reset).
+
+        Returns:
+            ``(obs_i, info_i)`` for each drone in ``idx``.
+        """
         n = self.num_envs
         batched: dict[str, Any] = {}
         for key, value in (options or {}).items():
