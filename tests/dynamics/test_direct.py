@@ -10,7 +10,6 @@ from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.dynamics.direct import DirectDynamics
 from flyby.errors import ConfigError, InvalidAction
 from flyby.mdp.actions import ActionCfg, validate_actions
-from flyby.mdp.actions import validate_actions
 
 NOISELESS = DirectDynamicsCfg(position_noise_std=0.0, velocity_noise_std=0.0)
 
