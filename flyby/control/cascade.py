@@ -206,8 +206,6 @@ class CascadeController:
         self._rate_prev = mem[:, 17:20]  # rad/s, body rate of the last update
         self._fresh = np.ones(n, dtype=bool)  # take the first state as "previous" after a reset
         self._scalar_cfg: _ScalarCfg | None = None
-        # Diagnostics of the last update: acceleration, thrust, rate and torque setpoints.
-        self._last: tuple = (np.zeros((n, 3)),) * 4
 
     def reset(self, ids: np.ndarray | None = None) -> None:
         """Clear integrators and filters of drones ``ids`` (all when None).
@@ -244,26 +242,6 @@ class CascadeController:
         if self.num_drones == 1:
             return self._update_single(vel_sp_w, yaw_rate_sp, state, dt)
         return self._update_batch(vel_sp_w, yaw_rate_sp, state, dt)
-
-    @property
-    def last_acc_sp_w(self) -> np.ndarray:
-        """(N, 3) acceleration setpoint of the last update, m/s^2, world ENU."""
-        return np.array(self._last[0], dtype=np.float64).reshape(self.num_drones, 3)
-
-    @property
-    def last_thrust_sp_w(self) -> np.ndarray:
-        """(N, 3) normalised thrust vector of the last update, world ENU."""
-        return np.array(self._last[1], dtype=np.float64).reshape(self.num_drones, 3)
-
-    @property
-    def last_rate_sp_b(self) -> np.ndarray:
-        """(N, 3) body-rate setpoint of the last update, rad/s, body FLU."""
-        return np.array(self._last[2], dtype=np.float64).reshape(self.num_drones, 3)
-
-    @property
-    def last_torque_sp_b(self) -> np.ndarray:
-        """(N, 3) normalised torque setpoint of the last update, body FLU."""
-        return np.array(self._last[3], dtype=np.float64).reshape(self.num_drones, 3)
 
     def _update_batch(
         self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
@@ -437,7 +415,6 @@ class CascadeController:
         np.minimum(torque, 1.0, out=torque)
         np.maximum(torque, -1.0, out=torque)
 
-        self._last = (acc_sp, thr, rate_sp, torque)
         return self._mix(torque, collective)
 
     def _update_single(
@@ -614,7 +591,6 @@ class CascadeController:
             pwy,
             pwz,
         )
-        self._last = ((ax, ay, az), (tx, ty, tz), (rsx, rsy, rsz), (t0, t1, t2))
 
         # 6. mixer (as _mix)
         base = [collective * m for m in k.mix_thrust]

@@ -86,11 +86,6 @@ class PinholeIntrinsics:
     def from_cfg(cls, cfg: CameraCfg) -> PinholeIntrinsics:
         return cls.from_fovy(cfg.width, cfg.height, cfg.fovy_deg)
 
-    @property
-    def matrix(self) -> np.ndarray:
-        """K: (3, 3) float64."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
 
 def camera_mount_rotation(pitch_deg: float) -> np.ndarray:
     """R_bc: (3, 3) float64, the camera optical frame in the body frame (FLU).

@@ -148,7 +148,6 @@ class LockstepBridge:
         self.rtt_s: deque[float] = deque(maxlen=100_000)
         self.replies = 0
         self.timeouts = 0
-        self.heartbeat_base_mode: int | None = None
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -443,8 +442,6 @@ class LockstepBridge:
                 self._answered = True
                 self.replies += 1
                 self.rtt_s.append(now - self._sensor_sent_at)
-        elif mid == self._m.MAVLINK_MSG_ID_HEARTBEAT:
-            self.heartbeat_base_mode = int(msg.base_mode)
 
     # -- shutdown and diagnostics -----------------------------------------------------------------
 
@@ -494,11 +491,6 @@ class LockstepBridge:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-    @property
-    def last_sensor_time_usec(self) -> int:
-        """time_usec of the latest HIL_SENSOR sent (0 before any)."""
-        return self._last_sensor_time_usec
 
 
 def _i16(x: float) -> int:

@@ -216,7 +216,6 @@ class PX4FlightStack:
             def launcher_factory(instance: int, _sim_port: int, _offboard_port: int) -> LauncherLike:
                 return PX4Launcher(instance, px4_dir, stop_timeout_s=self.timeout_s, keep_ulogs=keep_ulogs)
 
-        self._factory = launcher_factory
         self._armed = np.zeros(self.num_drones, dtype=bool)
         self._u = np.zeros((self.num_drones, 4))
         self._warned_dt = False

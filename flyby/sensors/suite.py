@@ -60,7 +60,6 @@ _ISA_EXP = 5.25588  # g M / (R L)
 class SensorCfg:
     """Sensor rates, noise and biases, home position and magnetic field."""
 
-    imu_rate_hz: float = cfg_field(250.0, gt=0.0)  # Hz, HIL_SENSOR rate (PX4 expects 250 Hz; DESIGN.md)
     gps_rate_hz: float = cfg_field(10.0, gt=0.0)  # Hz, HIL_GPS rate (PX4 expects 5-10 Hz; DESIGN.md)
     accel_noise_std: float = cfg_field(0.0294, ge=0.0)  # m/s^2 per sample (0.00186/sqrt(Hz) at 250 Hz)
     accel_bias_b: tuple[float, float, float] = (0.0, 0.0, 0.0)  # m/s^2, constant accelerometer bias, FLU

@@ -28,8 +28,3 @@ def gpu_summary() -> str:
         return f"{name} ({total:.1f} GiB)" + (f" + {count - 1} more" if count > 1 else "")
     finally:
         pynvml.nvmlShutdown()
-
-
-def has_gpu() -> bool:
-    """True when NVML reports at least one NVIDIA GPU."""
-    return not gpu_summary().startswith("no GPU")

@@ -197,12 +197,14 @@ def test_batched_controller_equals_per_drone_loop(integrate_yaw_sp):
     cfg = CascadeCfg(integrate_yaw_sp=integrate_yaw_sp)
     batched = CascadeController(cfg, airframe, n)
     singles = [CascadeController(cfg, airframe, 1) for _ in range(n)]
+    saturated = False
     for _ in range(25):
         state = random_states(n, rng)
         vel_sp = rng.normal(0, 6, (n, 3))  # some beyond the limits
         yaw_rate = rng.normal(0, 2, n)
         u = batched.update(vel_sp, yaw_rate, state, PHYSICS_DT)
         assert u.shape == (n, 4) and np.isfinite(u).all() and (u >= 0).all() and (u <= 1).all()
+        saturated |= bool((u == 1.0).any() or (u == 0.0).any())
         for i, single in enumerate(singles):
             one = DroneState(*(np.asarray(field)[i : i + 1] for field in state))
             np.testing.assert_allclose(
@@ -210,8 +212,8 @@ def test_batched_controller_equals_per_drone_loop(integrate_yaw_sp):
                 u[i : i + 1],
                 atol=1e-12,
             )
-    # Saturation branches were exercised, so the comparison covers them.
-    assert (u == 1.0).any() or (u == 0.0).any() or np.abs(batched.last_torque_sp_b).max() > 0.3
+    # The mixer's saturation branches were exercised, so the comparison covers them.
+    assert saturated
 
 
 def test_reset_clears_integrators_of_selected_drones():

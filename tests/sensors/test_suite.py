@@ -46,7 +46,9 @@ def state(n: int = 1, pos=None, yaw=None, vel=None, rate=None, accel=None) -> Dr
 
 def test_defaults_are_valid_and_rates_match_px4():
     cfg = check(SensorCfg())
-    assert cfg.imu_rate_hz == 250.0 and cfg.gps_rate_hz == 10.0
+    assert cfg.gps_rate_hz == 10.0
+    with pytest.raises(TypeError, match="imu_rate_hz"):  # PX4's IMU rate is 1 / physics_dt, not a setting
+        SensorCfg(imu_rate_hz=100.0)
     assert cfg.home_lat_deg == pytest.approx(47.397742) and cfg.home_alt_m == 488.0
     with pytest.raises(ConfigError, match="accel_noise_std"):
         check(SensorCfg(accel_noise_std=-1.0))
