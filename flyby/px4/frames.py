@@ -155,11 +155,6 @@ def yaw_enu_to_ned(yaw_enu_rad: np.ndarray) -> np.ndarray:
     return _wrap_pi(0.5 * math.pi - np.asarray(yaw_enu_rad, dtype=np.float64))
 
 
-def yaw_ned_to_enu(yaw_ned_rad: np.ndarray) -> np.ndarray:
-    """Heading NED (CW from north) -> ENU (CCW from east), radians wrapped to [-pi, pi)."""
-    return _wrap_pi(0.5 * math.pi - np.asarray(yaw_ned_rad, dtype=np.float64))
-
-
 def yaw_rate_enu_to_ned(yaw_rate_enu: np.ndarray) -> np.ndarray:
     """World yaw rate about ENU up -> about NED down (rad/s): the sign flips."""
     return -np.asarray(yaw_rate_enu, dtype=np.float64)
