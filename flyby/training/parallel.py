@@ -68,7 +68,10 @@ MAX_PX4_INSTANCES = MAX_PX4_INSTANCE + 1  # instances 0..9
 
 
 class EnvWorkerError(FlybyError, RuntimeError):
-    """An env worker process failed: it raised (the message carries its traceback), died, or did not answer."""
+    """An env worker process failed: it raised, died, or did not answer.
+
+    When it raised, the message carries its traceback.
+    """
 
 
 def check_px4_instances(
@@ -115,10 +118,10 @@ def check_px4_instances(
         last = first_instance + num_instances - 1
         if last > MAX_PX4_INSTANCE:
             problems.append(
-                f"{count_name}: {num_instances} instances from first instance {first_instance} run to instance "
-                f"{last}, past PX4 SITL's last usable instance {MAX_PX4_INSTANCE}; use at most "
-                f"{MAX_PX4_INSTANCE + 1 - first_instance} instances, or a first instance of at most "
-                f"{MAX_PX4_INSTANCE + 1 - num_instances}"
+                f"{count_name}: {num_instances} instances from first instance {first_instance} "
+                f"run to instance {last}, past PX4 SITL's last usable instance {MAX_PX4_INSTANCE}; "
+                f"use at most {MAX_PX4_INSTANCE + 1 - first_instance} instances, "
+                f"or a first instance of at most {MAX_PX4_INSTANCE + 1 - num_instances}"
             )
     if problems:
         raise ConfigError(problems)
@@ -201,7 +204,10 @@ def make_px4_pool(
 
 
 def _ignore_signal(signum, frame) -> None:
-    """A Python-level "ignore": unlike SIG_IGN it is reset by exec, so PX4 still gets its launcher's SIGINT."""
+    """A Python-level "ignore" of a signal.
+
+    Unlike SIG_IGN it is reset by exec, so PX4 still gets its launcher's SIGINT.
+    """
 
 
 def _exit_on_sigterm(signum, frame) -> None:
@@ -295,7 +301,7 @@ def _error_payload(exc: BaseException) -> dict[str, Any]:
     try:
         blob = pickle.dumps(exc)
         pickle.loads(blob)
-    except Exception:  # noqa: BLE001 - an exception that does not survive pickling travels as text
+    except Exception:  # an exception that does not survive pickling travels as text
         blob = None
     return {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -328,11 +334,11 @@ def _worker_main(conn, env_fn_blob: bytes, parent_pid: int) -> None:
                 break
             try:
                 result = _COMMANDS[cmd](env, state, *args)
-            except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides
+            except Exception as exc:  # reported to the parent, which decides
                 conn.send(("error", _error_payload(exc)))
             else:
                 conn.send(("ok", result))
-    except BaseException as exc:  # noqa: BLE001 - construction failed, SIGTERM (SystemExit) or a broken pipe
+    except BaseException as exc:  # construction failed, SIGTERM (SystemExit) or a broken pipe
         if not isinstance(exc, (SystemExit, BrokenPipeError, EOFError)):
             try:
                 conn.send(("error", _error_payload(exc)))
@@ -342,7 +348,7 @@ def _worker_main(conn, env_fn_blob: bytes, parent_pid: int) -> None:
         if env is not None:
             try:
                 env.close()
-            except Exception:  # noqa: BLE001 - nothing left to report to
+            except Exception:  # nothing left to report to
                 log.exception("closing the env of worker %d", os.getpid())
         conn.close()
 
@@ -543,7 +549,7 @@ class EnvPool:
         if payload.get("exception") is not None:
             try:
                 exc = pickle.loads(payload["exception"])
-            except Exception:  # noqa: BLE001 - fall back to the text
+            except Exception:  # fall back to the text
                 exc = None
         where = f"in {self.names[j]} (pid {self._procs[j].pid}); worker traceback:\n{payload['traceback']}"
         if isinstance(exc, (FlybyError, AttributeError)):  # AttributeError: SB3's VecEnv API expects it

@@ -402,7 +402,10 @@ def load_policy(
 
 
 def _normaliser_path(path: Path) -> Path:
-    """``<stem>.vecnormalize.pkl`` (training checkpoints) when present, else ``vecnormalize.pkl`` beside the zip."""
+    """The normaliser file of the model zip ``path``.
+
+    ``<stem>.vecnormalize.pkl`` (training checkpoints) when present, else ``vecnormalize.pkl`` beside the zip.
+    """
     own = path.with_suffix(".vecnormalize.pkl")
     return own if own.is_file() else path.parent / VECNORMALIZE_PKL
 
@@ -443,7 +446,7 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
         with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
             names = archive.namelist()
             bad = archive.testzip()  # reads every member and checks its CRC
-    except Exception as exc:  # noqa: BLE001 - zipfile raises several types for damaged archives
+    except Exception as exc:  # zipfile raises several types for damaged archives
         raise ModelLoadError(
             f"model {str(path)!r} is a damaged zip ({_one_line(exc)}); {_CORRUPT_FIX}", path
         ) from exc
@@ -456,14 +459,15 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
         # A cut-off SB3 zip still holds the torch .pth zips nested inside it, whose directory zipfile
         # then finds: the directory no longer describes the file's first member.
         raise ModelLoadError(
-            f"model {str(path)!r} is a truncated or damaged zip ({len(zip_bytes)} bytes): it starts with member "
-            f"{first!r} but its directory lists {sorted(names)[:4]}...; {_CORRUPT_FIX}",
+            f"model {str(path)!r} is a truncated or damaged zip ({len(zip_bytes)} bytes): "
+            f"it starts with member {first!r} but its directory lists {sorted(names)[:4]}...; {_CORRUPT_FIX}",
             path,
         )
     if "data" not in names or "policy.pth" not in names:
         raise ModelLoadError(
-            f"{str(path)!r} is a zip but not a stable-baselines3 model (it holds {sorted(names)[:8]}, no 'data' and "
-            "'policy.pth'), so not a flyby/SB3 model; pass the model.zip written by model.save() / `flyby train`",
+            f"{str(path)!r} is a zip but not a stable-baselines3 model "
+            f"(it holds {sorted(names)[:8]}, no 'data' and 'policy.pth'), so not a flyby/SB3 model; "
+            "pass the model.zip written by model.save() / `flyby train`",
             path,
         )
     with warnings.catch_warnings(record=True) as caught:
@@ -472,7 +476,7 @@ def _read_zip(zip_bytes: bytes, path: Path) -> dict[str, Any]:
             data, _, _ = load_from_zip_file(
                 io.BytesIO(zip_bytes), device="cpu", custom_objects=_INFERENCE_OBJECTS
             )
-        except Exception as exc:  # noqa: BLE001 - JSON, pickle and torch errors all mean "cannot read it"
+        except Exception as exc:  # JSON, pickle and torch errors all mean "cannot read it"
             raise ModelLoadError(
                 f"model {str(path)!r} cannot be read by stable-baselines3 ({_one_line(exc)}); {_CORRUPT_FIX}",
                 path,
@@ -526,7 +530,10 @@ def _read_info(path: Path) -> dict[str, Any]:
 
 
 def _algorithm(info: dict[str, Any], data: dict[str, Any], path: Path) -> str:
-    """``model.json``'s ``"algorithm"``, else what the zip's parameters say (PPO: clip_range, SAC: target_entropy)."""
+    """``model.json``'s ``"algorithm"``, else what the zip's parameters say.
+
+    The parameters that tell: PPO has clip_range, SAC has target_entropy.
+    """
     algo = info.get("algorithm")
     if algo is not None:
         if str(algo).upper() not in ALGORITHMS:
@@ -543,8 +550,9 @@ def _algorithm(info: dict[str, Any], data: dict[str, Any], path: Path) -> str:
     if ".ppo." in module or ("clip_range" in data and "n_epochs" in data):
         return "PPO"
     raise ModelLoadError(
-        f"model {str(path)!r}: cannot tell its algorithm (policy class {getattr(policy_cls, '__name__', policy_cls)!r}"
-        f"); flyby evaluates {' and '.join(ALGORITHMS)} models; if it is one of them, write "
+        f"model {str(path)!r}: cannot tell its algorithm "
+        f"(policy class {getattr(policy_cls, '__name__', policy_cls)!r}); "
+        f"flyby evaluates {' and '.join(ALGORITHMS)} models; if it is one of them, write "
         f'{{"algorithm": "PPO"}} or {{"algorithm": "SAC"}} into {path.with_suffix(".json").name} beside it',
         path,
     )
@@ -561,8 +569,9 @@ def _normaliser(
     if pkl_bytes is None:
         if wants:
             raise ModelLoadError(
-                f"the model's model.json says its observations were normalised (normalize.obs: true) but the "
-                f"normaliser {str(pkl_path)!r} is missing; copy vecnormalize.pkl from the training run next to the "
+                f"the model's model.json says its observations were normalised (normalize.obs: true) "
+                f"but the normaliser {str(pkl_path)!r} is missing; "
+                "copy vecnormalize.pkl from the training run next to the "
                 "model (without it the policy would see unnormalised observations)",
                 pkl_path,
             )
@@ -573,8 +582,8 @@ def _normaliser(
     try:
         from stable_baselines3.common.vec_env import VecNormalize
 
-        vec_norm = pickle.loads(pkl_bytes)  # noqa: S301 - SB3's own format; see the module's security note
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        vec_norm = pickle.loads(pkl_bytes)  # SB3's own format; see the module's security note
+    except Exception as exc:  # any unpickling failure means the file is unusable
         raise ModelLoadError(
             f"the normaliser {str(pkl_path)!r} cannot be unpickled ({_one_line(exc)}); "
             f"it is corrupt or from other versions; {_FIX_RETRAIN}",
@@ -593,8 +602,9 @@ def _normaliser(
     shape = tuple(np.shape(getattr(rms, "mean", None))) if not isinstance(rms, dict) else None
     if shape != expected or np.shape(getattr(rms, "var", None)) != expected:
         raise ModelLoadError(
-            f"the normaliser {str(pkl_path)!r} has statistics of shape {shape if shape is not None else 'dict'} but the "
-            f"model's observation space is {describe_space(obs_space)} (shape {expected}); it belongs to another "
+            f"the normaliser {str(pkl_path)!r} has statistics of shape "
+            f"{shape if shape is not None else 'dict'} but the model's observation space is "
+            f"{describe_space(obs_space)} (shape {expected}); it belongs to another "
             f"model: copy the vecnormalize.pkl saved with this model",
             pkl_path,
         )
@@ -614,7 +624,7 @@ def _load_model(algorithm: str, zip_bytes: bytes, path: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return cls.load(io.BytesIO(zip_bytes), device="cpu", custom_objects=_INFERENCE_OBJECTS)
-    except Exception as exc:  # noqa: BLE001 - torch/state-dict errors: the zip is not a loadable model
+    except Exception as exc:  # torch/state-dict errors: the zip is not a loadable model
         raise ModelLoadError(
             f"model {str(path)!r} does not load as {algorithm} ({_one_line(exc)}); {_CORRUPT_FIX}",
             path,
