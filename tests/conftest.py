@@ -55,7 +55,10 @@ def output_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def flight_stack(request) -> str:
-    """``--flight-stack`` resolved: "px4" or "cascade". ``px4`` without PX4 skips (fails under FLYBY_REQUIRE_PX4=1)."""
+    """``--flight-stack`` resolved: "px4" or "cascade".
+
+    ``px4`` without PX4 skips (fails under FLYBY_REQUIRE_PX4=1).
+    """
     from flyby.config.envs import PX4Cfg
     from flyby.envs.px4_env import resolve_flight_stack
     from flyby.errors import PX4Unavailable

@@ -380,7 +380,7 @@ def test_a_file_system_error_from_any_writer_is_one_line(tmp_path, capsys, monke
         main(["info"])
 
 
-# ---------------------------------------------------------------------------- 3. evaluate: foreign and corrupt models
+# -------------------------------------------------------------------- 3. evaluate: foreign and corrupt models
 
 
 def _corrupt_models(tmp_path: Path) -> dict[str, Path]:
@@ -541,7 +541,10 @@ def test_mujoco_warning_callback_never_raises_on_an_unwritable_log(tmp_path, mon
 
 
 def test_full_disk_fixture_breaks_writes_mid_way(tmp_path, full_disk):
-    """The fault injector itself: half the bytes land, then ENOSPC (so the tests above test a real mid-write)."""
+    """The fault injector itself: half the bytes land, then ENOSPC.
+
+    So the tests above test a real mid-write.
+    """
     from flyby.utils.atomic import atomic_write_bytes
 
     disk = full_disk()

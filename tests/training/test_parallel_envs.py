@@ -24,10 +24,10 @@ import pytest
 
 pytest.importorskip("stable_baselines3", reason='needs the train extra: pip install "flyby[train]"')
 
-from flyby.cli import main  # noqa: E402
-from flyby.errors import ConfigError, FlybyError  # noqa: E402
-from flyby.training.evaluate import RandomPolicy, ZeroPolicy, evaluate_policy_full_fidelity  # noqa: E402
-from flyby.training.parallel import (  # noqa: E402
+from flyby.cli import main
+from flyby.errors import ConfigError, FlybyError
+from flyby.training.evaluate import RandomPolicy, ZeroPolicy, evaluate_policy_full_fidelity
+from flyby.training.parallel import (
     EnvPool,
     EnvWorkerError,
     check_px4_instances,
@@ -247,7 +247,10 @@ def test_cli_evaluate_parallel_names_the_flight_stack(tmp_path, capsys):
 
 
 def test_pool_vec_env_steps_like_dummy_vec_env(eval_cfg):
-    """PoolVecEnv (workers) and DummyVecEnv (in process): same seeds -> same obs, rewards, dones, autoresets."""
+    """PoolVecEnv (workers) and DummyVecEnv (in process) step alike.
+
+    Same seeds -> same obs, rewards, dones, autoresets.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from flyby.envs.px4_env import PX4ISREnv

@@ -128,8 +128,8 @@ def test_save_load_keeps_px4_arrays_and_old_logs_still_load(tmp_path, fake_ulogs
     np.testing.assert_array_equal(back.px4_time_s, log.px4_time_s)
     assert back.meta["px4_estimate"] == json.loads(json.dumps(log.meta["px4_estimate"]))
     # A log without the optional arrays (a cascade log, or one from before) reads as before.
-    plain = TrajectoryLog(**{k: getattr(log, k) for k in ("time_s", "commands", "pos_w", "lin_vel_w", "yaw_rad",
-                                                          "episode")}, meta={"step_dt": STEP_DT})  # fmt: skip
+    kept = ("time_s", "commands", "pos_w", "lin_vel_w", "yaw_rad", "episode")
+    plain = TrajectoryLog(**{k: getattr(log, k) for k in kept}, meta={"step_dt": STEP_DT})
     old = load_log(save_log(plain, tmp_path / "plain.npz"))
     assert not old.has_px4_estimate and old.px4_time_s is None
     with np.load(tmp_path / "plain.npz") as data:
