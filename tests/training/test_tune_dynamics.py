@@ -1,4 +1,4 @@
-"""Trajectory recording and dynamics tuning (flyby.training.record, flyby.training.tune_dynamics)."""
+"""Trajectory recording and dynamics tuning (flyby.training.record, flyby.training.tune_*)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,9 @@ from flyby.training.record import (
     record_trajectories,
     save_log,
 )
-from flyby.training.tune_dynamics import (
-    check_log,
-    dynamics_yaml,
-    fit_dynamics,
-    open_loop_errors,
-    plot_matched,
-    simulate_direct,
-)
+from flyby.training.tune_fit import check_log, fit_dynamics
+from flyby.training.tune_report import dynamics_yaml, plot_matched
+from flyby.training.tune_rollout import open_loop_errors, simulate_direct
 
 STEP_DT = 0.04  # s, the full-fidelity env's control period
 # A known model with every extension away from its seed default.
