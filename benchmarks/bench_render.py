@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from flyby.enums import ResolutionPreset
     from flyby.perception.camera import CameraCfg
-    from flyby.sim.gl import gl_platform
+    from flyby.sim.gl import ensure_gl_platform
     from flyby.sim.mujoco_backend import MujocoBackend
     from flyby.world import generate_world
 
     world = generate_world(seed=args.seed)
     opts = {"shadows": args.shadows, "antialias": args.antialias}
-    print(f"GL platform: {gl_platform()}")
+    print(f"GL platform: {ensure_gl_platform()}")
     print(
         f"world: {world.size_m[0]:.0f}x{world.size_m[1]:.0f} m, {world.num_buildings} buildings, "
         f"{world.num_targets} targets; shadows={args.shadows}, antialias={args.antialias}; "

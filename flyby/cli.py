@@ -22,9 +22,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     kind = select_backend_kind(args.backend)
     print(f"backend      : {kind.value} (explicit > FLYBY_BACKEND > isaac if present with a GPU > mujoco)")
     if kind.value == "mujoco":
-        from flyby.sim.gl import gl_platform
+        from flyby.sim.gl import ensure_gl_platform
 
-        print(f"MuJoCo GL    : {gl_platform()}")
+        print(f"MuJoCo GL    : {ensure_gl_platform()}")
     print("flight stack : direct dynamics in the training envs (no PX4 in the loop)")
     print(f"GPU          : {gpu_summary()}")
     return 0

@@ -31,7 +31,7 @@ from flyby.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PLATFORM_PACKAGES", "ensure_gl_platform", "gl_platform", "probe_platform"]
+__all__ = ["PLATFORM_PACKAGES", "ensure_gl_platform", "probe_platform"]
 
 # Debian packages that provide each headless platform (Mesa software rendering
 # works with either; an NVIDIA driver provides its own libEGL).
@@ -143,12 +143,3 @@ def ensure_gl_platform() -> str:
         f"apt-get install -y {PLATFORM_PACKAGES['osmesa']} (OSMesa), "
         "or set MUJOCO_GL to a platform that works on this machine."
     )
-
-
-def gl_platform() -> str:
-    """The MuJoCo GL platform of this process, selecting it first if needed.
-
-    Raises:
-        BackendUnavailable: as :func:`ensure_gl_platform`.
-    """
-    return ensure_gl_platform()

@@ -25,9 +25,9 @@ def stack_strings(backend_kind) -> dict[str, str]:
     if backend_kind == "mujoco":
         from importlib.metadata import version
 
-        from flyby.sim.gl import gl_platform
+        from flyby.sim.gl import ensure_gl_platform
 
-        backend = f"MuJoCo {version('mujoco')} ({gl_platform().upper()} offscreen)"
+        backend = f"MuJoCo {version('mujoco')} ({ensure_gl_platform().upper()} offscreen)"
     else:
         backend = "Isaac Sim"
     return {"backend": backend, "flight_stack": "none: direct dynamics (no PX4 in the loop)"}

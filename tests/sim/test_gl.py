@@ -40,7 +40,7 @@ def test_egl_first_and_choice_is_cached(fresh):
     calls: list[str] = []
     fresh.setattr(gl, "probe_platform", _fake_probe({"egl": (True, "llvmpipe")}, calls))
     assert gl.ensure_gl_platform() == "egl"
-    assert gl.gl_platform() == "egl"
+    assert gl.ensure_gl_platform() == "egl"
     assert calls == ["egl"]
     assert os.environ["MUJOCO_GL"] == "egl" and os.environ["PYOPENGL_PLATFORM"] == "egl"
 
@@ -74,7 +74,7 @@ def test_neither_platform_lists_both_errors_and_packages(fresh):
 
 
 def test_real_probe_of_the_selected_platform():
-    platform = gl.gl_platform()
+    platform = gl.ensure_gl_platform()
     if platform not in ("egl", "osmesa"):
         pytest.skip(f"MUJOCO_GL={platform!r} is set by the user; only egl/osmesa are probed")
     ok, detail = gl.probe_platform(platform)

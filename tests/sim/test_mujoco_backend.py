@@ -9,7 +9,7 @@ from flyby.enums import BackendKind, ResolutionPreset
 from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w, yaw_quat_wxyz, yaw_rotation
 from flyby.sim import mujoco_scene
 from flyby.sim.base import SimBackend, make_backend
-from flyby.sim.gl import gl_platform
+from flyby.sim.gl import ensure_gl_platform
 from flyby.world import WorldCfg, generate_world
 
 mb = pytest.importorskip(
@@ -62,7 +62,7 @@ def test_backend_satisfies_protocol(backend16):
     assert isinstance(backend16, SimBackend)
     assert backend16.kind is BackendKind.MUJOCO
     assert backend16.num_drones == 16
-    assert backend16.description.startswith("mujoco ") and gl_platform().upper() in backend16.description
+    assert backend16.description.startswith("mujoco ") and ensure_gl_platform().upper() in backend16.description
 
 
 @pytest.mark.parametrize(
