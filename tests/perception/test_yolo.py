@@ -211,7 +211,7 @@ def test_draw_detections_styles_and_legend() -> None:
     yolo = YoloBoxes(np.array([[60, 50, 100, 90]], np.float32), np.array([1]), np.array([0.87], np.float32))
     gt = np.array([[20, 70, 50, 110]], np.float32)
     out = draw_detections(img, yolo, gt, np.array([0]))
-    assert out.shape == img.shape and out.dtype == np.uint8 and not out.base is img
+    assert out.shape == img.shape and out.dtype == np.uint8 and out.base is not img
     assert not img.any()  # the input is untouched
     person = np.all(out == YOLO_RGB[1], axis=2)
     green = np.all(out == GT_RGB, axis=2)

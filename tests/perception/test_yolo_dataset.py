@@ -1,4 +1,7 @@
-"""YOLO dataset export (flyby.perception.yolo_dataset): layout, labels that are the ground truth, seeds kept apart."""
+"""YOLO dataset export (flyby.perception.yolo_dataset).
+
+Layout, labels that are the ground truth, seeds kept apart.
+"""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def test_missed_targets_are_not_found(gt_cfg, start, monkeypatch) -> None:
     env = make_env(gt_cfg, monkeypatch, edit=lambda b: YoloBoxes.empty())
     run = rollout(env, start, steps=4)
     assert not env.task.seen.any()
-    for obs, reward, info in run:
+    for obs, _reward, info in run:
         assert not detection_slots(obs, env)[:, DET_PRESENT].any()
         c = info["detection_counts"]
         assert c["tp"] == 0 and c["fp"] == 0 and c["fn"] == len(info["gt_boxes"]) > 0
@@ -161,14 +161,16 @@ def test_false_positive_fills_a_slot_but_is_never_found(gt_cfg, start, monkeypat
 
     env = make_env(gt_cfg, monkeypatch, edit=add_fp)
     gt_env = PX4ISREnv(gt_cfg, flight_stack="cascade")
-    run, gt_run = rollout(env, start, steps=3), rollout(gt_env, start, steps=3)
+    run = rollout(env, start, steps=3)
+    rollout(gt_env, start, steps=3)
     np.testing.assert_array_equal(env.task.seen, gt_env.task.seen)  # the extra box found nothing
     gt_env.close()
     obs, _, info = run[-1]
     assert info["detection_counts"]["fp"] == 1
     assert env.task.fp_valid[0].sum() == 1
     slots = detection_slots(obs, env)
-    # The fake person box, mapped into the 128x128 perception camera: centre (160, 120) render px -> image centre.
+    # The fake person box, mapped into the 128x128 perception camera:
+    # centre (160, 120) render px -> image centre.
     fp_slot = [s for s in slots if s[DET_PRESENT] and s[DET_PERSON] and abs(s[4]) < 0.05 and abs(s[5]) < 0.05]
     assert len(fp_slot) == 1 and fp_slot[0][DET_NEW] == 0 and fp_slot[0][DET_VEHICLE] == 0
     env.close()

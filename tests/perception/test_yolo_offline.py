@@ -95,7 +95,10 @@ CHILD = textwrap.dedent(
     boxes = det.detect(np.zeros((2, 48, 64, 3), np.uint8))
     print(json.dumps({
         "online": uu.ONLINE,
-        "env": {k: __import__("os").environ.get(k) for k in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR")},
+        "env": {
+            k: __import__("os").environ.get(k)
+            for k in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR")
+        },
         "fonts": sorted(p.name for p in Path(uu.USER_CONFIG_DIR).glob("*.ttf")),
         "sync": uu.SETTINGS["sync"],
         "card_keys": sorted(card),
@@ -161,7 +164,10 @@ def test_the_audit_hook_catches_a_lookup(tmp_path: Path) -> None:
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     net_log = tmp_path / "net.log"
     env = {**os.environ, "PYTHONPATH": str(site), "FLYBY_NET_LOG": str(net_log)}
-    code = "import socket\ntry:\n    socket.getaddrinfo('dns.google', 0)\nexcept OSError as e:\n    print('refused', e)"
+    code = (
+        "import socket\ntry:\n    socket.getaddrinfo('dns.google', 0)\n"
+        "except OSError as e:\n    print('refused', e)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert "refused network access attempted" in proc.stdout
     assert "socket.getaddrinfo" in net_log.read_text()
