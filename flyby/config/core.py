@@ -24,6 +24,7 @@ import json
 import math
 import types
 import typing
+from collections import abc
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -89,7 +90,16 @@ def _convert(value: Any, tp: Any, path: str, meta: Mapping[str, Any], problems: 
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _convert(value, inner[0], path, meta, problems)
+        if str in inner and all(a is str or typing.get_origin(a) is abc.Callable for a in inner):
+            # A function field (e.g. a reward term's func): YAML names it as "module:function",
+            # resolved by the config that holds it; Python may pass the callable itself.
+            if isinstance(value, str) or callable(value):
+                return value
+            problems.append(f"{path}: expected a 'module:function' string, got {value!r}")
+            return None
         raise TypeError(f"unsupported union type {tp} at {path}")
+    if tp is Any:  # free-form values (e.g. a term's params): passed on as parsed
+        return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -305,6 +315,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
+        if callable(v):  # a function field: the "module:function" string that names it
+            return f"{getattr(v, '__module__', '?')}:{getattr(v, '__qualname__', repr(v))}"
         return v
 
     return plain(cfg)

@@ -69,7 +69,7 @@ class ISREnvCfg:
     perception_interval: int = cfg_field(1, ge=1)  # steps between ground-truth detection updates
     render_interval: int = cfg_field(4, ge=1)  # steps between camera renders when images are requested
     observations: ObservationCfg = field(default_factory=ObservationCfg)  # observation encoding
-    rewards: RewardCfg = field(default_factory=RewardCfg)  # reward scales
+    rewards: RewardCfg = field(default_factory=RewardCfg)  # reward terms (weights) and the coverage grid
     terminations: TerminationCfg = field(default_factory=TerminationCfg)  # crash and geofence limits
     spawn: SpawnCfg = field(default_factory=SpawnCfg)  # episode starts
 

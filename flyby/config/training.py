@@ -90,7 +90,8 @@ class TrainerCfg:
     )
     # m, buildings grow by this more in training only
     collision_margin_m: float = cfg_field(0.0, ge=0.0, le=50.0)
-    # Reward scales overriding the env's in training only (shaping); evaluation keeps the shared reward.
+    # Reward term weights (rewards.terms.<name>.weight) overriding the env's in training only (shaping);
+    # evaluation keeps the shared reward. Names must be terms of multi_drone_env.rewards.terms.
     reward_scales: dict[str, float] = field(default_factory=dict)
     # Domain randomization: each drone's commanded horizontal velocity is multiplied by a gain drawn
     # uniformly from this range at every episode start (training only); (1, 1) turns it off.
@@ -99,12 +100,7 @@ class TrainerCfg:
     sac: SACSection = field(default_factory=SACSection)  # algorithm: SAC
 
     def validate(self) -> list[str]:
-        from flyby.mdp.rewards import REWARD_TERMS
-
-        problems = [
-            f"reward_scales.{k}: unknown reward term (known: {', '.join(REWARD_TERMS)})"
-            for k in sorted(set(self.reward_scales) - set(REWARD_TERMS))
-        ]
+        problems = []
         lo, hi = self.action_gain_range
         if lo > hi:
             problems.append(f"action_gain_range: low {lo} is above high {hi}")
@@ -160,6 +156,17 @@ class TrainingCfg:
     direct_env: DirectEnvCfg = field(default_factory=DirectEnvCfg)  # flyby/DirectISR-v0
     multi_drone_env: MultiDroneEnvCfg = field(default_factory=MultiDroneEnvCfg)  # flyby/MultiDroneISR-v0
     training: TrainerCfg = field(default_factory=TrainerCfg)  # flyby train: algorithm, budgets, logging
+
+    def validate(self) -> list[str]:
+        return reward_scale_problems(self.training.reward_scales, self.multi_drone_env.rewards.terms)
+
+
+def reward_scale_problems(reward_scales: dict[str, float], terms: dict) -> list[str]:
+    """``training.reward_scales`` names that are not reward terms of the env trained on (``terms``)."""
+    return [
+        f"training.reward_scales.{k}: unknown reward term (known: {', '.join(terms)})"
+        for k in sorted(set(reward_scales) - set(terms))
+    ]
 
 
 def load_training_cfg(

@@ -8,7 +8,7 @@ IsaacLab ``DirectRLEnv`` step template, batch-first::
       _apply_action()                 the motion model (direct dynamics or flight stack + physics)
       _update_perception()            ground-truth detections, every perception_interval steps
       _get_dones()                    (terminated, truncated)
-      _get_rewards()                  events x scale + rate terms x scale x step_dt
+      _get_rewards()                  events x weight + rate terms x weight x step_dt
       _reset_idx(done ids)            only when autoreset is on
       _get_observations()
 
@@ -16,6 +16,20 @@ The Gymnasium envs are thin shells around it: ``DirectISR-v0`` is a task with
 ``num_envs=1``, ``MultiDroneISR-v0`` a task with ``num_envs=num_drones``. No
 simulator is touched on this path; pixels come from a backend only when a
 caller renders.
+
+Rewards, terminations and observations are named terms of the config (``rewards.terms``,
+``terminations.terms``, ``observations.terms``; :mod:`flyby.mdp.terms`): flyby's own are computed
+together in one batched call each, a term you add is one function ``func(task, **params)`` run
+beside them. When episodes end, ``StepResult.log`` (the envs' ``info["log"]``) holds, over the envs
+that ended:
+
+- ``Episode_Reward/<k>``: the mean episode sum of term ``k`` (weighted, as added to the reward)
+  divided by ``episode_length_s``, reward per second of the episode time limit (IsaacLab's
+  ``RewardManager`` logs this, so its readers compare like with like);
+- ``Episode_Return/<k>``: the mean episode sum itself (what flyby logged as ``Episode_Reward/<k>``
+  before: summed over ``k`` it is the episode return);
+- ``Episode_Termination/<k>``: how many of them ended by termination term ``k``;
+- ``Episode/targets_seen``, ``Episode/coverage``: mean targets seen, mean covered fraction of the ground.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from flyby.mdp import rewards as rew_mdp
 from flyby.mdp import terminations as term_mdp
 from flyby.mdp.actions import ACTION_DIM, validate_actions
 from flyby.mdp.terminations import TerminationCfg
+from flyby.mdp.terms import resolve_func
 from flyby.perception.camera import camera_poses_w
 from flyby.perception.gt import Detections, GroundTruthDetector
 from flyby.world.world import ISRWorld, generate_world
@@ -139,15 +154,31 @@ class ISRTask:
         # A footprint centre is at most far_m along the axis; min(t, 1e6) only bites beyond.
         self._clip_footprint_t = cfg.camera.far_m > 1e6
 
-        self.scales = {k: float(cfg.rewards.scales.get(k, 0.0)) for k in rew_mdp.REWARD_TERMS}
-        # Events pay once each; rate terms are per second (see flyby.mdp.rewards).
-        self._term_dt = {k: (self.step_dt if k in rew_mdp.RATE_TERMS else 1.0) for k in rew_mdp.REWARD_TERMS}
-        self.episode_sums = {k: np.zeros(n) for k in rew_mdp.REWARD_TERMS}
-        # Terms with a non-zero scale, in REWARD_TERMS order, are scaled and summed as one
-        # (A, N) array; their episode sums are the rows of _term_sums (viewed by episode_sums).
-        self._active_terms = tuple(k for k in rew_mdp.REWARD_TERMS if self.scales[k])
+        # Reward terms (flyby.mdp.rewards, flyby.mdp.terms): weight per event, or per second for rate terms.
+        rterms = cfg.rewards.terms
+        self.scales = {k: float(t.weight) for k, t in rterms.items()}
+        self.episode_sums = {k: np.zeros(n) for k in rterms}
+        # Terms with a non-zero weight, in the order of rewards.terms, are weighted and summed as one
+        # (A, N) array; their episode sums are the rows of _term_sums (viewed by episode_sums). The
+        # built-ins among them come from one batched call, the user's terms (func given) beside it.
+        self._active_terms = tuple(k for k in rterms if self.scales[k])
+        self._builtin_terms = tuple(k for k in self._active_terms if rterms[k].func is None)
+        self._builtin_rows = np.array(
+            [row for row, k in enumerate(self._active_terms) if rterms[k].func is None], dtype=np.intp
+        )
+        self._user_terms = tuple(
+            (row, k, resolve_func(rterms[k].func, f"rewards.terms.{k}.func"), dict(rterms[k].params))
+            for row, k in enumerate(self._active_terms)
+            if rterms[k].func is not None
+        )
+        per_second = {
+            k: (t.per_second if t.per_second is not None else k in rew_mdp.RATE_TERMS)
+            for k, t in rterms.items()
+        }
         self._term_scales = np.array([self.scales[k] for k in self._active_terms])[:, None]
-        self._term_dts = np.array([self._term_dt[k] for k in self._active_terms])[:, None]
+        self._term_dts = np.array([self.step_dt if per_second[k] else 1.0 for k in self._active_terms])[
+            :, None
+        ]
         self._term_sums = np.zeros((len(self._active_terms), n))
         for row, k in enumerate(self._active_terms):
             self.episode_sums[k] = self._term_sums[row]
@@ -478,21 +509,35 @@ class ISRTask:
         return terminated, truncated
 
     def _get_rewards(self) -> np.ndarray:
-        terms = {
-            "new_targets": rew_mdp.new_targets(self.newly_seen),
-            "coverage": rew_mdp.coverage(self.new_cells),
-            "collision": rew_mdp.collision(self._crashed),
-            "geofence": rew_mdp.geofence(self._outside),
-            "energy": rew_mdp.energy(self.actions),
-            "jerk": rew_mdp.jerk(self.actions, self.prev_actions),
-        }
-        # scale * term * dt for every active term at once (x * 1.0 == x for the event terms).
-        values = np.array([terms[k] for k in self._active_terms]).reshape(-1, self.num_envs)
+        """(N,) float64 step reward: sum over the active terms of weight * term (* step_dt if per second)."""
+        values = rew_mdp.builtin_terms(
+            self._builtin_terms,
+            newly_seen=self.newly_seen,
+            new_cells=self.new_cells,
+            crashed=self._crashed,
+            outside=self._outside,
+            actions=self.actions,
+            prev_actions=self.prev_actions,
+        )
+        if self._user_terms:
+            builtin, values = values, np.empty((len(self._active_terms), self.num_envs))
+            values[self._builtin_rows] = builtin
+            for row, name, func, params in self._user_terms:
+                values[row] = self._user_value(func(self, **params), name, "rewards", (self.num_envs,))
+        # weight * term * dt for every active term at once (x * 1.0 == x for the event terms).
         values *= self._term_scales
         values *= self._term_dts
         self._term_sums += values
         # Sum over the terms in order, starting from 0.0 (what reward += value per term gives).
         return np.add.reduce(values, axis=0, initial=0.0)
+
+    @staticmethod
+    def _user_value(value, name: str, group: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A user term's result as an array of ``shape``; ValueError naming the term otherwise."""
+        arr = np.asarray(value)
+        if arr.shape != shape:
+            raise ValueError(f"{group}.terms.{name}.func returned shape {arr.shape}, expected {shape}")
+        return arr
 
     def _reset_idx(
         self, ids: np.ndarray, start_pos: np.ndarray | None = None, start_yaw: np.ndarray | None = None
@@ -567,8 +612,13 @@ class ISRTask:
     def _episode_log(
         self, ids: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
     ) -> dict[str, float]:
-        """Episode_Reward/<term> means over the envs that ended, and termination counts."""
-        log = {f"Episode_Reward/{k}": float(v[ids].mean()) for k, v in self.episode_sums.items()}
+        """Per-term episode logs over the envs ``ids`` that ended (see the class docstring)."""
+        log = {}
+        max_episode_length_s = self.cfg.episode_length_s
+        for k, v in self.episode_sums.items():
+            episode_return = float(v[ids].mean())
+            log[f"Episode_Reward/{k}"] = episode_return / max_episode_length_s
+            log[f"Episode_Return/{k}"] = episode_return
         log["Episode_Termination/crash"] = int(self._crashed[ids].sum())
         log["Episode_Termination/geofence"] = int(self._outside[ids].sum())
         log["Episode_Termination/time_out"] = int(truncated[ids].sum())

@@ -110,7 +110,7 @@ def training_curves_png(
         env_steps: (T,) env steps of each log point (x axis), in the order logged.
         curves: panel title -> (T,) float values; NaN where the log point had no value (empty CSV
             cell). A panel with no finite value says "no values logged yet".
-        reward_terms: term name (``Episode_Reward/<k>`` without the prefix) -> (T,) float, the
+        reward_terms: term name (``Episode_Return/<k>`` without the prefix) -> (T,) float, the
             term's mean episode sum; NaN where not logged.
         title: figure title.
 
@@ -142,7 +142,7 @@ def training_curves_png(
         wspace=0.22,
     )
     panels = [(name, values, "tab:blue") for name, values in curves.items()]
-    panels += [(f"Episode_Reward/{name}", values, "tab:red") for name, values in reward_terms.items()]
+    panels += [(f"Episode_Return/{name}", values, "tab:red") for name, values in reward_terms.items()]
     for i, (name, values, colour) in enumerate(panels):
         row = i // ncols if i < len(curves) else top_rows + (i - len(curves)) // ncols
         col = i % ncols if i < len(curves) else (i - len(curves)) % ncols

@@ -6,7 +6,9 @@ file with:
 1. a header: run name, dates, flight stack, simulator backend, and the verdict line (targets found by
    the trained policy against the patrol baseline, with 95 % confidence intervals);
 2. training curves over env steps (mean return, episode length, targets found, throughput, and one
-   panel per ``Episode_Reward/<term>`` column of ``training/progress.csv``);
+   panel per ``Episode_Return/<term>`` column of ``training/progress.csv``: a term's mean episode
+   sum; its ``Episode_Reward/<term>`` column is the same divided by ``episode_length_s``, as IsaacLab
+   logs it);
 3. the evaluation table (every policy with its interval beside the baselines) and a bar plot of
    mean return and targets found with 95 % CI error bars;
 4. the detection metrics (precision, recall, tp/fp/fn, mode);
@@ -30,7 +32,8 @@ Artefacts read (paths relative to the run folder)::
 
     manifest.json               schema "flyby.run/1": name, created_utc, stages, config, versions, ...
     training/progress.csv       env_steps,wall_s,fps,ep_rew_mean,ep_len_mean,targets_found_mean,
-                                Episode_Reward/<term>,...   (empty cell = not logged at that row)
+                                Episode_Reward/<term>,...,Episode_Return/<term>,...
+                                (empty cell = not logged at that row)
     training/model.json         training summary: algorithm, env_id, env_steps, ...
     evaluation/metrics.json     schema "flyby.evaluation/1": policies, detection
     evaluation/tracks.json      half_extent_m, buildings, targets, episodes (world ENU, metres)
@@ -94,7 +97,7 @@ EVALUATION_SCHEMA = "flyby.evaluation/1"
 # The four of the run format, plus what flyby.pipeline.run writes while a stage runs or after Ctrl-C:
 # a report of an interrupted run shows that rather than refusing the manifest.
 STAGE_STATUSES = ("done", "skipped", "failed", "pending", "running", "interrupted")
-REWARD_PREFIX = "Episode_Reward/"
+REWARD_PREFIX = "Episode_Return/"  # per-term mean episode sums (flyby.envs.isr_task.ISRTask)
 REQUIRED_CSV_COLUMNS = ("env_steps", "ep_rew_mean", "ep_len_mean")
 MANIFEST = "manifest.json"
 PROGRESS_CSV = "training/progress.csv"
@@ -385,7 +388,7 @@ class TrainingProgress:
 
     @property
     def reward_terms(self) -> dict[str, np.ndarray]:
-        """``Episode_Reward/<term>`` columns, keyed by ``<term>``, in the file's order."""
+        """``Episode_Return/<term>`` columns (mean episode sums), keyed by ``<term>``, in the file's order."""
         return {k[len(REWARD_PREFIX) :]: v for k, v in self.columns.items() if k.startswith(REWARD_PREFIX)}
 
     def column(self, name: str) -> np.ndarray:

@@ -7,7 +7,8 @@ What a run folder holds (``out_dir``, written by :func:`train`)::
     vecnormalize.pkl         its observation normaliser (SB3 VecNormalize, pickled); always beside the model
     model.json               summary: algorithm, spaces, normaliser, env steps, timings, flight stack
     progress.csv             one row per rollout: env steps, wall s, steps/s, return, length, targets found,
-                             Episode_Reward/<term> for every reward term
+                             Episode_Reward/<term> (IsaacLab's: episode sum / episode_length_s)
+                             and Episode_Return/<term> (the episode sum) for every reward term
     eval.csv                 one row per evaluation callback (deterministic policy, separate env)
     tb/                      TensorBoard event files (the same figures)
     checkpoints/             ckpt_<steps>.zip + .vecnormalize.pkl + .json: resume points
@@ -49,23 +50,35 @@ from typing import Any
 import numpy as np
 
 from flyby.config import cfg_hash, check, to_dict
-from flyby.config.training import Algorithm, TrainerCfg
-from flyby.errors import TrainingError
+from flyby.config.training import Algorithm, TrainerCfg, reward_scale_problems
+from flyby.errors import ConfigError, TrainingError
 from flyby.mdp.rewards import REWARD_TERMS
 from flyby.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable
 
 logger = logging.getLogger(__name__)
 
 ENV_ID = "flyby/MultiDroneISR-v0"
-PROGRESS_COLUMNS = (
-    "env_steps",
-    "wall_s",
-    "fps",
-    "ep_rew_mean",
-    "ep_len_mean",
-    "targets_found_mean",
-    *(f"Episode_Reward/{k}" for k in REWARD_TERMS),
-)
+
+
+def progress_columns(reward_terms) -> tuple[str, ...]:
+    """Columns of ``progress.csv`` for an env with these reward term names (``rewards.terms``).
+
+    Per term: ``Episode_Reward/<k>`` (IsaacLab's meaning: the mean episode sum of the weighted term
+    divided by ``episode_length_s``) and ``Episode_Return/<k>`` (the mean episode sum itself).
+    """
+    return (
+        "env_steps",
+        "wall_s",
+        "fps",
+        "ep_rew_mean",
+        "ep_len_mean",
+        "targets_found_mean",
+        *(f"Episode_Reward/{k}" for k in reward_terms),
+        *(f"Episode_Return/{k}" for k in reward_terms),
+    )
+
+
+PROGRESS_COLUMNS = progress_columns(REWARD_TERMS)  # the columns with the built-in reward terms
 EVAL_COLUMNS = (
     "env_steps",
     "wall_s",
@@ -149,7 +162,7 @@ def training_env_cfg(training_cfg, evaluation_cfg=None):
     (128 x 128) and 23.2 with the multi-drone tile camera (80 x 80, whose 2-pixel detection floor
     drops the small targets), so a policy trained on the tiles would be judged on another task.
 
-    ``training.reward_scales`` overrides reward scales for training only (shaping: the packaged
+    ``training.reward_scales`` overrides reward term weights for training only (shaping: the packaged
     config pays 2 per new target instead of 1, so the search is for targets first and ground second;
     evaluation always scores the shared reward).
 
@@ -164,9 +177,16 @@ def training_env_cfg(training_cfg, evaluation_cfg=None):
 
     env = training_cfg.multi_drone_env
     margin = training_cfg.training.collision_margin_m
-    if training_cfg.training.reward_scales:
-        scales = {**env.rewards.scales, **training_cfg.training.reward_scales}
-        env = _replace(env, rewards=_replace(env.rewards, scales=scales))
+    reward_scales = training_cfg.training.reward_scales
+    if reward_scales:
+        problems = reward_scale_problems(reward_scales, env.rewards.terms)
+        if problems:
+            raise ConfigError(problems)
+        terms = {
+            k: _replace(t, weight=float(reward_scales[k])) if k in reward_scales else t
+            for k, t in env.rewards.terms.items()
+        }
+        env = _replace(env, rewards=_replace(env.rewards, terms=terms))
     if margin:
         terms = env.terminations
         env = _replace(env, terminations=_replace(terms, drone_radius_m=terms.drone_radius_m + margin))
@@ -386,10 +406,9 @@ def _make_callback(run: _RunState):
                 row["targets_found_mean"] = float(
                     np.mean([lg.get("Episode/targets_seen", np.nan) for lg in logs])
                 )
-                for k in REWARD_TERMS:
-                    row[f"Episode_Reward/{k}"] = float(
-                        np.mean([lg.get(f"Episode_Reward/{k}", 0.0) for lg in logs])
-                    )
+                for prefix in ("Episode_Reward/", "Episode_Return/"):
+                    for k in run.env_cfg.rewards.terms:
+                        row[prefix + k] = float(np.mean([lg.get(prefix + k, 0.0) for lg in logs]))
                 run.episode_logs = []
             for key, value in row.items():
                 if key not in ("env_steps",) and value is not None:
@@ -608,7 +627,7 @@ def train(
     try:
         vecnorm = make_vec_env(cfg, env_cfg, seed=cfg.seed)
         state = _RunState(cfg=cfg, env_cfg=env_cfg, out_dir=out_dir, vecnorm=vecnorm, progress=progress)
-        state.progress_csv = _CsvLog(out_dir / "progress.csv", PROGRESS_COLUMNS)
+        state.progress_csv = _CsvLog(out_dir / "progress.csv", progress_columns(env_cfg.rewards.terms))
         state.eval_csv = _CsvLog(out_dir / "eval.csv", EVAL_COLUMNS)
         model, resumed_from = None, None
         if resume:

@@ -99,8 +99,16 @@ def test_progress_counters_match_the_grids_through_resets():
 
 def test_rewards_equal_the_term_by_term_sum():
     cfg = load_training_cfg().multi_drone_env
-    scales = {"new_targets": 2.0, "coverage": 0.0, "collision": -3.0, "energy": -0.3, "jerk": -0.7}
-    task = make_task(4, step_dt=0.04, rewards=dataclasses.replace(cfg.rewards, scales=scales))
+    weights = {
+        "new_targets": 2.0,
+        "coverage": 0.0,
+        "collision": -3.0,
+        "geofence": 0.0,
+        "energy": -0.3,
+        "jerk": -0.7,
+    }
+    terms = {k: dataclasses.replace(t, weight=weights[k]) for k, t in cfg.rewards.terms.items()}
+    task = make_task(4, step_dt=0.04, rewards=dataclasses.replace(cfg.rewards, terms=terms))
     rng = np.random.default_rng(4)
     sums = {k: np.zeros(4) for k in rew_mdp.REWARD_TERMS}
     for _ in range(50):

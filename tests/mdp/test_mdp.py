@@ -67,10 +67,18 @@ def test_reward_terms_are_pure_and_batched():
     np.testing.assert_array_equal(rw.jerk(a, prev), [1.0, 0.0])
     np.testing.assert_array_equal(rw.new_targets(np.array([[True, True], [False, True]])), [2.0, 1.0])
     np.testing.assert_array_equal(rw.collision(np.array([True, False])), [1.0, 0.0])
-    assert set(rw.RewardCfg().scales) == set(rw.REWARD_TERMS)
-    assert rw.RewardCfg(scales={"bogus": 1.0}).validate() == [
-        "scales.bogus: unknown reward term (known: new_targets, coverage, collision, geofence, energy, jerk)"
-    ]
+    assert tuple(rw.RewardCfg().terms) == rw.REWARD_TERMS
+    names = ("new_targets", "coverage", "collision", "geofence", "energy", "jerk")
+    batch = rw.builtin_terms(
+        names,
+        newly_seen=np.array([[True, True], [False, True]]),
+        new_cells=np.array([3, 0]),
+        crashed=np.array([True, False]),
+        outside=np.array([False, True]),
+        actions=a,
+        prev_actions=prev,
+    )
+    assert batch.shape == (6, 2) and batch.tolist() == [[2, 1], [3, 0], [1, 0], [0, 1], [1, 0], [1, 0]]
 
 
 def test_terminations():

@@ -179,7 +179,8 @@ def write_progress_csv(path: Path, rows: int) -> None:
         "ep_rew_mean",
         "ep_len_mean",
         "targets_found_mean",
-        *(f"Episode_Reward/{t}" for t in REWARD_TERMS),
+        *(f"Episode_Reward/{t}" for t in REWARD_TERMS),  # IsaacLab's: episode sum / 60 s
+        *(f"Episode_Return/{t}" for t in REWARD_TERMS),  # the episode sum
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -188,10 +189,11 @@ def write_progress_csv(path: Path, rows: int) -> None:
         for i in range(rows):
             steps = 2048 * 16 * (i + 1)
             episode = ["", "", ""] if i == 0 else [f"{-10 + 5 * i:.3f}", f"{200 + 10 * i}", f"{0.5 * i:.2f}"]
+            returns = [(k - 2) * 0.3 * i for k in range(len(REWARD_TERMS))]
             terms = (
-                [""] * len(REWARD_TERMS)
+                [""] * (2 * len(REWARD_TERMS))
                 if i == 0
-                else [f"{(k - 2) * 0.3 * i:.4f}" for k in range(len(REWARD_TERMS))]
+                else [f"{r / 60.0:.6f}" for r in returns] + [f"{r:.4f}" for r in returns]
             )
             writer.writerow(
                 [steps, f"{1.5 * (i + 1):.2f}", f"{steps / (1.5 * (i + 1)):.1f}", *episode, *terms]

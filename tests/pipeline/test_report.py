@@ -291,7 +291,7 @@ BAD_ARTEFACTS = {
     "csv-short-row": (
         "training/progress.csv",
         lambda t: t.rstrip("\n") + "\n1,2\n",
-        ["2 cells, the header has 12"],
+        ["2 cells, the header has 18"],
     ),
     "tracks-building": (
         "evaluation/tracks.json",
@@ -336,13 +336,15 @@ def test_not_a_run_folder(tmp_path):
 def test_read_progress_empty_cells_header_only_and_empty_file(tmp_path):
     path = tmp_path / "progress.csv"
     path.write_text(
-        "env_steps,ep_rew_mean,ep_len_mean,Episode_Reward/jerk,Episode_Reward/coverage\n"
-        "100,,,,\n200,1.5,30,-0.2,0.4\n"
+        "env_steps,ep_rew_mean,ep_len_mean,Episode_Reward/jerk,Episode_Return/jerk,Episode_Return/coverage\n"
+        "100,,,,,\n200,1.5,30,-0.005,-0.3,0.4\n"
     )
     progress = read_progress(path)
     assert progress.rows == 2 and progress.env_steps.tolist() == [100.0, 200.0]
     assert np.isnan(progress.columns["ep_rew_mean"][0]) and progress.columns["ep_rew_mean"][1] == 1.5
+    # The per-term panels are the episode sums (Episode_Return/), not IsaacLab's per-second Episode_Reward/.
     assert list(progress.reward_terms) == ["jerk", "coverage"]
+    assert progress.reward_terms["jerk"][1] == -0.3
     assert np.isnan(progress.column("fps")).all()
     path.write_text("env_steps,ep_rew_mean,ep_len_mean\n")
     assert read_progress(path).rows == 0

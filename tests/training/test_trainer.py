@@ -95,15 +95,17 @@ def test_ppo_run_writes_model_normaliser_logs_and_checkpoints(tmp_path, env_cfg)
 
 
 def test_per_term_rewards_are_logged(tmp_path, env_cfg):
-    # 1 s episodes so episodes end within the run and their per-term sums reach the CSV.
-    short = replace(env_cfg, episode_length_s=1.0)
+    # 0.5 s episodes so episodes end within the run and their per-term sums reach the CSV.
+    short = replace(env_cfg, episode_length_s=0.5)
     train(tiny(total_steps=512), tmp_path, env_cfg=short, progress=False)
     rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
     last = rows[-1]
     assert last["ep_rew_mean"] != "" and float(last["ep_len_mean"]) <= 20
     for k in REWARD_TERMS:
-        assert last[f"Episode_Reward/{k}"] != "", k
-    assert float(last["Episode_Reward/energy"]) <= 0.0
+        assert last[f"Episode_Reward/{k}"] != "" and last[f"Episode_Return/{k}"] != "", k
+        # IsaacLab's Episode_Reward is the episode sum (Episode_Return) per second of episode_length_s.
+        assert float(last[f"Episode_Reward/{k}"]) == pytest.approx(float(last[f"Episode_Return/{k}"]) / 0.5)
+    assert float(last["Episode_Return/energy"]) < 0.0
 
 
 def test_resume_continues_from_the_newest_checkpoint(tmp_path, env_cfg):
@@ -222,14 +224,29 @@ def test_training_only_reward_scales_override_the_env_and_unknown_terms_are_refu
     cfg = load_training_cfg()
     shaped = replace(cfg, training=replace(cfg.training, reward_scales={"new_targets": 5.0}))
     env = training_env_cfg(shaped)
-    assert env.rewards.scales["new_targets"] == 5.0
-    assert env.rewards.scales["coverage"] == cfg.multi_drone_env.rewards.scales["coverage"]
+    assert env.rewards.terms["new_targets"].weight == 5.0
+    assert env.rewards.terms["coverage"] == cfg.multi_drone_env.rewards.terms["coverage"]
+    assert cfg.multi_drone_env.rewards.terms["new_targets"].weight == 1.0  # the env's own is untouched
+    unknown = replace(cfg, training=replace(cfg.training, reward_scales={"altitude": 1.0}))
+    with pytest.raises(ConfigError, match="training.reward_scales.altitude: unknown reward term"):
+        training_env_cfg(unknown)
     bad = tmp_path / "t.yaml"
-    bad.write_text("training:\n  reward_scales: {targets: 2.0}\n  action_gain_range: [1.5, 0.5]\n")
+    # The names are checked against the env's terms (a cross-section check: once the sections are valid).
+    bad.write_text("training:\n  reward_scales: {targets: 2.0, coverage: 0.3}\n")
     with pytest.raises(ConfigError) as err:
         load_training_cfg(bad)
-    assert "reward_scales.targets: unknown reward term" in str(err.value)
-    assert "action_gain_range: low 1.5 is above high 0.5" in str(err.value)
+    assert "training.reward_scales.targets: unknown reward term (known: new_targets, coverage" in str(
+        err.value
+    )
+    assert "coverage" not in str(err.value).split("known:")[0]
+    bad.write_text(
+        "multi_drone_env:\n  rewards:\n    terms:\n      altitude: {func: 'numpy:zeros_like', weight: 0.0}\n"
+        "training:\n  reward_scales: {altitude: 2.0}\n"
+    )
+    assert load_training_cfg(bad).training.reward_scales == {"altitude": 2.0}  # a term of the user's own
+    bad.write_text("training:\n  action_gain_range: [1.5, 0.5]\n")
+    with pytest.raises(ConfigError, match="action_gain_range: low 1.5 is above high 0.5"):
+        load_training_cfg(bad)
 
 
 def test_action_gain_randomization_scales_horizontal_commands_per_episode(env_cfg):

@@ -1,0 +1,178 @@
+"""Manager-style terms: a reward or termination term of your own is one function and one config line.
+
+Each term is a pure batched function of the task, declared in ``rewards.terms`` /
+``terminations.terms`` (Python or YAML ``"module:function"``), run beside flyby's built-in terms
+and logged per term with IsaacLab's ``Episode_Reward/<k>`` meaning (episode sum / episode_length_s)
+beside the raw ``Episode_Return/<k>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import numpy as np
+import pytest
+
+from flyby.config import cfg_hash, to_dict
+from flyby.config.training import load_training_cfg
+from flyby.envs.isr_task import ISRTask
+from flyby.errors import ConfigError
+from flyby.mdp import rewards as rew_mdp
+from flyby.mdp.terms import RewTerm
+
+
+def altitude(task, target_m: float = 30.0) -> np.ndarray:
+    """(N,) float: minus the distance from a target altitude, metres (a user reward term)."""
+    return -np.abs(task.pos_w[:, 2] - target_m)
+
+
+def multi_cfg(**kw):
+    return dataclasses.replace(load_training_cfg().multi_drone_env, **kw)
+
+
+def run(task: ISRTask, steps: int, seed: int = 1, autoreset: bool = True):
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        yield task.step(rng.uniform(-1, 1, (task.num_envs, 4)), autoreset=autoreset)
+
+
+def started(cfg, n: int = 4) -> ISRTask:
+    task = ISRTask(cfg, num_envs=n)
+    task.seed(0)
+    task.reset_all()
+    return task
+
+
+def test_a_reward_term_is_one_function_and_one_config_line():
+    base_cfg = multi_cfg()
+    cfg = multi_cfg()
+    cfg.rewards.terms["altitude"] = RewTerm(func=altitude, weight=0.5)  # the one config line
+    base, task = started(base_cfg), started(cfg)
+    for res_base, res in zip(run(base, 15, autoreset=False), run(task, 15, autoreset=False), strict=True):
+        # The user term is summed after the built-ins: exactly base reward + 0.5 * altitude.
+        assert res.reward.tobytes() == (res_base.reward + 0.5 * altitude(task)).tobytes()
+        assert res.obs.tobytes() == res_base.obs.tobytes()
+    assert not np.array_equal(task.episode_sums["altitude"], 0.0)
+    for k in rew_mdp.REWARD_TERMS:  # built-in sums untouched by the new term
+        assert task.episode_sums[k].tobytes() == base.episode_sums[k].tobytes(), k
+
+
+def test_episode_reward_is_the_episode_sum_per_second_and_episode_return_the_sum():
+    cfg = multi_cfg(episode_length_s=1.0)
+    cfg.rewards.terms["altitude"] = RewTerm(func=altitude, weight=0.5, params={"target_m": 25.0})
+    task = started(cfg, n=3)
+    mine = np.zeros(3)  # the altitude term's episode sums, accumulated here
+    logs = 0
+    for res in run(task, 45, autoreset=False):
+        mine += 0.5 * altitude(task, target_m=25.0)
+        ended = res.done_ids
+        if not ended.size:
+            continue
+        logs += 1
+        log = res.log
+        assert log["Episode_Return/altitude"] == mine[ended].mean() < 0.0
+        for k in cfg.rewards.terms:
+            episode_sum = task.episode_sums[k][ended].mean()
+            assert log[f"Episode_Return/{k}"] == episode_sum, k
+            # IsaacLab's meaning: the mean episode sum per second of the episode time limit.
+            assert log[f"Episode_Reward/{k}"] == episode_sum / cfg.episode_length_s, k
+        task.reset_some(ended)
+        mine[ended] = 0.0
+    assert logs >= 2
+
+
+def test_a_yaml_reward_term_names_its_function_as_module_colon_function(tmp_path, monkeypatch):
+    (tmp_path / "my_terms.py").write_text(
+        "import numpy as np\n\n"
+        "def altitude(task, target_m=30.0):\n"
+        "    return -np.abs(task.pos_w[:, 2] - target_m)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "training.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            multi_drone_env:
+              rewards:
+                terms:
+                  coverage: {weight: 0.2}
+                  altitude: {func: "my_terms:altitude", weight: 0.5, params: {target_m: 25.0}}
+            """
+        )
+    )
+    cfg = load_training_cfg(path).multi_drone_env
+    terms = cfg.rewards.terms
+    # Built-ins keep their defaults unless named; a named built-in takes the new weight.
+    assert list(terms) == [*rew_mdp.REWARD_TERMS, "altitude"]
+    assert terms["coverage"].weight == 0.2 and terms["energy"].weight == -0.05
+    assert terms["altitude"] == RewTerm(func="my_terms:altitude", weight=0.5, params={"target_m": 25.0})
+    python_cfg = multi_cfg()
+    python_cfg.rewards.terms["coverage"] = RewTerm(weight=0.2)
+    python_cfg.rewards.terms["altitude"] = RewTerm(func=altitude, weight=0.5, params={"target_m": 25.0})
+    yaml_task, py_task = started(cfg), started(python_cfg)
+    for a, b in zip(run(yaml_task, 10, autoreset=False), run(py_task, 10, autoreset=False), strict=True):
+        assert a.reward.tobytes() == b.reward.tobytes()
+    # A config with a function in it still has a stable record and fingerprint.
+    assert to_dict(python_cfg)["rewards"]["terms"]["altitude"]["func"] == f"{__name__}:altitude"
+    assert cfg_hash(python_cfg) == cfg_hash(python_cfg)
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [
+        ("no_such_module_xyz:altitude", "cannot import module 'no_such_module_xyz'"),
+        ("numpy:no_such_function", "module 'numpy' has no attribute 'no_such_function'"),
+        ("numpy:pi", "'numpy:pi' is a float, not a callable"),
+        ("altitude", "'altitude' is neither a callable nor a 'module:function' string"),
+        (3, "expected a 'module:function' string, got 3"),
+    ],
+)
+def test_a_bad_function_string_is_a_config_error_naming_the_term(tmp_path, func, message):
+    path = tmp_path / "training.yaml"
+    value = f'"{func}"' if isinstance(func, str) else func
+    path.write_text(
+        f"multi_drone_env:\n  rewards:\n    terms:\n      altitude: {{func: {value}, weight: 0.5}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_training_cfg(path)
+    assert "multi_drone_env.rewards.terms.altitude.func: " in str(err.value)
+    assert message in str(err.value)
+
+
+def test_the_old_rewards_scales_key_names_the_new_one(tmp_path):
+    path = tmp_path / "training.yaml"
+    path.write_text("direct_env:\n  rewards:\n    scales: {new_targets: 1.0}\n")
+    with pytest.raises(ConfigError) as err:
+        load_training_cfg(path)
+    assert (
+        "direct_env.rewards.scales: this key has moved: set each term's weight as rewards.terms.<name>.weight"
+        in (str(err.value))
+    )
+
+
+def test_term_misuse_is_refused_with_the_fix():
+    cfg = multi_cfg()
+    cfg.rewards.terms["altitude"] = RewTerm(weight=0.5)  # no func
+    cfg.rewards.terms["energy"] = RewTerm(func=altitude, weight=1.0)  # a built-in's name
+    cfg.rewards.terms["jerk"] = RewTerm(weight=float("nan"))
+    with pytest.raises(ConfigError) as err:
+        ISRTask(cfg, num_envs=2)
+    text = str(err.value)
+    assert "rewards.terms.altitude.func: a term of your own needs func" in text
+    assert "rewards.terms.energy: 'energy' is a built-in term" in text
+    assert "rewards.terms.jerk.weight: nan must be a finite number" in text
+    cfg = multi_cfg()
+    cfg.rewards.terms["flat"] = RewTerm(func=lambda task: np.zeros((task.num_envs, 1)), weight=1.0)
+    task = started(cfg, n=2)
+    with pytest.raises(ValueError, match=r"rewards.terms.flat.func returned shape \(2, 1\), expected \(2,\)"):
+        task.step(np.zeros((2, 4)))
+
+
+def test_a_zero_weight_turns_a_term_off_and_it_is_still_logged():
+    cfg = multi_cfg(episode_length_s=0.5)
+    cfg.rewards.terms["energy"] = RewTerm(weight=0.0)
+    cfg.rewards.terms["altitude"] = RewTerm(func=altitude, weight=0.0)
+    task = started(cfg, n=2)
+    logs = [res.log for res in run(task, 12) if res.log]
+    assert logs and all(log["Episode_Return/energy"] == 0.0 == log["Episode_Return/altitude"] for log in logs)
