@@ -73,7 +73,6 @@ class FlightStackMotion:
         self.physics_dt = float(physics_dt)
         self.decimation = int(decimation)
         self.num_drones = backend.num_drones
-        self.physics_steps = 0
         self.starts_on_ground = bool(getattr(flight_stack, "starts_on_ground", False))
         if takeoff is None:
             from flyby.config.envs import TakeoffCfg
@@ -229,4 +228,3 @@ class FlightStackMotion:
             self.backend.apply_body_wrench(force_b, torque_b)
             self.backend.step_physics(1)
             self._state = self.backend.drone_state()
-            self.physics_steps += 1

@@ -37,7 +37,6 @@ class PoolVecEnv(VecEnv):
         self.flight_stack = pool.infos[0].get("flight_stack")
         self.flight_stack_label = pool.infos[0].get("flight_stack_label")
         super().__init__(pool.num_envs, pool.observation_space, pool.action_space)
-        self._waiting = False
 
     def reset(self) -> np.ndarray:
         for j in range(self.num_envs):
@@ -52,11 +51,9 @@ class PoolVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         for j, action in enumerate(actions):
             self.pool.send(j, "step", action, True)
-        self._waiting = True
 
     def step_wait(self):
         results = [self.pool.recv(j) for j in range(self.num_envs)]
-        self._waiting = False
         obs, rewards, dones, infos, reset_infos = zip(*results, strict=True)
         self.reset_infos = list(reset_infos)
         return (

@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 PPO_CONFIG = "ppo_config.yaml"
 ENV_KINDS = ("direct", "full")
-MODELS_DIR = Path("output") / "models"
 # PX4ISR-v0 copies the full kind steps in turn: a 4 x n_steps rollout decorrelates the samples a little
 # and costs no throughput (the copies run one after another on one core, as one copy would).
 FULL_NUM_ENVS = 4
