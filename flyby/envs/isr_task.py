@@ -182,6 +182,15 @@ class ISRTask:
         self._term_sums = np.zeros((len(self._active_terms), n))
         for row, k in enumerate(self._active_terms):
             self.episode_sums[k] = self._term_sums[row]
+        # Termination terms of the user's own (flyby.mdp.terminations): (name, func, params, time_out).
+        dterms = cfg.terminations.terms
+        self._user_dones = tuple(
+            (k, resolve_func(t.func, f"terminations.terms.{k}.func"), dict(t.params), bool(t.time_out))
+            for k, t in dterms.items()
+            if t.func is not None
+        )
+        self._done_values: dict[str, np.ndarray] = {}  # the user terms' last (N,) bool results
+        self._time_out = np.zeros(n, dtype=bool)
         self._terminated = np.zeros(n, dtype=bool)
         self._crashed = np.zeros(n, dtype=bool)
         # Been at or above min_altitude_m this episode: a ground start is no crash until it took off.
@@ -505,7 +514,19 @@ class ISRTask:
         outside = term_mdp.outside_geofence(pos, self.world.half_extent, tcfg)
         self._outside = outside > self._crashed  # outside and not crashed (bools: a > b is a & ~b)
         terminated = self._crashed | self._outside
-        truncated = term_mdp.time_out(self.episode_step, self.max_episode_length) > terminated
+        self._time_out = time_out = term_mdp.time_out(self.episode_step, self.max_episode_length)
+        for name, func, params, truncates in self._user_dones:
+            value = self._user_value(func(self, **params), name, "terminations", (self.num_envs,))
+            if value.dtype != bool:
+                raise ValueError(
+                    f"terminations.terms.{name}.func returned dtype {value.dtype}, expected bool"
+                )
+            self._done_values[name] = value
+            if truncates:
+                time_out = time_out | value
+            else:
+                terminated = terminated | value
+        truncated = time_out > terminated
         return terminated, truncated
 
     def _get_rewards(self) -> np.ndarray:
@@ -621,7 +642,9 @@ class ISRTask:
             log[f"Episode_Return/{k}"] = episode_return
         log["Episode_Termination/crash"] = int(self._crashed[ids].sum())
         log["Episode_Termination/geofence"] = int(self._outside[ids].sum())
-        log["Episode_Termination/time_out"] = int(truncated[ids].sum())
+        log["Episode_Termination/time_out"] = int((self._time_out[ids] & truncated[ids]).sum())
+        for name, value in self._done_values.items():
+            log[f"Episode_Termination/{name}"] = int(value[ids].sum())
         log["Episode/targets_seen"] = float(self.seen[ids].sum(axis=1).mean())
         log["Episode/coverage"] = float(self.covered[ids].mean())
         return log

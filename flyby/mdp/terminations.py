@@ -1,17 +1,44 @@
-"""Termination conditions: crash and geofence terminate; only the time limit truncates."""
+"""Termination conditions: crash and geofence terminate; only the time limit truncates.
+
+:class:`TerminationCfg` ``.terms`` names every condition as a :class:`~flyby.mdp.terms.DoneTerm`:
+the built-ins (``DONE_TERMS``: ``crash``, ``geofence`` terminate, ``time_out`` truncates;
+``func=None``) are computed together each step from this module's functions; a term of your
+own (``DoneTerm(func=..., time_out=False)``) runs beside them and ends the episodes where it
+returns True (terminated, or truncated when ``time_out``). The env logs, per term, how many of
+the envs that ended did so by it (``Episode_Termination/<k>``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from flyby.config import cfg_field
+from flyby.mdp.terms import DoneTerm, func_problems
+
+TERMINATE_TERMS = ("crash", "geofence")  # built-ins that terminate
+DONE_TERMS = (*TERMINATE_TERMS, "time_out")  # the built-in terms; time_out truncates
+
+
+def _default_terms() -> dict[str, DoneTerm]:
+    return {
+        "crash": DoneTerm(),  # below min_altitude_m once airborne, or inside a (grown) building
+        "geofence": DoneTerm(),  # outside the area (shrunk by geofence_margin_m) or above max_altitude_m
+        "time_out": DoneTerm(time_out=True),  # episode_length_s reached (truncation)
+    }
 
 
 @dataclass(kw_only=True)
 class TerminationCfg:
-    """Crash and geofence limits."""
+    """Termination terms, and the crash and geofence limits of the built-in ones.
+
+    ``terms`` given here (or in YAML) are merged onto the three built-ins, which are always on;
+    an entry with a new name is a term of your own and must give ``func``.
+    """
+
+    # name -> term; the built-ins crash, geofence (terminate) and time_out (truncates) are always on
+    terms: dict[str, DoneTerm] = field(default_factory=_default_terms)
 
     # m, buildings are grown by this for collisions (Iris span ~0.55 m)
     drone_radius_m: float = cfg_field(0.35, ge=0.0)
@@ -19,12 +46,35 @@ class TerminationCfg:
     max_altitude_m: float = cfg_field(120.0, gt=0.0)  # m, ceiling of the geofence (about the 400 ft rule)
     geofence_margin_m: float = cfg_field(0.0, ge=0.0)  # m, geofence is the area shrunk by this on each side
 
+    def __post_init__(self) -> None:
+        self.terms = {**_default_terms(), **self.terms}
+
     def validate(self) -> list[str]:
+        problems = []
         if self.max_altitude_m <= self.min_altitude_m:
-            return [
+            problems.append(
                 f"max_altitude_m: {self.max_altitude_m} must exceed min_altitude_m ({self.min_altitude_m})"
-            ]
-        return []
+            )
+        for name, term in self.terms.items():
+            where = f"terms.{name}"
+            if not isinstance(term, DoneTerm):
+                problems.append(f"{where}: expected a DoneTerm, got {term!r}")
+            elif name in DONE_TERMS:
+                kind = name == "time_out"
+                if term.func is not None or term.params or term.time_out not in (None, kind):
+                    problems.append(
+                        f"{where}: {name!r} is a built-in term (computed by flyby, "
+                        f"{'truncates' if kind else 'terminates'}; its limits are fields of this "
+                        "config); give your own term another name"
+                    )
+            elif term.func is None:
+                problems.append(
+                    f"{where}.func: a term of your own needs func (a callable or 'module:function'); "
+                    f"the built-in terms are {', '.join(DONE_TERMS)}"
+                )
+            else:
+                problems.extend(func_problems(term.func, f"{where}.func"))
+        return problems
 
 
 def crashed(

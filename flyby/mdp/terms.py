@@ -56,7 +56,8 @@ class DoneTerm:
 
     # pure batched function (task, **params) -> (N,) bool, or "module:function"; None: flyby's own
     func: TermFunc | str | None = None
-    time_out: bool = False  # True: truncates (a time limit); False: terminates (a failure or success)
+    # True: truncates (a time limit); False: terminates (a failure); None: a built-in's own, else False
+    time_out: bool | None = None
     params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of func
 
 

@@ -19,7 +19,7 @@ from flyby.config.training import load_training_cfg
 from flyby.envs.isr_task import ISRTask
 from flyby.errors import ConfigError
 from flyby.mdp import rewards as rew_mdp
-from flyby.mdp.terms import RewTerm
+from flyby.mdp.terms import DoneTerm, RewTerm
 
 
 def altitude(task, target_m: float = 30.0) -> np.ndarray:
@@ -176,3 +176,52 @@ def test_a_zero_weight_turns_a_term_off_and_it_is_still_logged():
     task = started(cfg, n=2)
     logs = [res.log for res in run(task, 12) if res.log]
     assert logs and all(log["Episode_Return/energy"] == 0.0 == log["Episode_Return/altitude"] for log in logs)
+
+
+def after_three_steps(task) -> np.ndarray:
+    """(N,) bool: the episode has run 3 steps (a user termination term)."""
+    return task.episode_step >= 3
+
+
+@pytest.mark.parametrize("time_out", [False, True])
+def test_a_done_term_of_your_own_ends_episodes_and_is_logged(time_out):
+    cfg = multi_cfg()
+    cfg.terminations.terms["short"] = DoneTerm(func=after_three_steps, time_out=time_out)
+    task = started(cfg, n=3)
+    results = list(run(task, 3, autoreset=False))
+    assert not any(r.done_ids.size for r in results[:2])
+    last = results[-1]
+    crashed = task._crashed | task._outside  # the built-ins still terminate first
+    assert last.terminated.tolist() == (np.ones(3, bool) if not time_out else crashed).tolist()
+    assert last.truncated.tolist() == (np.zeros(3, bool) if not time_out else ~crashed).tolist()
+    assert last.log["Episode_Termination/short"] == 3 and last.log["Episode_Termination/time_out"] == 0
+
+
+def test_done_term_misuse_is_refused():
+    cfg = multi_cfg()
+    cfg.terminations.terms["crash"] = DoneTerm(func=after_three_steps)
+    cfg.terminations.terms["mine"] = DoneTerm()
+    with pytest.raises(ConfigError) as err:
+        ISRTask(cfg, num_envs=2)
+    assert "terminations.terms.crash: 'crash' is a built-in term" in str(err.value)
+    assert "terminations.terms.mine.func: a term of your own needs func" in str(err.value)
+    cfg = multi_cfg()
+    cfg.terminations.terms["float"] = DoneTerm(func=lambda task: task.pos_w[:, 2])
+    task = started(cfg, n=2)
+    with pytest.raises(
+        ValueError, match="terminations.terms.float.func returned dtype float64, expected bool"
+    ):
+        task.step(np.zeros((2, 4)))
+
+
+def test_a_yaml_done_term_names_its_function(tmp_path):
+    path = tmp_path / "training.yaml"
+    path.write_text(
+        "multi_drone_env:\n  terminations:\n    min_altitude_m: 0.4\n    terms:\n"
+        f"      short: {{func: '{__name__}:after_three_steps', time_out: true}}\n"
+    )
+    terms = load_training_cfg(path).multi_drone_env.terminations.terms
+    assert list(terms) == ["crash", "geofence", "time_out", "short"]
+    assert terms["short"] == DoneTerm(func=f"{__name__}:after_three_steps", time_out=True)
+    task = started(load_training_cfg(path).multi_drone_env, n=2)
+    assert [r.truncated.all() for r in run(task, 3, autoreset=False)] == [False, False, True]
