@@ -105,7 +105,8 @@ def _bench_render(args: argparse.Namespace) -> dict:
         frames.append(overview)
     print(f"\nrendering ({renderer.backend.description}):")
     print(
-        f"  16 drone cameras at 80x80 : {np.mean(grid_ms):7.1f} ms per grid ({1e3 / np.mean(grid_ms):.1f} grids/s)"
+        f"  16 drone cameras at 80x80 : {np.mean(grid_ms):7.1f} ms per grid "
+        f"({1e3 / np.mean(grid_ms):.1f} grids/s)"
     )
     print(f"  640x480 overview          : {np.mean(over_ms):7.1f} ms per frame")
     out = {"grid_16x80x80_ms": float(np.mean(grid_ms)), "overview_640x480_ms": float(np.mean(over_ms))}
@@ -194,21 +195,24 @@ def _bench_full_fidelity(args: argparse.Namespace) -> list[dict]:
                 }
             )
     print(
-        f"\nPX4ISR-v0 full fidelity ({1 / base.physics_dt:.0f} Hz physics, {1 / base.step_dt:.0f} Hz control), "
+        f"\nPX4ISR-v0 full fidelity ({1 / base.physics_dt:.0f} Hz physics, "
+        f"{1 / base.step_dt:.0f} Hz control), "
         f"{steps} steps each, env steps/s (x real time):"
     )
     for stack in stacks:
         print(f"  {FLIGHT_STACK_LABELS[stack]}")
         for r in (r for r in rows if r["flight_stack"] == stack.value):
             print(
-                f"    {r['case']:<40} {r['steps_per_s']:8.1f} steps/s  {r['real_time_factor']:6.1f}x real time"
+                f"    {r['case']:<40} {r['steps_per_s']:8.1f} steps/s  "
+                f"{r['real_time_factor']:6.1f}x real time"
             )
     if FlightStack.PX4 not in stacks:
         print("  PX4 SITL: not found (set PX4_DIR to measure it beside the cascade)")
     else:
         rtt = np.concatenate(rtt_us)
         print(
-            f"  PX4 lockstep round trip (HIL_SENSOR sent -> HIL_ACTUATOR_CONTROLS parsed): mean {rtt.mean():.0f} us, "
+            "  PX4 lockstep round trip (HIL_SENSOR sent -> HIL_ACTUATOR_CONTROLS parsed): "
+            f"mean {rtt.mean():.0f} us, "
             f"p50 {np.percentile(rtt, 50):.0f} us, p99 {np.percentile(rtt, 99):.0f} us over {rtt.size} ticks"
         )
         rows.append(
@@ -361,12 +365,15 @@ def _train_direct(args: argparse.Namespace) -> int:
         print(f"{out} already holds a complete model ({run.env_steps:,} env steps); nothing to train")
         return 0
     print(
-        f"trained {run.env_steps:,} env steps in {run.wall_s:.1f} s: {run.steps_per_s:,.0f} steps/s end to end "
-        f"(env {run.env_s:.1f} s, learner {run.learner_s:.1f} s: learner share {100 * run.learner_share:.0f} %), "
+        f"trained {run.env_steps:,} env steps in {run.wall_s:.1f} s: "
+        f"{run.steps_per_s:,.0f} steps/s end to end "
+        f"(env {run.env_s:.1f} s, learner {run.learner_s:.1f} s: "
+        f"learner share {100 * run.learner_share:.0f} %), "
         f"stopped by {run.stopped_by}"
     )
     print(
-        f"wrote {run.model_path} with its normaliser {run.vecnormalize_path.name if run.vecnormalize_path else '-'}, "
+        f"wrote {run.model_path} with its normaliser "
+        f"{run.vecnormalize_path.name if run.vecnormalize_path else '-'}, "
         f"model.json, progress.csv, eval.csv and TensorBoard logs in {out / 'tb'}"
     )
     return 0

@@ -34,7 +34,8 @@ class DirectDynamicsCfg:
 
     MOVED_KEYS: ClassVar[dict[str, str]] = {
         k: f"set it as actions.{k} in the env config (flyby.mdp.actions.ActionCfg; training_config.yaml "
-        "direct_env/multi_drone_env, evaluation_config.yaml px4_env), or leave it out for the shared default; "
+        "direct_env/multi_drone_env, evaluation_config.yaml px4_env), "
+        "or leave it out for the shared default; "
         "the dynamics file holds only what flyby tune fits"
         for k in ("max_velocity", "max_vertical_velocity", "max_yaw_rate")
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from flyby.errors import DependencyNotInstalled
 from flyby.sim.gl import ensure_gl_platform
+from flyby.sim.mujoco_log import route_mujoco_warnings
 
 GL_PLATFORM = ensure_gl_platform()
 
@@ -27,8 +28,6 @@ try:
     import mujoco
 except ImportError as err:  # mujoco is a core dependency; only a broken install lands here
     raise DependencyNotInstalled("mujoco", "all") from err
-
-from flyby.sim.mujoco_log import route_mujoco_warnings
 
 route_mujoco_warnings()  # MuJoCo's warnings to output/logs/mujoco.log, not MUJOCO_LOG.TXT in the CWD
 

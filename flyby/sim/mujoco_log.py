@@ -45,7 +45,7 @@ def _on_mujoco_warning(message: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as fh:  # an append-only log: a line is whole or absent
             fh.write(f"{stamp} WARNING {text}\n")
-    except Exception:  # noqa: BLE001 - a full disk must not turn a MuJoCo warning into a crash
+    except Exception:  # a full disk must not turn a MuJoCo warning into a crash
         logger.debug("could not append a MuJoCo warning to %s", mujoco_log_path(), exc_info=True)
 
 

@@ -250,7 +250,7 @@ def record_validation_video(
     except BaseException:
         try:
             writer.close()
-        except Exception:  # noqa: BLE001 - already reporting the original error
+        except Exception:  # already reporting the original error
             logger.debug("closing the encoder of %s after an error failed too", tmp, exc_info=True)
         tmp.unlink(missing_ok=True)
         raise
@@ -302,7 +302,9 @@ def record_validation_video(
 
 
 def _perception(cfg, requested: str | None) -> tuple[str, str | None]:
-    """The perception mode asked for (``"ground_truth"`` / ``"yolo"``) and, if YOLO cannot be asked for, why."""
+    """The perception mode asked for (``"ground_truth"`` / ``"yolo"``) and, if YOLO cannot be asked
+    for, why (the mode is then ``"ground_truth"``; otherwise the reason is ``None``).
+    """
     current = getattr(getattr(cfg, "perception", None), "mode", "ground_truth")
     mode = (
         str(getattr(current, "value", current))
