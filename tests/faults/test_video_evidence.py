@@ -401,7 +401,10 @@ def test_records(video_recorder):
     result.assert_outcomes(failed=1, errors=0)  # one failure, not FAILED and ERROR
     result.stdout.fnmatch_lines(
         [
-            "*VideoEncodeError: encoding frame 5 into *test_disk.py__test_records.mp4 failed: *No space left on device*"
+            (
+                "*VideoEncodeError: encoding frame 5 into *test_disk.py__test_records.mp4 failed: "
+                "*No space left on device*"
+            )
         ]
     )
     # the earlier run's files and the latest view: byte for byte as they were

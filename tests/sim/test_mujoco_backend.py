@@ -62,7 +62,8 @@ def test_backend_satisfies_protocol(backend16):
     assert isinstance(backend16, SimBackend)
     assert backend16.kind is BackendKind.MUJOCO
     assert backend16.num_drones == 16
-    assert backend16.description.startswith("mujoco ") and ensure_gl_platform().upper() in backend16.description
+    assert backend16.description.startswith("mujoco ")
+    assert ensure_gl_platform().upper() in backend16.description
 
 
 @pytest.mark.parametrize(

@@ -101,9 +101,8 @@ def test_free_fall_without_thrust(dyn):
     np.testing.assert_allclose(
         state.pos_w[:, 2], 80.0 - STANDARD_GRAVITY * 0.004**2 * 250 * 251 / 2, rtol=1e-9
     )
-    np.testing.assert_allclose(
-        state.specific_force_b, 0.0, atol=1e-9
-    )  # an accelerometer in free fall reads 0
+    # an accelerometer in free fall reads 0
+    np.testing.assert_allclose(state.specific_force_b, 0.0, atol=1e-9)
     assert not state.contact.any()
 
 

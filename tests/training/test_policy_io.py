@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from stable_baselines3 import PPO, SAC  # noqa: E402
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize  # noqa: E402
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from flyby.errors import FlybyError, ModelLoadError  # noqa: E402
-from flyby.training.policy_io import LoadedPolicy, eval_spaces, load_policy  # noqa: E402
+from flyby.errors import FlybyError, ModelLoadError
+from flyby.training.policy_io import LoadedPolicy, eval_spaces, load_policy
 
 OBS_DIM = eval_spaces()[0].shape[0]  # PX4ISR-v0's observation size (64 with top_k=5)
 

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("stable_baselines3", reason='needs the train extra: pip install "flyby[train]"')
 
-from flyby.cli import main  # noqa: E402
-from flyby.errors import ConfigError  # noqa: E402
-from flyby.mdp.observations import ObsLayout  # noqa: E402
-from flyby.training.evaluate import (  # noqa: E402
+from flyby.cli import main
+from flyby.errors import ConfigError
+from flyby.mdp.observations import ObsLayout
+from flyby.training.evaluate import (
     RandomPolicy,
     ZeroPolicy,
     evaluate_policy_full_fidelity,
@@ -23,7 +23,7 @@ from flyby.training.evaluate import (  # noqa: E402
     transfer_criterion,
     transfer_ratio,
 )
-from flyby.training.train import (  # noqa: E402
+from flyby.training.train import (
     PPOCfg,
     load_ppo_cfg,
     make_budget_callback,
