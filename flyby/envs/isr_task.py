@@ -34,7 +34,6 @@ that ended:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +43,7 @@ from flyby.config.envs import ISREnvCfg
 from flyby.dynamics.direct import DirectDynamics
 from flyby.dynamics.motion import MotionModel
 from flyby.errors import ResetNeeded
+from flyby.mdp import coverage as cov_mdp
 from flyby.mdp import observations as obs_mdp
 from flyby.mdp import rewards as rew_mdp
 from flyby.mdp import terminations as term_mdp
@@ -132,27 +132,18 @@ class ISRTask:
         )
         self.target_pos_w, self.target_yaw_rad = self.world.target_poses(0.0)
 
-        # Coverage grid: (gx, gy) cells of coverage_cell_m over the area, flattened row-major;
-        # a footprint can touch at most the cells of a square stencil around its centre.
-        cell = cfg.rewards.coverage_cell_m
+        # Coverage grid (flyby.mdp.coverage): (gx, gy) cells of coverage_cell_m over the area.
+        self.coverage_grid = cov_mdp.make_grid(
+            self.world.half_extent,
+            cfg.rewards.coverage_cell_m,
+            cfg.rewards.max_footprint_radius_m,
+            cfg.camera.fovy_deg,
+            cfg.camera.far_m,
+        )
+        gx, gy = self._grid_shape_xy = self.coverage_grid.shape
         half = self.world.half_extent
-        self._grid_shape = np.ceil(2 * half / cell).astype(np.intp)
-        gx, gy = (int(g) for g in self._grid_shape)
-        self._grid_shape_xy = (gx, gy)
         self.covered = np.zeros((n, gx * gy), dtype=bool)
         self._num_covered = self._counters[:, 0]  # covered.sum(axis=1), kept up to date by _cover
-        r_cells = math.ceil(cfg.rewards.max_footprint_radius_m / cell) + 1
-        self._span = np.arange(-r_cells, r_cells + 1)[None, :]
-        # Small grids (the training area: 20 x 20 cells) test every cell of the grid, which takes
-        # fewer numpy calls than the stencil's index bookkeeping; cells the stencil leaves out are
-        # more than the largest footprint radius away, so both mark the same cells.
-        self._whole_grid = gx * gy <= 4 * self._span.size**2
-        # Cell centres, metres, computed as the stencil computes them: (i + 0.5) * cell - half.
-        self._centre_x = (np.arange(gx) + 0.5) * cell - half[0]
-        self._centre_y = (np.arange(gy) + 0.5) * cell - half[1]
-        self._tan_half_fov = math.tan(math.radians(cfg.camera.fovy_deg) / 2)
-        # A footprint centre is at most far_m along the axis; min(t, 1e6) only bites beyond.
-        self._clip_footprint_t = cfg.camera.far_m > 1e6
 
         # Reward terms (flyby.mdp.rewards, flyby.mdp.terms): weight per event, or per second for rate terms.
         rterms = cfg.rewards.terms
@@ -414,96 +405,13 @@ class ISRTask:
         Returns:
             (k,) int64 counts of newly covered cells.
         """
-        ground, radius_sq = self._footprints(cam_pos, rot_wc)
-        if self._whole_grid:
-            new = self._cover_whole_grid(ids, ground, radius_sq)
-        else:
-            new = self._cover_stencil(ids, ground, radius_sq)
+        ground, radius_sq = cov_mdp.footprints(self.coverage_grid, cam_pos, rot_wc)
+        new = cov_mdp.mark_covered(self.coverage_grid, self.covered, ids, ground, radius_sq)
         if ids is None:
             self._num_covered += new
         else:
             self._num_covered[ids] += new
         return new
-
-    def _footprints(self, cam_pos: np.ndarray, rot_wc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ground footprint of each camera: centre (k, 2) metres, world ENU, and radius squared (k,), m^2.
-
-        The footprint is the disc where the optical axis meets the ground, of radius
-        ``t * tan(fovy / 2)`` at distance ``t`` along the axis, capped at ``max_footprint_radius_m``.
-        A camera that does not look down, is below ground or sees the ground beyond ``far_m``
-        has radius -1 at its own position (radius squared 1 m^2).
-        """
-        far = self.cfg.camera.far_m
-        max_radius = self.cfg.rewards.max_footprint_radius_m
-        if cam_pos.shape[0] == 1:
-            # One camera (DirectISR-v0): the same operations on Python floats, several times
-            # cheaper than numpy calls on 1-element arrays.
-            ax, ay, az = rot_wc[0, :, 2].tolist()
-            cx, cy, cz = cam_pos[0].tolist()
-            down = az < -1e-3
-            t = -cz / (az if down else -1.0)
-            ok = down and t <= far and cz > 0
-            t_ok = t if ok else 0.0
-            if self._clip_footprint_t:
-                t = min(t, 1e6)
-            radius = min(t * self._tan_half_fov if ok else -1.0, max_radius)
-            return np.array([[cx + t_ok * ax, cy + t_ok * ay]]), np.array([radius * radius])
-        axis = rot_wc[:, :, 2]
-        down = axis[:, 2] < -1e-3
-        # Distance to the ground along the axis; only read where `down` (no division by ~0).
-        t = -cam_pos[:, 2] / np.where(down, axis[:, 2], -1.0)
-        ok = down & (t <= far) & (cam_pos[:, 2] > 0)
-        ground = cam_pos[:, :2] + np.where(ok, t, 0.0)[:, None] * axis[:, :2]
-        if self._clip_footprint_t:
-            t = np.minimum(t, 1e6)
-        radius = np.minimum(np.where(ok, t * self._tan_half_fov, -1.0), max_radius)
-        return ground, radius * radius
-
-    def _cover_whole_grid(
-        self, ids: np.ndarray | None, ground: np.ndarray, radius_sq: np.ndarray
-    ) -> np.ndarray:
-        """:meth:`_cover` on small grids: every cell centre of the grid against every footprint."""
-        dx = self._centre_x - ground[:, :1]
-        dx *= dx
-        dy = self._centre_y - ground[:, 1:]
-        dy *= dy
-        inside = (dx[:, :, None] + dy[:, None, :] <= radius_sq[:, None, None]).reshape(ground.shape[0], -1)
-        if ids is None:
-            fresh = inside > self.covered  # inside and not covered before
-            self.covered |= inside
-        else:
-            before = self.covered[ids]
-            fresh = inside > before
-            self.covered[ids] = before | inside
-        return fresh.sum(axis=1)
-
-    def _cover_stencil(self, ids: np.ndarray | None, ground: np.ndarray, radius_sq: np.ndarray) -> np.ndarray:
-        """:meth:`_cover` on any grid: the square stencil of cells around each footprint centre."""
-        cell = self.cfg.rewards.coverage_cell_m
-        half = self.world.half_extent
-        # Separable square stencil of cells around each footprint centre: (k, S) along x and y.
-        idx = np.floor((ground + half) / cell).astype(np.intp)
-        ix = idx[:, :1] + self._span
-        iy = idx[:, 1:] + self._span
-        dx = (ix + 0.5) * cell - half[0] - ground[:, :1]
-        dy = (iy + 0.5) * cell - half[1] - ground[:, 1:]
-        gx, gy = self._grid_shape
-        ok_x = (ix >= 0) & (ix < gx)
-        ok_y = (iy >= 0) & (iy < gy)
-        inside = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] <= radius_sq[:, None, None]
-        inside &= ok_x[:, :, None] & ok_y[:, None, :]
-        # Out-of-grid cells are masked out of `inside`; clamp their indices only to keep them valid.
-        flat = (
-            np.minimum(np.maximum(ix, 0), gx - 1)[:, :, None] * gy
-            + np.minimum(np.maximum(iy, 0), gy - 1)[:, None, :]
-        )
-        rows = np.arange(self.num_envs) if ids is None else ids
-        cells = self.covered.shape[1]
-        hit = (flat + (rows * cells)[:, None, None])[inside]  # indices into covered.ravel()
-        covered = self.covered.reshape(-1)
-        new = hit[~covered[hit]]
-        covered[new] = True
-        return np.bincount(new // cells, minlength=self.num_envs)[rows]
 
     def _get_dones(self) -> tuple[np.ndarray, np.ndarray]:
         pos = self.dynamics.pos_w
@@ -622,9 +530,7 @@ class ISRTask:
             coverage=obs_mdp.coverage_patch(
                 self.covered,
                 self._grid_shape_xy,
-                np.floor((pos[:, :2] + self.world.half_extent) / self.cfg.rewards.coverage_cell_m).astype(
-                    np.intp
-                ),
+                cov_mdp.cell_index(self.coverage_grid, pos[:, :2]),
                 self.cfg.observations.coverage_block_cells,
             ),
             out=self._obs,

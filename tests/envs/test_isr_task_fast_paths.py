@@ -15,6 +15,7 @@ import pytest
 
 from flyby.config.training import load_training_cfg
 from flyby.envs.isr_task import ISRTask
+from flyby.mdp import coverage as cov_mdp
 from flyby.mdp import rewards as rew_mdp
 from flyby.perception.camera import camera_poses_w, yaw_rotation
 
@@ -44,10 +45,10 @@ def test_one_camera_footprint_equals_the_batched_one(general):
     task = make_task()
     rng = np.random.default_rng(1)
     cam_pos, rot_wc = random_cameras(task, rng, 200, general)
-    ground, radius_sq = task._footprints(cam_pos, rot_wc)
+    ground, radius_sq = cov_mdp.footprints(task.coverage_grid, cam_pos, rot_wc)
     assert (radius_sq == 1.0).any() and (radius_sq < 1.0).any() and (radius_sq > 1.0).any()  # every case runs
     for i in range(cam_pos.shape[0]):
-        g1, r1 = task._footprints(cam_pos[i : i + 1], rot_wc[i : i + 1])
+        g1, r1 = cov_mdp.footprints(task.coverage_grid, cam_pos[i : i + 1], rot_wc[i : i + 1])
         assert g1.tobytes() == ground[i : i + 1].tobytes() and r1.tobytes() == radius_sq[i : i + 1].tobytes()
 
 
@@ -68,12 +69,12 @@ def test_whole_grid_coverage_equals_the_stencil(rewards):
         ids = None if step % 3 else np.array([1, 4, 6])
         if ids is not None:
             cam_pos, rot_wc = cam_pos[ids], rot_wc[ids]
-        ground, radius_sq = task._footprints(cam_pos, rot_wc)
+        ground, radius_sq = cov_mdp.footprints(task.coverage_grid, cam_pos, rot_wc)
         covered = task.covered.copy()
-        new_grid = task._cover_whole_grid(ids, ground, radius_sq)
+        new_grid = cov_mdp.mark_whole_grid(task.coverage_grid, task.covered, ids, ground, radius_sq)
         by_grid = task.covered.copy()
         task.covered[:] = covered
-        new_stencil = task._cover_stencil(ids, ground, radius_sq)
+        new_stencil = cov_mdp.mark_stencil(task.coverage_grid, task.covered, ids, ground, radius_sq)
         np.testing.assert_array_equal(new_grid, new_stencil)
         np.testing.assert_array_equal(by_grid, task.covered)
     assert task.covered.any()
