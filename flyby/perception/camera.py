@@ -148,7 +148,8 @@ def mujoco_camera_xmat(rot_wc: np.ndarray) -> np.ndarray:
 
 
 def mujoco_mount_quat(pitch_deg: float) -> np.ndarray:
-    """wxyz quaternion of a MuJoCo ``<camera>`` inside the drone body, matching :func:`camera_mount_rotation`."""
+    """wxyz quaternion of a MuJoCo ``<camera>`` inside the drone body, matching
+    :func:`camera_mount_rotation`."""
     return rotation_to_quat_wxyz(camera_mount_rotation(pitch_deg) @ _CV_TO_MJ)
 
 

@@ -204,7 +204,8 @@ class DetectionTally:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
     def as_dict(self) -> dict[str, float | int]:
-        """``{"precision", "recall", "tp", "fp", "fn", "frames", "iou_threshold"}`` (the metrics.json ``detection`` fields)."""
+        """``{"precision", "recall", "tp", "fp", "fn", "frames", "iou_threshold"}`` (the metrics.json
+        ``detection`` fields)."""
         return {
             "precision": float(self.precision),
             "recall": float(self.recall),
@@ -235,7 +236,8 @@ def precision_recall(frames, iou_threshold: float = 0.5) -> dict[str, float | in
     for i, frame in enumerate(frames):
         if len(frame) not in (4, 5):
             raise ValueError(
-                f"frame {i}: expected (pred_boxes, pred_cls, gt_boxes, gt_cls[, pred_conf]), got {len(frame)} items"
+                f"frame {i}: expected (pred_boxes, pred_cls, gt_boxes, gt_cls[, pred_conf]), got "
+                f"{len(frame)} items"
             )
         tally.add(*frame)
     return tally.as_dict()

@@ -52,10 +52,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = check(
         YoloTrainCfg(
-            model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=args.workers,
-            close_mosaic=args.close_mosaic, patience=args.patience, seed=args.seed, device=args.device,
+            model=args.model,
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            workers=args.workers,
+            close_mosaic=args.close_mosaic,
+            patience=args.patience,
+            seed=args.seed,
+            device=args.device,
         )
-    )  # fmt: skip
+    )
     card = train_yolo(args.data, args.out, cfg, run_dir=args.run_dir, evaluate=not args.no_eval)
     print(f"wrote {args.out} ({card['size_bytes'] / 1e6:.1f} MB) and {Path(args.out).with_suffix('.json')}")
     if card["metrics"]:
@@ -119,11 +126,12 @@ def _print_metrics(m: dict) -> None:
 def add_yolo_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add ``yolo-dataset``, ``yolo-train`` and ``yolo-eval`` to ``flyby``'s subcommands."""
     ds = subparsers.add_parser(
-        "yolo-dataset", help="render a YOLO dataset from the simulator (frames + ground-truth boxes)",
-        description="Render frames with the evaluation env's render camera (320x240) over several worlds and label "
-                    "them with the ground-truth detector; train, val and test splits are disjoint world seeds. "
-                    "Writes the standard YOLO layout (images/, labels/, data.yaml) atomically.",
-    )  # fmt: skip
+        "yolo-dataset",
+        help="render a YOLO dataset from the simulator (frames + ground-truth boxes)",
+        description="Render frames with the evaluation env's render camera (320x240) over several worlds "
+        "and label them with the ground-truth detector; train, val and test splits are disjoint world seeds. "
+        "Writes the standard YOLO layout (images/, labels/, data.yaml) atomically.",
+    )
     ds.add_argument("--out", default=DEFAULT_DATASET, help=f"dataset folder (default {DEFAULT_DATASET})")
     ds.add_argument(
         "--train-seeds",
@@ -151,11 +159,12 @@ def add_yolo_parsers(subparsers: argparse._SubParsersAction) -> None:
     ds.set_defaults(func=_cmd_dataset)
 
     tr = subparsers.add_parser(
-        "yolo-train", help="train the YOLO detector from its YAML on a flyby dataset (offline, CPU by default)",
+        "yolo-train",
+        help="train the YOLO detector from its YAML on a flyby dataset (offline, CPU by default)",
         description="Build the detector from an ultralytics architecture YAML (random weights; nothing is "
-                    "downloaded), train it on a `flyby yolo-dataset` folder, copy the best checkpoint to --out, "
-                    "score it on the held-out test worlds and write a JSON card beside it.",
-    )  # fmt: skip
+        "downloaded), train it on a `flyby yolo-dataset` folder, copy the best checkpoint to --out, "
+        "score it on the held-out test worlds and write a JSON card beside it.",
+    )
     tr.add_argument(
         "--data",
         default=f"{DEFAULT_DATASET}/data.yaml",
@@ -186,10 +195,11 @@ def add_yolo_parsers(subparsers: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=_cmd_train)
 
     ev = subparsers.add_parser(
-        "yolo-eval", help="score YOLO weights on held-out worlds: mAP50, mAP50-95, CPU ms/frame at 320x240",
+        "yolo-eval",
+        help="score YOLO weights on held-out worlds: mAP50, mAP50-95, CPU ms/frame at 320x240",
         description="Score weights (default: the shipped ones) on a dataset split of held-out worlds "
-                    "(default: test) and time CPU inference one 320x240 frame at a time.",
-    )  # fmt: skip
+        "(default: test) and time CPU inference one 320x240 frame at a time.",
+    )
     ev.add_argument(
         "--weights",
         default=None,
@@ -198,7 +208,8 @@ def add_yolo_parsers(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--data",
         default=f"{DEFAULT_DATASET}/data.yaml",
-        help=f"dataset data.yaml or folder (default {DEFAULT_DATASET}/data.yaml; make it with flyby yolo-dataset)",
+        help=f"dataset data.yaml or folder (default {DEFAULT_DATASET}/data.yaml; make it with flyby "
+        f"yolo-dataset)",
     )
     ev.add_argument(
         "--split", default="test", choices=("test", "val", "train"), help="split to score (default test)"

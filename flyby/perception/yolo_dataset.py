@@ -122,7 +122,8 @@ class YoloDatasetCfg:
                 shared = sorted(set(splits[a]) & set(splits[b]))
                 if shared:
                     problems.append(
-                        f"{b}_seeds: world seeds {shared} are also in {a}_seeds; held-out worlds must be kept apart"
+                        f"{b}_seeds: world seeds {shared} are also in {a}_seeds; held-out worlds must be "
+                        f"kept apart"
                     )
         return problems
 

@@ -1,7 +1,8 @@
 """PX4 SITL over MAVLink: launcher, lockstep bridge, offboard client and the PX4 flight stack.
 
 - :mod:`flyby.px4.frames`: ENU/FLU <-> NED/FRD, the only module that knows NED/FRD.
-- :mod:`flyby.px4.launcher`: :class:`PX4Launcher` starts/stops ``px4`` instance ``i``, logs to ``output/logs/``.
+- :mod:`flyby.px4.launcher`: :class:`PX4Launcher` starts/stops ``px4`` instance ``i``, logs to
+  ``output/logs/``.
 - :mod:`flyby.px4.bridge`: :class:`LockstepBridge`, the simulator side (TCP 4560+i): HIL_SENSOR, HIL_GPS,
   HIL_STATE_QUATERNION out, HIL_ACTUATOR_CONTROLS back, bounded lockstep waits.
 - :mod:`flyby.px4.offboard`: :class:`OffboardClient` (UDP 14540+i): parameters, OFFBOARD, arming,

@@ -217,7 +217,8 @@ class LockstepBridge:
         time_usec = int(time_usec)
         if time_usec <= self._last_sensor_time_usec:
             raise ValueError(
-                f"HIL_SENSOR time_usec {time_usec} must be > 0 and above the previous {self._last_sensor_time_usec} "
+                f"HIL_SENSOR time_usec {time_usec} must be > 0 and above the previous "
+                f"{self._last_sensor_time_usec} "
                 "(PX4's lockstep clock is exactly this field)"
             )
         accel_frd = frames.flu_to_frd(imu[0])
@@ -226,12 +227,22 @@ class LockstepBridge:
         abs_pressure_hpa, pressure_alt_m, temperature_c = (float(v) for v in baro)
         msg = self._m.MAVLink_hil_sensor_message(
             time_usec,
-            float(accel_frd[0]), float(accel_frd[1]), float(accel_frd[2]),
-            float(gyro_frd[0]), float(gyro_frd[1]), float(gyro_frd[2]),
-            float(mag_frd[0]), float(mag_frd[1]), float(mag_frd[2]),
-            abs_pressure_hpa, 0.0, pressure_alt_m, temperature_c,
-            HIL_SENSOR_FIELDS_ACCEL_GYRO_MAG_BARO, 0,
-        )  # fmt: skip
+            float(accel_frd[0]),
+            float(accel_frd[1]),
+            float(accel_frd[2]),
+            float(gyro_frd[0]),
+            float(gyro_frd[1]),
+            float(gyro_frd[2]),
+            float(mag_frd[0]),
+            float(mag_frd[1]),
+            float(mag_frd[2]),
+            abs_pressure_hpa,
+            0.0,
+            pressure_alt_m,
+            temperature_c,
+            HIL_SENSOR_FIELDS_ACCEL_GYRO_MAG_BARO,
+            0,
+        )
         self._queue(msg)
         self._sensor_sent_at = time.perf_counter()  # the round trip includes the write itself
         self.flush()
@@ -393,9 +404,12 @@ class LockstepBridge:
                 f"{self._where()}"
             )
         log.warning(
-            "PX4 instance %d: no HIL_ACTUATOR_CONTROLS within %.3f s at time_usec %d; keeping the last command",
-            self.instance, waited_s, self._last_sensor_time_usec,
-        )  # fmt: skip
+            "PX4 instance %d: no HIL_ACTUATOR_CONTROLS within %.3f s at time_usec %d; "
+            "keeping the last command",
+            self.instance,
+            waited_s,
+            self._last_sensor_time_usec,
+        )
         return self._last._replace(fresh=False)
 
     def _read(self, timeout_s: float) -> None:

@@ -209,7 +209,8 @@ class PX4FlightStack:
             last = first_instance + self.num_drones - 1
             if last > 9:
                 raise ValueError(
-                    f"PX4 instances {first_instance}..{last}: PX4 SITL sends the offboard link of instances above 9 "
+                    f"PX4 instances {first_instance}..{last}: PX4 SITL sends the offboard link of instances "
+                    f"above 9 "
                     "to one shared UDP port (14549), so flyby runs instances 0..9 only"
                 )
 
@@ -524,7 +525,8 @@ class PX4FlightStack:
                 inst = pending[0]
                 recent = "; ".join(list(inst.client.statustext)[-5:]) or "none"
                 raise PX4Timeout(
-                    f"PX4 instance {inst.px4_instance} did not finish start-up within {self.startup_timeout_s:g} s: "
+                    f"PX4 instance {inst.px4_instance} did not finish start-up within "
+                    f"{self.startup_timeout_s:g} s: "
                     f"still {inst.doing()} at PX4 time {inst.time_usec / 1e6:.1f} s "
                     f"(PX4 said: {recent}); {inst.where()}"
                 )
@@ -611,7 +613,7 @@ _PARAM_TYPE_MISMATCH = "param types mismatch param: "  # same; the value was not
 _PARAM_REJECTIONS = (_PARAM_UNKNOWN, _PARAM_TYPE_MISMATCH)
 
 
-def _wire_type(value: int | float) -> str:  # noqa: PYI041 - int and float differ here
+def _wire_type(value: int | float) -> str:
     return "REAL32 (a float)" if isinstance(value, float) else "INT32 (an int)"
 
 

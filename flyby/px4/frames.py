@@ -41,13 +41,15 @@ _FLIP_YZ = np.array([1.0, -1.0, -1.0])
 
 
 def enu_to_ned(v_enu: np.ndarray) -> np.ndarray:
-    """World vectors ENU -> NED: ``(e, n, u) -> (n, e, -u)``. ``v_enu``: (..., 3); returns float64 (..., 3)."""
+    """World vectors ENU -> NED: ``(e, n, u) -> (n, e, -u)``. ``v_enu``: (..., 3); returns float64 (...,
+    3)."""
     v = np.asarray(v_enu, dtype=np.float64)
     return v[..., [1, 0, 2]] * _SWAP_XY_FLIP_Z
 
 
 def ned_to_enu(v_ned: np.ndarray) -> np.ndarray:
-    """World vectors NED -> ENU: ``(n, e, d) -> (e, n, -d)``. ``v_ned``: (..., 3); returns float64 (..., 3)."""
+    """World vectors NED -> ENU: ``(n, e, d) -> (e, n, -d)``. ``v_ned``: (..., 3); returns float64 (...,
+    3)."""
     v = np.asarray(v_ned, dtype=np.float64)
     return v[..., [1, 0, 2]] * _SWAP_XY_FLIP_Z
 
@@ -137,7 +139,8 @@ def euler_ned_frd_to_quat(roll: np.ndarray, pitch: np.ndarray, yaw: np.ndarray) 
 
 
 def quat_to_euler_ned_frd(q_wxyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """PX4 attitude quaternion (FRD -> NED, wxyz) -> (roll, pitch, yaw) radians, ZYX as in MAVLink ATTITUDE."""
+    """PX4 attitude quaternion (FRD -> NED, wxyz) -> (roll, pitch, yaw) radians, ZYX as in MAVLink
+    ATTITUDE."""
     q = np.asarray(q_wxyz, dtype=np.float64)
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
     roll = np.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))

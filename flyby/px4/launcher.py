@@ -81,7 +81,8 @@ def find_px4(px4_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Path 
             return binary.resolve(), (root / SITL_BUILD / "etc").resolve()
         source = "px4_dir argument" if px4_dir not in (None, "") else "PX4_DIR"
         raise PX4Unavailable(
-            f"PX4 SITL binary not found: {source}={str(explicit)!r} has no executable {binary}; {px4_instruction()}"
+            f"PX4 SITL binary not found: {source}={str(explicit)!r} has no executable {binary}; "
+            f"{px4_instruction()}"
         )
     on_path = shutil.which("px4")
     if on_path is None:
@@ -163,7 +164,7 @@ class PX4Launcher:
         env = dict(os.environ)
         env.update(PX4_SYS_AUTOSTART=str(AIRFRAME_ID), PX4_SIM_MODEL=SIM_MODEL)
         env.update(self.extra_env)
-        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log_file = open(self.log_path, "wb")
         self._log_file.write(f"# flyby: {' '.join(self.command)}\n# cwd: {self.workdir}\n".encode())
         self._log_file.flush()
         try:
@@ -175,7 +176,7 @@ class PX4Launcher:
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: Ctrl-C reaches us, we stop PX4 ourselves
-                preexec_fn=_child_preexec(self.cpu),  # noqa: PLW1509 - prctl and sched_setaffinity, no locks
+                preexec_fn=_child_preexec(self.cpu),
             )
         except OSError as exc:
             self._close_log()
@@ -346,7 +347,7 @@ class PX4Launcher:
         try:
             if self._proc is not None and self._proc.poll() is None:
                 self.stop()
-        except Exception:  # noqa: BLE001 - never raise from a finaliser
+        except Exception:
             pass
 
 

@@ -61,7 +61,7 @@ def make_link(system_id: int, component_id: int):
     return link
 
 
-def param_to_wire(value: int | float) -> tuple[float, int]:  # noqa: PYI041 - int and float differ here
+def param_to_wire(value: int | float) -> tuple[float, int]:
     """A parameter value -> (PARAM_SET.param_value float, MAV_PARAM_TYPE).
 
     PX4 expects integer parameters bit-cast into the float field (MAVLink's "bytewise"

@@ -146,7 +146,8 @@ class OffboardClient:
         return self._peer is not None and self.heartbeats > 0
 
     def poll(self, timeout_s: float = 0.0) -> int:
-        """Read every datagram waiting (waiting at most ``timeout_s`` for the first). Returns messages handled."""
+        """Read every datagram waiting (waiting at most ``timeout_s`` for the first). Returns messages
+        handled."""
         n = 0
         ready, _, _ = select.select([self._sock], [], [], max(timeout_s, 0.0))
         while ready:
@@ -210,7 +211,8 @@ class OffboardClient:
     def _send(self, msg) -> None:
         if self._peer is None:
             raise PX4Unavailable(
-                f"PX4 instance {self.instance} has not sent a HEARTBEAT to UDP {self.port} yet; wait_heartbeat() first"
+                f"PX4 instance {self.instance} has not sent a HEARTBEAT to UDP {self.port} yet; "
+                f"wait_heartbeat() first"
             )
         try:
             self._sock.sendto(msg.pack(self._link), self._peer)
@@ -219,7 +221,7 @@ class OffboardClient:
                 f"cannot send to PX4 instance {self.instance} at {self._peer}: {exc}"
             ) from exc
 
-    def send_param(self, name: str, value: int | float) -> None:  # noqa: PYI041 - int is bit-cast, float is not
+    def send_param(self, name: str, value: int | float) -> None:
         """PARAM_SET ``name`` = ``value`` (``int`` bit-cast as INT32, ``float`` as REAL32). Non-blocking."""
         if len(name) > 16:
             raise ValueError(f"PX4 parameter names have at most 16 characters, got {name!r}")
@@ -272,7 +274,8 @@ class OffboardClient:
         self._command(self._m.MAV_CMD_COMPONENT_ARM_DISARM, 1.0 if arm else 0.0)
 
     def set_message_interval(self, message_id: int, interval_us: float) -> None:
-        """MAV_CMD_SET_MESSAGE_INTERVAL: stream ``message_id`` every ``interval_us`` us (-1: off). Non-blocking."""
+        """MAV_CMD_SET_MESSAGE_INTERVAL: stream ``message_id`` every ``interval_us`` us (-1: off).
+        Non-blocking."""
         self._command(self._m.MAV_CMD_SET_MESSAGE_INTERVAL, float(message_id), float(interval_us))
 
     # -- blocking helpers (bounded) ---------------------------------------------------------------
@@ -410,7 +413,7 @@ class OffboardClient:
         step: Callable[[], None] | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        """Offboard takeoff: stream a climb at ``climb_rate_mps`` until PX4's local altitude reaches ``altitude_m``.
+        """Offboard takeoff: climb at ``climb_rate_mps`` until PX4's local altitude reaches ``altitude_m``.
 
         Leaves a zero-velocity (hover) setpoint behind. Needs OFFBOARD and armed first
         (:meth:`set_offboard`, :meth:`arm`); altitude is PX4's estimate (LOCAL_POSITION_NED).

@@ -48,8 +48,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise OutputError(
-            f"cannot write {path}: {exc.strerror or exc} (the previous file, if any, is intact); free space or "
-            "choose another folder"
+            f"cannot write {path}: {exc.strerror or exc} (the previous file, if any, is intact); "
+            "free space or choose another folder"
         ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -112,7 +112,8 @@ def _probe_folder(target: Path, folder: Path, option: str | None, fix: str) -> N
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise OutputError(
-            f"{_what(option)}{target}: cannot create the folder {folder}: {ancestor} is a file, not a folder; {fix}"
+            f"{_what(option)}{target}: cannot create the folder {folder}: {ancestor} is a file, not a "
+            f"folder; {fix}"
         )
     try:
         _write_probe(ancestor)

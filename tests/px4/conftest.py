@@ -1,4 +1,5 @@
-"""Fixtures for the PX4 bridge tests: a lockstep rig on free loopback ports against the MAVLink test double."""
+"""Fixtures for the PX4 bridge tests: a lockstep rig on free loopback ports against the MAVLink test
+double."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from flyby.px4.offboard import OffboardClient
 
 @pytest.fixture
 def make_rig():
-    """``make_rig(timeout_s=0.5, dead_after_s=5.0, **double_kwargs) -> (rig, double)``; all closed after the test."""
+    """``make_rig(timeout_s=0.5, dead_after_s=5.0, **double_kwargs) -> (rig, double)``; all closed after the
+    test."""
     opened = []
 
     def make(timeout_s: float = 0.5, dead_after_s: float = 5.0, **double_kwargs):

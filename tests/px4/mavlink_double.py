@@ -214,7 +214,10 @@ class MavlinkDouble:
         return self.exit_code
 
     def describe(self) -> str:
-        return f"MAVLink test double instance {self.instance} (exit code {self.poll()}), sim port {self.sim_port}"
+        return (
+            f"MAVLink test double instance {self.instance} (exit code {self.poll()}), "
+            f"sim port {self.sim_port}"
+        )
 
     def log_tail(self, max_lines: int = 20) -> str:
         """The last ``max_lines`` console lines, like :meth:`flyby.px4.launcher.PX4Launcher.log_tail`."""
@@ -255,11 +258,11 @@ class MavlinkDouble:
         while not self._stop.is_set():
             try:
                 sock = socket.create_connection(("127.0.0.1", self.sim_port), timeout=0.2)
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"bridge on TCP {self.sim_port} did not accept within {self.connect_timeout_s} s"
-                    )
+                    ) from exc
                 self._stop.wait(0.01)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -592,7 +595,8 @@ class MavlinkDouble:
 
 
 class DoubleFactory:
-    """``launcher_factory`` for PX4FlightStack: one :class:`MavlinkDouble` per instance, kept for assertions."""
+    """``launcher_factory`` for PX4FlightStack: one :class:`MavlinkDouble` per instance, kept for
+    assertions."""
 
     def __init__(self, **double_kwargs) -> None:
         self.kwargs = double_kwargs

@@ -1,4 +1,5 @@
-"""PX4ISR-v0 with flight_stack="px4", PX4 played by the MAVLink test double: env -> bridge -> double, in CI."""
+"""PX4ISR-v0 with flight_stack="px4", PX4 played by the MAVLink test double: env -> bridge -> double, in
+CI."""
 
 from __future__ import annotations
 
@@ -42,9 +43,16 @@ def test_env_flies_through_the_lockstep_bridge():
 
 def _double_env(cfg):
     factory = DoubleFactory(arm_after_s=0.5)
-    env = PX4ISREnv(cfg, flight_stack="px4",
-                    px4_kwargs={"launcher_factory": factory, "ephemeral_ports": True, "startup_timeout_s": 30.0,
-                                "ground_truth_rate_hz": 250.0})  # fmt: skip
+    env = PX4ISREnv(
+        cfg,
+        flight_stack="px4",
+        px4_kwargs={
+            "launcher_factory": factory,
+            "ephemeral_ports": True,
+            "startup_timeout_s": 30.0,
+            "ground_truth_rate_hz": 250.0,
+        },
+    )
     return env, factory
 
 

@@ -51,7 +51,8 @@ def _wait_exit(launcher: PX4Launcher, timeout_s: float = 5.0) -> int:
 
 
 def _group_alive(pgid: int, timeout_s: float = 2.0) -> bool:
-    """True while a live (non-zombie) process is in process group ``pgid`` (Linux /proc), after a short grace."""
+    """True while a live (non-zombie) process is in process group ``pgid`` (Linux /proc), after a short
+    grace."""
     deadline = time.monotonic() + timeout_s
     while True:
         alive = False

@@ -1,4 +1,6 @@
-"""Flight scenarios against real PX4 SITL (marked ``px4``; skipped without PX4, failed under FLYBY_REQUIRE_PX4=1).
+"""Flight scenarios against real PX4 SITL.
+
+Marked ``px4``: skipped without PX4, failed under FLYBY_REQUIRE_PX4=1.
 
 Runs when PX4 is found: ``PX4_DIR=/path/to/PX4-Autopilot`` (built with ``make px4_sitl_default``)
 or ``px4`` on PATH; ``.ci/run`` unpacks the v1.16.2 build in ``../shared/px4/``. PX4's logs go
@@ -39,7 +41,8 @@ def test_takeoff_and_hover_on_real_px4(px4_binary, num_drones, capsys):
         rtt_us = stack.round_trip_times_s() * 1e6
         with capsys.disabled():
             print(
-                f"\nreal PX4 ({px4_binary}), {num_drones} drone(s): hover at {result.hover_heights[-1].round(2)} m, "
+                f"\nreal PX4 ({px4_binary}), {num_drones} drone(s): hover at "
+                f"{result.hover_heights[-1].round(2)} m, "
                 f"lockstep round trip mean {rtt_us.mean():.0f} us, p99 {np.percentile(rtt_us, 99):.0f} us, "
                 f"logs {stack.log_paths}"
             )
@@ -73,7 +76,8 @@ def test_takeoff_phase_reaches_the_start_and_is_not_part_of_the_episode(px4_env,
     assert not terminated and not truncated and task.episode_step[0] == 1
     with capsys.disabled():
         print(
-            f"\ntake-off phase to 20 m: {info['takeoff_s']:.1f} s of sim time, reached {task.pos_w[0].round(2)} m"
+            f"\ntake-off phase to 20 m: {info['takeoff_s']:.1f} s of sim time, reached "
+            f"{task.pos_w[0].round(2)} m"
         )
 
 
@@ -95,8 +99,11 @@ def test_ground_start_is_no_crash_and_lifts_off_on_a_climb(px4_env, capsys):
         assert not terminated
     lift_off_s = np.argmax(np.array(heights) > env.cfg.terminations.min_altitude_m) * env.cfg.step_dt
     with capsys.disabled():
-        print(f"\nground start: lift-off (past {env.cfg.terminations.min_altitude_m} m) {lift_off_s:.2f} s after "
-              f"the climb command, {heights[-1]:.1f} m after 8 s")  # fmt: skip
+        print(
+            f"\nground start: lift-off (past {env.cfg.terminations.min_altitude_m} m) {lift_off_s:.2f} s "
+            f"after "
+            f"the climb command, {heights[-1]:.1f} m after 8 s"
+        )
     assert heights[-1] > 8.0, f"climbing at 2 m/s for 8 s reached only {heights[-1]:.2f} m"
 
 
@@ -119,8 +126,12 @@ def test_velocity_step_response(px4_env, capsys):
     overshoot = max(0.0, (vx.max() - target) / target)
     steady = vx[-int(2.0 / dt) :].mean()
     with capsys.disabled():
-        print(f"\nPX4 velocity step 0 -> {target} m/s: rise time (10-90 %) {rise_s:.2f} s, overshoot {100 * overshoot:.1f} %, "
-              f"steady state {steady:.2f} m/s, altitude {min(alt):.2f}..{max(alt):.2f} m, cross-track {np.abs(vel[:, 1]).max():.2f} m/s")  # fmt: skip
+        print(
+            f"\nPX4 velocity step 0 -> {target} m/s: rise time (10-90 %) {rise_s:.2f} s, overshoot "
+            f"{100 * overshoot:.1f} %, "
+            f"steady state {steady:.2f} m/s, altitude {min(alt):.2f}..{max(alt):.2f} m, cross-track "
+            f"{np.abs(vel[:, 1]).max():.2f} m/s"
+        )
     assert 0.3 < rise_s < 2.5, f"rise time {rise_s:.2f} s (PX4 defaults: about 1.7 s)"
     assert overshoot < 0.15, f"overshoot {100 * overshoot:.1f} %"
     assert abs(steady - target) < 0.05 * target, f"steady-state {steady:.2f} m/s for {target} m/s"
@@ -140,7 +151,9 @@ def test_yaw_rate_tracking(px4_env, capsys):
     settle_s = (np.argmax(rate >= 0.9 * command) + 1) * dt
     tracked = rate[-int(3.0 / dt) :]
     with capsys.disabled():
-        print(f"\nPX4 yaw-rate {command:.3f} rad/s: 90 % after {settle_s:.2f} s, last 3 s {tracked.mean():.3f} "
-              f"+- {tracked.std():.3f} rad/s")  # fmt: skip
+        print(
+            f"\nPX4 yaw-rate {command:.3f} rad/s: 90 % after {settle_s:.2f} s, last 3 s {tracked.mean():.3f} "
+            f"+- {tracked.std():.3f} rad/s"
+        )
     assert settle_s < 1.0, f"yaw rate reached 90 % after {settle_s:.2f} s"
     assert abs(tracked.mean() - command) < 0.05 * command and tracked.std() < 0.05 * command

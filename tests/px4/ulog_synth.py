@@ -18,19 +18,44 @@ _CODES = {"uint64_t": "Q", "float": "f", "double": "d", "bool": "?", "uint8_t": 
 
 # Field lists of the topics flyby reads (PX4 v1.16 message definitions, the fields flyby uses).
 VEHICLE_LOCAL_POSITION = [
-    ("uint64_t", "timestamp"), ("uint64_t", "timestamp_sample"), ("double", "ref_lat"), ("double", "ref_lon"),
-    ("float", "x"), ("float", "y"), ("float", "z"), ("float", "vx"), ("float", "vy"), ("float", "vz"),
-    ("float", "ref_alt"), ("bool", "xy_valid"), ("bool", "z_valid"), ("bool", "v_xy_valid"),
-    ("bool", "v_z_valid"), ("bool", "xy_global"), ("bool", "z_global"),
-]  # fmt: skip
+    ("uint64_t", "timestamp"),
+    ("uint64_t", "timestamp_sample"),
+    ("double", "ref_lat"),
+    ("double", "ref_lon"),
+    ("float", "x"),
+    ("float", "y"),
+    ("float", "z"),
+    ("float", "vx"),
+    ("float", "vy"),
+    ("float", "vz"),
+    ("float", "ref_alt"),
+    ("bool", "xy_valid"),
+    ("bool", "z_valid"),
+    ("bool", "v_xy_valid"),
+    ("bool", "v_z_valid"),
+    ("bool", "xy_global"),
+    ("bool", "z_global"),
+]
 TRAJECTORY_SETPOINT = [
-    ("uint64_t", "timestamp"), ("float[3]", "position"), ("float[3]", "velocity"), ("float[3]", "acceleration"),
-    ("float[3]", "jerk"), ("float", "yaw"), ("float", "yawspeed"),
-]  # fmt: skip
+    ("uint64_t", "timestamp"),
+    ("float[3]", "position"),
+    ("float[3]", "velocity"),
+    ("float[3]", "acceleration"),
+    ("float[3]", "jerk"),
+    ("float", "yaw"),
+    ("float", "yawspeed"),
+]
 VEHICLE_LOCAL_POSITION_SETPOINT = [
-    ("uint64_t", "timestamp"), ("float", "x"), ("float", "y"), ("float", "z"), ("float", "vx"), ("float", "vy"),
-    ("float", "vz"), ("float", "yaw"), ("float", "yawspeed"),
-]  # fmt: skip
+    ("uint64_t", "timestamp"),
+    ("float", "x"),
+    ("float", "y"),
+    ("float", "z"),
+    ("float", "vx"),
+    ("float", "vy"),
+    ("float", "vz"),
+    ("float", "yaw"),
+    ("float", "yawspeed"),
+]
 ACTUATOR_MOTORS = [("uint64_t", "timestamp"), ("uint64_t", "timestamp_sample"), ("float[12]", "control")]
 FIELDS = {
     "vehicle_local_position": VEHICLE_LOCAL_POSITION,
@@ -77,8 +102,14 @@ def write_ulog(path: Path, topics: dict[str, dict[str, np.ndarray]], start_usec:
                 default = np.nan if base in ("float", "double") else 0
                 v = np.asarray(values.get(field, np.full((rows, n) if n > 1 else rows, default)))[k]
                 items = np.atleast_1d(v).tolist()
-                flat.extend(int(x) if base in ("uint64_t", "uint8_t", "int32_t") else
-                            bool(x) if base == "bool" else float(x) for x in items)  # fmt: skip
+                flat.extend(
+                    int(x)
+                    if base in ("uint64_t", "uint8_t", "int32_t")
+                    else bool(x)
+                    if base == "bool"
+                    else float(x)
+                    for x in items
+                )
             out += _message(b"D", struct.pack("<H", msg_id) + struct.pack(fmt, *flat))
     path.write_bytes(bytes(out))
     return path
