@@ -192,6 +192,17 @@ class ISRTask:
         self._progress_den = np.array([gx * gy, max(t, 1), self.max_episode_length], dtype=np.int64)
         self._pos_scale = np.array([half[0], half[1], cfg.terminations.max_altitude_m])
         self._vel_scale = cfg.actions.vel_scale
+        # Observation terms of the user's own, appended after the built-in groups: (name, func, params).
+        self._user_obs = tuple(
+            (k, resolve_func(t.func, f"observations.terms.{k}.func"), dict(t.params))
+            for k, t in cfg.observations.terms.items()
+            if t.func is not None
+        )
+        if self._user_obs:
+            # Their widths, from one call on the state as built (IsaacLab's ObservationManager does the same).
+            widths = tuple((k, self._user_obs_value(k, f, p).shape[1]) for k, f, p in self._user_obs)
+            self.layout = obs_mdp.ObsLayout(cfg.observations.top_k, extra=widths)
+            self._obs = np.zeros((n, self.layout.dim), dtype=np.float32)
 
     # ------------------------------------------------------------------ public API
 
@@ -460,6 +471,23 @@ class ISRTask:
         # Sum over the terms in order, starting from 0.0 (what reward += value per term gives).
         return np.add.reduce(values, axis=0, initial=0.0)
 
+    def _user_obs_value(self, name: str, func, params: dict) -> np.ndarray:
+        """A user observation term's (N, d) values, d >= 1; ValueError naming the term otherwise."""
+        arr = np.asarray(func(self, **params))
+        n = self.num_envs
+        if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] < 1:
+            raise ValueError(
+                f"observations.terms.{name}.func returned shape {arr.shape}, expected ({n}, d) with d >= 1"
+            )
+        if self.layout.extra:  # built: the width is fixed
+            sl = self.layout.term(name)
+            if arr.shape[1] != sl.stop - sl.start:
+                raise ValueError(
+                    f"observations.terms.{name}.func returned shape {arr.shape}, "
+                    f"expected ({n}, {sl.stop - sl.start}) as when the env was built"
+                )
+        return arr
+
     @staticmethod
     def _user_value(value, name: str, group: str, shape: tuple[int, ...]) -> np.ndarray:
         """A user term's result as an array of ``shape``; ValueError naming the term otherwise."""
@@ -533,6 +561,7 @@ class ISRTask:
                 cov_mdp.cell_index(self.coverage_grid, pos[:, :2]),
                 self.cfg.observations.coverage_block_cells,
             ),
+            extra=[self._user_obs_value(k, f, p) for k, f, p in self._user_obs] if self._user_obs else (),
             out=self._obs,
         )
 

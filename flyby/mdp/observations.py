@@ -16,6 +16,11 @@ Observation (num_envs, OBS_DIM) float32, every entry clipped to [-1, 1]:
 |                  |        | blocks around the drone (row-major, x then y; a block is           |                        |
 |                  |        | `coverage_block_cells` coverage cells square; outside the area = 0) |                       |
 
+A term of your own (``observations.terms["name"] = ObsTerm(func=...)``, :mod:`flyby.mdp.terms`)
+appends its (N, d) values after ``layout.coverage`` (``layout.term("name")``), clipped to [-1, 1]
+like the rest; ``layout.dim`` grows by ``d``. The built-in groups above are always on, in this order
+(``OBS_TERMS``), computed together by :func:`build_observation`.
+
 Each detection slot holds ``[present, is_vehicle, is_person, is_new, cx, cy,
 w, h]``: ``cx, cy`` in [-1, 1] from the image centre, ``w, h`` as fractions of
 the image size, ``is_new`` when the drone has not seen that target this episode.
@@ -24,33 +29,77 @@ Slots are filled new-first, then by box area (largest first); empty slots are 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import numpy as np
 
 from flyby.config import cfg_field
 from flyby.enums import TargetClass
+from flyby.mdp.terms import ObsTerm, func_problems
 
 DET_FIELDS = 8
 DET_PRESENT, DET_VEHICLE, DET_PERSON, DET_NEW, DET_CX, DET_CY, DET_W, DET_H = range(DET_FIELDS)
 
+# The built-in observation groups, in the order of the vector (the names of ObsLayout's slices).
+OBS_TERMS = ("pos", "vel", "yaw", "clearance", "detections", "progress", "last_action", "coverage")
+
+
+def _default_terms() -> dict[str, ObsTerm]:
+    return {k: ObsTerm() for k in OBS_TERMS}
+
 
 @dataclass(kw_only=True)
 class ObservationCfg:
-    """Observation encoding."""
+    """Observation encoding.
+
+    ``terms`` names the groups of the vector in order: the built-ins (``OBS_TERMS``, always on),
+    then any term of your own (``ObsTerm(func=...)``), appended in the order given.
+    """
 
     top_k: int = cfg_field(5, ge=1, le=64)  # detection slots in the observation
     clearance_cell_m: float = cfg_field(10.0, gt=0.0)  # m, spacing of the 3x3 clearance patch
     # coverage cells per side of a block of the coverage patch
     coverage_block_cells: int = cfg_field(4, ge=1, le=64)
+    # name -> group of the observation vector, in order; the built-ins come first and are always on
+    terms: dict[str, ObsTerm] = field(default_factory=_default_terms)
+
+    def __post_init__(self) -> None:
+        self.terms = {**_default_terms(), **self.terms}
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name, term in self.terms.items():
+            where = f"terms.{name}"
+            if not isinstance(term, ObsTerm):
+                problems.append(f"{where}: expected an ObsTerm, got {term!r}")
+            elif name in OBS_TERMS:
+                if term.func is not None or term.params:
+                    problems.append(
+                        f"{where}: {name!r} is a built-in observation group (computed by flyby); "
+                        "give your own term another name"
+                    )
+            elif term.func is None:
+                problems.append(
+                    f"{where}.func: a term of your own needs func (a callable or 'module:function'); "
+                    f"the built-in groups are {', '.join(OBS_TERMS)}"
+                )
+            else:
+                problems.extend(func_problems(term.func, f"{where}.func"))
+        return problems
 
 
 @dataclass(frozen=True)
 class ObsLayout:
-    """Named slices of the observation vector for a given ``top_k`` (computed once: read every step)."""
+    """Named slices of the observation vector for a given ``top_k`` (computed once: read every step).
+
+    ``extra`` lists the user's observation terms as (name, width) pairs, appended after
+    ``coverage`` in that order (:meth:`term` gives their slices).
+    """
 
     top_k: int
+    extra: tuple[tuple[str, int], ...] = ()
 
     @cached_property
     def pos(self) -> slice:
@@ -88,8 +137,36 @@ class ObsLayout:
         return slice(end, end + 9)
 
     @cached_property
-    def dim(self) -> int:
+    def builtin_dim(self) -> int:
+        """Size of the built-in groups (``OBS_TERMS``)."""
         return self.coverage.stop
+
+    @cached_property
+    def extra_slices(self) -> tuple[slice, ...]:
+        """The slices of the ``extra`` terms, in order."""
+        out, start = [], self.builtin_dim
+        for _, width in self.extra:
+            out.append(slice(start, start + width))
+            start += width
+        return tuple(out)
+
+    @cached_property
+    def dim(self) -> int:
+        return self.extra_slices[-1].stop if self.extra else self.builtin_dim
+
+    def term(self, name: str) -> slice:
+        """The slice of observation group ``name`` (a built-in of ``OBS_TERMS`` or an ``extra`` term).
+
+        Raises:
+            KeyError: no such group (the message lists them).
+        """
+        if name in OBS_TERMS:
+            return getattr(self, name)
+        for (extra_name, _), sl in zip(self.extra, self.extra_slices):
+            if extra_name == name:
+                return sl
+        known = ", ".join([*OBS_TERMS, *(k for k, _ in self.extra)])
+        raise KeyError(f"no observation group {name!r} (groups: {known})")
 
 
 # 3x3 patch offsets in units of clearance_cell_m, row-major over (dx, dy).
@@ -275,11 +352,13 @@ def build_observation(
     vel_scale: np.ndarray,
     max_altitude_m: float,
     coverage: np.ndarray,
+    extra: Sequence[np.ndarray] = (),
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Assemble the (N, layout.dim) float32 observation, clipped to [-1, 1].
 
     Args:
+        extra: (N, d_i) values of the user's terms, in the order of ``layout.extra``.
         pos_scale: (3,) metres dividing the position (half area x, y; max altitude).
         vel_scale: (3,) m/s dividing the velocity.
         progress: (N, 3) fractions in [0, 1].
@@ -297,6 +376,8 @@ def build_observation(
     obs[:, layout.progress] = progress
     obs[:, layout.last_action] = last_action
     obs[:, layout.coverage] = coverage
+    for sl, values in zip(layout.extra_slices, extra, strict=True):
+        obs[:, sl] = values
     np.maximum(obs, -1.0, out=obs)
     np.minimum(obs, 1.0, out=obs)
     return obs

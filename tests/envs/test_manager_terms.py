@@ -19,7 +19,7 @@ from flyby.config.training import load_training_cfg
 from flyby.envs.isr_task import ISRTask
 from flyby.errors import ConfigError
 from flyby.mdp import rewards as rew_mdp
-from flyby.mdp.terms import DoneTerm, RewTerm
+from flyby.mdp.terms import DoneTerm, ObsTerm, RewTerm
 
 
 def altitude(task, target_m: float = 30.0) -> np.ndarray:
@@ -225,3 +225,43 @@ def test_a_yaml_done_term_names_its_function(tmp_path):
     assert terms["short"] == DoneTerm(func=f"{__name__}:after_three_steps", time_out=True)
     task = started(load_training_cfg(path).multi_drone_env, n=2)
     assert [r.truncated.all() for r in run(task, 3, autoreset=False)] == [False, False, True]
+
+
+def altitude_and_speed(task) -> np.ndarray:
+    """(N, 2): altitude / 100 m and horizontal speed / 10 m/s (a user observation term)."""
+    return np.column_stack([task.pos_w[:, 2] / 100.0, np.hypot(*task.dynamics.lin_vel_w[:, :2].T) / 10.0])
+
+
+def test_an_observation_term_is_appended_and_grows_the_layout():
+    from flyby.envs.multi_drone_env import MultiDroneISREnv
+
+    base_cfg = multi_cfg()
+    cfg = multi_cfg()
+    cfg.observations.terms["alt_speed"] = ObsTerm(func=altitude_and_speed)  # the one config line
+    base, task = started(base_cfg), started(cfg)
+    builtin = base.obs_dim
+    assert task.obs_dim == builtin + 2 and task.layout.term("alt_speed") == slice(builtin, builtin + 2)
+    assert MultiDroneISREnv(cfg=cfg, num_drones=2).single_observation_space.shape == (builtin + 2,)
+    for a, b in zip(run(base, 10), run(task, 10), strict=True):
+        assert b.obs[:, :builtin].tobytes() == a.obs.tobytes()  # the built-in groups are untouched
+        expected = np.clip(altitude_and_speed(task), -1.0, 1.0).astype(np.float32)
+        assert b.obs[:, task.layout.term("alt_speed")].tobytes() == expected.tobytes()
+    assert list(cfg.observations.terms)[-1] == "alt_speed" and list(cfg.observations.terms)[:2] == [
+        "pos",
+        "vel",
+    ]
+    with pytest.raises(KeyError, match="no observation group 'nope'"):
+        task.layout.term("nope")
+
+
+def test_observation_term_misuse_is_refused():
+    cfg = multi_cfg()
+    cfg.observations.terms["pos"] = ObsTerm(func=altitude_and_speed)
+    with pytest.raises(ConfigError, match="observations.terms.pos: 'pos' is a built-in observation group"):
+        ISRTask(cfg, num_envs=2)
+    cfg = multi_cfg()
+    cfg.observations.terms["flat"] = ObsTerm(func=lambda task: task.pos_w[:, 2])
+    with pytest.raises(
+        ValueError, match=r"observations.terms.flat.func returned shape \(2,\), expected \(2, d\)"
+    ):
+        ISRTask(cfg, num_envs=2)
