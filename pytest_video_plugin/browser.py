@@ -71,7 +71,9 @@ def play_report_videos(
     timeout_ms: int = 15_000,
     screenshot_from: str | None = None,
 ) -> list[VideoState]:
-    """Open ``report`` (a pytest-html file), load and play every ``<video>`` with a source, return their states.
+    """Open ``report`` (a pytest-html file), load and play every ``<video>`` with a source.
+
+    Returns the state of each video.
 
     Expands all result rows first (pytest-html collapses passed tests). Saves a full-page
     screenshot to ``screenshot`` when given; with ``screenshot_from`` (a CSS selector, e.g.

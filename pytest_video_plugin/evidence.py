@@ -62,7 +62,9 @@ MAX_STEM_CHARS = 200
 
 
 def new_run_id(now: _dt.datetime | None = None, pid: int | None = None) -> str:
-    """``"<UTC time>-<pid>"``, e.g. ``"20261207T103155.123456Z-4242"``: sorts by start time, unique per process.
+    """A run id ``"<UTC time>-<pid>"``: sorts by start time, unique per process.
+
+    E.g. ``"20261207T103155.123456Z-4242"``.
 
     Args:
         now: the start time (default: now); naive times are taken as UTC.
@@ -87,7 +89,8 @@ def validate_stem(stem: object, what: str = "file name") -> str:
     """
     if not isinstance(stem, str):
         raise TypeError(
-            f"{what} must be a str file stem such as 'render_skip_validation', got {type(stem).__name__}: {stem!r}"
+            f"{what} must be a str file stem such as 'render_skip_validation', "
+            f"got {type(stem).__name__}: {stem!r}"
         )
     rule = (
         "use 1 to 200 ASCII letters, digits, '_', '.' or '-', not starting with '.', without a folder or "
@@ -232,7 +235,7 @@ class RunLock:
         if self._fh is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "ab")  # noqa: SIM115 - held open for the session
+        fh = open(self.path, "ab")  # held open for the session
         try:
             import fcntl
         except ImportError:  # Windows
@@ -253,7 +256,7 @@ def _in_progress(run_dirs: tuple[Path, ...], now: float) -> bool:
     file and a folder changed within :data:`UNLOCKED_GRACE_S` (being created, or no fcntl)."""
     lock = run_dirs[-1] / LOCK_NAME
     try:
-        fh = open(lock, "rb")  # noqa: SIM115
+        fh = open(lock, "rb")
     except FileNotFoundError:
         mtimes = [d.stat().st_mtime for d in run_dirs if d.is_dir()]
         return any(now - t < UNLOCKED_GRACE_S for t in mtimes)
@@ -278,8 +281,9 @@ def prune_runs(video_dir: Path, metrics_dir: Path, keep: int, *, current: str | 
 
     The current run and runs still in progress (their :class:`RunLock` is held; a run without a lock
     file counts as in progress for :data:`UNLOCKED_GRACE_S` after its folders last changed) are never
-    deleted and do not count towards ``keep``. Only folders under ``<video_dir>/runs`` and ``<metrics_dir>/runs`` are
-    touched; the latest view keeps its files (hard links or copies survive their run's folder).
+    deleted and do not count towards ``keep``. Only folders under ``<video_dir>/runs`` and
+    ``<metrics_dir>/runs`` are touched; the latest view keeps its files (hard links or copies survive
+    their run's folder).
 
     Args:
         video_dir, metrics_dir: the latest-view folders, as in :class:`RunFolders`.

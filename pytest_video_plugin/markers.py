@@ -343,7 +343,10 @@ def evaluate(threshold: Threshold, summary: Mapping[str, Any]) -> ThresholdResul
         else:
             recorded = summary.get("metrics", {})
             if t.metric not in recorded:
-                text = f"{t.source}: metric {t.metric!r} was never recorded with video_recorder.record_metric: FAILED"
+                text = (
+                    f"{t.source}: metric {t.metric!r} was never recorded "
+                    "with video_recorder.record_metric: FAILED"
+                )
                 short = f"{t.metric} not recorded (>= {_format_rate(t.limit, t.metric)})"
                 return ThresholdResult(t.source, t.kind, "fail", None, t.limit, text, short)
             measured = recorded[t.metric]

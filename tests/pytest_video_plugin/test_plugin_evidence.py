@@ -93,7 +93,10 @@ def test_prune_only_when_asked_and_never_this_or_a_running_run(pytester: pytest.
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(
             [
-                f"pytest_video_plugin: --video-prune-keep=1 deleted 2 earlier run folder(s) under *: {first}, {second}"
+                (
+                    "pytest_video_plugin: --video-prune-keep=1 deleted 2 earlier run folder(s) "
+                    f"under *: {first}, {second}"
+                )
             ]
         )
     finally:

@@ -174,7 +174,8 @@ def test_inline_embed_is_refused_above_the_per_report_cap(
             (
                 "--video-embed=inline refused for test_gen.py::test_b_large: its video (*MB) would bring "
                 f"this report's inline videos to *MB, above the cap of {cap_mb:g} MB (--video-embed-max-mb "
-                "/ ini video_embed_max_mb); linked instead: ./output/videos/runs/*/test_gen.py__test_b_large.mp4.*"
+                "/ ini video_embed_max_mb); linked instead: "
+                "./output/videos/runs/*/test_gen.py__test_b_large.mp4.*"
             ),
         ]
     )
@@ -214,7 +215,9 @@ from videokit.errors import VideoEncodeError
 @pytest.fixture(autouse=True)
 def broken_trailer(monkeypatch):
     def close(self):
-        raise VideoEncodeError(f"finishing {self.path} failed after 10 frames: [Errno 28] No space left on device")
+        raise VideoEncodeError(
+            f"finishing {self.path} failed after 10 frames: [Errno 28] No space left on device"
+        )
     monkeypatch.setattr(H264Writer, "close", close)
 """
     )
@@ -237,9 +240,11 @@ def test_encoder_failure_while_recording_names_the_file(pytester: pytest.Pyteste
 import numpy as np
 
 def test_blocked(video_recorder):
-    # this run's video file, output/videos/runs/<run id>/<stem>.mp4, is a folder: the encoder cannot open it
+    # this run's video file, output/videos/runs/<run id>/<stem>.mp4, is a folder:
+    # the encoder cannot open it
     run_id = video_recorder.metrics_path.parent.name
-    video_recorder.metrics_path.parents[3].joinpath("videos", "runs", run_id, "test_gen.py__test_blocked.mp4").mkdir()
+    runs = video_recorder.metrics_path.parents[3] / "videos" / "runs"
+    runs.joinpath(run_id, "test_gen.py__test_blocked.mp4").mkdir()
     video_recorder.add_frame(np.zeros((48, 64, 3), np.uint8))
 """
     )

@@ -128,7 +128,10 @@ def test_xdist_two_workers_carry_thresholds_columns_and_summary(
     # the threshold failure happened in a worker and reached the controller as a failed call
     result.stdout.fnmatch_lines(
         [
-            "pytest_video_plugin usage error: test_gen.py::test_gate_bad_marker: @pytest.mark.max_rss('8 XB')*",
+            (
+                "pytest_video_plugin usage error: test_gen.py::test_gate_bad_marker: "
+                "@pytest.mark.max_rss('8 XB')*"
+            ),
             "pytest_video_plugin: test_gen.py::test_gate_slow missed its threshold(s):",
             "*= video thresholds (pytest_video_plugin) =*",
         ]
