@@ -1,6 +1,7 @@
 # flyby: two commands do all set-up themselves on a fresh machine.
 #   make gates   run the phase gates on the embedded default (MuJoCo) -> output/report.html, output/videos/*.mp4
-#   make test    run the whole test suite (gates included, `slow` full configurations excluded) -> output/test-report.html
+#   make test    run the whole test suite (gates included, `slow` full configurations excluded)
+#                -> output/unit-report.html (parallel part) + output/test-report.html (gates, PX4: serial)
 #   make slow    the full configurations (minutes to tens of minutes): pytest -m slow
 #   make lint    ruff check + ruff format --check (CI runs it before the tests)
 # System libraries (Debian/Ubuntu, once): make system-deps
@@ -34,9 +35,15 @@ gates: $(STAMP)
 	mkdir -p output
 	$(PYTEST) tests/fullstack -m "(phase1 or phase2 or phase3 or phase4) and not slow" $(HTML_OPTS) --html output/report.html
 
+# The whole suite in two sessions: first the tests that share cores well, in parallel on every core
+# (pytest-xdist), then the `serial` ones (gates, PX4 flights, timed checks: tests/conftest.py marks them)
+# alone, so no throughput figure is measured beside other work. Both always run; either failing fails.
 test: $(STAMP)
 	mkdir -p output
-	$(PYTEST) tests -m "not slow" $(HTML_OPTS) --html output/test-report.html
+	status=0; \
+	$(PYTEST) tests -m "not slow and not serial" -n auto $(HTML_OPTS) --html output/unit-report.html || status=$$?; \
+	$(PYTEST) tests -m "not slow and serial" $(HTML_OPTS) --html output/test-report.html || status=$$?; \
+	exit $$status
 
 slow: $(STAMP)
 	mkdir -p output

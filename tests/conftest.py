@@ -29,8 +29,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# A test that times itself, flies PX4 (its lockstep runs at the machine's pace) or drives the MAVLink
+# double's clock shares no cores: `make test` runs these `serial` tests alone, after the others ran in
+# parallel (pytest-xdist). Marked by folder, by gate marker, and by the fixtures that start PX4.
+_SERIAL_MARKERS = ("phase1", "phase2", "phase3", "phase4", "functions_check", "px4")
+_SERIAL_FIXTURES = ("px4_binary", "flight_stack")
+_SERIAL_FOLDERS = ("fullstack", "px4")
+
+
+def _is_serial(item: pytest.Item) -> bool:
+    if any(item.get_closest_marker(m) for m in _SERIAL_MARKERS):
+        return True
+    if any(f in getattr(item, "fixturenames", ()) for f in _SERIAL_FIXTURES):
+        return True
+    return item.path.parent.name in _SERIAL_FOLDERS
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect functions-check profiles other than --flight-profile."""
+    """Mark the tests that must run alone ``serial``; deselect functions-check profiles other than
+    --flight-profile."""
+    for item in items:
+        if _is_serial(item):
+            item.add_marker(pytest.mark.serial)
     chosen = config.getoption("--flight-profile")
     if chosen == "all":
         return

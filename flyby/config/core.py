@@ -212,7 +212,8 @@ def _validate(cfg: Any) -> list[str]:
         for v in values:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not _check_bounds(v, f.metadata):
                 problems.append(
-                    f"{f.name}: {value!r} is out of range (must be {_describe_bounds(f.metadata) or 'finite'})"
+                    f"{f.name}: {value!r} is out of range (must be "
+                    f"{_describe_bounds(f.metadata) or 'finite'})"
                 )
                 break
     own = getattr(cfg, "validate", None)
@@ -323,6 +324,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def cfg_hash(*parts: Any) -> str:
-    """A short stable fingerprint of configs (dataclasses or plain data): sha256 of their JSON, 16 hex digits."""
+    """A short stable fingerprint of configs (dataclasses or plain data): sha256 of their JSON, 16 hex
+    digits."""
     plain = [to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]

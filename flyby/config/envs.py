@@ -82,7 +82,8 @@ class ISREnvCfg:
         problems = []
         if self.episode_length_s < self.step_dt:
             problems.append(
-                f"episode_length_s: {self.episode_length_s} s is shorter than one step (step_dt = {self.step_dt} s)"
+                f"episode_length_s: {self.episode_length_s} s is shorter than one step (step_dt = "
+                f"{self.step_dt} s)"
             )
         if self.spawn.altitude_m[1] >= self.terminations.max_altitude_m:
             problems.append(
@@ -155,7 +156,8 @@ class PX4Cfg:
     )
     instance: int = cfg_field(0, ge=0, le=99)  # PX4 instance i: TCP 4560+i, UDP 14540+i
     timeout_s: float = cfg_field(5.0, gt=0.0)  # s, bound on every wait for PX4 (replies, start-up, shutdown)
-    keep_ulogs: bool = True  # keep PX4's ULog of every run in output/logs (about 0.35 MB per PX4-second); training turns it off
+    # keep PX4's ULog of every run in output/logs (about 0.35 MB per PX4-second); training turns it off
+    keep_ulogs: bool = True
     takeoff: TakeoffCfg = field(default_factory=TakeoffCfg)  # how a PX4 episode gets to its start pose
 
 

@@ -45,10 +45,12 @@ class DirectISREnv(gym.Env):
     | last_action    | 4    | previous normalised action                            |
 
     ## Rewards
-    events (new targets, new coverage, crash, geofence) pay ``scales[k]`` each; energy
-    and jerk cost ``scales[k] * term * step_dt`` per step; over new targets, new coverage,
-    collision, geofence, energy, jerk (:mod:`flyby.mdp.rewards`); ``info["log"]``
-    carries ``Episode_Reward/<term>`` when an episode ends.
+    The weighted terms of ``cfg.rewards.terms`` (:class:`~flyby.mdp.terms.RewTerm`): events
+    (new targets, new coverage, crash, geofence) pay ``weight`` each; energy and jerk cost
+    ``weight * term * step_dt`` per step (:mod:`flyby.mdp.rewards`); a term of your own is one
+    function and one config line. When an episode ends ``info["log"]`` carries, per term,
+    ``Episode_Reward/<term>`` (Isaac Lab's meaning: episode sum / ``episode_length_s``) and
+    ``Episode_Return/<term>`` (the episode sum).
 
     ## Episode End
     Terminated on a crash (building or ground) or leaving the geofence;

@@ -27,8 +27,9 @@ class MultiDroneISREnv(VectorEnv):
     Autoreset mode is ``SAME_STEP``: when drone i's episode ends, ``step``
     returns its reset observation in ``obs[i]`` and the true last observation
     in ``infos["final_obs"][i]`` (mask ``infos["_final_obs"]``).
-    ``infos["log"]`` holds ``Episode_Reward/<term>`` means of the episodes that
-    ended this step.
+    ``infos["log"]`` holds ``Episode_Reward/<term>`` (episode sum / ``episode_length_s``,
+    Isaac Lab's meaning) and ``Episode_Return/<term>`` (episode sum) means of the episodes
+    that ended this step.
 
     ``reset(options=...)`` takes the single-drone options per drone (``pos_w`` (N, 3),
     ``yaw_rad`` (N,)) and Gymnasium's ``reset_mask``; see :meth:`reset`. ``step`` before the

@@ -89,7 +89,8 @@ class ActionCfg:
 
     @property
     def vel_scale(self) -> np.ndarray:
-        """(3,) float64 m/s: velocity at action +1 per axis, ``[max_velocity, max_velocity, max_vertical_velocity]``."""
+        """(3,) float64 m/s: velocity at action +1 per axis, ``[max_velocity, max_velocity,
+        max_vertical_velocity]``."""
         return np.array([self.max_velocity, self.max_velocity, self.max_vertical_velocity])
 
     def scale(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,19 +2,23 @@
 
 Observation (num_envs, OBS_DIM) float32, every entry clipped to [-1, 1]:
 
-| slice            | size   | content                                                        | normalised by              |
-|------------------|--------|----------------------------------------------------------------|----------------------------|
-| layout.pos       | 3      | position, world ENU                                            | half area size, max alt    |
-| layout.vel       | 3      | linear velocity, world ENU                                     | max (vertical) velocity    |
-| layout.yaw       | 2      | cos(yaw), sin(yaw)                                             | -                          |
-| layout.clearance | 9      | altitude above the tallest building in a 3x3 patch of cells    | max altitude               |
-|                  |        | around the drone (row-major, x then y, spacing `clearance_cell_m`) |                        |
-| layout.detections | K * 8  | top-K ground-truth detections, each DET_FIELDS (below)         | image size                 |
-| layout.progress  | 3      | area covered fraction, targets seen fraction, time used fraction | -                        |
-| layout.last_action | 4      | previous normalised action                                     | -                          |
-| layout.coverage  | 9      | share of the ground NOT yet covered this episode in a 3x3 patch of | -                      |
-|                  |        | blocks around the drone (row-major, x then y; a block is           |                        |
-|                  |        | `coverage_block_cells` coverage cells square; outside the area = 0) |                       |
+| slice              | size  | content                                            | normalised by            |
+|--------------------|-------|----------------------------------------------------|--------------------------|
+| layout.pos         | 3     | position, world ENU                                | half area size, max alt  |
+| layout.vel         | 3     | linear velocity, world ENU                         | max (vertical) velocity  |
+| layout.yaw         | 2     | cos(yaw), sin(yaw)                                 | -                        |
+| layout.clearance   | 9     | altitude above the tallest building in a 3x3 patch | max altitude             |
+|                    |       | of cells around the drone (row-major, x then y,    |                          |
+|                    |       | spacing `clearance_cell_m`)                        |                          |
+| layout.detections  | K * 8 | top-K ground-truth detections, each DET_FIELDS     | image size               |
+|                    |       | (below)                                            |                          |
+| layout.progress    | 3     | area covered fraction, targets seen fraction, time | -                        |
+|                    |       | used fraction                                      |                          |
+| layout.last_action | 4     | previous normalised action                         | -                        |
+| layout.coverage    | 9     | share of the ground NOT yet covered this episode   | -                        |
+|                    |       | in a 3x3 patch of blocks around the drone (row-    |                          |
+|                    |       | major, x then y; a block is `coverage_block_cells` |                          |
+|                    |       | coverage cells square; outside the area = 0)       |                          |
 
 A term of your own (``observations.terms["name"] = ObsTerm(func=...)``, :mod:`flyby.mdp.terms`)
 appends its (N, d) values after ``layout.coverage`` (``layout.term("name")``), clipped to [-1, 1]

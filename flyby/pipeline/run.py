@@ -321,7 +321,7 @@ def probe_mp4(path: Path) -> int:
             if stream.codec_context.name != "h264":
                 return 0
             return sum(1 for _ in container.demux(stream) if _.size)
-    except Exception:  # noqa: BLE001 - any unreadable file is simply not a valid artefact
+    except Exception:  # any unreadable file is simply not a valid artefact
         return 0
 
 
@@ -371,7 +371,8 @@ def run_pipeline(
         if old.get("config_hash") != record["config_hash"] and not fresh:
             raise ConfigChanged(
                 f"{run_dir} holds run {cfg.name!r} made with another config (fingerprint "
-                f"{old.get('config_hash')} != {record['config_hash']}); it is kept as it is. Use another NAME, "
+                f"{old.get('config_hash')} != {record['config_hash']}); it is kept as it is. Use another "
+                f"NAME, "
                 "the same options as before, or --fresh to move the old run aside and start again"
             )
     if fresh and run_dir.exists():
@@ -496,7 +497,8 @@ def run_pipeline(
         if detection is not None:
             print(
                 f"  detection ({video.perception_mode}) on the video episode: precision "
-                f"{detection['precision']:.3f}, recall {detection['recall']:.3f} over {detection['frames']} frames",
+                f"{detection['precision']:.3f}, recall {detection['recall']:.3f} over {detection['frames']} "
+                f"frames",
                 flush=True,
             )
         elif video.detection_note:
@@ -545,7 +547,8 @@ def summarize(result: PipelineResult) -> str:
     lines = [
         "stage wall times: "
         + ", ".join(
-            f"{s} {result.manifest['stages'][s].get('wall_s', 0):.1f} s ({result.manifest['stages'][s]['status']})"
+            f"{s} {result.manifest['stages'][s].get('wall_s', 0):.1f} s "
+            f"({result.manifest['stages'][s]['status']})"
             for s in STAGES
         )
     ]

@@ -107,7 +107,7 @@ def policy_payload(policy) -> tuple[str, Any]:
 
     try:
         return "pickle", cloudpickle.dumps(policy)
-    except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing here
+    except Exception as exc:  # any pickling failure means the same thing here
         raise TypeError(
             f"policy {type(policy).__name__} cannot be sent to the parallel env workers ({exc}); "
             "evaluate it with px4_instances=1 (in this process) or make it picklable"
@@ -364,7 +364,8 @@ def as_action_fn(policy, deterministic: bool = True) -> Callable[[np.ndarray], n
     if callable(policy):
         return policy
     raise TypeError(
-        f"policy must be an SB3 model (with .predict) or a callable obs -> action, got {type(policy).__name__}"
+        f"policy must be an SB3 model (with .predict) or a callable obs -> action, got "
+        f"{type(policy).__name__}"
     )
 
 
@@ -666,13 +667,15 @@ METRICS_SCHEMA = "flyby.evaluation/1"
 EVAL_ENV_ID = "flyby/PX4ISR-v0"
 POLICY_KEYS = ("trained", "zero", "random", "patrol")  # metrics.json "policies" keys, trained first
 SUCCESS_DEFINITION = (
-    "An episode succeeds when it reaches the time limit (episode_length_s) with no crash and no geofence exit "
-    "AND finds at least {n} distinct targets (targets_found: targets seen by the ground-truth detector of the "
-    "perception camera at any time in the episode, those in view at the spawn included)."
+    "An episode succeeds when it reaches the time limit (episode_length_s) with no crash and no "
+    "geofence exit AND finds at least {n} distinct targets (targets_found: targets seen by the "
+    "ground-truth detector of the perception camera at any time in the episode, those in view at the "
+    "spawn included)."
 )
 DETECTION_NOTE_GT = (
-    "perception ran in ground_truth mode: the detections are the analytic ground truth, so precision and recall "
-    "are 1 by construction and are not reported; evaluate with perception mode yolo for detection figures"
+    "perception ran in ground_truth mode: the detections are the analytic ground truth, so precision "
+    "and recall are 1 by construction and are not reported; evaluate with perception mode yolo for "
+    "detection figures"
 )
 
 

@@ -262,8 +262,10 @@ def _action_gain_wrapper():
     return ActionGainRandomization
 
 
-def ActionGainRandomization(venv, gain_range, seed: int = 0):  # noqa: N802 - a class built on demand (SB3 import)
-    """:class:`VecEnvWrapper` randomizing each drone's horizontal velocity gain per episode (see the class)."""
+# A function named like the class it builds on demand (SB3 is imported lazily).
+def ActionGainRandomization(venv, gain_range, seed: int = 0):
+    """:class:`VecEnvWrapper` randomizing each drone's horizontal velocity gain per episode (see the
+    class)."""
     return _action_gain_wrapper()(venv, gain_range, seed)
 
 
@@ -558,7 +560,8 @@ def _check_run_folder(out_dir: Path, record: dict[str, Any], resume: bool) -> No
             not in ("total_steps", "budget_s", "eval_freq_steps", "checkpoint_freq_steps", "keep_checkpoints")
         ]
         raise TrainingError(
-            f"{out_dir} holds a run trained with another config ({'; '.join(diffs[:6]) or 'fingerprint differs'}); "
+            f"{out_dir} holds a run trained with another config "
+            f"({'; '.join(diffs[:6]) or 'fingerprint differs'}); "
             "it is never mixed with this one. Use another output folder, or the original config"
         )
     if not resume and (_checkpoints(out_dir) or (out_dir / "progress.csv").exists()):
@@ -580,7 +583,7 @@ def _diff_keys(old: Any, new: Any, path: str) -> list[str]:
 def train(
     cfg: TrainerCfg, out_dir: str | Path, *, env_cfg=None, resume: bool = False, progress: bool = True
 ) -> TrainRun:
-    """Train ``cfg.algorithm`` on ``MultiDroneISR-v0`` until ``total_steps`` or ``budget_s``; save into ``out_dir``.
+    """Train ``cfg.algorithm`` on ``MultiDroneISR-v0`` until ``total_steps`` or ``budget_s`` into ``out_dir``.
 
     Args:
         cfg: the ``training:`` section (:class:`TrainerCfg`).
@@ -698,7 +701,7 @@ def _load_checkpoint(state: _RunState, algo_cls, vecnorm):
             stats = VecNormalize.load(str(meta_path.with_suffix(".vecnormalize.pkl")), vecnorm.venv)
             vecnorm.obs_rms, vecnorm.ret_rms = stats.obs_rms, stats.ret_rms
             model = algo_cls.load(meta_path.with_suffix(".zip"), env=vecnorm, device="cpu")
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
+        except Exception as exc:  # any unreadable checkpoint is skipped the same way
             logger.warning("checkpoint %s does not load (%s); trying an older one", meta_path.stem, exc)
             continue
         steps = int(meta["env_steps"])

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from flyby.cli import main  # noqa: E402
-from flyby.pipeline.run import (  # noqa: E402
+from flyby.cli import main
+from flyby.pipeline.run import (
     EXIT_BAD_INPUT,
     EXIT_CONFIG_CHANGED,
     EXIT_INTERRUPTED,

@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from flyby.cli import main  # noqa: E402
-from flyby.config.evaluation import load_evaluation_cfg  # noqa: E402
-from flyby.errors import ConfigError, ModelLoadError  # noqa: E402
-from flyby.policies import PatrolPolicy  # noqa: E402
-from flyby.training.evaluate import (  # noqa: E402
+from flyby.cli import main
+from flyby.config.evaluation import load_evaluation_cfg
+from flyby.errors import ConfigError, ModelLoadError
+from flyby.policies import PatrolPolicy
+from flyby.training.evaluate import (
     METRICS_SCHEMA,
     evaluate_policy,
     make_baseline,

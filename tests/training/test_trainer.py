@@ -12,15 +12,15 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from flyby.config.training import (  # noqa: E402
+from flyby.config.training import (
     Algorithm,
     TrainerCfg,
-    load_training_cfg,  # noqa: E402
+    load_training_cfg,
 )
-from flyby.errors import ConfigError, OutputError, TrainingError  # noqa: E402
-from flyby.mdp.observations import ObsLayout  # noqa: E402
-from flyby.mdp.rewards import REWARD_TERMS  # noqa: E402
-from flyby.training.trainer import PROGRESS_COLUMNS, train  # noqa: E402
+from flyby.errors import ConfigError, OutputError, TrainingError
+from flyby.mdp.observations import ObsLayout
+from flyby.mdp.rewards import REWARD_TERMS
+from flyby.training.trainer import PROGRESS_COLUMNS, train
 
 OBS_DIM = ObsLayout(top_k=5).dim
 
