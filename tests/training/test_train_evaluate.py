@@ -101,6 +101,7 @@ def test_timestep_cap_and_saved_model_round_trip(tmp_path):
     assert summary["env_steps"] == 256 and summary["ppo"]["n_steps"] == 32 and summary["kind"] == "direct"
 
 
+@pytest.mark.serial  # flies PX4 SITL when PX4_DIR is set (flight stack auto): runs alone
 def test_full_kind_trains_on_px4_env():
     r = train_ppo(
         "full",
