@@ -41,7 +41,7 @@ import numpy as np
 
 from flyby.config import cfg_field
 from flyby.enums import TargetClass
-from flyby.mdp.terms import ObsTerm, func_problems
+from flyby.mdp.terms import ObsTerm, term_dict_problems
 
 DET_FIELDS = 8
 DET_PRESENT, DET_VEHICLE, DET_PERSON, DET_NEW, DET_CX, DET_CY, DET_W, DET_H = range(DET_FIELDS)
@@ -73,25 +73,10 @@ class ObservationCfg:
         self.terms = {**_default_terms(), **self.terms}
 
     def validate(self) -> list[str]:
-        problems = []
-        for name, term in self.terms.items():
-            where = f"terms.{name}"
-            if not isinstance(term, ObsTerm):
-                problems.append(f"{where}: expected an ObsTerm, got {term!r}")
-            elif name in OBS_TERMS:
-                if term.func is not None or term.params:
-                    problems.append(
-                        f"{where}: {name!r} is a built-in observation group (computed by flyby); "
-                        "give your own term another name"
-                    )
-            elif term.func is None:
-                problems.append(
-                    f"{where}.func: a term of your own needs func (a callable or 'module:function'); "
-                    f"the built-in groups are {', '.join(OBS_TERMS)}"
-                )
-            else:
-                problems.extend(func_problems(term.func, f"{where}.func"))
-        return problems
+        def clash(name: str, term: ObsTerm) -> str | None:
+            return None if term.func is None and not term.params else "always on, in its place"
+
+        return term_dict_problems(self.terms, ObsTerm, OBS_TERMS, clash, what="observation group")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from flyby.config import cfg_field
-from flyby.mdp.terms import RewTerm, func_problems
+from flyby.mdp.terms import RewTerm, term_dict_problems
 
 EVENT_TERMS = ("new_targets", "coverage", "collision", "geofence")
 RATE_TERMS = ("energy", "jerk")
@@ -69,30 +69,19 @@ class RewardCfg:
         self.terms = {**_default_terms(), **self.terms}
 
     def validate(self) -> list[str]:
-        problems = []
-        for name, term in self.terms.items():
-            where = f"terms.{name}"
-            if not isinstance(term, RewTerm):
-                problems.append(f"{where}: expected a RewTerm, got {term!r}")
-                continue
-            if not isinstance(term.weight, (int, float)) or not math.isfinite(term.weight):
-                problems.append(f"{where}.weight: {term.weight!r} must be a finite number")
-            if name in REWARD_TERMS:
-                kind = name in RATE_TERMS
-                if term.func is not None or term.params or term.per_second not in (None, kind):
-                    problems.append(
-                        f"{where}: {name!r} is a built-in term (computed by flyby, "
-                        f"{'per second' if kind else 'per event'}); set only its weight, or give "
-                        "your own term another name"
-                    )
-            elif term.func is None:
-                problems.append(
-                    f"{where}.func: a term of your own needs func (a callable or 'module:function'); "
-                    f"the built-in terms are {', '.join(REWARD_TERMS)}"
-                )
-            else:
-                problems.extend(func_problems(term.func, f"{where}.func"))
-        return problems
+        def clash(name: str, term: RewTerm) -> str | None:
+            kind = name in RATE_TERMS
+            if term.func is None and not term.params and term.per_second in (None, kind):
+                return None
+            return f"{'per second' if kind else 'per event'}; set only its weight"
+
+        problems = [
+            f"terms.{name}.weight: {term.weight!r} must be a finite number"
+            for name, term in self.terms.items()
+            if isinstance(term, RewTerm)
+            and (not isinstance(term.weight, (int, float)) or not math.isfinite(term.weight))
+        ]
+        return problems + term_dict_problems(self.terms, RewTerm, REWARD_TERMS, clash)
 
 
 def builtin_terms(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flyby.config import cfg_field
-from flyby.mdp.terms import DoneTerm, func_problems
+from flyby.mdp.terms import DoneTerm, term_dict_problems
 
 TERMINATE_TERMS = ("crash", "geofence")  # built-ins that terminate
 DONE_TERMS = (*TERMINATE_TERMS, "time_out")  # the built-in terms; time_out truncates
@@ -55,26 +55,14 @@ class TerminationCfg:
             problems.append(
                 f"max_altitude_m: {self.max_altitude_m} must exceed min_altitude_m ({self.min_altitude_m})"
             )
-        for name, term in self.terms.items():
-            where = f"terms.{name}"
-            if not isinstance(term, DoneTerm):
-                problems.append(f"{where}: expected a DoneTerm, got {term!r}")
-            elif name in DONE_TERMS:
-                kind = name == "time_out"
-                if term.func is not None or term.params or term.time_out not in (None, kind):
-                    problems.append(
-                        f"{where}: {name!r} is a built-in term (computed by flyby, "
-                        f"{'truncates' if kind else 'terminates'}; its limits are fields of this "
-                        "config); give your own term another name"
-                    )
-            elif term.func is None:
-                problems.append(
-                    f"{where}.func: a term of your own needs func (a callable or 'module:function'); "
-                    f"the built-in terms are {', '.join(DONE_TERMS)}"
-                )
-            else:
-                problems.extend(func_problems(term.func, f"{where}.func"))
-        return problems
+
+        def clash(name: str, term: DoneTerm) -> str | None:
+            kind = name == "time_out"
+            if term.func is None and not term.params and term.time_out in (None, kind):
+                return None
+            return f"{'truncates' if kind else 'terminates'}; its limits are fields of this config"
+
+        return problems + term_dict_problems(self.terms, DoneTerm, DONE_TERMS, clash)
 
 
 def crashed(

@@ -28,7 +28,7 @@ It runs beside the built-in terms every step and is logged per term like them.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,3 +116,42 @@ def func_problems(func: TermFunc | str | None, where: str) -> list[str]:
     except ConfigError as exc:
         return exc.problems
     return []
+
+
+def term_dict_problems(
+    terms: Mapping[str, Any],
+    term_type: type,
+    builtins: Sequence[str],
+    builtin_clash: Callable[[str, Any], str | None],
+    what: str = "term",
+) -> list[str]:
+    """Problems of a ``{name: term}`` dict of a manager config (rewards, terminations, observations).
+
+    Every entry must be a ``term_type``. A built-in name (``builtins``) keeps flyby's own function:
+    ``builtin_clash(name, term)`` returns what the built-in is (e.g. "per event") when the entry
+    tries to change more than a built-in allows, else None. Any other name is a term of your own
+    and needs a ``func`` that resolves (:func:`func_problems`).
+
+    Returns:
+        One line per problem, by dotted path (``terms.<name>[.func]``), for a config's ``validate()``.
+    """
+    problems = []
+    for name, term in terms.items():
+        where = f"terms.{name}"
+        if not isinstance(term, term_type):
+            problems.append(f"{where}: expected a {term_type.__name__} term, got {term!r}")
+        elif name in builtins:
+            clash = builtin_clash(name, term)
+            if clash is not None:
+                problems.append(
+                    f"{where}: {name!r} is a built-in {what} (computed by flyby, {clash}); "
+                    "give your own term another name"
+                )
+        elif term.func is None:
+            problems.append(
+                f"{where}.func: a term of your own needs func (a callable or 'module:function'); "
+                f"the built-in {what}s are {', '.join(builtins)}"
+            )
+        else:
+            problems.extend(func_problems(term.func, f"{where}.func"))
+    return problems
