@@ -470,7 +470,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from flyby.training.policy_io import eval_spaces, load_policy
 
         policy = load_policy(
-            args.model, observation_space=eval_spaces(cfg)[0], action_space=eval_spaces(cfg)[1]
+            args.model,
+            observation_space=eval_spaces(cfg)[0],
+            action_space=eval_spaces(cfg)[1],
+            actions=cfg.actions,
         )
     label = policy.label
     baselines = [] if scripted or args.no_references else [b for b in args.baselines.split(",") if b]

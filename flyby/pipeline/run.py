@@ -450,7 +450,9 @@ def run_pipeline(
 
         env_cfg = eval_env_cfg(cfg.perception_mode)
         obs_space, act_space = eval_spaces(env_cfg)
-        policy = load_policy(model_path, observation_space=obs_space, action_space=act_space)
+        policy = load_policy(
+            model_path, observation_space=obs_space, action_space=act_space, actions=env_cfg.actions
+        )
         run = run_evaluation(
             policy,
             seeds=cfg.eval_seeds,

@@ -1047,7 +1047,9 @@ def evaluate_policy(
         from flyby.training.policy_io import eval_spaces, load_policy
 
         obs_space, act_space = eval_spaces(env_cfg)
-        policy = load_policy(policy_path, observation_space=obs_space, action_space=act_space)
+        policy = load_policy(
+            policy_path, observation_space=obs_space, action_space=act_space, actions=env_cfg.actions
+        )
     else:
         policy = policy_path
     seed_list = resolve_eval_seeds(num_episodes, seeds, loaded.evaluation)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import pickle
 import warnings
 import zipfile
@@ -311,7 +312,12 @@ def _restore(
 
 
 def load_policy(
-    path: str | Path, *, observation_space: Any = None, action_space: Any = None, env_id: str = EVAL_ENV_ID
+    path: str | Path,
+    *,
+    observation_space: Any = None,
+    action_space: Any = None,
+    env_id: str = EVAL_ENV_ID,
+    actions: Any = None,
 ) -> LoadedPolicy:
     """Load a trained policy bundle for evaluation: the model zip, its normaliser and its summary.
 
@@ -322,6 +328,9 @@ def load_policy(
         observation_space, action_space: the spaces the policy must have been trained on
             (default: ``flyby/PX4ISR-v0``'s, :func:`eval_spaces`).
         env_id: the env those spaces belong to, for messages.
+        actions: the env's :class:`~flyby.mdp.actions.ActionCfg` (default: ``px4_env.actions`` of the
+            packaged ``evaluation_config.yaml``). A ``model.json`` that records another
+            ``action_scale`` is refused: the same outputs would command other velocities.
 
     Returns:
         :class:`LoadedPolicy` on cpu, with its normaliser (None only when the bundle has none and
@@ -329,7 +338,8 @@ def load_policy(
 
     Raises:
         ModelLoadError: missing file; not a zip, a corrupt or truncated zip, or not an SB3 model;
-            an unknown algorithm; spaces that differ from the env's (both named); ``model.json``
+            an unknown algorithm; spaces that differ from the env's (both named); an action scale
+            in ``model.json`` that differs from ``actions`` (both named); ``model.json``
             says ``normalize.obs`` but ``vecnormalize.pkl`` is missing; a normaliser that does not
             unpickle or whose shape differs from the observation space. Each message names the
             file, the value and the fix.
@@ -373,6 +383,7 @@ def load_policy(
             path,
         )
 
+    _check_action_scale(info, actions, path, env_id)
     pkl_path = _normaliser_path(path)
     pkl_bytes = None
     if pkl_path.is_file():
@@ -505,6 +516,36 @@ def _first_member_name(zip_bytes: bytes) -> str | None:
         return None
     n = int.from_bytes(zip_bytes[26:28], "little")
     return zip_bytes[30 : 30 + n].decode("utf-8", errors="replace") if len(zip_bytes) >= 30 + n else None
+
+
+def _check_action_scale(info: dict[str, Any], actions: Any, path: Path, env_id: str) -> None:
+    """Refuse a model trained under another action scale than the env's (``model.json``'s ``action_scale``).
+
+    Models whose summary has no ``action_scale`` (trained before it was recorded) load unchecked.
+    """
+    trained = info.get("action_scale")
+    if trained is None:
+        return
+    if actions is None:
+        from flyby.config.evaluation import load_evaluation_cfg
+
+        actions = load_evaluation_cfg().px4_env.actions
+    here = actions.as_dict()
+    if not isinstance(trained, dict) or set(trained) != set(here):
+        raise ModelLoadError(
+            f"model.json beside {str(path)!r} has action_scale {trained!r}; expected a mapping of "
+            f"{', '.join(sorted(here))}; train and save the model again with `flyby train`",
+            path,
+        )
+    differ = [k for k in sorted(here) if not math.isclose(float(trained[k]), here[k], rel_tol=1e-9)]
+    if differ:
+        both = "; ".join(f"{k} {trained[k]} when trained, {here[k]} in {env_id}" for k in differ)
+        raise ModelLoadError(
+            f"model {str(path)!r} was trained under another action scale ({both}): the same outputs "
+            "would command other velocities. Evaluate with the training scale (the env config's "
+            "actions, e.g. px4_env.actions in evaluation_config.yaml) or train again under this one",
+            path,
+        )
 
 
 def _read_info(path: Path) -> dict[str, Any]:

@@ -741,6 +741,8 @@ def _summary(cfg: TrainerCfg, model, vecnorm, state: _RunState, resumed_from: in
         "normalize": {"obs": cfg.normalize_obs, "clip_obs": cfg.clip_obs, "epsilon": float(vecnorm.epsilon)},
         "flight_stack": "direct",
         "flight_stack_label": DIRECT_LABEL,
+        # what the policy's outputs mean (flyby.mdp.actions.ActionCfg); load_policy refuses another scale
+        "action_scale": state.env_cfg.actions.as_dict(),
         "env_steps": steps,
         "total_steps": cfg.total_steps,
         "budget_s": cfg.budget_s,

@@ -228,6 +228,26 @@ def test_bad_model_json(bundles, tmp_path):
         load_policy(path)
 
 
+def test_a_model_trained_under_another_action_scale_is_refused(bundles, tmp_path):
+    """model.json's action_scale must match the env's ActionCfg: the same outputs, other velocities."""
+    from flyby.mdp.actions import ActionCfg
+
+    path = tmp_path / "model.zip"
+    path.write_bytes(bundles["PPO"][0].read_bytes())
+    info = json.loads(bundles["PPO"][0].with_suffix(".json").read_text())
+    (tmp_path / "vecnormalize.pkl").write_bytes(bundles["PPO"][0].with_name("vecnormalize.pkl").read_bytes())
+    same = {"max_velocity": 10.0, "max_vertical_velocity": 5.0, "max_yaw_rate": 90.0}
+    (tmp_path / "model.json").write_text(json.dumps({**info, "action_scale": same}))
+    assert load_policy(path).label  # the packaged scale: loads
+    (tmp_path / "model.json").write_text(json.dumps({**info, "action_scale": {**same, "max_velocity": 7.0}}))
+    with pytest.raises(ModelLoadError, match=r"max_velocity 7\.0 when trained, 10\.0 in flyby/PX4ISR-v0"):
+        load_policy(path)
+    assert load_policy(path, actions=ActionCfg(max_velocity=7.0)).label  # the env it was trained for
+    (tmp_path / "model.json").write_text(json.dumps({**info, "action_scale": [10.0]}))
+    with pytest.raises(ModelLoadError, match="has action_scale \\[10.0\\]; expected a mapping"):
+        load_policy(path)
+
+
 def test_parallel_payload_carries_the_normaliser(bundles):
     from flyby.training.evaluate import load_policy_payload, policy_payload
 
