@@ -84,7 +84,8 @@ def test_ppo_run_writes_model_normaliser_logs_and_checkpoints(tmp_path, env_cfg)
     summary = json.loads((out / "model.json").read_text())
     assert summary["algorithm"] == "PPO" and summary["observation_space"]["shape"] == [OBS_DIM]
     assert summary["normalize"]["obs"] is True
-    assert summary["action_scale"] == {"max_velocity": 10.0, "max_vertical_velocity": 5.0, "max_yaw_rate": 90.0}
+    scale = {"max_velocity": 10.0, "max_vertical_velocity": 5.0, "max_yaw_rate": 90.0}
+    assert summary["action_scale"] == scale
     assert 0 < summary["learner_share"] < 1 and summary["env_s"] > 0
     rows = list(csv.DictReader((out / "progress.csv").open()))
     assert tuple(rows[0]) == PROGRESS_COLUMNS
