@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from flyby.errors import DependencyNotInstalled, FlybyError, OutputError
+from flyby.perception.draw import CLASS_RGB, YOLO_RGB
 
 __all__ = ["DISPLAY_SCALE", "VideoResult", "record_validation_video"]
 
@@ -56,11 +57,6 @@ logger = logging.getLogger(__name__)
 
 DISPLAY_SCALE = 2  # rendered frames are shown at 2x (320x240 -> 640x480) so the overlay text stays legible
 MINIMAP_PX = 150  # side of the minimap inset, pixels of the displayed frame
-CLASS_RGB = {
-    0: (255, 170, 40),
-    1: (80, 200, 255),
-}  # ground-truth box colour per TargetClass (vehicle, person)
-YOLO_RGB = {0: (255, 80, 40), 1: (230, 60, 230)}  # YOLO box colour per class id
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Overlays of the gate videos: class colours, class boxes, the class legend, and ground-truth boxes.
 
 Every gate video colours a target's box by its class. The colours and names are flyby's own (the
-ground-truth class colours of the evaluation video, :data:`flyby.training.validation_video.CLASS_RGB`,
+ground-truth class colours of the evaluation video, :data:`flyby.perception.draw.CLASS_RGB`,
 and :data:`flyby.perception.yolo.CLASS_NAMES`), so a vehicle has the same colour in every gate video and
 in the validation video; the gates keep no table of their own. :func:`class_box` builds a box in its
 class colour, :func:`class_legend` the one-line legend that names each colour.
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flyby.perception.draw import CLASS_RGB
 from flyby.perception.gt import GroundTruthDetector
 from flyby.perception.yolo import CLASS_NAMES
-from flyby.training.validation_video import CLASS_RGB
 from pytest_video_plugin import Box, Text
 
 __all__ = ["TruthBox", "class_box", "class_colour", "class_legend", "class_name", "truth_boxes"]

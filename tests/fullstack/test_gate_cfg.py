@@ -323,8 +323,8 @@ def test_every_gate_reads_the_config_through_the_one_loader(name):
 
 
 def test_gate_class_colours_and_names_are_flybys():
+    from flyby.perception.draw import CLASS_RGB
     from flyby.perception.yolo import CLASS_NAMES
-    from flyby.training.validation_video import CLASS_RGB
 
     for target_class in TargetClass:
         assert class_colour(target_class) == CLASS_RGB[int(target_class)]
