@@ -713,3 +713,19 @@ def _as_real(value, shape: tuple[int, ...], name: str, unit: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"reset option {name} must be finite with shape {expected} ({unit}), got {value!r}")
     return arr
+
+
+def observation_layout(cfg: ISREnvCfg) -> obs_mdp.ObsLayout:
+    """The observation layout of an env built from ``cfg``, without building the env.
+
+    The built-in groups depend on ``cfg.observations.top_k`` alone. A term of the user's own
+    (``observations.terms``) has the width its function returns, measured as the env measures it:
+    by one call on a one-drone task built from ``cfg`` (direct dynamics, no simulator, no PX4).
+
+    Raises:
+        ConfigError: ``cfg`` is invalid, or a term's function does not resolve.
+        ValueError: a term's function returns another shape than (N, d).
+    """
+    if all(t.func is None for t in cfg.observations.terms.values()):
+        return obs_mdp.ObsLayout(cfg.observations.top_k)
+    return ISRTask(cfg, 1).layout

@@ -478,8 +478,9 @@ def observation_slices(layout: Any) -> list[tuple[str, slice]]:
 def _observation_contract(env_cfg: Any) -> dict[str, Any]:
     """The ``observation`` section: named slices with content, normalisation and scales."""
     import flyby.mdp.observations as obs_mdp
+    from flyby.envs.isr_task import observation_layout
 
-    layout = obs_mdp.ObsLayout(top_k=env_cfg.observations.top_k)
+    layout = observation_layout(env_cfg)
     table: dict[str, dict[str, str]] = {}
     last = None
     for name, _size, content, norm in _doc_table(obs_mdp.__doc__, "slice"):
@@ -519,6 +520,18 @@ def _observation_contract(env_cfg: Any) -> dict[str, Any]:
         if name == "detections":
             entry.update(slots=layout.top_k, fields_per_slot=det_fields, slot_note=slot_note)
         slices.append(entry)
+    for name, width in layout.extra:  # observation terms of the user's own, after the built-in groups
+        sl = layout.term(name)
+        slices.append(
+            {
+                "name": name,
+                "start": sl.start,
+                "stop": sl.stop,
+                "size": width,
+                "content": f"observation term {name!r} of the env config (observations.terms)",
+                "normalised_by": "the term's own function (clipped to [-1, 1] by the env)",
+            }
+        )
     return {
         "dim": layout.dim,
         "top_k": layout.top_k,
@@ -736,9 +749,9 @@ def export_policy_onnx(
         env_cfg = load_evaluation_cfg().px4_env
         env_label = "flyby/PX4ISR-v0 (packaged evaluation_config.yaml)"
     try:
-        from flyby.mdp.observations import ObsLayout
+        from flyby.envs.isr_task import observation_layout
 
-        obs_dim = ObsLayout(top_k=env_cfg.observations.top_k).dim
+        obs_dim = observation_layout(env_cfg).dim
     except AttributeError as exc:
         raise ExportError(
             f"env_cfg {type(env_cfg).__name__} has no observations.top_k; pass a flyby env "

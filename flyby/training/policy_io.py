@@ -96,7 +96,8 @@ def eval_spaces(env_cfg=None) -> tuple[Any, Any]:
     """The observation and action spaces of ``flyby/PX4ISR-v0``, without building the env.
 
     They are what :class:`flyby.envs.px4_env.PX4ISREnv` declares: ``Box(-1, 1, (obs_dim,), float32)``
-    with ``obs_dim = ObsLayout(cfg.observations.top_k).dim`` (64 for the packaged config) and
+    with ``obs_dim`` from :func:`flyby.envs.isr_task.observation_layout` (73 for the packaged config,
+    more with observation terms of your own) and
     ``Box(-1, 1, (4,), float32)`` (:data:`flyby.mdp.actions.ACTION_DIM`).
 
     Args:
@@ -107,14 +108,14 @@ def eval_spaces(env_cfg=None) -> tuple[Any, Any]:
     """
     import gymnasium as gym
 
+    from flyby.envs.isr_task import observation_layout
     from flyby.mdp.actions import ACTION_DIM
-    from flyby.mdp.observations import ObsLayout
 
     if env_cfg is None:
         from flyby.config.evaluation import load_evaluation_cfg
 
         env_cfg = load_evaluation_cfg().px4_env
-    obs_dim = ObsLayout(env_cfg.observations.top_k).dim
+    obs_dim = observation_layout(env_cfg).dim
     return (
         gym.spaces.Box(-1.0, 1.0, (obs_dim,), dtype=np.float32),
         gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32),

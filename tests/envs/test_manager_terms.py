@@ -254,6 +254,25 @@ def test_an_observation_term_is_appended_and_grows_the_layout():
         task.layout.term("nope")
 
 
+def test_evaluation_and_export_see_an_observation_term_of_your_own(tmp_path):
+    """The spaces a policy is checked against and the exported contract include the user's term."""
+    from flyby.config.evaluation import load_evaluation_cfg
+    from flyby.envs.isr_task import observation_layout
+    from flyby.training.export import _observation_contract
+    from flyby.training.policy_io import eval_spaces
+
+    cfg = load_evaluation_cfg().px4_env
+    builtin = eval_spaces(cfg)[0].shape[0]
+    assert observation_layout(cfg).dim == builtin  # no user term: the built-in layout, no task built
+    cfg.observations.terms["alt_speed"] = ObsTerm(func=altitude_and_speed)
+    width = altitude_and_speed(started(multi_cfg(), n=3)).shape[1]
+    assert eval_spaces(cfg)[0].shape == (builtin + width,)
+    contract = _observation_contract(cfg)
+    assert contract["dim"] == builtin + width
+    last = contract["slices"][-1]
+    assert (last["name"], last["start"], last["stop"]) == ("alt_speed", builtin, builtin + width)
+
+
 def test_observation_term_misuse_is_refused():
     cfg = multi_cfg()
     cfg.observations.terms["pos"] = ObsTerm(func=altitude_and_speed)
