@@ -207,38 +207,29 @@ def test_logs_from_another_config_are_refused(env_cfg, train_log):
 # ---------------------------------------------------------------- fitting
 
 
+# The fields the recovery test fits (and starts from the seed values).
+FITTED = (
+    "velocity_damping",
+    "vertical_velocity_damping",
+    "velocity_gain",
+    "vertical_velocity_gain",
+    "max_climb_rate",
+    "max_descent_rate",
+    "acceleration_damping",
+    "yaw_rate_gain",
+    "yaw_rate_damping",
+)
+
+
 def test_fit_recovers_known_parameters_and_lowers_multi_step_error(env_cfg, train_log):
     # Fit the vertical and yaw extensions and the velocity lag from the seed model's values.
     exts = ("vertical_response", "velocity_gains", "vertical_limits", "acceleration_lag", "yaw_response")
     base = replace(
         TRUE,
-        **{
-            f: getattr(DirectDynamicsCfg(), f)
-            for f in (
-                "velocity_damping",
-                "vertical_velocity_damping",
-                "velocity_gain",
-                "vertical_velocity_gain",
-                "max_climb_rate",
-                "max_descent_rate",
-                "acceleration_damping",
-                "yaw_rate_gain",
-                "yaw_rate_damping",
-            )
-        },
+        **{f: getattr(DirectDynamicsCfg(), f) for f in FITTED},
     )
     result = fit_dynamics([train_log], base, extensions=exts, stride_s=2.0, env_cfg=env_cfg)
-    for name in (
-        "velocity_damping",
-        "vertical_velocity_damping",
-        "velocity_gain",
-        "vertical_velocity_gain",
-        "max_climb_rate",
-        "max_descent_rate",
-        "acceleration_damping",
-        "yaw_rate_gain",
-        "yaw_rate_damping",
-    ):
+    for name in FITTED:
         assert math.isclose(getattr(result.cfg, name), getattr(TRUE, name), rel_tol=0.02), name
     assert [row[0] for row in result.table_rows][0] == "velocity_damping"
     assert result.residuals["tuned"]["pos_end_m"] < 0.05 < result.residuals["seed"]["pos_end_m"]
