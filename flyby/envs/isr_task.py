@@ -182,7 +182,6 @@ class ISRTask:
         )
         self._done_values: dict[str, np.ndarray] = {}  # the user terms' last (N,) bool results
         self._time_out = np.zeros(n, dtype=bool)
-        self._terminated = np.zeros(n, dtype=bool)
         self._crashed = np.zeros(n, dtype=bool)
         # Been at or above min_altitude_m this episode: a ground start is no crash until it took off.
         self._airborne = np.ones(n, dtype=bool)

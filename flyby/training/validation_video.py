@@ -414,7 +414,6 @@ class _Minimap:
         self.size = int(size_px)
         half = np.asarray(world.half_extent, dtype=float)
         self._scale = (self.size - 1) / (2 * half.max())
-        self._half = half
         base = np.full((self.size, self.size, 3), 30, dtype=np.uint8)
         for lo, hi in zip(world.building_min_w, world.building_max_w):
             (x1, y1), (x2, y2) = self._px(lo[:2]), self._px(hi[:2])
