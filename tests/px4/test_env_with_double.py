@@ -16,17 +16,7 @@ from flyby.errors import PX4Unavailable
 
 def test_env_flies_through_the_lockstep_bridge():
     cfg = load_evaluation_cfg().px4_env  # default terminations: a ground start is no crash before take-off
-    factory = DoubleFactory(arm_after_s=0.5)
-    env = PX4ISREnv(
-        cfg,
-        flight_stack="px4",
-        px4_kwargs={
-            "launcher_factory": factory,
-            "ephemeral_ports": True,
-            "startup_timeout_s": 30.0,
-            "ground_truth_rate_hz": 250.0,
-        },
-    )  # the double flies from HIL_STATE_QUATERNION
+    env, factory = _double_env(cfg)  # the double flies from HIL_STATE_QUATERNION
     try:
         assert "PX4" in env.flight_stack_label
         env.reset(seed=0, options={"pos_w": [0.0, 0.0, 0.12], "yaw_rad": 0.0})
