@@ -38,6 +38,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,19 @@ from flyby.px4.params import SITL_PARAMS, telemetry_intervals_us
 from flyby.px4.startup import StartupSequence, Step
 
 log = logging.getLogger(__name__)
+
+# Per thread: the CPU set the thread had before the open flight stacks moved it off their PX4s'
+# CPUs (``before``), and how many open stacks did (``holders``). See PX4FlightStack._keep_off_px4_cpus.
+_lockstep_cpus = threading.local()
+
+
+def _thread_cpus() -> set[int] | None:
+    """This thread's CPUs as they were before any open flight stack narrowed them (None: unknown)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    before = getattr(_lockstep_cpus, "before", None)
+    return set(before) if before is not None else os.sched_getaffinity(0)
+
 
 STANDARD_GRAVITY = 9.80665  # m/s^2, PX4 CONSTANTS_ONE_G
 
@@ -215,14 +229,20 @@ class PX4FlightStack:
                 )
 
             def launcher_factory(instance: int, _sim_port: int, _offboard_port: int) -> LauncherLike:
-                return PX4Launcher(instance, px4_dir, stop_timeout_s=self.timeout_s, keep_ulogs=keep_ulogs)
+                return PX4Launcher(
+                    instance,
+                    px4_dir,
+                    stop_timeout_s=self.timeout_s,
+                    keep_ulogs=keep_ulogs,
+                    cpus=_thread_cpus(),
+                )
 
         self._armed = np.zeros(self.num_drones, dtype=bool)
         self._u = np.zeros((self.num_drones, 4))
         self._warned_dt = False
         self._instances: list[_Instance] = []
         self._closed = False
-        self._saved_affinity: set[int] | None = None
+        self._narrowed_thread: int | None = None  # thread whose CPUs this stack narrowed (None: none)
         self._suite_obj = None
         try:
             for k in range(self.num_drones):
@@ -407,11 +427,7 @@ class PX4FlightStack:
         if self._closed:
             return
         self._closed = True
-        if self._saved_affinity is not None:
-            try:
-                os.sched_setaffinity(0, self._saved_affinity)
-            except OSError:  # pragma: no cover - the CPU set changed under us
-                log.warning("could not restore this thread's CPU affinity %s", sorted(self._saved_affinity))
+        self._give_back_cpus()
         for inst in self._instances:
             for closer in (inst.process.stop, inst.bridge.close, inst.client.close):
                 try:
@@ -424,17 +440,45 @@ class PX4FlightStack:
 
         Each PX4's threads run on one CPU (:func:`flyby.px4.launcher.px4_cpu`); the loop that
         answers them every tick then runs on the others, so the two sides of the lockstep never
-        wait for each other's core. :meth:`close` restores the thread's CPU set. Nothing changes
-        when no CPU would be left, or for stand-in processes without a ``cpu``.
+        wait for each other's core. The thread's CPU set from before the first open stack
+        narrowed it is kept per thread: further stacks in the thread pin their PX4s from that set
+        (as the first did, not from the narrowed one, which would leave them unpinned), and the
+        last of them to close gives the thread its CPUs back. Nothing changes when no CPU would
+        be left, or for stand-in processes without a ``cpu``.
         """
         pinned = {cpu for inst in self._instances if (cpu := getattr(inst.process, "cpu", None)) is not None}
         if not pinned or not hasattr(os, "sched_getaffinity"):
             return
-        allowed = os.sched_getaffinity(0)
-        rest = allowed - pinned
-        if rest and rest != allowed:
-            self._saved_affinity = allowed
+        before = _thread_cpus()
+        current = os.sched_getaffinity(0)
+        rest = current - pinned
+        if not rest or before == rest:
+            return
+        if not getattr(_lockstep_cpus, "holders", 0):
+            _lockstep_cpus.before = current
+            _lockstep_cpus.holders = 0
+        _lockstep_cpus.holders += 1
+        self._narrowed_thread = threading.get_ident()
+        if rest != current:
             os.sched_setaffinity(0, rest)
+
+    def _give_back_cpus(self) -> None:
+        """The other half of :meth:`_keep_off_px4_cpus` (from :meth:`close`, in the same thread)."""
+        if self._narrowed_thread is None:
+            return
+        if self._narrowed_thread != threading.get_ident():  # closed from another thread (e.g. at exit)
+            log.warning("PX4 flight stack closed outside the thread that stepped it; its CPU set is kept")
+            self._narrowed_thread = None
+            return
+        self._narrowed_thread = None
+        _lockstep_cpus.holders -= 1
+        if _lockstep_cpus.holders:
+            return
+        before, _lockstep_cpus.before = _lockstep_cpus.before, None
+        try:
+            os.sched_setaffinity(0, before)
+        except OSError:  # pragma: no cover - the CPU set changed under us
+            log.warning("could not restore this thread's CPU affinity %s", sorted(before))
 
     def __enter__(self) -> PX4FlightStack:
         return self

@@ -107,6 +107,10 @@ class PX4Launcher:
             working directory; training runs that restart PX4 every episode would fill the disk).
         pin_cpu: run all of PX4's threads on one CPU (:func:`px4_cpu`; 15-20 % faster lockstep on
             2 cores); False: wherever the kernel puts them.
+        cpus: the CPUs to pick that one from (default: the calling thread's affinity set).
+            :class:`flyby.px4.flight_stack.PX4FlightStack` passes the set its thread had before
+            any open flight stack moved it off its PX4s' CPUs, so a second stack in the same
+            thread pins its PX4s as the first did.
 
     Raises:
         PX4Unavailable: from :meth:`start` when the binary is missing or fails to start.
@@ -128,6 +132,7 @@ class PX4Launcher:
         extra_env: dict[str, str] | None = None,
         keep_ulogs: bool = True,
         pin_cpu: bool = True,
+        cpus: set[int] | None = None,
     ) -> None:
         if not 0 <= int(instance) <= 255:
             raise ValueError(f"instance {instance} must be in 0..255 (MAV_SYS_ID is 1 + instance)")
@@ -137,7 +142,7 @@ class PX4Launcher:
         self.stop_timeout_s = float(stop_timeout_s)
         self.extra_env = dict(extra_env or {})
         self.keep_ulogs = bool(keep_ulogs)
-        self.cpu = px4_cpu(self.instance) if pin_cpu else None  # CPU PX4's threads run on (None: any)
+        self.cpu = px4_cpu(self.instance, cpus) if pin_cpu else None  # CPU PX4's threads run on (None: any)
         self.log_path: Path | None = None
         self.workdir: Path | None = None
         self.kept_ulogs: dict[Path, list[Path]] = {}  # text log of a run -> the ULogs kept from it, in order

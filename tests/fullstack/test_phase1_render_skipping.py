@@ -1,6 +1,6 @@
 """Phase 1 gate: render skipping and resolution presets in the full-fidelity env.
 
-The same scripted episode (same seed, same actions) runs in ``PX4ISR-v0`` three times, once
+The same scripted episode (same seed, same actions) runs in ``PX4ISR-v0`` in three envs, once
 per flight stack variant (``cascade``, the built-in PX4-style cascade, and ``px4``, PX4 SITL in
 lockstep: the seed plan's Phase 1, "within the current PX4 architecture"):
 
@@ -9,19 +9,28 @@ lockstep: the seed plan's Phase 1, "within the current PX4 architecture"):
 - (ceiling) rendering off: the env's rate with the flight stack, rotor physics and perception
   alone, which no render setting can pass. With PX4 it is the lockstep rate.
 
+The three envs are stepped in turn, one step each (B, A, ceiling; then A, ceiling, B; ...), and
+each ``env.step`` is timed on its own, so the three rates are measured over the same seconds of
+the machine. A 2-core CI machine's speed wanders by tens of per cent within a minute (PX4's
+lockstep rate: 66-130 steps/s on one machine in one hour); measured one after the other, A, B and
+the ceiling each caught a different stretch of it: one CI run read B/A 1.84x beside a
+ceiling/A of 2.18x, B at 75 % of the ceiling. Stepped in turn, B runs within a few per cent of
+the ceiling (B's 128x128 render every 4th step is all that differs). With PX4 each env has its
+own PX4, and the three PX4s are pinned to one CPU (:func:`shared_cpu_instances`): only one of
+them works at a time (lockstep: a PX4 waits for its next HIL_SENSOR; an idle one uses about 1 %
+of a core), as one PX4 does in a single env.
+
 Floors (``phase_config.yaml``, ``phase1`` for the cascade and ``phase1_px4`` for PX4, the seed
 plan's numbers for both): B >= 2x A and B >= 120 steps/s, judged by the plugin's ``check_floor``.
 The judged figures are medians over ``timing_segments`` equal segments of each run (5 of 40 steps,
-each a whole number of B's render intervals), ratios paired segment by segment (the same steps and
-actions), as the parity gate takes the median of its rounds: a run is only a few seconds long, and
-one stall of a loaded 2-core machine (or of PX4's lockstep partner) in one segment would otherwise
-move the verdict (whole-run figures of one CI run: B/A 1.97x and a ceiling below B). The whole-run
-figures are printed beside them. Reachability is judged on the *slowest* segment of the render-off
-run (and the lowest segment ceiling/A): a floor is "reachable" only when this machine's ceiling
-cleared it throughout the run. With PX4 on a 2-core CI machine the lockstep ceiling itself
-wanders around 120 steps/s (110-140 from run to run, B a few per cent below it), so a median
+each a whole number of B's render intervals), ratios paired segment by segment (the same steps,
+actions and seconds), as the parity gate takes the median of its rounds: one stall in one segment
+then moves one segment, not the verdict. The whole-run figures are printed beside them.
+Reachability is judged on the *slowest* segment of the render-off run (and the lowest segment
+ceiling/A): a floor is "reachable" only when this machine's ceiling cleared it throughout the run.
+With PX4 on a 2-core CI machine the lockstep ceiling itself wanders around 120 steps/s, so a
 ceiling of 125 beside a B of 117 is the machine, not the code; on a machine whose ceiling clears
-the floor in every segment (the cascade here: 350-460 steps/s) the gate judges B as before.
+the floor in every segment (the cascade here: 220-460 steps/s) the gate judges B as before.
 A floor that the ceiling of the same run puts out of reach (ceiling < 120 steps/s, or ceiling /
 A < 2) reads "not reachable here" with both numbers: neither passed nor failed. It is never
 lowered.
@@ -36,14 +45,16 @@ Detections: render skipping changes what is drawn, never what the policy observe
   that every observation's detections equal a fresh ground-truth detection of the drone pose
   it was taken at, in A and in B, at the same sim times; the A-B path difference is printed.
 
-B runs first (its loop is timed and counted for the FPS overlay); A runs second and streams
-the side-by-side video, A's render time timed with its step and the encoding outside the
-timer; the ceiling runs last.
+B's steps are counted for the FPS overlay (with their own timed seconds); A streams the
+side-by-side video, A's render time timed with its step and the drawing and encoding outside
+every timer.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 
 import numpy as np
@@ -56,6 +67,7 @@ from flyby.envs.px4_env import PX4ISREnv
 from flyby.perception.camera import camera_poses_w
 from flyby.perception.gt import GroundTruthDetector
 from flyby.policies import SmoothPatrolPolicy
+from flyby.training.parallel import MAX_PX4_INSTANCE
 from pytest_video_plugin import Text, side_by_side
 
 B_SCALE = 3  # 128x128 drawn at 384x384 (display only)
@@ -73,66 +85,29 @@ def _same(det_visible, det_boxes, visible, boxes) -> bool:
     return bool(np.array_equal(det_visible, visible) and np.array_equal(det_boxes, boxes))
 
 
-def _run_b(cfg, flight_stack: str, steps: int, count_steps) -> dict:
-    env = PX4ISREnv(cfg, flight_stack=flight_stack, render_mode="rgb_array")
-    try:
-        obs, info = env.reset(seed=0)
-        policy = SmoothPatrolPolicy(1, env.task.layout, seed=0, altitude_frac=0.3)
-        # Frame -1 is the one rendered at reset; step k's frame exists when B rendered on step k.
-        out = {
-            "frames": {-1: info["camera"].copy()},
-            "visible": [],
-            "boxes": [],
-            "sim_t": [],
-            "rendered": [],
-            "actions": [],
-            "pos": [],
-            "rot": [],
-            "return": [],
-        }
-        count_steps(0)  # start the clock: the FPS overlay reads run B's rate
-        t0 = time.perf_counter()
-        out["step_s"] = []
-        for _ in range(steps):
-            t_step = time.perf_counter()
-            action = policy(obs[None])[0]
-            obs, reward, terminated, truncated, info = env.step(action)
-            out["step_s"].append(time.perf_counter() - t_step)
-            count_steps(1)
-            out["return"].append((out["return"][-1] if out["return"] else 0.0) + float(reward))
-            out["actions"].append(action)
-            out["rendered"].append(info["rendered"])
-            if info["rendered"]:
-                out["frames"][len(out["rendered"]) - 1] = info["camera"].copy()
-            det = env.task.detections
-            out["visible"].append(det.visible[0].copy())
-            out["boxes"].append(det.boxes_px[0].copy())
-            out["sim_t"].append(info["sim_time_s"])
-            out["pos"].append(env.task.pos_w[0].copy())
-            out["rot"].append(env.task.dynamics.rot_wb[0].copy())
-            assert not (terminated or truncated), (
-                f"episode ended early at sim time {info['sim_time_s']:.2f} s"
-            )
-        out["wall_s"] = time.perf_counter() - t0
-        out["stack"] = env.flight_stack_label
-        return out
-    finally:
-        env.close()
+ROUND_ROBIN = ("B", "A", "ceiling")  # stepped in turn, one step each; the order rotates every step
 
 
-def _run_ceiling(cfg, flight_stack: str, actions: list[np.ndarray]) -> np.ndarray:
-    """Wall seconds of each step of the same actions with rendering off (flight stack and physics alone)."""
-    env = PX4ISREnv(cfg, flight_stack=flight_stack, render_mode=None)
-    try:
-        env.reset(seed=0)
-        step_s = []
-        for action in actions:
-            t0 = time.perf_counter()
-            env.step(action)
-            step_s.append(time.perf_counter() - t0)
-        return np.array(step_s)
-    finally:
-        env.close()
+def shared_cpu_instances(count: int, first: int = 0, cpus: int | None = None) -> list[int]:
+    """PX4 instance numbers whose processes :func:`flyby.px4.launcher.px4_cpu` pins to one CPU.
+
+    ``px4_cpu`` pins instance ``i`` to the ``i % cpus``-th CPU from the end, so instances ``cpus``
+    apart share a CPU: the three runs' PX4s then take turns on one core, as one PX4 does, and
+    flyby's lockstep loop keeps the other cores. Where that would pass flyby's last PX4 instance
+    (:data:`flyby.training.parallel.MAX_PX4_INSTANCE`, 9) the instances are consecutive: a machine
+    with 5 or more cores has a core for each.
+
+    Args:
+        count: instances wanted (>= 1).
+        first: the first instance number.
+        cpus: CPUs this process may use (default: its affinity set).
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    spacing = max(int(cpus), 1)
+    if first + spacing * (count - 1) > MAX_PX4_INSTANCE:
+        spacing = 1
+    return [first + spacing * i for i in range(count)]
 
 
 def segment_rates(step_s, segments: int) -> np.ndarray:
@@ -152,62 +127,86 @@ def test_phase1_render_skipping(stack, request, video_recorder, gate_cfg, stack_
         "render_skip_validation" if stack == "px4" else "render_skip_validation_cascade"
     )
     base = load_evaluation_cfg().px4_env
-    cfg_a = replace(base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL))
-    cfg_b = replace(
-        base,
-        render_interval=gate.skip_render_interval,
-        render=replace(base.render, preset=ResolutionPreset.TRAINING),
-    )
-
-    b = _run_b(cfg_b, stack, gate.steps, video_recorder.count_steps)
-    b_fps = gate.steps / b["wall_s"]
-    video_recorder.set_header(backend=stack_strings["backend"], flight_stack=b["stack"])
-
-    env = PX4ISREnv(cfg_a, flight_stack=stack, render_mode="rgb_array")
-    mismatches = []  # (step, sim_t A, sim_t B) where the rendered-step detection check fails
+    cfgs = {
+        "A": replace(base, render_interval=1, render=replace(base.render, preset=ResolutionPreset.FULL)),
+        "B": replace(
+            base,
+            render_interval=gate.skip_render_interval,
+            render=replace(base.render, preset=ResolutionPreset.TRAINING),
+        ),
+        "ceiling": base,
+    }
+    instances = dict(zip(ROUND_ROBIN, shared_cpu_instances(3, first=base.px4.instance), strict=True))
+    step_s = {name: [] for name in ROUND_ROBIN}  # wall seconds of each env.step, per run
+    # B's record by step; frames[k] exists when B rendered on step k, frames[-1] is the one rendered at reset
+    b = {"frames": {}, "rendered": [], "visible": [], "boxes": [], "sim_t": [], "pos": []}
     a_pos = []
-    a_wall = 0.0
-    a_step_s = []
-    try:
-        env.reset(seed=0)
-        world = env.task.world
-        draw_detector = GroundTruthDetector.from_world(env.backend.camera, world)
-        fresh = GroundTruthDetector.from_world(env.task.cfg.camera, world)
+    mismatches = []  # (step, sim_t A, sim_t B) where the rendered-step detection check fails
+    a_return = b_return = 0.0
+    with ExitStack() as closing:
+        envs = {}
+        for name in ROUND_ROBIN:
+            cfg = replace(cfgs[name], px4=replace(cfgs[name].px4, instance=instances[name]))
+            envs[name] = PX4ISREnv(
+                cfg, flight_stack=stack, render_mode=None if name == "ceiling" else "rgb_array"
+            )
+            closing.callback(envs[name].close)
+        env_a, env_b = envs["A"], envs["B"]
+        obs, info = env_b.reset(seed=0)
+        b["frames"][-1] = info["camera"].copy()
+        env_a.reset(seed=0)
+        envs["ceiling"].reset(seed=0)
+        b_label = env_b.flight_stack_label
+        video_recorder.set_header(backend=stack_strings["backend"], flight_stack=b_label)
+        policy = SmoothPatrolPolicy(1, env_b.task.layout, seed=0, altitude_frac=0.3)
+        world = env_a.task.world
+        draw_detector = GroundTruthDetector.from_world(env_a.backend.camera, world)
+        fresh = GroundTruthDetector.from_world(env_a.task.cfg.camera, world)
+        camera = env_a.task.cfg.camera
         last_b = -1
-        a_return = 0.0
         for k in range(gate.steps):
-            action = b["actions"][k]
-            t0 = time.perf_counter()
-            _, reward, _, _, info = env.step(action)
-            a_step_s.append(time.perf_counter() - t0)
-            a_wall += a_step_s[-1]
-            a_return += float(reward)
-            det = env.task.detections
-            a_pos.append(env.task.pos_w[0].copy())
-            if b["rendered"][k]:
+            action = policy(obs[None])[0]
+            results = {}
+            for i in range(len(ROUND_ROBIN)):  # B, A, ceiling; then A, ceiling, B; ...
+                name = ROUND_ROBIN[(k + i) % len(ROUND_ROBIN)]
+                t0 = time.perf_counter()
+                results[name] = envs[name].step(action)
+                step_s[name].append(time.perf_counter() - t0)
+            video_recorder.count_steps(1, seconds=step_s["B"][-1])  # the FPS overlay reads run B's rate
+            obs, reward_b, terminated, truncated, info_b = results["B"]
+            _, reward_a, _, _, info_a = results["A"]
+            assert not (terminated or truncated), (
+                f"episode ended early at sim time {info_b['sim_time_s']:.2f} s"
+            )
+            b_return += float(reward_b)
+            a_return += float(reward_a)
+            det_b, det_a = env_b.task.detections, env_a.task.detections
+            b["rendered"].append(info_b["rendered"])
+            b["visible"].append(det_b.visible[0].copy())
+            b["boxes"].append(det_b.boxes_px[0].copy())
+            b["sim_t"].append(info_b["sim_time_s"])
+            b["pos"].append(env_b.task.pos_w[0].copy())
+            a_pos.append(env_a.task.pos_w[0].copy())
+            if info_b["rendered"]:
+                b["frames"][k] = info_b["camera"].copy()
                 last_b = k
-                same_time = info["sim_time_s"] == pytest.approx(b["sim_t"][k], abs=gate.sim_time_tol_s)
+                same_time = info_a["sim_time_s"] == pytest.approx(b["sim_t"][k], abs=gate.sim_time_tol_s)
                 if stack == "cascade":  # deterministic: A's detections are B's
-                    same_det = _same(det.visible[0], det.boxes_px[0], b["visible"][k], b["boxes"][k])
+                    same_det = _same(det_a.visible[0], det_a.boxes_px[0], b["visible"][k], b["boxes"][k])
                 else:  # A's and B's against the ground truth of their own poses
                     truth_a = _fresh_detection(
-                        fresh,
-                        world,
-                        a_pos[-1],
-                        env.task.dynamics.rot_wb[0],
-                        info["sim_time_s"],
-                        env.task.cfg.camera,
+                        fresh, world, a_pos[k], env_a.task.dynamics.rot_wb[0], info_a["sim_time_s"], camera
                     )
                     truth_b = _fresh_detection(
-                        fresh, world, b["pos"][k], b["rot"][k], b["sim_t"][k], env.task.cfg.camera
+                        fresh, world, b["pos"][k], env_b.task.dynamics.rot_wb[0], b["sim_t"][k], camera
                     )
-                    same_det = _same(det.visible[0], det.boxes_px[0], *truth_a) and _same(
+                    same_det = _same(det_a.visible[0], det_a.boxes_px[0], *truth_a) and _same(
                         b["visible"][k], b["boxes"][k], *truth_b
                     )
                 if not (same_time and same_det):
-                    mismatches.append((k, info["sim_time_s"], b["sim_t"][k]))
-            frame, boxes, texts = _compose(env, info["camera"], draw_detector, b, k, last_b)
-            a_fps = (k + 1) / a_wall
+                    mismatches.append((k, info_a["sim_time_s"], b["sim_t"][k]))
+            frame, boxes, texts = _compose(env_a, info_a["camera"], draw_detector, b, k, last_b)
+            a_fps, b_fps = (k + 1) / sum(step_s["A"]), (k + 1) / sum(step_s["B"])
             video_recorder.add_frame(
                 frame,
                 boxes=boxes,
@@ -215,15 +214,15 @@ def test_phase1_render_skipping(stack, request, video_recorder, gate_cfg, stack_
                 rendered=b["rendered"][k],
                 metrics={
                     "step": k + 1,
-                    "sim time s": round(info["sim_time_s"], 3),
+                    "sim time s": round(info_a["sim_time_s"], 3),
                     "return A": round(a_return, 2),
-                    "return B": round(b["return"][k], 2),
+                    "return B": round(b_return, 2),
                     "A steps/s": round(a_fps, 1),
                     "B steps/s": round(b_fps, 1),
                     "speed-up": f"{b_fps / a_fps:.2f}x",
-                    "B rendered": f"{sum(b['rendered'][: k + 1])}/{k + 1}",
-                    "detections": int(det.visible.sum()),
-                    "A-B distance m": round(float(np.linalg.norm(a_pos[-1] - b["pos"][k])), 3),
+                    "B rendered": f"{sum(b['rendered'])}/{k + 1}",
+                    "detections": int(det_a.visible.sum()),
+                    "A-B distance m": round(float(np.linalg.norm(a_pos[k] - b["pos"][k])), 3),
                 },
                 footer=(
                     f"A: render every step at full 640x480 | B: every {gate.skip_render_interval} steps at "
@@ -231,25 +230,21 @@ def test_phase1_render_skipping(stack, request, video_recorder, gate_cfg, stack_
                     f"speed-up >= {gate.min_speedup}x"
                 ),
             )
-    finally:
-        env.close()
-    ceiling_step_s = _run_ceiling(base, stack, b["actions"])
-    a_fps = gate.steps / a_wall
-    # Judged: medians over segments, ratios paired by segment (same steps, same actions).
-    seg_b, seg_a, seg_c = (
-        segment_rates(x, gate.timing_segments) for x in (b["step_s"], a_step_s, ceiling_step_s)
-    )
+    whole = {name: gate.steps / sum(times) for name, times in step_s.items()}
+    a_fps, b_fps = whole["A"], whole["B"]
+    # Judged: medians over segments, ratios paired by segment (same steps, same actions, same seconds).
+    seg = {name: segment_rates(times, gate.timing_segments) for name, times in step_s.items()}
+    seg_b, seg_a, seg_c = seg["B"], seg["A"], seg["ceiling"]
     b_med, ceiling = float(np.median(seg_b)), float(np.median(seg_c))
     speedup, ceiling_ratio = float(np.median(seg_b / seg_a)), float(np.median(seg_c / seg_a))
     # Reachability: the slowest segment of the ceiling run (see the module docstring).
     ceiling_low, ceiling_ratio_low = float(np.min(seg_c)), float(np.min(seg_c / seg_a))
     divergence = float(np.max(np.linalg.norm(np.array(a_pos) - np.array(b["pos"]), axis=1)))
-    video_recorder.record_metric("flight_stack", b["stack"])
+    video_recorder.record_metric("flight_stack", b_label)
+    video_recorder.record_metric("px4_instances", " ".join(f"{n}={i}" for n, i in instances.items()))
     video_recorder.record_metric("steps_per_s_A_full_every_step", a_fps)
     video_recorder.record_metric("steps_per_s_B_training_every_4", b_fps)
-    video_recorder.record_metric(
-        "steps_per_s_ceiling_render_off", float(ceiling_step_s.size / ceiling_step_s.sum())
-    )
+    video_recorder.record_metric("steps_per_s_ceiling_render_off", whole["ceiling"])
     video_recorder.record_metric("speedup", b_fps / a_fps)
     video_recorder.record_metric("segments", gate.timing_segments)
     video_recorder.record_metric("segment_median_steps_per_s_A", float(np.median(seg_a)))
@@ -261,14 +256,13 @@ def test_phase1_render_skipping(stack, request, video_recorder, gate_cfg, stack_
     video_recorder.record_metric("segment_slowest_ceiling_over_a", ceiling_ratio_low)
     video_recorder.record_metric("max_a_b_distance_m", divergence)
     print(
-        f"\nPhase 1 ({b['stack']}, {gate.steps} steps of {base.step_dt} s, "
-        f"physics {1 / base.physics_dt:.0f} Hz):"
+        f"\nPhase 1 ({b_label}, {gate.steps} steps of {base.step_dt} s, "
+        f"physics {1 / base.physics_dt:.0f} Hz; A, B and the ceiling stepped in turn):"
         f"\n  A render every step at full 640x480    : {a_fps:7.1f} steps/s "
         f"({a_fps * base.step_dt:5.1f}x real time)"
         f"\n  B render every {gate.skip_render_interval} steps at training 128x128: {b_fps:7.1f} steps/s "
         f"({b_fps * base.step_dt:5.1f}x real time)"
-        f"\n  ceiling, render off                   : "
-        f"{ceiling_step_s.size / ceiling_step_s.sum():7.1f} steps/s"
+        f"\n  ceiling, render off                   : {whole['ceiling']:7.1f} steps/s"
         f"\n  speed-up B/A {b_fps / a_fps:.2f}x; A-B paths at most {divergence:.3f} m apart"
         f"\n  judged, medians of {gate.timing_segments} segments: B {b_med:.1f} steps/s, "
         f"ceiling {ceiling:.1f} steps/s, B/A {speedup:.2f}x, ceiling/A {ceiling_ratio:.2f}x"
@@ -323,3 +317,16 @@ def test_segment_rates_are_per_segment(gate_cfg):
         100.0
     )  # 1 stalled of 5: median holds
     assert gate_cfg.phase1_px4.timing_segments == gate_cfg.phase1.timing_segments == 5
+
+
+def test_shared_cpu_instances_share_a_cpu():
+    """The three runs' PX4s land on one CPU (``px4_cpu``); consecutive where spacing would pass 9."""
+    from flyby.px4.launcher import px4_cpu
+
+    for cpus in (2, 3, 4):
+        instances = shared_cpu_instances(3, cpus=cpus)
+        assert len(set(instances)) == 3
+        assert len({px4_cpu(i, set(range(cpus))) for i in instances}) == 1, (cpus, instances)
+    assert shared_cpu_instances(3, first=5, cpus=2) == [5, 7, 9]
+    assert shared_cpu_instances(3, cpus=16) == [0, 1, 2]  # 0, 16, 32 would pass flyby's last instance, 9
+    assert shared_cpu_instances(1) == [0]

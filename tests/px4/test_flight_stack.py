@@ -122,3 +122,39 @@ def test_missing_px4_fails_at_construction(monkeypatch, tmp_path):
     with pytest.raises(PX4Unavailable, match="PX4_DIR"):
         PX4FlightStack(1, sensors=make_sensors(1))
     assert "PX4_DIR" not in os.environ
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2+ CPUs (Linux)"
+)
+def test_stacks_in_one_thread_pin_from_the_same_cpus_and_the_last_gives_them_back():
+    """A second stack in the thread sees the CPU set from before the first narrowed it (so its PX4s
+    are pinned as the first's were, not left unpinned), and the thread gets its CPUs back when the
+    last open stack closes, not the first."""
+    from flyby.px4.flight_stack import _thread_cpus
+
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+
+    def pinned_to_cpu(factory: DoubleFactory):
+        def make(*args):
+            double = factory(*args)
+            double.cpu = cpu  # what PX4Launcher sets: the CPU its PX4 runs on
+            return double
+
+        return make
+
+    first = _stack(pinned_to_cpu(DoubleFactory()))
+    try:
+        assert os.sched_getaffinity(0) == before - {cpu} and _thread_cpus() == before
+        second = _stack(pinned_to_cpu(DoubleFactory()))
+        try:
+            assert _thread_cpus() == before  # what the default launcher factory pins from
+            first.close()
+            assert os.sched_getaffinity(0) == before - {cpu}  # the second stack is still open
+        finally:
+            second.close()
+        assert os.sched_getaffinity(0) == before and _thread_cpus() == before
+    finally:
+        first.close()
+        os.sched_setaffinity(0, before)

@@ -331,3 +331,4 @@ def test_px4_cpu_pins_instances_round_the_allowed_cpus():
     assert px4_cpu(0, {2, 5, 7}) == 7 and px4_cpu(1, {2, 5, 7}) == 5
     assert px4_cpu(0, {3}) is None  # one CPU: nothing to gain, PX4 is not pinned
     assert PX4Launcher(0, pin_cpu=False).cpu is None
+    assert PX4Launcher(1, cpus={2, 5, 7}).cpu == 5  # from the set given (a flight stack's), not the thread's
