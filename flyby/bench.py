@@ -109,15 +109,72 @@ def scaling_table(
 
 
 def machine_info() -> dict[str, str]:
-    """CPU, core count, Python and numpy versions: printed beside every figure."""
+    """CPU, core count, Python, numpy and numba versions, and the kernel: printed beside every figure."""
     import os
+    from importlib.metadata import PackageNotFoundError, version
 
+    from flyby.kernels import kernel_backend
+
+    try:
+        numba_version = version("numba")
+    except PackageNotFoundError:  # pragma: no cover - numba is a dependency
+        numba_version = "not installed"
     return {
         "cpu": platform.processor() or platform.machine(),
         "cores": str(os.cpu_count()),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "numba": numba_version,
+        "kernel": kernel_backend().value,
     }
+
+
+_COLD_START_SCRIPT = """
+import json, time
+t0 = time.perf_counter()
+import numpy as np
+from flyby.envs.multi_drone_env import MultiDroneISREnv
+env = MultiDroneISREnv(num_drones=2)
+env.reset(seed=0)
+env.step(np.zeros((2, 4), dtype=np.float32))
+print(json.dumps({"first_step_s": time.perf_counter() - t0}))
+"""
+
+
+def measure_cold_start(timeout_s: float = 300.0) -> dict[str, float]:
+    """JIT cold start of the compiled kernels: a fresh process's import, reset and first step.
+
+    Runs ``MultiDroneISR-v0`` (2 drones) in two child processes with ``FLYBY_KERNEL=numba`` and a
+    new, empty numba cache folder: the first compiles every kernel (cold), the second loads them
+    from that cache (warm). Their difference is the compile time a user's first run pays once.
+
+    Returns:
+        ``{"cold_s", "warm_s", "compile_s"}``, seconds.
+
+    Raises:
+        RuntimeError: a child process failed (its stderr is in the message).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    times = []
+    with tempfile.TemporaryDirectory(prefix="flyby-numba-") as cache:
+        env = {**os.environ, "FLYBY_KERNEL": "numba", "NUMBA_CACHE_DIR": cache}
+        for _ in range(2):
+            run = subprocess.run(
+                [sys.executable, "-c", _COLD_START_SCRIPT],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+            if run.returncode != 0:
+                raise RuntimeError(f"cold-start child exited {run.returncode}: {run.stderr[-2000:]}")
+            times.append(json.loads(run.stdout.strip().splitlines()[-1])["first_step_s"])
+    return {"cold_s": times[0], "warm_s": times[1], "compile_s": times[0] - times[1]}
 
 
 def format_table(rows: list[Throughput]) -> str:

@@ -8,6 +8,7 @@ import argparse
 import errno
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,10 +35,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import flyby  # noqa: F401  (registers the envs)
-    from flyby.bench import format_table, machine_info, measure_single_env, scaling_table
+    from flyby.bench import format_table, machine_info, measure_cold_start, measure_single_env, scaling_table
+    from flyby.kernels import KERNEL_ENV, kernel_backend
 
     counts = _parse_drone_counts(args.drones)  # before any measurement
-    results: dict = {"machine": machine_info()}
+    default_kernel = kernel_backend().value  # also refuses a bad $FLYBY_KERNEL before any work
+    kernels = ["numpy", "numba"] if args.kernel == "both" else [args.kernel or default_kernel]
+    results: dict = {"machine": machine_info(), "by_kernel": {}}
     print("machine:", ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
     note = f"{args.steps} steps, median of {args.repeats} runs" if args.repeats > 1 else f"{args.steps} steps"
 
@@ -45,14 +49,41 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         runs = sorted((measure() for _ in range(args.repeats)), key=lambda r: r.drone_steps_per_s)
         return runs[len(runs) // 2]
 
-    print(f"\nDirectISR-v0 (1 drone, training config, no render), {note}:")
-    single = median_run(lambda: measure_single_env(gym.make("flyby/DirectISR-v0"), steps=args.steps))
-    print(format_table([single]))
-    print(f"\nMultiDroneISR-v0 (training config: state + ground-truth detections, render skipped), {note}:")
-    rows = [median_run(lambda n=n: scaling_table([n], steps=args.steps)[0]) for n in counts]
-    print(format_table(rows))
-    results["direct"] = single.as_dict()
-    results["multi_drone"] = [r.as_dict() for r in rows]
+    saved = os.environ.get(KERNEL_ENV)
+    try:
+        for kernel in kernels:
+            os.environ[KERNEL_ENV] = kernel
+            print(f"\nDirectISR-v0 (1 drone, training config, no render), kernel {kernel}, {note}:")
+            single = median_run(lambda: measure_single_env(gym.make("flyby/DirectISR-v0"), steps=args.steps))
+            print(format_table([single]))
+            print(
+                f"\nMultiDroneISR-v0 (training config: state + ground-truth detections, render skipped), "
+                f"kernel {kernel}, {note}:"
+            )
+            rows = [median_run(lambda n=n: scaling_table([n], steps=args.steps)[0]) for n in counts]
+            print(format_table(rows))
+            results["by_kernel"][kernel] = {
+                "direct": single.as_dict(),
+                "multi_drone": [r.as_dict() for r in rows],
+            }
+    finally:
+        if saved is None:
+            os.environ.pop(KERNEL_ENV, None)
+        else:
+            os.environ[KERNEL_ENV] = saved
+    shown = results["by_kernel"].get(default_kernel) or results["by_kernel"][kernels[-1]]
+    results["direct"], results["multi_drone"] = shown["direct"], shown["multi_drone"]
+    if len(kernels) == 2:
+        _print_kernel_speedups(results["by_kernel"])
+    if args.cold_start:
+        print(
+            "\nJIT cold start (MultiDroneISR-v0, 2 drones: import, reset and first step in a fresh process):"
+        )
+        cold = results["cold_start"] = measure_cold_start()
+        print(
+            f"  empty numba cache {cold['cold_s']:.1f} s, warm cache {cold['warm_s']:.1f} s: "
+            f"compiling costs {cold['compile_s']:.1f} s once per cache folder"
+        )
     if not args.no_render:
         results["render"] = _bench_render(args)
     if not args.no_full_fidelity:
@@ -63,6 +94,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(results, indent=2))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _print_kernel_speedups(by_kernel: dict) -> None:
+    """One line per env: the compiled kernel's rate over the numpy reference's, same run."""
+    ref, fast = by_kernel["numpy"], by_kernel["numba"]
+    print("\nnumba kernel over numpy reference, same run:")
+    pairs = [("DirectISR-v0, 1 drone", ref["direct"], fast["direct"])]
+    pairs += [
+        (f"MultiDroneISR-v0, {a['num_drones']} drones", a, b)
+        for a, b in zip(ref["multi_drone"], fast["multi_drone"], strict=True)
+    ]
+    for name, a, b in pairs:
+        ratio = b["drone_steps_per_s"] / a["drone_steps_per_s"]
+        print(
+            f"  {name:<28} {a['drone_steps_per_s']:>10,.0f} -> {b['drone_steps_per_s']:>10,.0f} "
+            f"drone-steps/s ({ratio:.2f}x)"
+        )
 
 
 def _parse_drone_counts(text: str) -> list[int]:
@@ -568,6 +616,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "cascade", "both"),
         help="PX4ISR-v0 flight stacks: auto (cascade, and PX4 SITL when found; default), "
         "cascade, or both (fail without PX4)",
+    )
+    bench.add_argument(
+        "--kernel",
+        default="both",
+        choices=("numba", "numpy", "both"),
+        help="hot-path implementation of the env figures: numba (compiled), numpy (reference) or "
+        "both, with the speed-up of one over the other (default both)",
+    )
+    bench.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="also time the JIT cold start (a fresh process on an empty numba cache)",
     )
     bench.add_argument("--backend", default=None, help="mujoco or isaac (default: automatic)")
     bench.add_argument("--json", default=None, help="also write the figures to this JSON file")

@@ -65,3 +65,13 @@ class PerceptionMode(str, Enum):
 
     GROUND_TRUTH = "ground_truth"
     YOLO = "yolo"
+
+
+class KernelBackend(str, Enum):
+    """Implementation of the hot path (``$FLYBY_KERNEL``, :mod:`flyby.kernels`).
+
+    ``NUMBA``: compiled kernels (default). ``NUMPY``: the readable reference they are tested against.
+    """
+
+    NUMBA = "numba"
+    NUMPY = "numpy"

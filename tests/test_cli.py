@@ -144,3 +144,33 @@ def test_flight_stack_px4_without_px4_names_the_fix(command, monkeypatch, tmp_pa
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no px4 anywhere
     assert main([*command, "--flight-stack", "px4"]) == 2
     assert "PX4_DIR is not set and there is no px4 on PATH" in capsys.readouterr().err
+
+
+def test_bench_compares_the_kernels_in_one_run(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = [
+        "bench",
+        "--steps",
+        "20",
+        "--drones",
+        "1,16",
+        "--repeats",
+        "1",
+        "--no-render",
+        "--no-full-fidelity",
+    ]
+    assert main([*args, "--kernel", "both", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "kernel numpy" in text and "kernel numba" in text
+    assert "numba kernel over numpy reference, same run" in text and "MultiDroneISR-v0, 16 drones" in text
+    data = json.loads(out.read_text())
+    assert set(data["by_kernel"]) == {"numpy", "numba"}
+    assert data["multi_drone"] == data["by_kernel"]["numba"]["multi_drone"]  # the default kernel's figures
+    assert data["machine"]["kernel"] == "numba" and data["machine"]["numba"][0].isdigit()
+
+
+def test_bench_refuses_an_unknown_kernel_by_name(monkeypatch, capsys):
+    monkeypatch.setenv("FLYBY_KERNEL", "cuda")
+    assert main(["bench", "--steps", "5", "--no-render", "--no-full-fidelity"]) == 2
+    err = capsys.readouterr().err
+    assert "FLYBY_KERNEL='cuda'" in err and "numba, numpy" in err

@@ -10,15 +10,21 @@ axis meets the ground, of radius ``t * tan(fovy / 2)`` at distance ``t`` along t
 
 Pure batched functions: the grid's constants live in a :class:`CoverageGrid` built once
 (:func:`make_grid`); the per-env covered flags are an (N, gx * gy) bool array the caller owns,
-updated in place by :func:`mark_covered`.
+updated in place by :func:`mark_covered`. This numpy code is the reference; with
+``$FLYBY_KERNEL=numba`` (the default, :mod:`flyby.kernels`) :func:`footprints` and
+:func:`mark_covered` run the compiled loops of :mod:`flyby.mdp.kernels`, bit-identical.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+
+from flyby.enums import KernelBackend
+from flyby.kernels import kernel_backend
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +37,7 @@ class CoverageGrid:
     centre_x: np.ndarray  # (gx,) float64 m, x of the cell centres, (i + 0.5) * cell - half_x
     centre_y: np.ndarray  # (gy,) float64 m, y of the cell centres
     span: np.ndarray  # (1, S) intp, cell offsets of the square stencil around a footprint centre
+    r_cells: int  # stencil half-width, cells: ceil(max_footprint_radius_m / cell_m) + 1
     whole_grid: bool  # small grid: test every cell, cheaper than the stencil's bookkeeping
     tan_half_fov: float  # tan(fovy / 2) of the camera
     far_m: float  # m, the camera's far plane: ground beyond it is not seen
@@ -66,6 +73,7 @@ def make_grid(
         centre_x=(np.arange(gx) + 0.5) * cell_m - half[0],
         centre_y=(np.arange(gy) + 0.5) * cell_m - half[1],
         span=span,
+        r_cells=r_cells,
         # Small grids (the training area: 20 x 20 cells) test every cell of the grid, which takes
         # fewer numpy calls than the stencil's index bookkeeping; cells the stencil leaves out are
         # more than the largest footprint radius away, so both mark the same cells.
@@ -95,6 +103,13 @@ def footprints(grid: CoverageGrid, cam_pos: np.ndarray, rot_wc: np.ndarray) -> t
     """
     far = grid.far_m
     max_radius = grid.max_radius_m
+    if kernel_backend() is KernelBackend.NUMBA:
+        from flyby.mdp.kernels import footprints_into
+
+        k = cam_pos.shape[0]
+        ground, radius_sq = np.empty((k, 2)), np.empty(k)
+        footprints_into(cam_pos, rot_wc, grid.tan_half_fov, far, max_radius, grid.clip_t, ground, radius_sq)
+        return ground, radius_sq
     if cam_pos.shape[0] == 1:
         # One camera (DirectISR-v0): the same operations on Python floats, several times
         # cheaper than numpy calls on 1-element arrays.
@@ -138,6 +153,17 @@ def mark_covered(
     Returns:
         (k,) int64 counts of newly covered cells.
     """
+    if kernel_backend() is KernelBackend.NUMBA:
+        from flyby.mdp.kernels import mark_covered_rows
+
+        rows = _all_rows(covered.shape[0]) if ids is None else np.asarray(ids, dtype=np.intp)
+        fresh = np.empty(rows.shape[0], dtype=np.int64)
+        gx, gy = grid.shape
+        half_x, half_y = float(grid.half_extent[0]), float(grid.half_extent[1])
+        mark_covered_rows(
+            covered, rows, ground, radius_sq, grid.cell_m, half_x, half_y, gx, gy, grid.r_cells, fresh
+        )
+        return fresh
     if grid.whole_grid:
         return mark_whole_grid(grid, covered, ids, ground, radius_sq)
     return mark_stencil(grid, covered, ids, ground, radius_sq)
@@ -192,3 +218,11 @@ def mark_stencil(
     new = hit[~flat_covered[hit]]
     flat_covered[new] = True
     return np.bincount(new // cells, minlength=n)[rows]
+
+
+@lru_cache(maxsize=8)
+def _all_rows(n: int) -> np.ndarray:
+    """(n,) intp 0..n-1, cached (read-only): the rows of a whole-batch update."""
+    rows = np.arange(n, dtype=np.intp)
+    rows.flags.writeable = False
+    return rows

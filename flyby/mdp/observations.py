@@ -40,7 +40,8 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from flyby.config import cfg_field
-from flyby.enums import TargetClass
+from flyby.enums import KernelBackend, TargetClass
+from flyby.kernels import kernel_backend
 from flyby.mdp.terms import ObsTerm, term_dict_problems
 
 DET_FIELDS = 8
@@ -189,6 +190,12 @@ def coverage_patch(
     """
     n = covered.shape[0]
     gx, gy = grid_shape
+    if kernel_backend() is KernelBackend.NUMBA:
+        from flyby.mdp.kernels import coverage_patch_into
+
+        out = np.empty((n, 9)) if out is None else out
+        coverage_patch_into(covered, gx, gy, np.asarray(cell_xy, dtype=np.intp), int(block), out)
+        return out
     # Integral image of the uncovered cells: S[i, j] = uncovered cells in [0, i) x [0, j). A block's
     # corner indices clipped to [0, g] give the count over its part inside the grid, so cells outside
     # count as covered without padding the grid.
@@ -252,24 +259,27 @@ def select_top_k(
         new: (N, T) bool, visible and not seen before this episode.
 
     Returns:
-        idx: (N, k) int target indices (arbitrary where not valid).
+        idx: (N, k) int target indices (0 where not valid), best first; equal scores by the lower
+            target index.
         valid: (N, k) bool.
     """
     n, t = visible.shape
     if t == 0 or not visible.any():  # nothing in view (the common case): no ranking needed
         return np.zeros((n, k), dtype=np.intp), np.zeros((n, k), dtype=bool)
+    if kernel_backend() is KernelBackend.NUMBA:
+        from flyby.mdp.kernels import top_k_into
+
+        idx_k, valid_k = np.empty((n, k), dtype=np.intp), np.empty((n, k), dtype=bool)
+        top_k_into(visible, boxes_px, new, k, idx_k, valid_k)
+        return idx_k, valid_k
     area = (boxes_px[..., 2] - boxes_px[..., 0]) * (boxes_px[..., 3] - boxes_px[..., 1])
     neg_score = -np.where(visible, area + new * 1e7, -1.0)  # ascending order = best first
     kk = min(k, t)
-    if kk < t:
-        part = np.argpartition(neg_score, kk - 1, axis=1)[:, :kk]
-    else:
-        part = np.broadcast_to(np.arange(t), (n, t))
     rows = _row_offsets(n, 1)
+    part = np.argsort(neg_score, axis=1, kind="stable")[:, :kk]  # stable: ties by target index
     part_neg = neg_score[rows, part]
-    order = np.argsort(part_neg, axis=1, kind="stable")
-    idx_k = part[rows, order]
-    valid_k = part_neg[rows, order] <= 0  # score >= 0
+    valid_k = part_neg <= 0  # score >= 0
+    idx_k = np.where(valid_k, part, 0)
     if kk < k:
         pad = k - kk
         idx_k = np.concatenate([idx_k, np.zeros((n, pad), dtype=idx_k.dtype)], axis=1)
@@ -297,6 +307,15 @@ def _image_size(dtype: np.dtype, width: int, height: int) -> np.ndarray:
     return size
 
 
+@lru_cache(maxsize=32)
+def _image_size_one(dtype: np.dtype, width: int, height: int) -> np.ndarray:
+    """(3,) [width, height, 1] in the dtype :func:`_image_size` gives (the compiled path's divisors)."""
+    size = _image_size(dtype, width, height)
+    out = np.array([size[0], size[1], 1], dtype=size.dtype)
+    out.flags.writeable = False
+    return out
+
+
 def encode_detections(
     idx: np.ndarray,
     valid: np.ndarray,
@@ -310,6 +329,13 @@ def encode_detections(
     n, k = idx.shape
     out = np.zeros((n, k, DET_FIELDS))
     if boxes_px.shape[1] == 0 or not valid.any():
+        return out.reshape(n, k * DET_FIELDS)
+    if kernel_backend() is KernelBackend.NUMBA:
+        from flyby.mdp.kernels import encode_detections_into
+
+        image = _image_size_one(boxes_px.dtype, width, height)
+        vehicle, person = (int(c) for c in _SLOT_CLASSES)
+        encode_detections_into(idx, valid, boxes_px, new, target_class, vehicle, person, image, out)
         return out.reshape(n, k * DET_FIELDS)
     t = boxes_px.shape[1]
     flat = idx + _row_offsets(n, t)  # (N, k) indices into the flattened (N, T)

@@ -32,6 +32,10 @@ camera) have their 8 projected corners reduced to a box, and only those whose
 box passes the size test go on to the occlusion test, where buildings whose
 horizontal footprint misses the segment's horizontal bounding box are culled
 before the exact slab test. Pure numpy, float64 throughout; outputs float32.
+
+This numpy code is the reference. With ``$FLYBY_KERNEL=numba`` (the default, :mod:`flyby.kernels`)
+:meth:`GroundTruthDetector.detect` validates its input here and then runs the compiled kernel of
+:mod:`flyby.perception.gt_kernel`: the same rules and stages, tested equal to this code.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from flyby.config import check
+from flyby.enums import KernelBackend
+from flyby.kernels import kernel_backend
 from flyby.perception.camera import CameraCfg, PinholeIntrinsics
 
 if TYPE_CHECKING:
@@ -196,6 +202,21 @@ class GroundTruthDetector:
         # only the candidates' corners are (slower per value, bounded memory).
         self.dense_corner_limit = 2**21
         self._scratch: dict[tuple[int, int], _Scratch] = {}
+        # The same constants for the compiled path (flyby.perception.gt_kernel.detect_into).
+        self._kernel_consts = (
+            np.ascontiguousarray(self._dirs_c),
+            self._q_offset,
+            self._q_radius,
+            self._near,
+            self._min_box,
+            np.array([k.fx, k.fy], dtype=np.float64),
+            np.array([k.cx, k.cy], dtype=np.float64),
+            np.array([k.width, k.height], dtype=np.float64),
+            _SPHERE_SLACK_M,
+            _TINY,
+            np.ascontiguousarray(bmin),
+            np.ascontiguousarray(bmax),
+        )
 
     @classmethod
     def from_world(cls, camera: CameraCfg, world: ISRWorld) -> GroundTruthDetector:
@@ -296,6 +317,11 @@ class GroundTruthDetector:
             occluded.reshape(n, t),
         )
         if nt == 0:
+            return out
+        if kernel_backend() is KernelBackend.NUMBA:
+            from flyby.perception.gt_kernel import detect_into
+
+            detect_into(cam, rot, tpos, yaw, size, self._kernel_consts, out)
             return out
         sc = self._prepare(n, t, size, yaw)
 

@@ -3,7 +3,8 @@
 Geometry tests build camera poses with ``camera_poses_w(pos, yaw_rotation(yaw), cfg)``
 so that the detector is checked against the camera conventions of camera.py;
 the batched detector is compared with a per-pair reference written for
-clarity, not speed.
+clarity, not speed. Every test runs on both implementations of ``detect`` (``$FLYBY_KERNEL``:
+the numpy reference and the compiled kernel); ``test_gt_kernel.py`` compares the two directly.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from flyby.world import generate_world
 VEHICLE = (4.5, 1.8, 1.5)
 PERSON = (0.5, 0.5, 1.8)
 NO_BUILDINGS = (np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def kernel(request, monkeypatch) -> str:
+    """Run the test on one implementation of ``GroundTruthDetector.detect``."""
+    monkeypatch.setenv("FLYBY_KERNEL", request.param)
+    return request.param
 
 
 def pose(cfg: CameraCfg, pos_w, yaw_rad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,68 @@
+"""Which implementation runs the hot path: the numpy reference or the numba-compiled kernels.
+
+``FLYBY_KERNEL`` selects it, read on every call of :func:`kernel_backend` (so a test or a user can
+switch it for one process without reimporting anything):
+
+- ``numba`` (the default): compiled kernels (:mod:`flyby.perception.gt_kernel`), the same results
+  as the reference within float64 rounding, several times faster;
+- ``numpy``: the readable reference implementation, the one the kernels are tested against.
+
+Compiled code is cached on disk (``cache=True``) in ``$NUMBA_CACHE_DIR`` when set, else in the
+project's ``.cache/numba`` (next to the ``flyby`` package, where the repository's ``.cache/``
+already holds PX4) when that folder can be written, else in ``~/.cache/flyby/numba``. The first
+call of a kernel in a fresh cache compiles it (seconds; ``flyby bench`` prints the cold start),
+every later process loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flyby.enums import KernelBackend
+from flyby.errors import ConfigError
+
+__all__ = ["KERNEL_ENV", "kernel_backend", "numba_cache_dir"]
+
+KERNEL_ENV = "FLYBY_KERNEL"
+
+
+def kernel_backend() -> KernelBackend:
+    """The kernel implementation selected by ``$FLYBY_KERNEL`` (default :attr:`KernelBackend.NUMBA`).
+
+    Raises:
+        ConfigError: ``$FLYBY_KERNEL`` is set to something else; the message names the value and
+            the accepted ones.
+    """
+    value = os.environ.get(KERNEL_ENV, "").strip().lower()
+    if not value:
+        return KernelBackend.NUMBA
+    try:
+        return KernelBackend(value)
+    except ValueError:
+        accepted = ", ".join(k.value for k in KernelBackend)
+        raise ConfigError(
+            f"{KERNEL_ENV}={os.environ[KERNEL_ENV]!r} is not a kernel; set it to one of {accepted} "
+            f"(or unset it for {KernelBackend.NUMBA.value})"
+        ) from None
+
+
+def numba_cache_dir() -> Path:
+    """Where numba caches compiled kernels (see the module docstring); created if missing."""
+    explicit = os.environ.get("NUMBA_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    project = Path(__file__).resolve().parents[1] / ".cache" / "numba"
+    for candidate in (project, Path.home() / ".cache" / "flyby" / "numba"):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK):
+            return candidate
+    return project
+
+
+def configure_numba_cache() -> None:
+    """Point numba's cache at :func:`numba_cache_dir` (must run before numba is first imported)."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
