@@ -48,7 +48,7 @@ import numpy as np
 
 from flyby.errors import PX4ParamRejected, PX4Timeout, PX4Unavailable
 from flyby.px4.bridge import DEFAULT_HOME, LockstepBridge
-from flyby.px4.launcher import PX4Launcher
+from flyby.px4.launcher import MAX_PX4_INSTANCE, PX4Launcher
 from flyby.px4.offboard import OffboardClient
 from flyby.px4.params import SITL_PARAMS, telemetry_intervals_us
 from flyby.px4.startup import StartupSequence, Step
@@ -221,10 +221,10 @@ class PX4FlightStack:
         self._request_period_usec = 1_000_000  # resend start-up requests every second of PX4 time
         if launcher_factory is None:
             last = first_instance + self.num_drones - 1
-            if last > 9:
+            if last > MAX_PX4_INSTANCE:
                 raise ValueError(
                     f"PX4 instances {first_instance}..{last}: PX4 SITL sends the offboard link of instances "
-                    f"above 9 "
+                    f"above {MAX_PX4_INSTANCE} "
                     "to one shared UDP port (14549), so flyby runs instances 0..9 only"
                 )
 

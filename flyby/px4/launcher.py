@@ -395,6 +395,33 @@ def _process_state(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
+# The last PX4 SITL instance flyby runs: above 9, PX4 sends the offboard link of every instance
+# to one shared UDP port (14549), so PX4FlightStack refuses them.
+MAX_PX4_INSTANCE = 9
+
+
+def shared_cpu_instances(count: int, first: int = 0, cpus: int | None = None) -> list[int]:
+    """``count`` PX4 instance numbers that :func:`px4_cpu` pins to one CPU.
+
+    ``px4_cpu`` pins instance ``i`` to the ``i % cpus``-th CPU from the end, so instances ``cpus``
+    apart share a CPU: PX4s of envs stepped in turn in one thread then take turns on one core,
+    as one PX4 does alone, and flyby's lockstep loop keeps the other cores (the Phase 1 gate,
+    ``benchmarks/bench_px4_envs_in_turn.py``). Where that would pass :data:`MAX_PX4_INSTANCE` the
+    instances are consecutive: a machine with that many cores has one for each.
+
+    Args:
+        count: instances wanted (>= 1).
+        first: the first instance number.
+        cpus: CPUs to spread over (default: this thread's affinity set).
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    spacing = max(int(cpus), 1)
+    if first + spacing * (count - 1) > MAX_PX4_INSTANCE:
+        spacing = 1
+    return [first + spacing * i for i in range(count)]
+
+
 def px4_cpu(instance: int, cpus: set[int] | None = None) -> int | None:
     """The CPU PX4 instance ``instance`` is pinned to: the last allowed CPU for instance 0, the one
     before it for instance 1, and so on round the allowed set; None with fewer than 2 CPUs.

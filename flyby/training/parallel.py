@@ -58,12 +58,10 @@ from typing import Any
 import numpy as np
 
 from flyby.errors import ConfigError, FlybyError
+from flyby.px4.launcher import MAX_PX4_INSTANCE
 
 log = logging.getLogger(__name__)
 
-MAX_PX4_INSTANCE = (
-    9  # PX4 SITL: instances above 9 share offboard UDP port 14549 (PX4FlightStack refuses them)
-)
 MAX_PX4_INSTANCES = MAX_PX4_INSTANCE + 1  # instances 0..9
 
 

@@ -16,9 +16,10 @@ lockstep rate: 66-130 steps/s on one machine in one hour); measured one after th
 the ceiling each caught a different stretch of it: one CI run read B/A 1.84x beside a
 ceiling/A of 2.18x, B at 75 % of the ceiling. Stepped in turn, B runs within a few per cent of
 the ceiling (B's 128x128 render every 4th step is all that differs). With PX4 each env has its
-own PX4, and the three PX4s are pinned to one CPU (:func:`shared_cpu_instances`): only one of
-them works at a time (lockstep: a PX4 waits for its next HIL_SENSOR; an idle one uses about 1 %
-of a core), as one PX4 does in a single env.
+own PX4, and the three PX4s are pinned to one CPU (``flyby.px4.launcher.shared_cpu_instances``):
+only one of them works at a time (lockstep: a PX4 waits for its next HIL_SENSOR; an idle one
+uses about 1 % of a core), as one PX4 does in a single env
+(``benchmarks/bench_px4_envs_in_turn.py`` shows identical envs stepped so run alike).
 
 Floors (``phase_config.yaml``, ``phase1`` for the cascade and ``phase1_px4`` for PX4, the seed
 plan's numbers for both): B >= 2x A and B >= 120 steps/s, judged by the plugin's ``check_floor``.
@@ -52,7 +53,6 @@ every timer.
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import ExitStack
 from dataclasses import replace
@@ -67,7 +67,7 @@ from flyby.envs.px4_env import PX4ISREnv
 from flyby.perception.camera import camera_poses_w
 from flyby.perception.gt import GroundTruthDetector
 from flyby.policies import SmoothPatrolPolicy
-from flyby.training.parallel import MAX_PX4_INSTANCE
+from flyby.px4.launcher import shared_cpu_instances
 from pytest_video_plugin import Text, side_by_side
 
 B_SCALE = 3  # 128x128 drawn at 384x384 (display only)
@@ -86,28 +86,6 @@ def _same(det_visible, det_boxes, visible, boxes) -> bool:
 
 
 ROUND_ROBIN = ("B", "A", "ceiling")  # stepped in turn, one step each; the order rotates every step
-
-
-def shared_cpu_instances(count: int, first: int = 0, cpus: int | None = None) -> list[int]:
-    """PX4 instance numbers whose processes :func:`flyby.px4.launcher.px4_cpu` pins to one CPU.
-
-    ``px4_cpu`` pins instance ``i`` to the ``i % cpus``-th CPU from the end, so instances ``cpus``
-    apart share a CPU: the three runs' PX4s then take turns on one core, as one PX4 does, and
-    flyby's lockstep loop keeps the other cores. Where that would pass flyby's last PX4 instance
-    (:data:`flyby.training.parallel.MAX_PX4_INSTANCE`, 9) the instances are consecutive: a machine
-    with 5 or more cores has a core for each.
-
-    Args:
-        count: instances wanted (>= 1).
-        first: the first instance number.
-        cpus: CPUs this process may use (default: its affinity set).
-    """
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    spacing = max(int(cpus), 1)
-    if first + spacing * (count - 1) > MAX_PX4_INSTANCE:
-        spacing = 1
-    return [first + spacing * i for i in range(count)]
 
 
 def segment_rates(step_s, segments: int) -> np.ndarray:
@@ -317,16 +295,3 @@ def test_segment_rates_are_per_segment(gate_cfg):
         100.0
     )  # 1 stalled of 5: median holds
     assert gate_cfg.phase1_px4.timing_segments == gate_cfg.phase1.timing_segments == 5
-
-
-def test_shared_cpu_instances_share_a_cpu():
-    """The three runs' PX4s land on one CPU (``px4_cpu``); consecutive where spacing would pass 9."""
-    from flyby.px4.launcher import px4_cpu
-
-    for cpus in (2, 3, 4):
-        instances = shared_cpu_instances(3, cpus=cpus)
-        assert len(set(instances)) == 3
-        assert len({px4_cpu(i, set(range(cpus))) for i in instances}) == 1, (cpus, instances)
-    assert shared_cpu_instances(3, first=5, cpus=2) == [5, 7, 9]
-    assert shared_cpu_instances(3, cpus=16) == [0, 1, 2]  # 0, 16, 32 would pass flyby's last instance, 9
-    assert shared_cpu_instances(1) == [0]

@@ -332,3 +332,16 @@ def test_px4_cpu_pins_instances_round_the_allowed_cpus():
     assert px4_cpu(0, {3}) is None  # one CPU: nothing to gain, PX4 is not pinned
     assert PX4Launcher(0, pin_cpu=False).cpu is None
     assert PX4Launcher(1, cpus={2, 5, 7}).cpu == 5  # from the set given (a flight stack's), not the thread's
+
+
+def test_shared_cpu_instances_share_a_cpu():
+    """The three runs' PX4s land on one CPU (``px4_cpu``); consecutive where spacing would pass 9."""
+    from flyby.px4.launcher import px4_cpu, shared_cpu_instances
+
+    for cpus in (2, 3, 4):
+        instances = shared_cpu_instances(3, cpus=cpus)
+        assert len(set(instances)) == 3
+        assert len({px4_cpu(i, set(range(cpus))) for i in instances}) == 1, (cpus, instances)
+    assert shared_cpu_instances(3, first=5, cpus=2) == [5, 7, 9]
+    assert shared_cpu_instances(3, cpus=16) == [0, 1, 2]  # 0, 16, 32 would pass flyby's last instance, 9
+    assert shared_cpu_instances(1) == [0]
