@@ -8,8 +8,9 @@ switch it for one process without reimporting anything):
 - ``numpy``: the readable reference implementation, the one the kernels are tested against.
 
 Compiled code is cached on disk (``cache=True``) in ``$NUMBA_CACHE_DIR`` when set, else in the
-project's ``.cache/numba`` (next to the ``flyby`` package, where the repository's ``.cache/``
-already holds PX4) when that folder can be written, else in ``~/.cache/flyby/numba``. The first
+checkout's ``.cache/numba`` (where the repository's ``.cache/`` already holds PX4), else in
+``$XDG_CACHE_HOME/flyby/numba`` (``~/.cache/...``), else under the system temp dir
+(:func:`flyby.utils.cache.writable_cache_dir`, the rule ultralytics' settings folder follows too). The first
 call of a kernel in a fresh cache compiles it (seconds; ``flyby bench`` prints the cold start),
 every later process loads it.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from flyby.enums import KernelBackend
 from flyby.errors import ConfigError
+from flyby.utils.cache import writable_cache_dir
 
 __all__ = ["KERNEL_ENV", "kernel_backend", "numba_cache_dir"]
 
@@ -48,19 +50,12 @@ def kernel_backend() -> KernelBackend:
 
 
 def numba_cache_dir() -> Path:
-    """Where numba caches compiled kernels (see the module docstring); created if missing."""
-    explicit = os.environ.get("NUMBA_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    project = Path(__file__).resolve().parents[1] / ".cache" / "numba"
-    for candidate in (project, Path.home() / ".cache" / "flyby" / "numba"):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(candidate, os.W_OK):
-            return candidate
-    return project
+    """Where numba caches compiled kernels (see the module docstring); created if missing.
+
+    Raises:
+        FlybyError: no candidate folder can be written (the message names ``NUMBA_CACHE_DIR``).
+    """
+    return writable_cache_dir("numba", "NUMBA_CACHE_DIR")
 
 
 def configure_numba_cache() -> None:

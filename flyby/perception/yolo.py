@@ -41,6 +41,7 @@ import numpy as np
 from flyby.config import cfg_field
 from flyby.enums import PerceptionMode, TargetClass
 from flyby.errors import DependencyNotInstalled, FlybyError
+from flyby.utils.cache import writable_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -135,28 +136,7 @@ def yolo_config_dir() -> Path:
     git-ignored); ``$XDG_CACHE_HOME/flyby/ultralytics`` (``~/.cache/...``); and, when none
     of those is writable, a folder under the system temp dir.
     """
-    candidates = []
-    if env := os.environ.get(CONFIG_DIR_ENV_VAR, "").strip():
-        candidates.append(Path(env).expanduser())
-    root = Path(__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file() and (root / "flyby").is_dir():
-        candidates.append(root / ".cache" / "ultralytics")
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    candidates.append((Path(xdg) if xdg else Path.home() / ".cache") / "flyby" / "ultralytics")
-    candidates.append(
-        Path(tempfile.gettempdir()) / f"flyby-ultralytics-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    )
-    for path in candidates:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK):
-            return path
-    raise FlybyError(
-        f"no writable folder for ultralytics' settings among {[str(p) for p in candidates]}; "
-        f"set {CONFIG_DIR_ENV_VAR} to a writable folder"
-    )
+    return writable_cache_dir("ultralytics", CONFIG_DIR_ENV_VAR)
 
 
 def _install_fonts(user_dir: Path) -> None:
