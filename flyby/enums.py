@@ -70,7 +70,7 @@ class PerceptionMode(str, Enum):
 class KernelBackend(str, Enum):
     """Implementation of the hot path (``$FLYBY_KERNEL``, :mod:`flyby.kernels`).
 
-    ``NUMBA``: compiled kernels (default). ``NUMPY``: the readable reference they are tested against.
+    ``NUMPY``: the readable reference (default). ``NUMBA``: compiled kernels, tested equal to it.
     """
 
     NUMBA = "numba"
