@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flyby.config import cfg_field, from_dict, read_yaml
+from flyby.enums import KernelBackend
 
 __all__ = [
     "PHASE_CONFIG",
@@ -146,6 +147,7 @@ class Phase3GateCfg:
     scaling_warmup_steps: int = cfg_field(ge=0)  # untimed env steps per scaling row
     min_batching_gain: float = cfg_field(gt=0.0)  # x, drone-steps/s at num_drones over at 1 drone
     video_frames: int = cfg_field(ge=1)  # rendered frames in the grid video
+    kernel: KernelBackend = KernelBackend.NUMBA  # hot-path implementation measured (FLYBY_KERNEL)
 
     def validate(self) -> list[str]:
         missing = [n for n in (1, self.num_drones) if n not in self.scaling_drones]
