@@ -259,8 +259,9 @@ def select_top_k(
         new: (N, T) bool, visible and not seen before this episode.
 
     Returns:
-        idx: (N, k) int target indices (0 where not valid), best first; equal scores by the lower
-            target index.
+        idx: (N, k) int target indices (arbitrary where not valid), best first. Equal scores come
+            in ``np.argpartition``'s order here and by target index in the numba kernel (the one
+            place the two paths may differ; the Phase 4 gate's policy was trained on this order).
         valid: (N, k) bool.
     """
     n, t = visible.shape
@@ -275,11 +276,15 @@ def select_top_k(
     area = (boxes_px[..., 2] - boxes_px[..., 0]) * (boxes_px[..., 3] - boxes_px[..., 1])
     neg_score = -np.where(visible, area + new * 1e7, -1.0)  # ascending order = best first
     kk = min(k, t)
+    if kk < t:
+        part = np.argpartition(neg_score, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(t), (n, t))
     rows = _row_offsets(n, 1)
-    part = np.argsort(neg_score, axis=1, kind="stable")[:, :kk]  # stable: ties by target index
     part_neg = neg_score[rows, part]
-    valid_k = part_neg <= 0  # score >= 0
-    idx_k = np.where(valid_k, part, 0)
+    order = np.argsort(part_neg, axis=1, kind="stable")
+    idx_k = part[rows, order]
+    valid_k = part_neg[rows, order] <= 0  # score >= 0
     if kk < k:
         pad = k - kk
         idx_k = np.concatenate([idx_k, np.zeros((n, pad), dtype=idx_k.dtype)], axis=1)
