@@ -114,7 +114,7 @@ def top_k_into(visible, boxes_px, new, k, idx, valid):
     """:func:`flyby.mdp.observations.select_top_k`: up to ``k`` per drone, new first, then larger.
 
     The score of a visible target is its box area plus 1e7 when new; the best ``k`` are kept,
-    equal scores by the lower target index (the reference's stable order).
+    equal scores by the lower target index (the numpy reference keeps argpartition's order there).
     """
     n, t = visible.shape
     score = np.empty(k)
