@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from flyby.enums import ResolutionPreset
-    from flyby.perception import CameraCfg, GroundTruthDetector, camera_poses_w, yaw_rotation
+    from flyby.geometry import yaw_rotation
+    from flyby.perception import CameraCfg, GroundTruthDetector, camera_poses_w
     from flyby.world import WorldCfg, generate_world
 
     world_cfg = WorldCfg()

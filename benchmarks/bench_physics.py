@@ -42,9 +42,10 @@ def _time_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
 
 def bench(num_drones: int, substeps: int, calls: int, repeats: int, world_seed: int) -> dict[str, float]:
     from flyby.control import CascadeCfg, CascadeController
-    from flyby.dynamics.multirotor import STANDARD_GRAVITY, MultirotorCfg, RotorModel, rotate_inverse
+    from flyby.dynamics.multirotor import MultirotorCfg, RotorModel
     from flyby.enums import ResolutionPreset
-    from flyby.perception.camera import CameraCfg, yaw_quat_wxyz
+    from flyby.geometry import STANDARD_GRAVITY, rotate_inverse, yaw_quat_wxyz
+    from flyby.perception.camera import CameraCfg
     from flyby.sim.mujoco_backend import MujocoBackend
     from flyby.world import generate_world
 

@@ -35,7 +35,7 @@ def _time_ms(fn: Callable[[], object], warmup: int, repeats: int) -> tuple[float
 
 
 def _poses(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from flyby.perception.camera import yaw_quat_wxyz
+    from flyby.geometry import yaw_quat_wxyz
 
     rng = np.random.default_rng(seed)
     pos = np.c_[rng.uniform(-70.0, 70.0, (n, 2)), rng.uniform(25.0, 45.0, n)]

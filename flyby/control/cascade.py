@@ -58,7 +58,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from flyby.config import cfg_field, check
-from flyby.dynamics.multirotor import STANDARD_GRAVITY, DroneState, MultirotorCfg, quat_wxyz_to_rot
+from flyby.dynamics.multirotor import DroneState, MultirotorCfg
+from flyby.geometry import STANDARD_GRAVITY, quat_wxyz_to_rot, wrap_pi, wrap_pi_scalar
 
 __all__ = ["CascadeCfg", "CascadeController", "px4_mixer_matrix"]
 
@@ -345,10 +346,10 @@ class CascadeController:
         rate_max = self._rate_max
         yaw_rate = np.minimum(np.maximum(yaw_rate, -rate_max[2]), rate_max[2])
         if c.integrate_yaw_sp:
-            yaw_err = (self.yaw_sp + yaw_rate * dt - yaw + math.pi) % (2.0 * math.pi) - math.pi
+            yaw_err = wrap_pi(self.yaw_sp + yaw_rate * dt - yaw)
             np.minimum(yaw_err, c.yaw_error_max_rad, out=yaw_err)
             np.maximum(yaw_err, -c.yaw_error_max_rad, out=yaw_err)
-            yaw_sp = (yaw + yaw_err + math.pi) % (2.0 * math.pi) - math.pi
+            yaw_sp = wrap_pi(yaw + yaw_err)
         else:  # PX4 offboard with yaw = NaN: yaw setpoint = current heading, the rate is feed-forward
             yaw_sp = yaw
         self.yaw_sp[:] = yaw_sp
@@ -511,9 +512,9 @@ class CascadeController:
         # 3. attitude setpoint
         yr = max(min(yr, k.rate_max_z), -k.rate_max_z)
         if c.integrate_yaw_sp:
-            yaw_err = (ysp + yr * dt - yaw + math.pi) % (2.0 * math.pi) - math.pi
+            yaw_err = wrap_pi_scalar(ysp + yr * dt - yaw)
             yaw_err = max(min(yaw_err, c.yaw_error_max_rad), -c.yaw_error_max_rad)
-            ysp = (yaw + yaw_err + math.pi) % (2.0 * math.pi) - math.pi
+            ysp = wrap_pi_scalar(yaw + yaw_err)
         else:
             ysp = yaw
         collective = math.sqrt(tx * tx + ty * ty + tz * tz)

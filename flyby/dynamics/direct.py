@@ -77,7 +77,7 @@ figures below are the same refitted with that extension left out):
   the default) tilts the thrust as for ``(a_x, a_y, g)`` and sets the collective
   thrust for ``a_z``, floored at ``MPC_THR_MIN`` (0.12); the horizontal
   acceleration delivered is then ``(1 + a_z / g)`` times the one asked for
-  (``g`` = 9.80665 m/s^2). Braking while the vertical loop cuts thrust to
+  (``g``, ``flyby.geometry.STANDARD_GRAVITY``). Braking while the vertical loop cuts thrust to
   descend (a_z down to -7 m/s^2 in the excitation logs) brakes at a fraction of
   the rate a thrust-blind model assumes; the held-out windows with the largest
   errors (up to 8.5 m after 5 s) were all of this kind. The fit finds
@@ -117,10 +117,12 @@ import numpy as np
 
 from flyby.config import check
 from flyby.config.dynamics import DirectDynamicsCfg
+from flyby.enums import KernelBackend
+from flyby.geometry import STANDARD_GRAVITY, wrap_pi, yaw_rotation
+from flyby.kernels import kernel_backend
 from flyby.mdp.actions import ActionCfg
-from flyby.perception.camera import yaw_rotation
 
-STANDARD_GRAVITY = 9.80665  # m/s^2, ISO 80000-3 (the g of the thrust coupling)
+_NO_NOISE = np.zeros((0, 6))  # the kernel's "no noise" draws
 
 
 class DirectDynamics:
@@ -179,6 +181,8 @@ class DirectDynamics:
         )
         self._cache_dt = math.nan
         self._cache: tuple = ()
+        self._kernel_dt = math.nan
+        self._kernel_p = np.empty(0)
 
     @property
     def rot_wb(self) -> np.ndarray:
@@ -209,7 +213,7 @@ class DirectDynamics:
             self.rng = np.random.default_rng(seed)
         idx = slice(None) if ids is None else ids
         self.pos_w[idx] = pos_w
-        self.yaw_rad[idx] = _wrap(np.asarray(yaw_rad, dtype=np.float64))
+        self.yaw_rad[idx] = wrap_pi(np.asarray(yaw_rad, dtype=np.float64))
         self.lin_vel_w[idx] = 0.0 if lin_vel_w is None else lin_vel_w
         self.lin_acc_w[idx] = 0.0
         self.vel_int_w[idx] = 0.0
@@ -247,12 +251,58 @@ class DirectDynamics:
         Raises:
             ValueError: ``dt`` is not > 0.
         """
-        a = actions
         if not dt > 0:
             raise ValueError(f"dt must be > 0 seconds, got {dt}")
-        if self.num_drones == 1:
-            return self._step_single(a[0].tolist(), dt)
-        return self._step_batch(a, dt)
+        if kernel_backend() is KernelBackend.NUMBA:
+            return self._step_kernel(actions, dt)
+        return self._step_batch(actions, dt)
+
+    def _step_kernel(self, a: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`step` in the compiled kernel (:mod:`flyby.dynamics.direct_kernel`), bit-identical."""
+        from flyby.dynamics.direct_kernel import direct_step_into
+
+        if dt != self._kernel_dt:
+            self._kernel_p = self._kernel_params(dt)
+            self._kernel_dt = dt
+        cfg = self.cfg
+        if cfg.velocity_noise_std > 0 or cfg.position_noise_std > 0:
+            noise = self.rng.standard_normal((self.num_drones, 6))  # the reference's draws
+        else:
+            noise = _NO_NOISE
+        direct_step_into(
+            a, dt, self._kernel_p, noise, self.pos_w, self.lin_vel_w, self.yaw_rad, self.yaw_rate,
+            self.lin_acc_w, self.vel_int_w,
+        )  # fmt: skip
+        return self.pos_w, self.yaw_rad
+
+    def _kernel_params(self, dt: float) -> np.ndarray:
+        """The kernel's (NUM_PARAMS,) float64 constants for steps of ``dt`` seconds (NaN: no limit)."""
+        from flyby.dynamics import direct_kernel as k
+
+        c, act = self.cfg, self.actions
+        d, lag, d_yaw, noise_scale, d_int = self._rates(dt)
+        d_xy, d_z = (d, d) if isinstance(d, float) else (float(d[0]), float(d[2]))
+        nan = math.nan
+        p = np.full(k.NUM_PARAMS, nan)
+        p[k.P_VEL_SCALE], p[k.P_VZ_SCALE] = act.max_velocity, act.max_vertical_velocity
+        p[k.P_YAW_SCALE] = math.radians(act.max_yaw_rate)
+        p[k.P_MAX_SPEED] = nan if c.max_horizontal_speed is None else c.max_horizontal_speed
+        if self._gain is not None:
+            p[k.P_GAIN_XY], p[k.P_GAIN_Z] = c.velocity_gain, c.vertical_velocity_gain
+        if self._limit_z:
+            p[k.P_Z_LO], p[k.P_Z_HI] = self._z_lo, self._z_hi
+        p[k.P_YAW_GAIN] = c.yaw_rate_gain
+        p[k.P_KEEP_XY], p[k.P_KEEP_Z], p[k.P_LAG], p[k.P_KEEP_YAW] = d_xy, d_z, lag, d_yaw
+        p[k.P_NOISE_SCALE], p[k.P_KEEP_INT] = noise_scale, d_int
+        p[k.P_AZ_LO] = self._az_lo if self._limit_az else nan
+        p[k.P_DRAG], p[k.P_K_AW] = c.drag_coefficient, c.antiwindup_gain
+        p[k.P_MAX_ACC] = nan if c.max_horizontal_acceleration is None else c.max_horizontal_acceleration
+        p[k.P_THRUST_G] = c.thrust_coupling / STANDARD_GRAVITY
+        p[k.P_MAX_JERK] = nan if c.max_horizontal_jerk is None else c.max_horizontal_jerk
+        p[k.P_YAW_COUPLING] = c.yaw_coupling_s
+        p[k.P_SIGMA_V], p[k.P_SIGMA_P] = c.velocity_noise_std, c.position_noise_std
+        p[k.P_SHAPED], p[k.P_ACC_STATE] = float(self._shaped), float(self._acc_state)
+        return p
 
     def _step_batch(self, a: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`step` for validated, clipped actions ``a`` (N, 4), batched in numpy."""
@@ -287,7 +337,7 @@ class DirectDynamics:
                 n_v = n[:, :3] * (cfg.velocity_noise_std * noise_scale)
                 v += n_v
                 self.pos_w += n_v * dt + n[:, 3:] * (cfg.position_noise_std * noise_scale)
-            self.yaw_rad = _wrap(self.yaw_rad)
+            self.yaw_rad = wrap_pi(self.yaw_rad)
             return self.pos_w, self.yaw_rad
         # The seed model's update, bit for bit (plus the first-order yaw response when set).
         v *= d
@@ -299,7 +349,7 @@ class DirectDynamics:
         else:
             self.pos_w += v * dt
         self._yaw_step(yaw_cmd, d_yaw, dt)
-        self.yaw_rad = _wrap(self.yaw_rad)
+        self.yaw_rad = wrap_pi(self.yaw_rad)
         return self.pos_w, self.yaw_rad
 
     def _yaw_step(self, yaw_cmd: np.ndarray, d_yaw: float, dt: float) -> None:
@@ -311,117 +361,6 @@ class DirectDynamics:
         else:
             self.yaw_rate = yaw_cmd
         self.yaw_rad = self.yaw_rad + self.yaw_rate * dt
-
-    def _step_single(self, a: list[float], dt: float) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`step` for one drone in plain Python floats (about 5x faster than numpy at N = 1).
-
-        The same operations in the same order as the batched code, so both give the
-        same numbers (tests/dynamics/test_direct.py checks it).
-        """
-        cfg = self.cfg
-        d, lag, d_yaw, noise_scale, _ = self._rates(dt)
-        d_xy, d_z = (d, d) if isinstance(d, float) else (float(d[0]), float(d[2]))
-        act = self.actions
-        tx = a[0] * act.max_velocity
-        ty = a[1] * act.max_velocity
-        tz = a[2] * act.max_vertical_velocity
-        if cfg.max_horizontal_speed is not None:
-            tx, ty = _clip_norm_2(tx, ty, cfg.max_horizontal_speed)
-        if self._gain is not None:
-            k_xy, k_z = cfg.velocity_gain, cfg.vertical_velocity_gain
-            tx, ty, tz = tx * k_xy, ty * k_xy, tz * k_z
-        if self._limit_z:
-            tz = min(max(tz, self._z_lo), self._z_hi)
-        w_cmd = a[3] * math.radians(act.max_yaw_rate)
-        if cfg.yaw_rate_gain != 1.0:
-            w_cmd *= cfg.yaw_rate_gain
-        vx, vy, vz = self.lin_vel_w[0].tolist()
-        px, py, pz = self.pos_w[0].tolist()
-        w, yaw = float(self.yaw_rate[0]), float(self.yaw_rad[0])
-        noisy = cfg.velocity_noise_std > 0 or cfg.position_noise_std > 0
-        if self._shaped:
-            acc_x, acc_y = float(self.lin_acc_w[0, 0]), float(self.lin_acc_w[0, 1])
-            dx = (tx - vx) * (1.0 - d_xy)
-            dy = (ty - vy) * (1.0 - d_xy)
-            dz = (tz - vz) * (1.0 - d_z)
-            az = dz * (1.0 / dt)
-            if self._limit_az:
-                az = max(az, self._az_lo)
-                dz = az * dt
-            fx, fy = dx * (1.0 / dt), dy * (1.0 / dt)  # thrust acceleration = change / dt + drag
-            gx = gy = 0.0
-            if cfg.drag_coefficient > 0.0:
-                gx, gy = cfg.drag_coefficient * vx, cfg.drag_coefficient * vy
-                fx, fy = fx + gx, fy + gy
-            k_aw = cfg.antiwindup_gain
-            if k_aw > 0.0:
-                ix, iy = float(self.vel_int_w[0, 0]), float(self.vel_int_w[0, 1])
-                fx, fy = fx + ix, fy + iy
-                wx, wy = fx, fy
-            if cfg.max_horizontal_acceleration is not None:
-                fx, fy = _clip_norm_2(fx, fy, cfg.max_horizontal_acceleration)
-            scale = 1.0
-            if cfg.thrust_coupling > 0.0:
-                scale = max(1.0 + cfg.thrust_coupling * az * (1.0 / STANDARD_GRAVITY), 0.0)
-            if k_aw > 0.0:
-                d_i = self._cache[4]
-                self.vel_int_w[0, 0] = d_i * ix - k_aw * dt * (wx - scale * fx)
-                self.vel_int_w[0, 1] = d_i * iy - k_aw * dt * (wy - scale * fy)
-            if self._acc_state:
-                cx, cy = fx - acc_x, fy - acc_y
-                if lag > 0.0:
-                    cx, cy = cx * lag, cy * lag
-                if cfg.max_horizontal_jerk is not None:
-                    cx, cy = _clip_norm_2(cx, cy, cfg.max_horizontal_jerk * dt)
-                acc_x, acc_y = acc_x + cx, acc_y + cy
-                fx, fy = acc_x, acc_y
-            if cfg.thrust_coupling > 0.0:
-                fx, fy = fx * scale, fy * scale
-            if cfg.yaw_coupling_s > 0.0:
-                angle = w * cfg.yaw_coupling_s
-                cos, sin = math.cos(angle), math.sin(angle)
-                fx, fy = cos * fx - sin * fy, sin * fx + cos * fy
-            if cfg.drag_coefficient > 0.0:
-                fx, fy = fx - gx, fy - gy
-            dx, dy = fx * dt, fy * dt
-            vx, vy, vz = vx + dx, vy + dy, vz + dz
-            px, py, pz = px + vx * dt, py + vy * dt, pz + vz * dt
-            w = w * d_yaw + (1.0 - d_yaw) * w_cmd if d_yaw > 0.0 else w_cmd
-            yaw = yaw + w * dt
-            self.lin_acc_w[0, 0] = acc_x
-            self.lin_acc_w[0, 1] = acc_y
-            if noisy:
-                n = self.rng.standard_normal((1, 6))[0].tolist()
-                sv, sp = cfg.velocity_noise_std * noise_scale, cfg.position_noise_std * noise_scale
-                nx, ny, nz = n[0] * sv, n[1] * sv, n[2] * sv
-                vx, vy, vz = vx + nx, vy + ny, vz + nz
-                px, py, pz = (
-                    px + (nx * dt + n[3] * sp),
-                    py + (ny * dt + n[4] * sp),
-                    pz + (nz * dt + n[5] * sp),
-                )
-        else:  # the seed model's update, bit for bit
-            vx = vx * d_xy + (1.0 - d_xy) * tx
-            vy = vy * d_xy + (1.0 - d_xy) * ty
-            vz = vz * d_z + (1.0 - d_z) * tz
-            if noisy:
-                n = self.rng.standard_normal((1, 6))[0].tolist()
-                sv, sp = cfg.velocity_noise_std * noise_scale, cfg.position_noise_std * noise_scale
-                vx, vy, vz = vx + n[0] * sv, vy + n[1] * sv, vz + n[2] * sv
-                px, py, pz = (
-                    px + (vx * dt + n[3] * sp),
-                    py + (vy * dt + n[4] * sp),
-                    pz + (vz * dt + n[5] * sp),
-                )
-            else:
-                px, py, pz = px + vx * dt, py + vy * dt, pz + vz * dt
-            w = w * d_yaw + (1.0 - d_yaw) * w_cmd if d_yaw > 0.0 else w_cmd
-            yaw = yaw + w * dt
-        self.lin_vel_w[0] = (vx, vy, vz)
-        self.pos_w[0] = (px, py, pz)
-        self.yaw_rate[0] = w
-        self.yaw_rad[0] = (yaw + math.pi) % (2 * math.pi) - math.pi
-        return self.pos_w, self.yaw_rad
 
     def _shape_horizontal(
         self, dv_xy: np.ndarray, v_xy: np.ndarray, az: np.ndarray, lag: float, dt: float
@@ -473,18 +412,7 @@ class DirectDynamics:
         np.multiply(thrust, dt, out=dv_xy)
 
 
-def _clip_norm_2(x: float, y: float, limit: float) -> tuple[float, float]:
-    """(x, y) scaled so its norm is at most ``limit`` (scalar :func:`_clip_norm`)."""
-    scale = min(limit / max(math.sqrt(x * x + y * y), 1e-12), 1.0)
-    return x * scale, y * scale
-
-
 def _clip_norm(xy: np.ndarray, limit: float) -> None:
     """Scale rows of ``xy`` (N, 2) in place so their norm is at most ``limit``."""
     norm = np.sqrt(xy[:, 0] * xy[:, 0] + xy[:, 1] * xy[:, 1])
     xy *= np.minimum(limit / np.maximum(norm, 1e-12), 1.0)[:, None]
-
-
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    """Wrap radians to [-pi, pi)."""
-    return (angle + np.pi) % (2 * np.pi) - np.pi

@@ -28,9 +28,8 @@ import math
 
 import numpy as np
 
-from flyby.dynamics.multirotor import quat_wxyz_to_rot, rotate_inverse, yaw_from_quat_wxyz
+from flyby.geometry import quat_wxyz_to_rot, rotate_inverse, yaw_from_quat_wxyz, yaw_quat_wxyz
 from flyby.mdp.actions import ActionCfg
-from flyby.perception.camera import yaw_quat_wxyz
 
 
 class FlightStackMotion:

@@ -5,8 +5,8 @@ normalised motor command with first-order lag) and the rotor wrench (thrust,
 torques, linear drag) on the body. The rigid body itself is integrated by the
 simulator (MuJoCo free joints, see :mod:`flyby.sim.mujoco_backend`).
 
-Frames (flyby-wide): world ENU, body FLU (x forward, y left, z up), quaternions
-wxyz rotating body into world. Rotor order is PX4's quad-x motor order::
+Frames (flyby-wide, :mod:`flyby.geometry`): world ENU, body FLU (x forward, y left,
+z up), quaternions wxyz rotating body into world. Rotor order is PX4's quad-x motor order::
 
         front
       3(CW)  1(CCW)          x (forward)
@@ -40,19 +40,13 @@ from typing import NamedTuple
 import numpy as np
 
 from flyby.config import cfg_field, check
+from flyby.geometry import STANDARD_GRAVITY
 
 __all__ = [
-    "STANDARD_GRAVITY",
     "DroneState",
     "MultirotorCfg",
     "RotorModel",
-    "quat_wxyz_to_rot",
-    "rotate_inverse",
-    "yaw_from_quat_wxyz",
 ]
-
-#: m/s^2, standard gravity (PX4 ``CONSTANTS_ONE_G``; also the MuJoCo scene's gravity in dynamic mode).
-STANDARD_GRAVITY = 9.80665
 
 
 @dataclass(kw_only=True)
@@ -247,53 +241,3 @@ class RotorModel:
             force_b -= self._drag * np.asarray(lin_vel_b, dtype=np.float64)
         torque_b = thrust @ self._torque_per_thrust
         return force_b, torque_b
-
-
-# ----------------------------------------------------------------------------- quaternion helpers
-
-
-def _quat_rot_coefficients() -> np.ndarray:
-    """(16, 9) coefficients c with R_wb.flat[i] = sum_kl c[4k + l, i] q_k q_l (homogeneous in q)."""
-    coef = np.zeros((4, 4, 3, 3))
-    w, x, y, z = range(4)
-
-    def put(i: int, j: int, terms: list[tuple[float, int, int]]) -> None:
-        for value, k, m in terms:
-            coef[k, m, i, j] += value
-
-    put(0, 0, [(1, w, w), (1, x, x), (-1, y, y), (-1, z, z)])
-    put(0, 1, [(1, x, y), (1, y, x), (-1, w, z), (-1, z, w)])
-    put(0, 2, [(1, x, z), (1, z, x), (1, w, y), (1, y, w)])
-    put(1, 0, [(1, x, y), (1, y, x), (1, w, z), (1, z, w)])
-    put(1, 1, [(1, w, w), (-1, x, x), (1, y, y), (-1, z, z)])
-    put(1, 2, [(1, y, z), (1, z, y), (-1, w, x), (-1, x, w)])
-    put(2, 0, [(1, x, z), (1, z, x), (-1, w, y), (-1, y, w)])
-    put(2, 1, [(1, y, z), (1, z, y), (1, w, x), (1, x, w)])
-    put(2, 2, [(1, w, w), (-1, x, x), (-1, y, y), (1, z, z)])
-    return coef.reshape(16, 9)
-
-
-_QUAT_ROT = _quat_rot_coefficients()
-
-
-def quat_wxyz_to_rot(quat_wxyz: np.ndarray) -> np.ndarray:
-    """Rotation matrices R_wb (N, 3, 3) float64 from unit quaternions (N, 4) wxyz.
-
-    Uses the homogeneous quadratic form, so a quaternion of norm s gives s^2 R:
-    pass unit quaternions (MuJoCo keeps ``qpos`` quaternions normalised).
-    """
-    q = np.asarray(quat_wxyz, dtype=np.float64)
-    n = q.shape[0]
-    return ((q[:, :, None] * q[:, None, :]).reshape(n, 16) @ _QUAT_ROT).reshape(n, 3, 3)
-
-
-def rotate_inverse(quat_wxyz: np.ndarray, v_w: np.ndarray) -> np.ndarray:
-    """World vectors (N, 3) expressed in the body frames given by ``quat_wxyz`` (N, 4): R_wb^T v."""
-    return np.einsum("nji,nj->ni", quat_wxyz_to_rot(quat_wxyz), np.asarray(v_w, dtype=np.float64))
-
-
-def yaw_from_quat_wxyz(quat_wxyz: np.ndarray) -> np.ndarray:
-    """(N,) heading, radians in (-pi, pi]: angle of the body x axis projected on the world xy plane."""
-    q = np.asarray(quat_wxyz, dtype=np.float64)
-    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-    return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))

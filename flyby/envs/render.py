@@ -13,7 +13,7 @@ import numpy as np
 
 from flyby.enums import BackendKind
 from flyby.envs.isr_task import ISRTask
-from flyby.perception.camera import yaw_quat_wxyz
+from flyby.geometry import yaw_quat_wxyz
 
 
 class TaskRenderer:

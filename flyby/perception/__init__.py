@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w, yaw_rotation
+from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w
 from flyby.perception.gt import Detections, GroundTruthDetector
 
 __all__ = [
     "CameraCfg",
     "PinholeIntrinsics",
     "camera_poses_w",
-    "yaw_rotation",
     "Detections",
     "GroundTruthDetector",
 ]

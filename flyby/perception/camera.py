@@ -1,10 +1,8 @@
 """Pinhole camera model and the frame conventions every flyby camera shares.
 
-Frames (stated once, used everywhere):
+Frames: world ``w`` ENU and drone body ``b`` FLU, rotation matrices ``R_ab`` and wxyz
+quaternions as stated in :mod:`flyby.geometry`; the camera adds:
 
-- World ``w``: ENU, metres. x east, y north, z up. Ground is ``z = 0``.
-- Drone body ``b``: FLU. x forward, y left, z up. Yaw ``yaw_rad`` is the
-  rotation about world z, 0 = facing east, counter-clockwise positive.
 - Camera optical frame ``c`` (OpenCV): x right, y down, z forward along the
   optical axis. Pixel ``(u, v)`` has ``u`` rightwards from the left image edge
   and ``v`` downwards from the top edge; ``u = fx * x_c / z_c + cx``.
@@ -13,9 +11,6 @@ Frames (stated once, used everywhere):
 - MuJoCo cameras look along their local -z with +y up; a MuJoCo camera with
   world rotation ``R_wc @ diag(1, -1, -1)`` sees exactly what this model
   projects (see :func:`mujoco_camera_xmat`).
-
-Rotation matrices are ``R_ab``: columns are the axes of frame ``b`` expressed in
-frame ``a``, so ``p_a = R_ab @ p_b``. Quaternions, where used, are wxyz.
 """
 
 from __future__ import annotations
@@ -28,6 +23,7 @@ import numpy as np
 
 from flyby.config import cfg_field
 from flyby.enums import ResolutionPreset
+from flyby.geometry import rotation_to_quat_wxyz
 
 
 @dataclass(kw_only=True)
@@ -108,23 +104,12 @@ def _mount_rotation(pitch_deg: float) -> np.ndarray:
     return rot
 
 
-def yaw_rotation(yaw_rad: np.ndarray) -> np.ndarray:
-    """R_wb for level flight: (N, 3, 3) float64 rotations about world z by ``yaw_rad`` (N,)."""
-    yaw_rad = np.atleast_1d(yaw_rad)
-    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
-    rot = np.zeros((yaw_rad.shape[0], 3, 3))
-    rot[:, 0, 0], rot[:, 0, 1] = c, -s
-    rot[:, 1, 0], rot[:, 1, 1] = s, c
-    rot[:, 2, 2] = 1.0
-    return rot
-
-
 def camera_poses_w(pos_w: np.ndarray, rot_wb: np.ndarray, cfg: CameraCfg) -> tuple[np.ndarray, np.ndarray]:
     """World pose of each drone's camera.
 
     Args:
         pos_w: (N, 3) drone positions, metres, world ENU.
-        rot_wb: (N, 3, 3) body-to-world rotations (use :func:`yaw_rotation`
+        rot_wb: (N, 3, 3) body-to-world rotations (use :func:`flyby.geometry.yaw_rotation`
             for the level-flight direct model).
         cfg: the camera mount.
 
@@ -151,33 +136,3 @@ def mujoco_mount_quat(pitch_deg: float) -> np.ndarray:
     """wxyz quaternion of a MuJoCo ``<camera>`` inside the drone body, matching
     :func:`camera_mount_rotation`."""
     return rotation_to_quat_wxyz(camera_mount_rotation(pitch_deg) @ _CV_TO_MJ)
-
-
-def rotation_to_quat_wxyz(rot: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation matrix -> (4,) unit quaternion, wxyz, w >= 0."""
-    m = rot
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
-
-
-def yaw_quat_wxyz(yaw_rad: np.ndarray) -> np.ndarray:
-    """(N,) yaw angles -> (N, 4) wxyz quaternions of rotations about world z."""
-    half = 0.5 * np.asarray(yaw_rad, dtype=np.float64)
-    q = np.zeros((half.shape[0], 4))
-    q[:, 0] = np.cos(half)
-    q[:, 3] = np.sin(half)
-    return q

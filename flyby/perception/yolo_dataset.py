@@ -52,6 +52,7 @@ import numpy as np
 
 from flyby.config import cfg_field, check, to_dict
 from flyby.errors import ConfigError, FlybyError
+from flyby.geometry import quat_wxyz_to_rot
 from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w
 from flyby.perception.gt import GroundTruthDetector
 from flyby.perception.yolo import CLASS_NAMES
@@ -237,8 +238,6 @@ def sample_camera_poses(
         quat_wxyz: (n, 4) float64 body FLU -> world rotations.
         aimed: (n,) bool, True where the pose aims at a target.
     """
-    from flyby.dynamics.multirotor import quat_wxyz_to_rot
-
     k = PinholeIntrinsics.from_cfg(camera)
     half_hfov = math.atan(k.cx / k.fx)
     half = world.half_extent
@@ -310,7 +309,6 @@ def export_dataset(
     """
     import cv2
 
-    from flyby.dynamics.multirotor import quat_wxyz_to_rot
     from flyby.sim.base import make_backend
     from flyby.world.world import generate_world
 

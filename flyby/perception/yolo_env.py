@@ -38,6 +38,7 @@ import numpy as np
 
 from flyby.config.envs import ISREnvCfg
 from flyby.envs.isr_task import ISRTask
+from flyby.geometry import yaw_quat_wxyz
 from flyby.mdp import observations as obs_mdp
 from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w
 from flyby.perception.gt import Detections, GroundTruthDetector
@@ -154,8 +155,6 @@ class YoloISRTask(ISRTask):
         cam_pos, rot_wc = camera_poses_w(dyn.pos_w[rows], dyn.rot_wb[rows], self.cfg.camera)
         r_pos, r_rot = camera_poses_w(dyn.pos_w[rows], dyn.rot_wb[rows], self.render_camera)
         if self.kinematic:
-            from flyby.perception.camera import yaw_quat_wxyz
-
             self.backend.set_drone_poses(dyn.pos_w[rows], yaw_quat_wxyz(dyn.yaw_rad[rows]), rows)
         self.backend.set_target_poses(self.target_pos_w, self.target_yaw_rad)
         frames = self.backend.render_cameras(rows)

@@ -40,6 +40,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from flyby.errors import PX4Died, PX4Timeout, PX4Unavailable
+from flyby.geometry import STANDARD_GRAVITY, enu_to_geodetic
 from flyby.px4 import frames
 from flyby.px4.mavlink import (
     HIL_SENSOR_FIELDS_ACCEL_GYRO_MAG_BARO,
@@ -304,7 +305,7 @@ class LockstepBridge:
         rates_frd = frames.flu_to_frd(state.ang_vel_b[row])
         v_ned = frames.enu_to_ned(state.lin_vel_w[row])
         acc_frd = frames.flu_to_frd(state.specific_force_b[row])
-        lat, lon, alt = frames.enu_to_geodetic(np.asarray(state.pos_w[row], dtype=np.float64), *self.home)
+        lat, lon, alt = enu_to_geodetic(np.asarray(state.pos_w[row], dtype=np.float64), *self.home)
         msg = self._m.MAVLink_hil_state_quaternion_message(
             int(time_usec),
             [float(c) for c in q_ned_frd],
@@ -319,9 +320,9 @@ class LockstepBridge:
             _i16(v_ned[2] * 100.0),
             _u16(math.hypot(v_ned[0], v_ned[1]) * 100.0),
             _u16(float(np.linalg.norm(v_ned)) * 100.0),
-            _i16(acc_frd[0] / 9.80665 * 1000.0),  # mG
-            _i16(acc_frd[1] / 9.80665 * 1000.0),
-            _i16(acc_frd[2] / 9.80665 * 1000.0),
+            _i16(acc_frd[0] / STANDARD_GRAVITY * 1000.0),  # mG
+            _i16(acc_frd[1] / STANDARD_GRAVITY * 1000.0),
+            _i16(acc_frd[2] / STANDARD_GRAVITY * 1000.0),
         )
         self._queue(msg)
 

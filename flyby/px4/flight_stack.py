@@ -47,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from flyby.errors import PX4ParamRejected, PX4Timeout, PX4Unavailable
+from flyby.geometry import STANDARD_GRAVITY, rotate_inverse
 from flyby.px4.bridge import DEFAULT_HOME, LockstepBridge
 from flyby.px4.launcher import MAX_PX4_INSTANCE, PX4Launcher
 from flyby.px4.offboard import OffboardClient
@@ -66,9 +67,6 @@ def _thread_cpus() -> set[int] | None:
         return None
     before = getattr(_lockstep_cpus, "before", None)
     return set(before) if before is not None else os.sched_getaffinity(0)
-
-
-STANDARD_GRAVITY = 9.80665  # m/s^2, PX4 CONSTANTS_ONE_G
 
 
 class LauncherLike(Protocol):
@@ -663,8 +661,6 @@ def _wire_type(value: int | float) -> str:
 
 def _at_rest(state):
     """The same poses, at rest: zero velocities, accelerometer reading gravity's reaction."""
-    from flyby.dynamics.multirotor import rotate_inverse
-
     n = np.asarray(state.pos_w).shape[0]
     up = np.tile(np.array([0.0, 0.0, STANDARD_GRAVITY]), (n, 1))
     return state._replace(

@@ -1,7 +1,7 @@
 """ENU/FLU <-> NED/FRD conversions at the MAVLink boundary: the only flyby module that knows NED/FRD.
 
 flyby works in world ENU (x east, y north, z up) and body FLU (x forward, y left,
-z up) everywhere (see :mod:`flyby.perception.camera`). PX4 and MAVLink use world
+z up) everywhere (see :mod:`flyby.geometry`). PX4 and MAVLink use world
 NED (x north, y east, z down) and body FRD (x forward, y right, z down). Every
 conversion between the two lives here, and every function is batched over
 leading axes (``(..., 3)`` vectors, ``(..., 4)`` quaternions, ``(...,)`` angles).
@@ -18,10 +18,10 @@ Yaw angles and yaw rates: ENU yaw is counter-clockwise from east, NED yaw is
 clockwise from north, so ``yaw_ned = pi/2 - yaw_enu`` and ``yaw_rate_ned = -yaw_rate_enu``.
 Body angular rates convert like any body vector (:func:`flu_to_frd`).
 
-Geodetic positions use the azimuthal equidistant projection on a sphere of
-radius 6,371,000 m about a home point, the projection PX4 itself uses for its
-local frame (``lib/geo``: ``MapProjection``), so a position sent as lat/lon comes
-back in PX4's LOCAL_POSITION_NED as the same metres.
+Geodetic positions (ENU metres <-> lat/lon about a home point) involve no NED and live in
+:mod:`flyby.geometry` (:func:`~flyby.geometry.enu_to_geodetic`,
+:func:`~flyby.geometry.geodetic_to_enu`): PX4's own local-frame projection, so a position
+sent as lat/lon comes back in PX4's LOCAL_POSITION_NED as the same metres.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-EARTH_RADIUS_M = 6_371_000.0  # m, PX4 CONSTANTS_RADIUS_OF_EARTH (lib/geo)
+from flyby.geometry import wrap_pi, yaw_from_quat_wxyz
 
 _HALF_SQRT2 = math.sqrt(0.5)
 _SWAP_XY_FLIP_Z = np.array([1.0, 1.0, -1.0])
@@ -65,23 +65,6 @@ def frd_to_flu(v_frd: np.ndarray) -> np.ndarray:
 
 
 # --- quaternions ---------------------------------------------------------------------------------
-
-
-def quat_mul(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    """Hamilton product ``q1 * q2`` of wxyz quaternions, broadcast over leading axes; float64 (..., 4)."""
-    a = np.asarray(q1, dtype=np.float64)
-    b = np.asarray(q2, dtype=np.float64)
-    w1, x1, y1, z1 = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    w2, x2, y2, z2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return np.stack(
-        (
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ),
-        axis=-1,
-    )
 
 
 def _canonical(q: np.ndarray) -> np.ndarray:
@@ -145,17 +128,12 @@ def quat_to_euler_ned_frd(q_wxyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
     roll = np.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
     pitch = np.arcsin(np.clip(2.0 * (w * y - z * x), -1.0, 1.0))
-    yaw = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-    return roll, pitch, yaw
-
-
-def _wrap_pi(a: np.ndarray) -> np.ndarray:
-    return (np.asarray(a, dtype=np.float64) + math.pi) % (2.0 * math.pi) - math.pi
+    return roll, pitch, yaw_from_quat_wxyz(q)
 
 
 def yaw_enu_to_ned(yaw_enu_rad: np.ndarray) -> np.ndarray:
     """Heading ENU (CCW from east) -> NED (CW from north), radians wrapped to [-pi, pi)."""
-    return _wrap_pi(0.5 * math.pi - np.asarray(yaw_enu_rad, dtype=np.float64))
+    return wrap_pi(0.5 * math.pi - np.asarray(yaw_enu_rad, dtype=np.float64))
 
 
 def yaw_rate_enu_to_ned(yaw_rate_enu: np.ndarray) -> np.ndarray:
@@ -166,58 +144,3 @@ def yaw_rate_enu_to_ned(yaw_rate_enu: np.ndarray) -> np.ndarray:
 def yaw_rate_ned_to_enu(yaw_rate_ned: np.ndarray) -> np.ndarray:
     """World yaw rate about NED down -> about ENU up (rad/s): the sign flips."""
     return -np.asarray(yaw_rate_ned, dtype=np.float64)
-
-
-# --- geodetic ------------------------------------------------------------------------------------
-
-
-def enu_to_geodetic(
-    pos_w: np.ndarray, home_lat_deg: float, home_lon_deg: float, home_alt_m: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Local ENU metres about a home point -> (lat_deg, lon_deg, alt_m AMSL).
-
-    Inverse azimuthal equidistant projection on a sphere (PX4's local-frame projection).
-    ``pos_w``: (..., 3) metres; returns three (...,) float64 arrays.
-    """
-    p = np.asarray(pos_w, dtype=np.float64)
-    x_rad = p[..., 1] / EARTH_RADIUS_M  # north
-    y_rad = p[..., 0] / EARTH_RADIUS_M  # east
-    lat0, lon0 = math.radians(home_lat_deg), math.radians(home_lon_deg)
-    sin_lat0, cos_lat0 = math.sin(lat0), math.cos(lat0)
-    c = np.hypot(x_rad, y_rad)
-    sin_c, cos_c = np.sin(c), np.cos(c)
-    safe_c = np.where(c > 0.0, c, 1.0)
-    lat = np.where(
-        c > 0.0, np.arcsin(np.clip(cos_c * sin_lat0 + x_rad * sin_c * cos_lat0 / safe_c, -1, 1)), lat0
-    )
-    lon = np.where(
-        c > 0.0, lon0 + np.arctan2(y_rad * sin_c, c * cos_lat0 * cos_c - x_rad * sin_lat0 * sin_c), lon0
-    )
-    return np.degrees(lat), np.degrees(lon), home_alt_m + p[..., 2]
-
-
-def geodetic_to_enu(
-    lat_deg: np.ndarray,
-    lon_deg: np.ndarray,
-    alt_m: np.ndarray,
-    home_lat_deg: float,
-    home_lon_deg: float,
-    home_alt_m: float,
-) -> np.ndarray:
-    """(lat_deg, lon_deg, alt_m AMSL) -> local ENU metres about a home point, (..., 3) float64.
-
-    Forward azimuthal equidistant projection on a sphere (PX4's local-frame projection).
-    """
-    lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
-    lon = np.radians(np.asarray(lon_deg, dtype=np.float64))
-    lat0, lon0 = math.radians(home_lat_deg), math.radians(home_lon_deg)
-    sin_lat0, cos_lat0 = math.sin(lat0), math.cos(lat0)
-    sin_lat, cos_lat = np.sin(lat), np.cos(lat)
-    cos_dlon = np.cos(lon - lon0)
-    arg = np.clip(sin_lat0 * sin_lat + cos_lat0 * cos_lat * cos_dlon, -1.0, 1.0)
-    c = np.arccos(arg)
-    k = np.where(np.abs(c) > 0.0, c / np.where(np.abs(c) > 0.0, np.sin(c), 1.0), 1.0)
-    north = k * (cos_lat0 * sin_lat - sin_lat0 * cos_lat * cos_dlon) * EARTH_RADIUS_M
-    east = k * cos_lat * np.sin(lon - lon0) * EARTH_RADIUS_M
-    up = np.asarray(alt_m, dtype=np.float64) - home_alt_m
-    return np.stack(np.broadcast_arrays(east, north, up), axis=-1)

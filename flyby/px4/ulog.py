@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from flyby.errors import DependencyNotInstalled, ULogError
+from flyby.geometry import geodetic_to_enu
 from flyby.px4 import frames
 
 TOPIC_LOCAL_POSITION = "vehicle_local_position"
@@ -81,7 +82,7 @@ class LocalPosition(NamedTuple):
                 and sensors project positions about (:attr:`flyby.px4.flight_stack.PX4FlightStack.home`).
         """
         ref = self.ref_geodetic
-        return frames.geodetic_to_enu(ref[:, 0], ref[:, 1], ref[:, 2], *home)
+        return geodetic_to_enu(ref[:, 0], ref[:, 1], ref[:, 2], *home)
 
     def pos_w(
         self, home: tuple[float, float, float], fallback_origin_w: np.ndarray | None = None

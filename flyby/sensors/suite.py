@@ -14,8 +14,9 @@ Models (per drone, batched):
   altitude above mean sea level ``home_alt_m + z``:
   ``p = 1013.25 hPa * (1 - 2.25577e-5 h)^5.25588``, ``T = 15 degC - 6.5 K/km h``.
 - GPS: position around a configurable home by the azimuthal equidistant
-  projection (the one PX4's ``MapProjection`` uses, Earth radius 6371 km, so
-  PX4's local position matches flyby's world frame), velocity in ENU.
+  projection (:func:`flyby.geometry.enu_to_geodetic`, the one PX4's
+  ``MapProjection`` uses, so PX4's local position matches flyby's world frame),
+  velocity in ENU.
 
 Noise defaults follow PX4 SITL's Gazebo-classic Iris sensor plugins
 (``models/iris/iris.sdf``: ``accelerometerNoiseDensity`` 0.00186 m/s^2/sqrt(Hz),
@@ -28,27 +29,23 @@ default to zero. The default home is PX4 SITL's default home (Zurich,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from flyby.config import cfg_field, check
-from flyby.dynamics.multirotor import DroneState, rotate_inverse
+from flyby.dynamics.multirotor import DroneState
+from flyby.geometry import enu_to_geodetic, rotate_inverse
 
 __all__ = [
-    "EARTH_RADIUS_M",
     "GpsFix",
     "SensorCfg",
     "SensorSuite",
     "isa_altitude_m",
     "isa_pressure_hpa",
-    "local_to_geodetic",
 ]
 
-#: m, mean Earth radius used by PX4's map projection (CONSTANTS_RADIUS_OF_EARTH).
-EARTH_RADIUS_M = 6371000.0
 _SEA_LEVEL_HPA = 1013.25  # hPa, ISA sea-level pressure
 _SEA_LEVEL_C = 15.0  # degC, ISA sea-level temperature
 _LAPSE_K_PER_M = 0.0065  # K/m, ISA troposphere lapse rate
@@ -104,32 +101,6 @@ def isa_pressure_hpa(alt_msl_m: np.ndarray) -> np.ndarray:
 def isa_altitude_m(pressure_hpa: np.ndarray) -> np.ndarray:
     """Altitude above mean sea level, metres, of an ISA static pressure in hPa (ISA inverse)."""
     return (1.0 - (np.asarray(pressure_hpa, dtype=np.float64) / _SEA_LEVEL_HPA) ** (1.0 / _ISA_EXP)) / _ISA_K
-
-
-def local_to_geodetic(
-    pos_w: np.ndarray, home_lat_deg: float, home_lon_deg: float, home_alt_m: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World ENU positions -> latitude, longitude (degrees), altitude (m MSL).
-
-    Inverse azimuthal equidistant projection around the home point on a
-    sphere of radius :data:`EARTH_RADIUS_M`, the projection PX4 uses for its
-    local frame, so PX4's local position equals flyby's (x east, y north).
-
-    Args:
-        pos_w: (N, 3) metres, world ENU; the origin is the home point.
-    """
-    pos = np.asarray(pos_w, dtype=np.float64)
-    lat0, lon0 = math.radians(home_lat_deg), math.radians(home_lon_deg)
-    x_rad = pos[:, 1] / EARTH_RADIUS_M  # north
-    y_rad = pos[:, 0] / EARTH_RADIUS_M  # east
-    c = np.hypot(x_rad, y_rad)
-    sin_c, cos_c = np.sin(c), np.cos(c)
-    safe_c = np.where(c > 0.0, c, 1.0)
-    lat = np.arcsin(cos_c * math.sin(lat0) + x_rad * sin_c * math.cos(lat0) / safe_c)
-    lon = lon0 + np.arctan2(y_rad * sin_c, c * math.cos(lat0) * cos_c - x_rad * math.sin(lat0) * sin_c)
-    lat = np.where(c > 0.0, lat, lat0)
-    lon = np.where(c > 0.0, lon, lon0)
-    return np.degrees(lat), np.degrees(lon), home_alt_m + pos[:, 2]
 
 
 class SensorSuite:
@@ -214,6 +185,6 @@ class SensorSuite:
             pos[:, :2] += self.rng.normal(0.0, c.gps_xy_noise_std, (n, 2))
         if c.gps_z_noise_std > 0.0:
             pos[:, 2] += self.rng.normal(0.0, c.gps_z_noise_std, n)
-        lat, lon, alt = local_to_geodetic(pos, c.home_lat_deg, c.home_lon_deg, c.home_alt_m)
+        lat, lon, alt = enu_to_geodetic(pos, c.home_lat_deg, c.home_lon_deg, c.home_alt_m)
         vel = state.lin_vel_w + self._noise(c.gps_vel_noise_std, (n, 3))
         return GpsFix(lat_deg=lat, lon_deg=lon, alt_m=alt, vel_enu=np.asarray(vel, dtype=np.float64))

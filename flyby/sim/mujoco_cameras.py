@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from flyby.errors import BackendUnavailable
-from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_mount_rotation, yaw_rotation
+from flyby.geometry import yaw_rotation
+from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_mount_rotation
 from flyby.sim.mujoco_import import GL_PLATFORM, mujoco
 from flyby.sim.mujoco_scene import GROUP_DRONE_MARKER, GROUP_WORLD
 from flyby.sim.tiling import grid_shape

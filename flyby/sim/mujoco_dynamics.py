@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flyby.dynamics.multirotor import STANDARD_GRAVITY, DroneState, rotate_inverse
+from flyby.dynamics.multirotor import DroneState
 from flyby.errors import PhysicsUnstable
-from flyby.perception.camera import yaw_quat_wxyz
+from flyby.geometry import STANDARD_GRAVITY, rotate_inverse, yaw_quat_wxyz
 from flyby.sim.mujoco_import import mujoco
 
 __all__ = ["FreeBodyDrones", "MocapDrones", "MocapTargets", "check_drone_ids", "check_drone_poses"]

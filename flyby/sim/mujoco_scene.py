@@ -37,15 +37,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flyby.dynamics.multirotor import STANDARD_GRAVITY, MultirotorCfg
+from flyby.dynamics.multirotor import MultirotorCfg
 from flyby.enums import TargetClass
-from flyby.perception.camera import (
-    CameraCfg,
-    mujoco_camera_xmat,
-    mujoco_mount_quat,
-    rotation_to_quat_wxyz,
-    yaw_quat_wxyz,
-)
+from flyby.geometry import STANDARD_GRAVITY, rotation_to_quat_wxyz, yaw_quat_wxyz
+from flyby.perception.camera import CameraCfg, mujoco_camera_xmat, mujoco_mount_quat
 from flyby.world.world import ISRWorld
 
 if TYPE_CHECKING:

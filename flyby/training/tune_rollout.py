@@ -33,6 +33,7 @@ import numpy as np
 from flyby.config.dynamics import DirectDynamicsCfg
 from flyby.dynamics.direct import DirectDynamics
 from flyby.errors import TuningDataError
+from flyby.geometry import wrap_pi
 from flyby.training.record import TrajectoryLog
 
 __all__ = [
@@ -118,7 +119,7 @@ class Rollout:
     @property
     def yaw_error_rad(self) -> np.ndarray:
         """(W, n) wrapped yaw errors, radians."""
-        return _wrap(self.yaw_rad - self.true_yaw_rad)
+        return wrap_pi(self.yaw_rad - self.true_yaw_rad)
 
 
 def rollout_windows(
@@ -323,7 +324,3 @@ def residual_summary(
 def error_stats(errors: dict[float, np.ndarray]) -> dict[float, tuple[float, float]]:
     """``{horizon: (mean, p95)}`` of :func:`open_loop_errors` output, metres."""
     return {h: (float(e.mean()), float(np.percentile(e, 95))) for h, e in errors.items()}
-
-
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    return (angle + np.pi) % (2 * np.pi) - np.pi

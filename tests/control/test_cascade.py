@@ -14,18 +14,17 @@ import pytest
 
 from flyby.config import check
 from flyby.control import CascadeCfg, CascadeController, px4_mixer_matrix
-from flyby.dynamics.multirotor import (
+from flyby.dynamics.multirotor import DroneState, MultirotorCfg, RotorModel
+from flyby.enums import ResolutionPreset
+from flyby.errors import ConfigError
+from flyby.geometry import (
     STANDARD_GRAVITY,
-    DroneState,
-    MultirotorCfg,
-    RotorModel,
     quat_wxyz_to_rot,
     rotate_inverse,
     yaw_from_quat_wxyz,
+    yaw_quat_wxyz,
 )
-from flyby.enums import ResolutionPreset
-from flyby.errors import ConfigError
-from flyby.perception.camera import CameraCfg, yaw_quat_wxyz
+from flyby.perception.camera import CameraCfg
 from flyby.world import WorldCfg, generate_world
 
 mb = pytest.importorskip(

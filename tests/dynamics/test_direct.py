@@ -174,20 +174,46 @@ def test_extension_fields_at_their_defaults_reproduce_the_seed_model_bit_for_bit
         DirectDynamicsCfg(),
         EXTENDED,
         replace(EXTENDED, max_horizontal_jerk=None),
+        replace(EXTENDED, acceleration_damping=0.0, max_horizontal_jerk=None, thrust_coupling=0.0),
+        replace(EXTENDED, max_climb_rate=None, drag_coefficient=0.0, antiwindup_gain=0.0),
         replace(EXTENDED, position_noise_std=0.02, velocity_noise_std=0.1),
+        replace(NOISELESS, velocity_gain=0.9, max_descent_rate=2.0, yaw_rate_damping=0.5),
     ],
 )
-def test_single_drone_fast_path_matches_the_batched_code(cfg):
-    single, batched = DirectDynamics(cfg, 1), DirectDynamics(cfg, 1)
-    for d in (single, batched):
-        d.reset(np.array([[1.0, 2.0, 30.0]]), np.array([0.3]), seed=5)
-    rng = np.random.default_rng(1)
-    for _ in range(300):
-        a = validate_actions(rng.uniform(-1.2, 1.2, (1, 4)), 1)  # as the env hands them over
-        single.step(a, 0.04)
-        batched._step_batch(a, 0.04)
-    for name in ("pos_w", "lin_vel_w", "yaw_rad", "lin_acc_w", "yaw_rate"):
-        np.testing.assert_array_equal(getattr(single, name), getattr(batched, name), err_msg=name)
+@pytest.mark.parametrize("n", [1, 5])
+def test_compiled_kernel_matches_the_numpy_reference_bit_for_bit(cfg, n, monkeypatch):
+    """FLYBY_KERNEL=numba steps the model in flyby.dynamics.direct_kernel: the same numbers as the
+    batched numpy reference, every state, with noise (same draws), partial resets and two step lengths."""
+    runs = {}
+    for kernel in ("numpy", "numba"):
+        monkeypatch.setenv("FLYBY_KERNEL", kernel)
+        dyn = DirectDynamics(cfg, n)
+        dyn.reset(np.tile([[1.0, 2.0, 30.0]], (n, 1)), np.linspace(-3.1, 3.1, n), seed=5)
+        rng = np.random.default_rng(1)
+        states = []
+        for step in range(300):
+            if step == 150:
+                dyn.reset(np.array([[0.0, 0.0, 5.0]]), np.array([np.pi - 1e-9]), np.array([n - 1]))
+            a = validate_actions(rng.uniform(-1.2, 1.2, (n, 4)), n)  # as the env hands them over
+            dyn.step(a, 0.05 if step % 7 == 0 else 0.04)
+            states.append([getattr(dyn, k).copy() for k in _STATE])
+        runs[kernel] = states
+    for ref, fast in zip(runs["numpy"], runs["numba"]):
+        for name, x, y in zip(_STATE, ref, fast):
+            np.testing.assert_array_equal(y, x, err_msg=name)
+
+
+_STATE = ("pos_w", "lin_vel_w", "yaw_rad", "lin_acc_w", "vel_int_w", "yaw_rate")
+
+
+def test_compiled_kernel_keeps_the_reference_checks(monkeypatch):
+    """Bad input fails the same way on both paths (the env validates actions before either)."""
+    for kernel in ("numpy", "numba"):
+        monkeypatch.setenv("FLYBY_KERNEL", kernel)
+        with pytest.raises(ValueError, match="dt must be > 0 seconds, got nan"):
+            make(2).step(np.zeros((2, 4)), math.nan)
+        with pytest.raises(ValueError, match="dt must be > 0 seconds, got -0.1"):
+            make(2).step(np.zeros((2, 4)), -0.1)
 
 
 def test_climb_and_descent_limits_and_vertical_time_constant():

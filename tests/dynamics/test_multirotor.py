@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 
 from flyby.config import check
-from flyby.dynamics.multirotor import (
-    STANDARD_GRAVITY,
-    MultirotorCfg,
-    RotorModel,
-    quat_wxyz_to_rot,
-    rotate_inverse,
-    yaw_from_quat_wxyz,
-)
+from flyby.dynamics.multirotor import MultirotorCfg, RotorModel
 from flyby.errors import ConfigError
+from flyby.geometry import STANDARD_GRAVITY
 
 FRONT_RIGHT, BACK_LEFT, FRONT_LEFT, BACK_RIGHT = range(4)  # PX4 motor order
 
@@ -134,20 +128,3 @@ def test_bad_airframe_is_a_config_error():
     assert "rotor_dir" in msg and "k_f" in msg
     with pytest.raises(ValueError, match="num_drones"):
         RotorModel(MultirotorCfg(), 0)
-
-
-def test_quaternion_helpers():
-    yaw90 = np.array([[math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)]])
-    rot = quat_wxyz_to_rot(yaw90)[0]
-    np.testing.assert_allclose(rot @ [1.0, 0, 0], [0, 1, 0], atol=1e-12)  # body x points north
-    np.testing.assert_allclose(rotate_inverse(yaw90, np.array([[0.0, 1.0, 0.0]])), [[1.0, 0, 0]], atol=1e-12)
-    assert yaw_from_quat_wxyz(yaw90)[0] == pytest.approx(math.pi / 2)
-    # Roll 90 deg about x: body z points to world -y.
-    roll90 = np.array([[math.cos(math.pi / 4), math.sin(math.pi / 4), 0.0, 0.0]])
-    np.testing.assert_allclose(quat_wxyz_to_rot(roll90)[0] @ [0, 0, 1.0], [0, -1, 0], atol=1e-12)
-    rng = np.random.default_rng(0)
-    q = rng.normal(size=(8, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    r = quat_wxyz_to_rot(q)
-    np.testing.assert_allclose(r @ r.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (8, 3, 3)), atol=1e-12)
-    np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-12)

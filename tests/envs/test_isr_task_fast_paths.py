@@ -15,9 +15,10 @@ import pytest
 
 from flyby.config.training import load_training_cfg
 from flyby.envs.isr_task import ISRTask
+from flyby.geometry import yaw_rotation
 from flyby.mdp import coverage as cov_mdp
 from flyby.mdp import rewards as rew_mdp
-from flyby.perception.camera import camera_poses_w, yaw_rotation
+from flyby.perception.camera import camera_poses_w
 
 
 def make_task(n: int = 6, **kw) -> ISRTask:

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from flyby.enums import TargetClass
+from flyby.geometry import yaw_rotation
 from flyby.mdp import coverage as cov
 from flyby.mdp import observations as obs_mdp
-from flyby.perception import CameraCfg, camera_poses_w, yaw_rotation
+from flyby.perception import CameraCfg, camera_poses_w
 
 
 def both(monkeypatch, fn, *args, copy_first: int | None = None):

@@ -16,13 +16,13 @@ import pytest
 
 from flyby.enums import ResolutionPreset
 from flyby.errors import ConfigError
+from flyby.geometry import yaw_rotation
 from flyby.perception import (
     CameraCfg,
     Detections,
     GroundTruthDetector,
     PinholeIntrinsics,
     camera_poses_w,
-    yaw_rotation,
 )
 from flyby.world import generate_world
 

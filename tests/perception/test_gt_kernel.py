@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from flyby.enums import ResolutionPreset
-from flyby.perception import CameraCfg, GroundTruthDetector, camera_poses_w, yaw_rotation
+from flyby.geometry import yaw_rotation
+from flyby.perception import CameraCfg, GroundTruthDetector, camera_poses_w
 from flyby.world import generate_world
 
 VEHICLE = np.array([4.5, 1.9, 1.5])

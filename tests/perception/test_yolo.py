@@ -47,7 +47,7 @@ def detector() -> YoloDetector:
 @pytest.fixture(scope="module")
 def held_out_frames():
     """8 frames of world seed 300 (in no dataset split) aimed at targets, with their ground truth."""
-    from flyby.dynamics.multirotor import quat_wxyz_to_rot
+    from flyby.geometry import quat_wxyz_to_rot
     from flyby.perception.camera import camera_poses_w
     from flyby.perception.gt import GroundTruthDetector
     from flyby.perception.yolo_dataset import YoloDatasetCfg, render_camera_cfg, sample_camera_poses

@@ -17,8 +17,9 @@ import flyby.perception.yolo_env as yolo_env
 from flyby.config.evaluation import load_evaluation_cfg
 from flyby.enums import PerceptionMode, ResolutionPreset
 from flyby.envs.px4_env import PX4ISREnv
+from flyby.geometry import yaw_rotation
 from flyby.mdp.observations import DET_FIELDS, DET_NEW, DET_PERSON, DET_PRESENT, DET_VEHICLE
-from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w, yaw_rotation
+from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w
 from flyby.perception.gt import GroundTruthDetector
 from flyby.perception.yolo import WeightsError, YoloBoxes
 from flyby.world import generate_world

@@ -39,6 +39,7 @@ from collections import deque
 
 import numpy as np
 
+from flyby.geometry import STANDARD_GRAVITY, geodetic_to_enu
 from flyby.px4 import frames
 from flyby.px4.bridge import DEFAULT_HOME
 from flyby.px4.mavlink import (
@@ -51,7 +52,6 @@ from flyby.px4.mavlink import (
     param_id_str,
 )
 
-GRAVITY = 9.80665
 INT_PARAMS = {"COM_RCL_EXCEPT", "NAV_RCL_ACT", "NAV_DLL_ACT"}  # PX4 INT32 parameters the bridge sets
 FLOAT_PARAMS = {"COM_DISARM_PRFLT", "MPC_THR_HOVER"}  # PX4 FLOAT parameters the bridge sets
 
@@ -157,7 +157,7 @@ class MavlinkDouble:
         self._yaw_rate_sp = 0.0
         self._gt: dict | None = None
         self._still_count = 0
-        self._last_accel_flu = np.array([0.0, 0.0, GRAVITY])
+        self._last_accel_flu = np.array([0.0, 0.0, STANDARD_GRAVITY])
         self._last_sensor_us = 0
         self._last_setpoint_us: int | None = None
         self._next_heartbeat_us = 0
@@ -310,7 +310,7 @@ class MavlinkDouble:
         q_ned = np.asarray(msg.attitude_quaternion, dtype=np.float64)
         if abs(np.linalg.norm(q_ned) - 1.0) > 1e-3:
             self._violation(f"HIL_STATE_QUATERNION quaternion not unit: {q_ned}")
-        pos_w = frames.geodetic_to_enu(msg.lat / 1e7, msg.lon / 1e7, msg.alt / 1e3, *self.home)
+        pos_w = geodetic_to_enu(msg.lat / 1e7, msg.lon / 1e7, msg.alt / 1e3, *self.home)
         gt = {
             "time_usec": int(msg.time_usec),
             "pos_w": pos_w,
@@ -319,12 +319,12 @@ class MavlinkDouble:
             "ang_vel_b": frames.frd_to_flu([msg.rollspeed, msg.pitchspeed, msg.yawspeed]),
         }
         # Ground-truth specific force (mG, body FRD): (0, 0, -1000) when not accelerating, level.
-        gt_acc_frd = np.array([msg.xacc, msg.yacc, msg.zacc]) * (GRAVITY / 1000.0)
+        gt_acc_frd = np.array([msg.xacc, msg.yacc, msg.zacc]) * (STANDARD_GRAVITY / 1000.0)
         still = (
             np.linalg.norm(gt["lin_vel_w"]) < 0.005
             and np.linalg.norm(gt["ang_vel_b"]) < 0.01
             and q_ned[1] ** 2 + q_ned[2] ** 2 < (math.sin(math.radians(2.0) / 2)) ** 2
-            and np.linalg.norm(gt_acc_frd - np.array([0.0, 0.0, -GRAVITY])) < 0.3
+            and np.linalg.norm(gt_acc_frd - np.array([0.0, 0.0, -STANDARD_GRAVITY])) < 0.3
         )
         # At rest = still (no velocity, no rotation, level, not accelerating) for 10 ground-truth
         # messages in a row (40 ms at 250 Hz).
@@ -395,7 +395,7 @@ class MavlinkDouble:
         if not np.all(np.isfinite(np.concatenate([acc, gyro, mag]))):
             self._violation("HIL_SENSOR has NaN/inf")
             return
-        if np.linalg.norm(acc) > 16 * GRAVITY:
+        if np.linalg.norm(acc) > 16 * STANDARD_GRAVITY:
             self._violation(f"HIL_SENSOR accel {acc} m/s^2 beyond 16 g (not SI?)")
         if np.linalg.norm(gyro) > math.radians(2000.0):
             self._violation(f"HIL_SENSOR gyro {gyro} beyond 2000 deg/s (degrees instead of rad/s?)")
@@ -414,7 +414,7 @@ class MavlinkDouble:
         gt = self._gt
         if gt is not None and gt["at_rest"]:
             self.rest_checks += 1
-            if np.linalg.norm(acc - np.array([0.0, 0.0, -GRAVITY])) > 1.0:
+            if np.linalg.norm(acc - np.array([0.0, 0.0, -STANDARD_GRAVITY])) > 1.0:
                 self._violation(f"HIL_SENSOR at rest, level: accel {acc} (FRD) is not about (0, 0, -9.81)")
 
     def _control(self, dt: float) -> np.ndarray:

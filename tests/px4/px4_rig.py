@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from flyby.dynamics.multirotor import DroneState, MultirotorCfg, RotorModel, quat_wxyz_to_rot
-from flyby.px4 import frames
-
-GRAVITY = 9.80665
+from flyby.dynamics.multirotor import DroneState, MultirotorCfg, RotorModel
+from flyby.geometry import STANDARD_GRAVITY, quat_mul, quat_wxyz_to_rot
 
 
 class RigidBodySim:
@@ -36,7 +34,7 @@ class RigidBodySim:
         self.quat = np.stack([np.cos(yaw / 2), np.zeros(n), np.zeros(n), np.sin(yaw / 2)], axis=1)
         self.vel_w = np.zeros((n, 3))
         self.omega_b = np.zeros((n, 3))
-        self.specific_force_b = np.tile([0.0, 0.0, GRAVITY], (n, 1))
+        self.specific_force_b = np.tile([0.0, 0.0, STANDARD_GRAVITY], (n, 1))
         self.contact = self.pos_w[:, 2] <= 1e-9
         self.rotors.reset()
         self.time_s = 0.0
@@ -53,7 +51,7 @@ class RigidBodySim:
         omega = self.rotors.step(u, armed, dt)
         force_b, torque_b = self.rotors.wrench_b(omega, vel_b)
         acc_w = np.einsum("nij,nj->ni", rot, force_b) / self.cfg.mass_kg
-        acc_w[:, 2] -= GRAVITY
+        acc_w[:, 2] -= STANDARD_GRAVITY
         on_ground = (self.pos_w[:, 2] <= 1e-9) & (acc_w[:, 2] <= 0.0)
         acc_w[on_ground] = 0.0  # the ground carries the weight; no sliding
         self.vel_w += acc_w * dt
@@ -67,9 +65,9 @@ class RigidBodySim:
         self.omega_b[on_ground] = 0.0
         half = 0.5 * dt * self.omega_b
         dq = np.concatenate([np.ones((self.n, 1)), half], axis=1)
-        self.quat = frames.quat_mul(self.quat, dq)
+        self.quat = quat_mul(self.quat, dq)
         self.quat /= np.linalg.norm(self.quat, axis=1, keepdims=True)
-        self.specific_force_b = np.einsum("nji,nj->ni", rot, acc_w + np.array([0.0, 0.0, GRAVITY]))
+        self.specific_force_b = np.einsum("nji,nj->ni", rot, acc_w + np.array([0.0, 0.0, STANDARD_GRAVITY]))
         self.contact = on_ground | below
         self.time_s += dt
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from flyby.perception.camera import yaw_quat_wxyz
+from flyby.geometry import EARTH_RADIUS_M, enu_to_geodetic, geodetic_to_enu, quat_mul, yaw_quat_wxyz
 from flyby.px4 import frames
 
 RNG = np.random.default_rng(7)
@@ -78,7 +78,7 @@ def test_north_facing_and_nose_up_known_cases():
     a = math.radians(10.0)
     q_yaw = yaw_quat_wxyz(np.array([math.pi / 2]))[0]
     q_pitch_flu = np.array([math.cos(-a / 2), 0.0, math.sin(-a / 2), 0.0])  # nose up: -a about left axis
-    q_enu = frames.quat_mul(q_yaw, q_pitch_flu)
+    q_enu = quat_mul(q_yaw, q_pitch_flu)
     roll, pitch, yaw = frames.quat_to_euler_ned_frd(frames.quat_enu_flu_to_ned_frd(q_enu))
     assert pitch == pytest.approx(a)
     assert roll == pytest.approx(0.0, abs=1e-12) and yaw == pytest.approx(0.0, abs=1e-12)
@@ -121,14 +121,14 @@ def test_angular_rates_and_yaw_rate():
 def test_geodetic_round_trip_and_scale():
     home = (47.397742, 8.545594, 488.0)
     pos = np.array([[0.0, 0.0, 0.0], [100.0, 0.0, 5.0], [0.0, 100.0, -2.0], [-350.0, 820.0, 40.0]])
-    lat, lon, alt = frames.enu_to_geodetic(pos, *home)
+    lat, lon, alt = enu_to_geodetic(pos, *home)
     assert (
         lat[0] == pytest.approx(home[0])
         and lon[0] == pytest.approx(home[1])
         and alt[0] == pytest.approx(488.0)
     )
     # 100 m north is 100 / (R * pi / 180) degrees of latitude; 100 m east moves longitude only.
-    assert lat[2] - home[0] == pytest.approx(100.0 / (frames.EARTH_RADIUS_M * math.pi / 180.0), rel=1e-6)
+    assert lat[2] - home[0] == pytest.approx(100.0 / (EARTH_RADIUS_M * math.pi / 180.0), rel=1e-6)
     assert lat[1] == pytest.approx(home[0], abs=1e-7) and lon[1] > home[1]  # great circle: 1 mm south
-    back = frames.geodetic_to_enu(lat, lon, alt, *home)
+    back = geodetic_to_enu(lat, lon, alt, *home)
     np.testing.assert_allclose(back, pos, atol=1e-6)

@@ -12,7 +12,7 @@ import pytest
 from ulog_synth import write_ulog
 
 from flyby.errors import ULogError
-from flyby.px4 import frames
+from flyby.geometry import enu_to_geodetic
 from flyby.px4.ulog import read_ulog, resample
 
 pytest.importorskip("pyulog", reason='pyulog is missing: pip install "flyby[px4]"')
@@ -24,7 +24,7 @@ CLIMB_MPS, CLIMB_S, EAST_MPS = 1.5, 5.0, 1.5  # the real-PX4 flight: m/s up for 
 def _flight_topics(n: int = 6, origin_w=(5.0, 10.0, 0.3), global_from: int = 0) -> dict:
     """Synthetic topics: NED local position (north 1, east 2, down -3), NED velocity (1, 2, -3)."""
     t = 2_000_000 + np.arange(n) * 8_000  # us of PX4 time
-    lat, lon, alt = frames.enu_to_geodetic(np.asarray(origin_w, dtype=np.float64), *HOME)
+    lat, lon, alt = enu_to_geodetic(np.asarray(origin_w, dtype=np.float64), *HOME)
     has_ref = np.arange(n) >= global_from
     ones = np.ones(n)
     return {

@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 
 from flyby.config import check
-from flyby.dynamics.multirotor import STANDARD_GRAVITY, DroneState
+from flyby.dynamics.multirotor import DroneState
 from flyby.errors import ConfigError
-from flyby.perception.camera import yaw_quat_wxyz
-from flyby.sensors import (
-    EARTH_RADIUS_M,
-    SensorCfg,
-    SensorSuite,
-    isa_altitude_m,
-    isa_pressure_hpa,
-    local_to_geodetic,
-)
+from flyby.geometry import EARTH_RADIUS_M, STANDARD_GRAVITY, yaw_quat_wxyz
+from flyby.sensors import SensorCfg, SensorSuite, isa_altitude_m, isa_pressure_hpa, local_to_geodetic
 
 NOISELESS = {
     "accel_noise_std": 0.0,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from flyby.enums import BackendKind, ResolutionPreset
-from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w, yaw_quat_wxyz, yaw_rotation
+from flyby.geometry import yaw_quat_wxyz, yaw_rotation
+from flyby.perception.camera import CameraCfg, PinholeIntrinsics, camera_poses_w
 from flyby.sim import mujoco_scene
 from flyby.sim.base import SimBackend, make_backend
 from flyby.sim.gl import ensure_gl_platform

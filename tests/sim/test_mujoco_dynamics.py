@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 
 from flyby.control import CascadeCfg, CascadeController
-from flyby.dynamics.multirotor import (
-    STANDARD_GRAVITY,
-    MultirotorCfg,
-    RotorModel,
-    quat_wxyz_to_rot,
-    rotate_inverse,
-)
+from flyby.dynamics.multirotor import MultirotorCfg, RotorModel
 from flyby.enums import ResolutionPreset
-from flyby.perception.camera import CameraCfg, yaw_quat_wxyz
+from flyby.geometry import STANDARD_GRAVITY, quat_wxyz_to_rot, rotate_inverse, yaw_quat_wxyz
+from flyby.perception.camera import CameraCfg
 from flyby.sim import mujoco_scene
 from flyby.sim.base import DynamicSimBackend, SimBackend, make_backend
 

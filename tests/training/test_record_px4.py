@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from flyby.errors import TuningDataError, ULogError
-from flyby.px4 import frames
+from flyby.geometry import enu_to_geodetic
 from flyby.px4.ulog import LocalPosition, MotorOutputs, PX4ULog, VelocitySetpoint
 from flyby.training.record import TrajectoryLog, attach_px4_estimate, load_log, save_log
 
@@ -51,7 +51,7 @@ def _px4_log(tmp_path: Path, origins_w) -> tuple[TrajectoryLog, dict, dict]:
         # PX4's samples: every 8 ms over the episode and a bit around it, in its local frame.
         ts = np.arange(boot_px4_s - 1.0, boot_px4_s + 3.0, 0.008)
         p, v = _truth(ts, e)
-        lat, lon, alt = frames.enu_to_geodetic(np.asarray(origin_w, dtype=float), *HOME)
+        lat, lon, alt = enu_to_geodetic(np.asarray(origin_w, dtype=float), *HOME)
         ref = np.tile([float(lat), float(lon), float(alt)], (len(ts), 1))
         ones = np.ones(len(ts), dtype=bool)
         lp = LocalPosition(ts, p - np.asarray(origin_w), v, ref, ones, ones, ones, ones)
