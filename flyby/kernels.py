@@ -5,9 +5,15 @@ switch it for one process without reimporting anything):
 
 - ``numpy`` (the default for now): the readable reference implementation, the one the kernels
   are tested against;
-- ``numba``: compiled kernels (:mod:`flyby.perception.gt_kernel`, :mod:`flyby.mdp.kernels`), the
-  same results as the reference (coverage and encoding bit for bit, detections within float64
-  rounding), 1.7-2.5x faster env steps.
+- ``numba``: compiled kernels, the same results as the reference: the direct dynamics
+  (:mod:`flyby.dynamics.direct_kernel`, bit for bit), ground-truth detection
+  (:mod:`flyby.perception.gt_kernel`, within float64 rounding), and the ISR task's step in three
+  calls (:mod:`flyby.mdp.kernels`: ``perceive_into`` for camera poses, detection and coverage;
+  ``dones_rewards_into``; ``observe_into``), states, rewards and dones bit for bit,
+  observations within the float32 rounding of a detection box (``tests/envs/test_isr_kernels.py``).
+  A user's own reward or termination term runs the reference's dones and rewards; a user's
+  observation term runs beside the compiled observation; the full-fidelity env's tilted cameras
+  take the reference's perception step.
 
 Why numpy stays the default for now: training is deterministic, so a rounding difference in one
 detection box trains a different policy from the same seed. The Phase 4 gate's PPO policy

@@ -42,7 +42,9 @@ from flyby.config import check
 from flyby.config.envs import ISREnvCfg
 from flyby.dynamics.direct import DirectDynamics
 from flyby.dynamics.motion import MotionModel
+from flyby.enums import KernelBackend, TargetClass
 from flyby.errors import ResetNeeded
+from flyby.kernels import kernel_backend
 from flyby.mdp import coverage as cov_mdp
 from flyby.mdp import observations as obs_mdp
 from flyby.mdp import rewards as rew_mdp
@@ -50,7 +52,7 @@ from flyby.mdp import terminations as term_mdp
 from flyby.mdp.actions import ACTION_DIM, validate_actions
 from flyby.mdp.terminations import TerminationCfg
 from flyby.mdp.terms import resolve_func
-from flyby.perception.camera import camera_poses_w
+from flyby.perception.camera import camera_mount_rotation, camera_poses_w
 from flyby.perception.gt import Detections, GroundTruthDetector
 from flyby.world.world import ISRWorld, generate_world
 
@@ -187,6 +189,9 @@ class ISRTask:
         self._airborne = np.ones(n, dtype=bool)
         self._outside = np.zeros(n, dtype=bool)
         self._obs = np.zeros((n, self.layout.dim), dtype=np.float32)
+        self._obs_kernel_args: dict | None = None  # built on the first compiled observation
+        self._dones_kernel_args: dict | None = None  # built on the first compiled dones and rewards
+        self._perceive_kernel_args: dict | None = None  # built on the first compiled perception step
         self._progress = np.zeros((n, 3))
         self._progress_den = np.array([gx * gy, max(t, 1), self.max_episode_length], dtype=np.int64)
         self._pos_scale = np.array([half[0], half[1], cfg.terminations.max_altitude_m])
@@ -334,8 +339,11 @@ class ISRTask:
         self.global_step += 1
         self.episode_step += 1
         self._update_perception()
-        terminated, truncated = self._get_dones()
-        reward = self._get_rewards()
+        if not (self._user_dones or self._user_terms) and kernel_backend() is KernelBackend.NUMBA:
+            terminated, truncated, reward = self._get_dones_rewards_kernel()
+        else:
+            terminated, truncated = self._get_dones()
+            reward = self._get_rewards()
         done = terminated | truncated
         done_ids = done.nonzero()[0]
         final_obs = None
@@ -379,6 +387,9 @@ class ISRTask:
             return  # reuse the last detections between perception steps
         self.target_pos_w, self.target_yaw_rad = self.world.target_poses(self.world_time_s)
         dyn = self.dynamics
+        if ids is None and isinstance(dyn, DirectDynamics) and kernel_backend() is KernelBackend.NUMBA:
+            self._update_perception_kernel()
+            return
         if ids is None:
             cam_pos, rot_wc = camera_poses_w(dyn.pos_w, dyn.rot_wb, self.cfg.camera)
         else:
@@ -387,6 +398,51 @@ class ISRTask:
             cam_pos, rot_wc, self.target_pos_w, self.target_yaw_rad, self.world.target_size_m
         )
         self._record_detections(ids, det, cam_pos, rot_wc)
+
+    def _update_perception_kernel(self) -> None:
+        """A perception step of every drone in one compiled call (:func:`flyby.mdp.kernels.perceive_into`):
+        the direct model flies level, so the camera poses come from the yaw alone."""
+        from flyby.mdp.kernels import perceive_into
+
+        k = self._perceive_kernel_args
+        if k is None:
+            k = self._perceive_kernel_args = self._make_perceive_kernel_args()
+        n, t = self.num_envs, self.world.num_targets
+        det = Detections(
+            boxes_px=np.zeros((n, t, 4), dtype=np.float32),
+            visible=np.zeros((n, t), dtype=bool),
+            depth_m=np.full((n, t), np.inf, dtype=np.float32),
+            in_frustum=np.zeros((n, t), dtype=bool),
+            occluded=np.zeros((n, t), dtype=bool),
+        )
+        dyn, grid = self.dynamics, self.coverage_grid
+        perceive_into(
+            dyn.pos_w, dyn.yaw_rad, k["offset_b"], k["rot_bc"], self.target_pos_w, self.target_yaw_rad,
+            k["size"], *self.detector._kernel_consts, *det, self.seen, self.newly_seen, grid.tan_half_fov,
+            grid.far_m, grid.max_radius_m, grid.clip_t, self.covered, k["rows"], grid.cell_m,
+            k["half"][0], k["half"][1], k["gx"], k["gy"], grid.r_cells, k["cam_pos"], k["rot_wc"],
+            k["ground"], k["radius_sq"], self.new_cells,
+        )  # fmt: skip
+        self.detections = det
+        self._num_covered += self.new_cells
+
+    def _make_perceive_kernel_args(self) -> dict:
+        """The constants and scratch of :meth:`_update_perception_kernel`, built once."""
+        n, cam = self.num_envs, self.cfg.camera
+        gx, gy = self._grid_shape_xy
+        return {
+            "offset_b": np.asarray(cam.offset_b, dtype=np.float64),
+            "rot_bc": np.ascontiguousarray(camera_mount_rotation(cam.pitch_deg), dtype=np.float64),
+            "size": np.ascontiguousarray(self.world.target_size_m, dtype=np.float64),
+            "rows": np.arange(n, dtype=np.intp),
+            "half": (float(self.coverage_grid.half_extent[0]), float(self.coverage_grid.half_extent[1])),
+            "gx": gx,
+            "gy": gy,
+            "cam_pos": np.empty((n, 3)),
+            "rot_wc": np.empty((n, 3, 3)),
+            "ground": np.empty((n, 2)),
+            "radius_sq": np.empty(n),
+        }
 
     def _record_detections(
         self, ids: np.ndarray | None, det: Detections, cam_pos: np.ndarray, rot_wc: np.ndarray
@@ -470,6 +526,45 @@ class ISRTask:
         # Sum over the terms in order, starting from 0.0 (what reward += value per term gives).
         return np.add.reduce(values, axis=0, initial=0.0)
 
+    def _get_dones_rewards_kernel(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_get_dones` and :meth:`_get_rewards` in one compiled call, bit-identical
+        (:func:`flyby.mdp.kernels.dones_rewards_into`); only without user reward or done terms."""
+        from flyby.mdp.kernels import dones_rewards_into
+
+        k = self._dones_kernel_args
+        if k is None:
+            k = self._dones_kernel_args = self._make_dones_kernel_args()
+        reward = np.empty(self.num_envs)
+        time_out = np.empty(self.num_envs, dtype=bool)
+        dones_rewards_into(
+            self.dynamics.pos_w, k["box_lo"], k["box_hi"], k["limits"], self._airborne, self.episode_step,
+            self.max_episode_length, self.newly_seen, self.new_cells, self.actions, self.prev_actions,
+            k["terms"], k["scales"], k["dts"], self._crashed, self._outside, time_out, k["values"],
+            self._term_sums, reward,
+        )  # fmt: skip
+        self._time_out = time_out
+        terminated = self._crashed | self._outside
+        return terminated, time_out > terminated, reward
+
+    def _make_dones_kernel_args(self) -> dict:
+        """The constants and scratch of :meth:`_get_dones_rewards_kernel`, built once."""
+        tcfg = self.cfg.terminations
+        half = self.world.half_extent
+        lim = half - tcfg.geofence_margin_m if tcfg.geofence_margin_m else half
+        if self.world.num_buildings:
+            box_lo, box_hi = self.world.grown_boxes(float(tcfg.drone_radius_m))
+        else:
+            box_lo = box_hi = np.zeros((3, 1, 0))
+        return {
+            "box_lo": box_lo,
+            "box_hi": box_hi,
+            "limits": np.array([lim[0], lim[1], tcfg.max_altitude_m, tcfg.min_altitude_m]),
+            "terms": np.array([rew_mdp.REWARD_TERMS.index(t) for t in self._builtin_terms], dtype=np.int64),
+            "scales": self._term_scales[:, 0].copy(),
+            "dts": self._term_dts[:, 0].copy(),
+            "values": np.empty((len(self._active_terms), self.num_envs)),
+        }
+
     def _user_obs_value(self, name: str, func, params: dict) -> np.ndarray:
         """A user observation term's (N, d) values, d >= 1; ValueError naming the term otherwise."""
         arr = np.asarray(func(self, **params))
@@ -531,6 +626,8 @@ class ISRTask:
         return self.world.height_at(xy[:, None, :] + offsets).max(axis=1)
 
     def _get_observations(self) -> np.ndarray:
+        if kernel_backend() is KernelBackend.NUMBA:
+            return self._get_observations_kernel()
         d = self.detections
         idx, valid = obs_mdp.select_top_k(d.visible, d.boxes_px, self.newly_seen, self.layout.top_k)
         cam = self.cfg.camera
@@ -563,6 +660,53 @@ class ISRTask:
             extra=[self._user_obs_value(k, f, p) for k, f, p in self._user_obs] if self._user_obs else (),
             out=self._obs,
         )
+
+    def _get_observations_kernel(self) -> np.ndarray:
+        """:meth:`_get_observations` in one compiled call (:func:`flyby.mdp.kernels.observe_into`)."""
+        from flyby.mdp.kernels import observe_into
+
+        k = self._obs_kernel_args
+        if k is None:
+            k = self._obs_kernel_args = self._make_obs_kernel_args()
+        d, dyn = self.detections, self.dynamics
+        observe_into(
+            d.visible, d.boxes_px, self.newly_seen, self.world.target_class, k["classes"],
+            obs_mdp.image_divisors(d.boxes_px.dtype, self.cfg.camera.width, self.cfg.camera.height),
+            dyn.pos_w, dyn.lin_vel_w, dyn.yaw_rad, self.actions, self.seen, self._counters,
+            self._progress_den, self.covered, k["cov_grid"], k["gx"], k["gy"], k["block"], k["heights"],
+            k["height_grid"], k["clear_cell_m"], k["scales"], k["starts"], k["idx"], k["valid"], k["det"],
+            k["cell_xy"], k["cov"], self._progress, self._obs,
+        )  # fmt: skip
+        if self._user_obs:
+            layout, obs = self.layout, self._obs
+            for sl, (name, func, params) in zip(layout.extra_slices, self._user_obs, strict=True):
+                obs[:, sl] = np.clip(self._user_obs_value(name, func, params), -1.0, 1.0)
+        return self._obs
+
+    def _make_obs_kernel_args(self) -> dict:
+        """The constants and scratch buffers of :meth:`_get_observations_kernel`, built once."""
+        n, lay, grid, world = self.num_envs, self.layout, self.coverage_grid, self.world
+        k, gx, gy = lay.top_k, *self._grid_shape_xy
+        slices = (lay.pos, lay.vel, lay.yaw, lay.clearance, lay.detections, lay.progress, lay.last_action)
+        return {
+            "classes": np.array([int(TargetClass.VEHICLE), int(TargetClass.PERSON)]),
+            "cov_grid": np.array([grid.half_extent[0], grid.half_extent[1], grid.cell_m]),
+            "gx": gx,
+            "gy": gy,
+            "block": int(self.cfg.observations.coverage_block_cells),
+            "heights": world.padded_height_map,
+            "height_grid": np.array([world.half_extent[0], world.half_extent[1], world.height_map_cell_m]),
+            "clear_cell_m": float(self.cfg.observations.clearance_cell_m),
+            "scales": np.concatenate(
+                [self._pos_scale, self._vel_scale, [self.cfg.terminations.max_altitude_m]]
+            ),
+            "starts": np.array([s.start for s in (*slices, lay.coverage)], dtype=np.int64),
+            "idx": np.empty((n, k), dtype=np.intp),
+            "valid": np.empty((n, k), dtype=bool),
+            "det": np.empty((n, k, obs_mdp.DET_FIELDS)),
+            "cell_xy": np.empty((n, 2), dtype=np.intp),
+            "cov": np.empty((n, 9)),
+        }
 
     def _episode_log(
         self, ids: np.ndarray, terminated: np.ndarray, truncated: np.ndarray

@@ -22,11 +22,16 @@ configure_numba_cache()
 
 import numba  # noqa: E402  (the cache folder must be set first)
 
+from flyby.perception.gt_kernel import _detect  # noqa: E402
+
 __all__ = [
     "coverage_patch_into",
+    "dones_rewards_into",
     "encode_detections_into",
     "footprints_into",
     "mark_covered_rows",
+    "observe_into",
+    "perceive_into",
     "top_k_into",
 ]
 
@@ -177,3 +182,214 @@ def encode_detections_into(idx, valid, boxes_px, new, target_class, vehicle, per
             out[i, q, 5] = np.float64((y1 + y2) / height - one) * m
             out[i, q, 6] = np.float64((x2 - x1) / width) * m
             out[i, q, 7] = np.float64((y2 - y1) / height) * m
+
+
+@_jit
+def observe_into(
+    visible, boxes_px, new, target_class, classes, image, pos, vel, yaw, actions, seen, counters, den,
+    covered, cov_grid, gx, gy, block, heights, height_grid, clear_cell_m, scales, starts,
+    idx, valid, det, cell_xy, cov, progress, obs,
+):  # fmt: skip
+    """The built-in observation groups of ``ISRTask._get_observations`` in one call, into ``obs``.
+
+    The reference's stages in its order: :func:`top_k_into` (``select_top_k``),
+    :func:`encode_detections_into`, the progress counters, :func:`coverage_patch_into` at each
+    drone's cell, the clearance patch (the height map read as ``ISRWorld.height_at`` reads it)
+    and ``build_observation``'s scaling, float32 cast and clip to [-1, 1]. User terms are written
+    by the caller after this.
+
+    Args:
+        classes: (2,) int64 class ids of the vehicle and person slots.
+        image: (3,) (width, height, 1) in the dtype the reference divides boxes in.
+        counters: (N, 3) int64 cells covered, targets seen (written here), steps; den: (3,) int64.
+        cov_grid: (3,) float64 coverage grid half x, half y (m) and cell side (m).
+        heights: (gx_h + 2, gy_h + 2) float32 height map with a border of zero cells, metres.
+        height_grid: (3,) float64 height map half x, half y (m) and cell side (m).
+        scales: (7,) float64 position scale (3, m), velocity scale (3, m/s), max altitude (m).
+        starts: (8,) int64 first column of pos, vel, yaw, clearance, detections, progress,
+            last action and coverage in ``obs``.
+        idx, valid, det, cell_xy, cov, progress: scratch outputs (N, k) intp, (N, k) bool,
+            (N, k, 8) float64, (N, 2) intp, (N, 9) float64, (N, 3) float64.
+        obs: (N, dim) float32 observation, the built-in columns written.
+    """
+    n, t = visible.shape
+    k = idx.shape[1]
+    top_k_into(visible, boxes_px, new, k, idx, valid)
+    det[:] = 0.0
+    if t > 0 and valid.any():
+        encode_detections_into(idx, valid, boxes_px, new, target_class, classes[0], classes[1], image, det)
+    for i in range(n):
+        cell_xy[i, 0] = int(math.floor((pos[i, 0] + cov_grid[0]) / cov_grid[2]))
+        cell_xy[i, 1] = int(math.floor((pos[i, 1] + cov_grid[1]) / cov_grid[2]))
+    coverage_patch_into(covered, gx, gy, cell_xy, block, cov)
+    px_max = heights.shape[0] - 1
+    py_max = heights.shape[1] - 1
+    fields = det.shape[1] * det.shape[2]
+    for i in range(n):
+        counters[i, 1] = 0
+        for j in range(t):
+            if seen[i, j]:
+                counters[i, 1] += 1
+        row = obs[i]
+        for a in range(3):
+            row[starts[0] + a] = _clip1(pos[i, a] / scales[a])
+            row[starts[1] + a] = _clip1(vel[i, a] / scales[3 + a])
+            progress[i, a] = counters[i, a] / den[a]
+            row[starts[5] + a] = _clip1(progress[i, a])
+        row[starts[2]] = _clip1(math.cos(yaw[i]))
+        row[starts[2] + 1] = _clip1(math.sin(yaw[i]))
+        p = 0
+        for dx in range(-1, 2):
+            x = pos[i, 0] + dx * clear_cell_m
+            hx = min(max(int(math.floor((x + height_grid[0]) / height_grid[2])) + 1, 0), px_max)
+            for dy in range(-1, 2):
+                y = pos[i, 1] + dy * clear_cell_m
+                hy = min(max(int(math.floor((y + height_grid[1]) / height_grid[2])) + 1, 0), py_max)
+                clearance = pos[i, 2] - np.float64(heights[hx, hy])
+                row[starts[3] + p] = _clip1(clearance / scales[6])
+                row[starts[7] + p] = _clip1(cov[i, p])
+                p += 1
+        for q in range(fields):
+            row[starts[4] + q] = _clip1(det[i, q // det.shape[2], q % det.shape[2]])
+        for a in range(4):
+            row[starts[6] + a] = _clip1(actions[i, a])
+
+
+@_jit
+def _clip1(x):
+    """``x`` cast to float32, then clipped to [-1, 1] as ``np.maximum`` / ``np.minimum`` (NaN stays)."""
+    v = np.float32(x)
+    if v < -1.0:
+        return np.float32(-1.0)
+    if v > 1.0:
+        return np.float32(1.0)
+    return v
+
+
+@_jit
+def dones_rewards_into(
+    pos, box_lo, box_hi, limits, airborne, episode_step, max_steps, newly_seen, new_cells, actions,
+    prev_actions, terms, scales, dts, crashed, outside, time_out, values, term_sums, reward,
+):  # fmt: skip
+    """``ISRTask._get_dones`` and ``_get_rewards`` for the built-in terms, in one call.
+
+    The reference's operations in its order: ``points_in_buildings`` (inside a grown box, edges
+    included), ``crashed``, ``outside_geofence``, ``time_out``, then each active term's value
+    times its weight times its step length (1 for event terms), added into the episode sums
+    and summed from 0.0 in term order.
+
+    Args:
+        pos: (N, 3) float64 m, world ENU.
+        box_lo, box_hi: (3, 1, B) float64 building corners grown by the drone radius, m.
+        limits: (4,) float64 geofence half x, half y (m, less the margin), ceiling (m), min altitude (m).
+        airborne: (N,) bool, updated here (at or above the min altitude once this episode).
+        episode_step: (N,) int64; max_steps: the episode's step limit.
+        newly_seen: (N, T) bool; new_cells: (N,) int64; actions, prev_actions: (N, 4) float64.
+        terms: (A,) int64 index into ``rewards.REWARD_TERMS`` of each active term, in order.
+        scales, dts: (A,) float64 weights and step lengths (s, or 1.0 for event terms).
+        crashed, outside, time_out: (N,) bool outputs; values: (A, N) float64 weighted values;
+        term_sums: (A, N) float64 episode sums, added to; reward: (N,) float64 output.
+    """
+    n = pos.shape[0]
+    num_boxes = box_lo.shape[2]
+    for i in range(n):
+        x, y, z = pos[i, 0], pos[i, 1], pos[i, 2]
+        inside = False
+        for b in range(num_boxes):
+            if (
+                box_lo[0, 0, b] <= x <= box_hi[0, 0, b]
+                and box_lo[1, 0, b] <= y <= box_hi[1, 0, b]
+                and box_lo[2, 0, b] <= z <= box_hi[2, 0, b]
+            ):
+                inside = True
+                break
+        airborne[i] = airborne[i] or z >= limits[3]
+        crashed[i] = (z < limits[3] and airborne[i]) or inside
+        out = abs(x) > limits[0] or abs(y) > limits[1] or z > limits[2]
+        outside[i] = out and not crashed[i]
+        time_out[i] = episode_step[i] >= max_steps
+        total = 0.0
+        for a in range(terms.shape[0]):
+            term = terms[a]
+            if term == 0:  # new_targets
+                v = 0.0
+                for j in range(newly_seen.shape[1]):
+                    if newly_seen[i, j]:
+                        v += 1.0
+            elif term == 1:  # coverage
+                v = float(new_cells[i])
+            elif term == 2:  # collision
+                v = 1.0 if crashed[i] else 0.0
+            elif term == 3:  # geofence
+                v = 1.0 if outside[i] else 0.0
+            elif term == 4:  # energy
+                v = _dot4(actions[i, 0], actions[i, 1], actions[i, 2], actions[i, 3])
+            else:  # jerk
+                v = _dot4(
+                    actions[i, 0] - prev_actions[i, 0],
+                    actions[i, 1] - prev_actions[i, 1],
+                    actions[i, 2] - prev_actions[i, 2],
+                    actions[i, 3] - prev_actions[i, 3],
+                )
+            v = v * scales[a] * dts[a]
+            values[a, i] = v
+            term_sums[a, i] += v
+            total += v
+        reward[i] = total
+
+
+@_jit
+def _dot4(a, b, c, d):
+    """a * a + b * b + c * c + d * d in numpy's einsum order for a row of 4 (pairs, then their sum)."""
+    return (a * a + c * c) + (b * b + d * d)
+
+
+@_jit
+def perceive_into(
+    pos, yaw, offset_b, rot_bc, tpos, tyaw, tsize, dirs_c, q_offset, q_radius, near, min_box, fxy, cxy,
+    wh, sphere_slack, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded, seen, newly_seen,
+    tan_half_fov, far_m, max_radius_m, clip_t, covered, rows, cell_m, half_x, half_y, gx, gy, r_cells,
+    cam_pos, rot_wc, ground, radius_sq, fresh,
+):  # fmt: skip
+    """A perception step of ``ISRTask._update_perception`` for level-flying drones, in one call.
+
+    The reference's stages in its order: camera poses (``camera_poses_w`` with the yaw-only
+    rotation of :func:`flyby.geometry.yaw_rotation`), ground-truth detection (the compiled
+    ``flyby.perception.gt_kernel`` loop), seen and newly seen targets, camera footprints
+    (:func:`footprints_into`) and coverage (:func:`mark_covered_rows`).
+
+    Args:
+        pos: (N, 3) float64 m, world ENU; yaw: (N,) float64 rad.
+        offset_b: (3,) float64 camera position in the body frame (FLU), m; rot_bc: (3, 3) float64
+            camera optical frame to body.
+        tpos, tyaw, tsize: the targets, (T, 3) m, (T,) rad, (T, 3) m.
+        dirs_c ... bmax: the detector's constants (``GroundTruthDetector._kernel_consts``).
+        boxes ... occluded: the (N, T) detection outputs, zeroed (depth at +inf).
+        seen, newly_seen: (N, T) bool, updated.
+        tan_half_fov ... r_cells: the coverage grid's constants (:class:`~flyby.mdp.coverage.CoverageGrid`).
+        covered: (N, gx * gy) bool, updated; rows: (N,) intp, 0..N-1.
+        cam_pos, rot_wc, ground, radius_sq: (N, 3), (N, 3, 3), (N, 2), (N,) float64 scratch.
+        fresh: (N,) int64, newly covered cells.
+    """
+    n = pos.shape[0]
+    for i in range(n):
+        c = math.cos(yaw[i])
+        s = math.sin(yaw[i])
+        r0 = (c, -s, 0.0)  # rows of R_wb, a rotation about world z
+        r1 = (s, c, 0.0)
+        r2 = (0.0, 0.0, 1.0)
+        for a in range(3):
+            r = r0 if a == 0 else (r1 if a == 1 else r2)
+            cam_pos[i, a] = pos[i, a] + (r[0] * offset_b[0] + r[1] * offset_b[1] + r[2] * offset_b[2])
+            for b in range(3):
+                rot_wc[i, a, b] = r[0] * rot_bc[0, b] + r[1] * rot_bc[1, b] + r[2] * rot_bc[2, b]
+    _detect(
+        cam_pos, rot_wc, tpos, tyaw, tsize, dirs_c, q_offset, q_radius, near, min_box, fxy, cxy, wh,
+        sphere_slack, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded,
+    )  # fmt: skip
+    for i in range(n):
+        for j in range(seen.shape[1]):
+            newly_seen[i, j] = visible[i, j] and not seen[i, j]
+            seen[i, j] = seen[i, j] or visible[i, j]
+    footprints_into(cam_pos, rot_wc, tan_half_fov, far_m, max_radius_m, clip_t, ground, radius_sq)
+    mark_covered_rows(covered, rows, ground, radius_sq, cell_m, half_x, half_y, gx, gy, r_cells, fresh)

@@ -313,7 +313,7 @@ def _image_size(dtype: np.dtype, width: int, height: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _image_size_one(dtype: np.dtype, width: int, height: int) -> np.ndarray:
+def image_divisors(dtype: np.dtype, width: int, height: int) -> np.ndarray:
     """(3,) [width, height, 1] in the dtype :func:`_image_size` gives (the compiled path's divisors)."""
     size = _image_size(dtype, width, height)
     out = np.array([size[0], size[1], 1], dtype=size.dtype)
@@ -338,7 +338,7 @@ def encode_detections(
     if kernel_backend() is KernelBackend.NUMBA:
         from flyby.mdp.kernels import encode_detections_into
 
-        image = _image_size_one(boxes_px.dtype, width, height)
+        image = image_divisors(boxes_px.dtype, width, height)
         vehicle, person = (int(c) for c in _SLOT_CLASSES)
         encode_detections_into(idx, valid, boxes_px, new, target_class, vehicle, person, image, out)
         return out.reshape(n, k * DET_FIELDS)

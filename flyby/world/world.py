@@ -185,21 +185,25 @@ class ISRWorld:
         """
         # Index a copy of the map with a border of zero cells, clamping into the border: points
         # off the map read 0 without a mask.
-        padded = self._padded_height_map
+        padded = self.padded_height_map
         ij = np.floor((np.asarray(xy_w) + self.half_extent) / self.height_map_cell_m).astype(np.intp)
         ij += 1
         # mode="clip" clamps i and j each into the map: one call for the clamp and the flat index.
         return padded.take(np.ravel_multi_index((ij[..., 0], ij[..., 1]), padded.shape, mode="clip"))
 
     @cached_property
-    def _padded_height_map(self) -> np.ndarray:
-        return np.pad(self.height_map_m, 1)
+    def padded_height_map(self) -> np.ndarray:
+        """(Gx + 2, Gy + 2) float32 ``height_map_m`` with a border of zero cells, metres (points off
+        the map read the border; shared with the compiled observation kernel: do not modify)."""
+        padded = np.pad(self.height_map_m, 1)
+        padded.flags.writeable = False
+        return padded
 
     def points_in_buildings(self, pos_w: np.ndarray, margin_m: float = 0.0) -> np.ndarray:
         """(N,) bool: points (N, 3) inside any building box grown by ``margin_m``."""
         if self.num_buildings == 0:
             return np.zeros(pos_w.shape[0], dtype=bool)
-        lo, hi = self._grown_boxes(float(margin_m))
+        lo, hi = self.grown_boxes(float(margin_m))
         # Axis-major (3, N, B): each comparison and the reduction over the axes run on
         # contiguous (N, B) planes (a reduction over a last axis of length 3 is slow).
         p = pos_w.T[:, :, None]
@@ -207,7 +211,7 @@ class ISRWorld:
         inside &= p <= hi
         return np.logical_and.reduce(inside, axis=0).any(axis=1)
 
-    def _grown_boxes(self, margin_m: float) -> tuple[np.ndarray, np.ndarray]:
+    def grown_boxes(self, margin_m: float) -> tuple[np.ndarray, np.ndarray]:
         """(3, 1, B) box corners grown by ``margin_m``, cached per margin (the env asks every step)."""
         cache = self.__dict__.setdefault("_grown_cache", {})
         if margin_m not in cache:

@@ -1,0 +1,139 @@
+"""The ISR task on the compiled kernels (``FLYBY_KERNEL=numba``) against the numpy reference.
+
+Whole rollouts with autoresets, drones driven into the geofence, buildings and the ground, and
+the same seeds (so the same spawn, noise and action streams) on both paths. Stated tolerance:
+
+- dynamics states, rewards, terminations, truncations, episode logs: equal bit for bit;
+- observations: equal bit for bit, except the detection slots, which may differ by the float32
+  rounding of the box corners (ground-truth boxes are float64 dot products summed in a
+  different order, tests/perception/test_gt_kernel.py), and rows where two visible
+  detections score the same (the reference keeps ``np.argpartition``'s order for ties, the
+  kernel the target index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from flyby.config.training import load_training_cfg
+from flyby.envs.isr_task import ISRTask
+from flyby.mdp.terms import ObsTerm
+
+DET_ATOL = 1e-6  # detection slots: centres and sizes are fractions of the image, in [-1, 1]
+
+
+def altitude_and_speed(task) -> np.ndarray:
+    """A user observation term, (N, 2): altitude and speed scaled to about [-1, 1]."""
+    speed = np.linalg.norm(task.dynamics.lin_vel_w, axis=1)
+    return np.c_[task.pos_w[:, 2] / 60.0 - 1.0, speed / 10.0]
+
+
+def rollout(kernel: str, monkeypatch, cfg, n: int, steps: int, seed: int):
+    """Steps of a task seeded with ``seed``: actions that sweep the area and dive now and then."""
+    monkeypatch.setenv("FLYBY_KERNEL", kernel)
+    task = ISRTask(cfg, num_envs=n)
+    task.seed(seed)
+    task.reset_all()
+    rng = np.random.default_rng(seed)
+    heading = rng.uniform(-1, 1, (n, 4))
+    out = []
+    for step in range(steps):
+        if step % 40 == 0:
+            heading = rng.uniform(-1, 1, (n, 4))
+            heading[: n // 2, 2] = -1.0  # half dive: ground and building crashes
+        a = np.clip(heading + rng.normal(0, 0.3, (n, 4)), -1.5, 1.5)  # out-of-range actions clip
+        r = task.step(a)
+        out.append((r, task.dynamics.pos_w.copy(), task.dynamics.yaw_rad.copy(), task.covered.copy()))
+    return task, out
+
+
+def tied_rows(task: ISRTask) -> np.ndarray:
+    """(N,) bool: rows whose visible detections hold two equal top-k scores (order may differ)."""
+    d = task.detections
+    b = d.boxes_px.astype(np.float64)
+    score = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) + task.newly_seen * 1e7
+    tied = np.zeros(task.num_envs, dtype=bool)
+    for i in range(task.num_envs):
+        s = np.sort(score[i, d.visible[i]])
+        tied[i] = bool((np.diff(s) == 0).any())
+    return tied
+
+
+@pytest.mark.parametrize(
+    ("env", "n", "user_obs"),
+    [("direct_env", 1, False), ("multi_drone_env", 16, False), ("multi_drone_env", 5, True)],
+)
+@pytest.mark.parametrize("seed", [0, 7])
+def test_rollouts_on_the_kernels_equal_the_numpy_reference(monkeypatch, env, n, user_obs, seed):
+    cfg = dataclasses.replace(getattr(load_training_cfg(), env))
+    if user_obs:
+        cfg.observations.terms = {**cfg.observations.terms, "alt_speed": ObsTerm(func=altitude_and_speed)}
+    _, ref = rollout("numpy", monkeypatch, cfg, n, 300, seed)
+    task, fast = rollout("numba", monkeypatch, cfg, n, 300, seed)
+    det = task.layout.detections
+    ends = resets = 0
+    for (a, pos_a, yaw_a, cov_a), (b, pos_b, yaw_b, cov_b) in zip(ref, fast, strict=True):
+        assert pos_a.tobytes() == pos_b.tobytes() and yaw_a.tobytes() == yaw_b.tobytes()
+        assert cov_a.tobytes() == cov_b.tobytes()
+        assert a.reward.tobytes() == b.reward.tobytes()
+        assert (a.terminated == b.terminated).all() and (a.truncated == b.truncated).all()
+        assert a.log == b.log
+        other = np.ones(a.obs.shape[1], dtype=bool)
+        other[det] = False
+        assert a.obs[:, other].tobytes() == b.obs[:, other].tobytes()
+        np.testing.assert_allclose(b.obs[:, det], a.obs[:, det], rtol=0, atol=DET_ATOL)
+        ends += int(a.terminated.sum())
+        resets += a.done_ids.size
+    assert ends > 0 and resets > 0  # the rollouts reached crashes and autoresets
+
+
+def test_observation_kernel_equals_the_reference_on_the_same_state(monkeypatch):
+    """The compiled observation of the reference's own state: equal, ties aside (bit for bit
+    outside the detection slots)."""
+    monkeypatch.setenv("FLYBY_KERNEL", "numpy")
+    cfg = load_training_cfg().multi_drone_env
+    task = ISRTask(cfg, num_envs=32)
+    task.seed(3)
+    task.reset_all()
+    rng = np.random.default_rng(3)
+    compared = visible = 0
+    for _ in range(150):
+        obs = task.step(rng.uniform(-1, 1, (32, 4))).obs
+        fast = task._get_observations_kernel().copy()
+        rows = ~tied_rows(task)
+        # Equal as numbers: an empty detection slot is 0.0 times the box of the target its index
+        # names, which the reference leaves to argpartition (0.0 or -0.0, both zero).
+        np.testing.assert_array_equal(fast[rows], obs[rows])
+        other = np.ones(obs.shape[1], dtype=bool)
+        other[task.layout.detections] = False
+        assert obs[rows][:, other].tobytes() == fast[rows][:, other].tobytes()
+        compared += int(rows.sum())
+        visible += int(task.detections.visible[rows].any(axis=1).sum())
+    assert compared > 0.9 * 150 * 32 and visible > 100  # ties are rare; detections were encoded
+
+
+def test_full_fidelity_env_on_the_kernels_equals_the_reference(monkeypatch):
+    """PX4ISR-v0 on the cascade: the flight stack keeps its own physics (the perception step takes
+    the reference path for tilted cameras); dones, rewards and observations run compiled."""
+    from flyby.config.evaluation import load_evaluation_cfg
+    from flyby.envs.px4_env import PX4ISREnv
+
+    cfg = load_evaluation_cfg().px4_env
+    runs = {}
+    for kernel in ("numpy", "numba"):
+        monkeypatch.setenv("FLYBY_KERNEL", kernel)
+        env = PX4ISREnv(cfg, flight_stack="cascade")
+        obs, _ = env.reset(seed=4)
+        rng = np.random.default_rng(4)
+        steps = [obs]
+        for _ in range(60):
+            obs, reward, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 4))
+            steps.append((obs, reward, terminated, truncated, env.unwrapped.task.pos_w.copy()))
+        env.close()
+        runs[kernel] = steps
+    for a, b in zip(runs["numpy"][1:], runs["numba"][1:], strict=True):
+        assert a[4].tobytes() == b[4].tobytes() and a[1:4] == b[1:4]
+        np.testing.assert_allclose(b[0], a[0], rtol=0, atol=DET_ATOL)
