@@ -108,6 +108,48 @@ def scaling_table(
     return rows
 
 
+def measure_dynamics_limit(num_drones: int, *, steps: int = 1000, warmup: int = 100) -> float:
+    """The machine's limit for the envs' figures: drone-steps/s of the direct dynamics alone.
+
+    The training configuration's tuned model (:class:`~flyby.dynamics.direct.DirectDynamics`) on
+    the compiled kernel (:mod:`flyby.dynamics.direct_kernel`), stepped from Python with fixed
+    actions: what an env step costs before any perception, coverage, reward or observation.
+    An env figure divided by this one is the fraction of the limit the env reaches.
+
+    Returns:
+        drone-steps per wall second (median of 3 timed runs of ``steps`` steps).
+    """
+    import os
+
+    from flyby.config.training import load_training_cfg
+    from flyby.dynamics.direct import DirectDynamics
+    from flyby.kernels import KERNEL_ENV
+
+    if num_drones < 1 or steps < 1:
+        raise ValueError(f"num_drones and steps must be >= 1, got {num_drones} and {steps}")
+    cfg = load_training_cfg().multi_drone_env
+    dyn = DirectDynamics(cfg.dynamics, num_drones, cfg.actions)
+    dyn.reset(np.zeros((num_drones, 3)), np.zeros(num_drones), seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (num_drones, 4))
+    saved = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = "numba"
+    try:
+        for _ in range(warmup):
+            dyn.step(actions, cfg.step_dt)
+        rates = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                dyn.step(actions, cfg.step_dt)
+            rates.append(num_drones * steps / (time.perf_counter() - t0))
+    finally:
+        if saved is None:
+            os.environ.pop(KERNEL_ENV, None)
+        else:
+            os.environ[KERNEL_ENV] = saved
+    return sorted(rates)[1]
+
+
 def machine_info() -> dict[str, str]:
     """CPU, core count, Python, numpy and numba versions, and the kernel: printed beside every figure."""
     import os

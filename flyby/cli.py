@@ -75,6 +75,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results["direct"], results["multi_drone"] = shown["direct"], shown["multi_drone"]
     if len(kernels) == 2:
         _print_kernel_speedups(results["by_kernel"])
+    _print_dynamics_limit(results, counts, args.steps)
     if args.cold_start:
         print(
             "\nJIT cold start (MultiDroneISR-v0, 2 drones: import, reset and first step in a fresh process):"
@@ -111,6 +112,27 @@ def _print_kernel_speedups(by_kernel: dict) -> None:
             f"  {name:<28} {a['drone_steps_per_s']:>10,.0f} -> {b['drone_steps_per_s']:>10,.0f} "
             f"drone-steps/s ({ratio:.2f}x)"
         )
+
+
+def _print_dynamics_limit(results: dict, counts: list[int], steps: int) -> None:
+    """The direct dynamics alone (compiled) at each drone count, and each env figure as a share of it."""
+    from flyby.bench import measure_dynamics_limit
+
+    print(
+        "\nmachine limit: the direct dynamics kernel alone (no perception, coverage, rewards, observation):"
+    )
+    limits = results["dynamics_limit"] = {
+        n: measure_dynamics_limit(n, steps=steps) for n in sorted({1, *counts})
+    }
+    for kernel, figures in results["by_kernel"].items():
+        rows = [("DirectISR-v0", figures["direct"])]
+        rows += [("MultiDroneISR-v0", r) for r in figures["multi_drone"]]
+        for name, r in rows:
+            n, rate = r["num_drones"], r["drone_steps_per_s"]
+            print(
+                f"  {name:<17} {n:>5} drones, kernel {kernel:<5}: {rate:>11,.0f} of {limits[n]:>12,.0f} "
+                f"drone-steps/s ({rate / limits[n]:.1%} of the limit)"
+            )
 
 
 def _parse_drone_counts(text: str) -> list[int]:

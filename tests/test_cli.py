@@ -167,6 +167,16 @@ def test_bench_compares_the_kernels_in_one_run(tmp_path, capsys):
     assert set(data["by_kernel"]) == {"numpy", "numba"}
     assert data["multi_drone"] == data["by_kernel"]["numpy"]["multi_drone"]  # the default kernel's figures
     assert data["machine"]["kernel"] == "numpy" and data["machine"]["numba"][0].isdigit()
+    # The machine's limit (the dynamics kernel alone) beside every figure, as a share of it.
+    assert "machine limit: the direct dynamics kernel alone" in text and "% of the limit" in text
+    assert set(data["dynamics_limit"]) == {"1", "16"} and min(data["dynamics_limit"].values()) > 0
+
+
+def test_dynamics_limit_refuses_bad_counts():
+    from flyby.bench import measure_dynamics_limit
+
+    with pytest.raises(ValueError, match="num_drones and steps must be >= 1, got 0 and 10"):
+        measure_dynamics_limit(0, steps=10)
 
 
 def test_bench_refuses_an_unknown_kernel_by_name(monkeypatch, capsys):
