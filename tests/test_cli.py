@@ -165,8 +165,8 @@ def test_bench_compares_the_kernels_in_one_run(tmp_path, capsys):
     assert "numba kernel over numpy reference, same run" in text and "MultiDroneISR-v0, 16 drones" in text
     data = json.loads(out.read_text())
     assert set(data["by_kernel"]) == {"numpy", "numba"}
-    assert data["multi_drone"] == data["by_kernel"]["numpy"]["multi_drone"]  # the default kernel's figures
-    assert data["machine"]["kernel"] == "numpy" and data["machine"]["numba"][0].isdigit()
+    assert data["multi_drone"] == data["by_kernel"]["numba"]["multi_drone"]  # the default kernel's figures
+    assert data["machine"]["kernel"] == "numba" and data["machine"]["numba"][0].isdigit()
     # The machine's limit (the dynamics kernel alone) beside every figure, as a share of it.
     assert "machine limit: the direct dynamics kernel alone" in text and "% of the limit" in text
     assert set(data["dynamics_limit"]) == {"1", "16"} and min(data["dynamics_limit"].values()) > 0

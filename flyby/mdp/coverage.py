@@ -11,7 +11,7 @@ axis meets the ground, of radius ``t * tan(fovy / 2)`` at distance ``t`` along t
 Pure batched functions: the grid's constants live in a :class:`CoverageGrid` built once
 (:func:`make_grid`); the per-env covered flags are an (N, gx * gy) bool array the caller owns,
 updated in place by :func:`mark_covered`. This numpy code is the reference; with
-``$FLYBY_KERNEL=numba`` (opt-in, :mod:`flyby.kernels`) :func:`footprints` and
+``$FLYBY_KERNEL=numba`` (the default, :mod:`flyby.kernels`) :func:`footprints` and
 :func:`mark_covered` run the compiled loops of :mod:`flyby.mdp.kernels`, bit-identical.
 """
 

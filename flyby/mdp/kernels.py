@@ -1,7 +1,7 @@
 """Compiled (numba) coverage and observation encoding: the same results as the numpy reference.
 
 The numpy functions of :mod:`flyby.mdp.coverage` and :mod:`flyby.mdp.observations` are the
-reference; with ``$FLYBY_KERNEL=numba`` (opt-in, :mod:`flyby.kernels`) they validate nothing
+reference; with ``$FLYBY_KERNEL=numba`` (the default, :mod:`flyby.kernels`) they validate nothing
 more and call these loops instead. Every result here is bit-identical to the reference: the
 arithmetic is the same IEEE operations in the same order (no fast-math, so no fused
 multiply-add), and counts and selections are exact (``tests/mdp/test_mdp_kernels.py``).

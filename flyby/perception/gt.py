@@ -33,7 +33,7 @@ box passes the size test go on to the occlusion test, where buildings whose
 horizontal footprint misses the segment's horizontal bounding box are culled
 before the exact slab test. Pure numpy, float64 throughout; outputs float32.
 
-This numpy code is the reference. With ``$FLYBY_KERNEL=numba`` (opt-in, :mod:`flyby.kernels`)
+This numpy code is the reference. With ``$FLYBY_KERNEL=numba`` (the default, :mod:`flyby.kernels`)
 :meth:`GroundTruthDetector.detect` validates its input here and then runs the compiled kernel of
 :mod:`flyby.perception.gt_kernel`: the same rules and stages, tested equal to this code.
 """

@@ -1,7 +1,7 @@
 """Compiled (numba) ground-truth detection: the same rules and stages as :mod:`flyby.perception.gt`.
 
 :meth:`GroundTruthDetector.detect <flyby.perception.gt.GroundTruthDetector.detect>` calls
-:func:`detect_into` when ``$FLYBY_KERNEL`` is ``numba`` (opt-in, :mod:`flyby.kernels`); the
+:func:`detect_into` when ``$FLYBY_KERNEL`` is ``numba`` (the default, :mod:`flyby.kernels`); the
 numpy code in ``gt.py`` is the reference, and ``tests/perception/test_gt_kernel.py`` requires
 equal flags and boxes and depths within float64 rounding on random scenes.
 

@@ -152,4 +152,4 @@ def test_unknown_kernel_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("FLYBY_KERNEL", " NumPy ")
     assert kernel_backend().value == "numpy"
     monkeypatch.delenv("FLYBY_KERNEL")
-    assert kernel_backend().value == "numpy"  # the default for now (flyby/kernels.py says why)
+    assert kernel_backend().value == "numba"  # the default (flyby/kernels.py)
