@@ -129,7 +129,7 @@ def _reference_top_k_encoding(visible, boxes, new, target_class, k, width, heigh
 
 
 def test_top_k_and_encoding_match_the_plain_reference_bit_for_bit(monkeypatch):
-    """The numpy reference (ties in argpartition's order; the kernel's ties: tests/mdp/test_mdp_kernels.py)."""
+    """The numpy reference (ties in argpartition's order; the kernel's: tests/mdp/test_mdp_kernels.py)."""
     monkeypatch.setenv("FLYBY_KERNEL", "numpy")
     rng = np.random.default_rng(0)
     for trial in range(300):
