@@ -59,7 +59,9 @@ import numpy as np
 
 from flyby.config import cfg_field, check
 from flyby.dynamics.multirotor import DroneState, MultirotorCfg
-from flyby.geometry import STANDARD_GRAVITY, quat_wxyz_to_rot, wrap_pi, wrap_pi_scalar
+from flyby.enums import KernelBackend
+from flyby.geometry import STANDARD_GRAVITY, quat_wxyz_to_rot, wrap_pi
+from flyby.kernels import kernel_backend
 
 __all__ = ["CascadeCfg", "CascadeController", "px4_mixer_matrix"]
 
@@ -206,7 +208,8 @@ class CascadeController:
         self._vel_prev = mem[:, 14:17]  # m/s, velocity of the last update
         self._rate_prev = mem[:, 17:20]  # rad/s, body rate of the last update
         self._fresh = np.ones(n, dtype=bool)  # take the first state as "previous" after a reset
-        self._scalar_cfg: _ScalarCfg | None = None
+        self._kernel_gains: np.ndarray | None = None  # built on the first compiled update
+        self._mix_matrix = np.ascontiguousarray(mix)  # (4 rotors, roll / pitch / yaw / thrust)
 
     def reset(self, ids: np.ndarray | None = None) -> None:
         """Clear integrators and filters of drones ``ids`` (all when None).
@@ -223,9 +226,9 @@ class CascadeController:
     ) -> np.ndarray:
         """One control step: velocity setpoint -> motor commands.
 
-        One drone runs a scalar (plain Python float) copy of the batched numpy
-        code, about ten times faster at N = 1; the two agree to rounding
-        (tests/control/test_cascade.py checks it).
+        ``FLYBY_KERNEL=numba`` (the default) runs the compiled loop of
+        :mod:`flyby.control.cascade_kernel`, ``numpy`` the batched reference below; the two
+        agree to rounding (tests/control/test_cascade.py checks it).
 
         Args:
             vel_sp_w: (N, 3) velocity setpoint, m/s, world ENU (clamped to the MPC_* limits).
@@ -240,9 +243,63 @@ class CascadeController:
         Raises:
             ValueError: wrong shapes or ``dt`` <= 0.
         """
-        if self.num_drones == 1:
-            return self._update_single(vel_sp_w, yaw_rate_sp, state, dt)
+        if kernel_backend() is KernelBackend.NUMBA:
+            return self._update_kernel(vel_sp_w, yaw_rate_sp, state, dt)
         return self._update_batch(vel_sp_w, yaw_rate_sp, state, dt)
+
+    def _update_kernel(
+        self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
+    ) -> np.ndarray:
+        """:meth:`update` in the compiled kernel (:mod:`flyby.control.cascade_kernel`), any N."""
+        from flyby.control.cascade_kernel import cascade_update_into
+
+        n = self.num_drones
+        vel_sp = np.asarray(vel_sp_w, dtype=np.float64)
+        yaw_rate = np.asarray(yaw_rate_sp, dtype=np.float64)
+        if vel_sp.shape != (n, 3) or yaw_rate.shape != (n,):
+            raise ValueError(
+                f"expected vel_sp_w ({n}, 3) and yaw_rate_sp ({n},); got {vel_sp.shape} and {yaw_rate.shape}"
+            )
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 seconds, got {dt}")
+        if self._kernel_gains is None:
+            self._kernel_gains = self._make_kernel_gains()
+        out = np.empty((n, 4))
+        cascade_update_into(
+            vel_sp, yaw_rate, np.asarray(state.quat_wxyz, dtype=np.float64),
+            np.asarray(state.lin_vel_w, dtype=np.float64), np.asarray(state.ang_vel_b, dtype=np.float64),
+            self._kernel_gains, self._mix_matrix, self._memory, self._fresh, float(dt), out,
+        )  # fmt: skip
+        return out
+
+    def _make_kernel_gains(self) -> np.ndarray:
+        """The kernel's (NUM_GAINS,) float64 gains and limits (see :mod:`flyby.control.cascade_kernel`)."""
+        from flyby.control import cascade_kernel as kk
+
+        c = self.cfg
+        k = np.zeros(kk.NUM_GAINS)
+        k[kk.K_VEL_P_XY], k[kk.K_VEL_P_Z] = self._vel_p[0], self._vel_p[2]
+        k[kk.K_VEL_I_XY], k[kk.K_VEL_I_Z] = self._vel_i[0], self._vel_i[2]
+        k[kk.K_VEL_D_XY], k[kk.K_VEL_D_Z] = self._vel_d[0], self._vel_d[2]
+        k[kk.K_COS_TILT], k[kk.K_SIN_TILT] = self._cos_tilt_max, self._sin_tilt_max
+        k[kk.K_ATT_P : kk.K_ATT_P + 3] = self._att_p
+        k[kk.K_RATE_MAX : kk.K_RATE_MAX + 3] = self._rate_max
+        k[kk.K_RATE_P : kk.K_RATE_P + 3] = self._rate_p
+        k[kk.K_RATE_I : kk.K_RATE_I + 3] = self._rate_i
+        k[kk.K_RATE_D : kk.K_RATE_D + 3] = self._rate_d
+        k[kk.K_RATE_INT_LIM : kk.K_RATE_INT_LIM + 3] = self._rate_int_lim
+        k[kk.K_XY_VEL_MAX], k[kk.K_Z_VEL_UP], k[kk.K_Z_VEL_DN] = (
+            c.mpc_xy_vel_max, c.mpc_z_vel_max_up, c.mpc_z_vel_max_dn,
+        )  # fmt: skip
+        k[kk.K_VELD_LP] = c.mpc_veld_lp
+        k[kk.K_LIMIT_ACC], k[kk.K_ACC_HOR] = float(c.limit_acc_hor), c.mpc_acc_hor
+        k[kk.K_HOVER], k[kk.K_THR_MIN], k[kk.K_THR_MAX] = self.thr_hover, c.mpc_thr_min, c.mpc_thr_max
+        k[kk.K_THR_XY_MARG], k[kk.K_XY_VEL_P_ACC] = c.mpc_thr_xy_marg, c.mpc_xy_vel_p_acc
+        k[kk.K_INTEGRATE_YAW], k[kk.K_YAW_ERR_MAX] = float(c.integrate_yaw_sp), c.yaw_error_max_rad
+        k[kk.K_YAW_WEIGHT], k[kk.K_DGYRO_CUTOFF] = c.mc_yaw_weight, c.imu_dgyro_cutoff
+        k[kk.K_INV_RATE_400], k[kk.K_YAW_TQ_CUTOFF] = self._inv_rate_400, c.mc_yaw_tq_cutoff
+        k[kk.K_THR_MDL_FAC] = c.thr_mdl_fac
+        return k
 
     def _update_batch(
         self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
@@ -418,215 +475,6 @@ class CascadeController:
 
         return self._mix(torque, collective)
 
-    def _update_single(
-        self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
-    ) -> np.ndarray:
-        """Scalar implementation of :meth:`update` for one drone: the batched code line by line."""
-        vel_sp = np.asarray(vel_sp_w, dtype=np.float64)
-        yaw_rate_arr = np.asarray(yaw_rate_sp, dtype=np.float64)
-        if vel_sp.shape != (1, 3) or yaw_rate_arr.shape != (1,):
-            raise ValueError(
-                f"expected vel_sp_w (1, 3) and yaw_rate_sp (1,); got {vel_sp.shape} and {yaw_rate_arr.shape}"
-            )
-        if not dt > 0:
-            raise ValueError(f"dt must be > 0 seconds, got {dt}")
-        k = self._scalar_cfg or self._make_scalar_cfg()
-        c = self.cfg
-        g = STANDARD_GRAVITY
-        sx, sy, sz = vel_sp[0].tolist()
-        yr = float(yaw_rate_arr[0])
-        qw, qx, qy, qz = np.asarray(state.quat_wxyz, dtype=np.float64)[0].tolist()
-        vx, vy, vz = np.asarray(state.lin_vel_w, dtype=np.float64)[0].tolist()
-        wx, wy, wz = np.asarray(state.ang_vel_b, dtype=np.float64)[0].tolist()
-        (ix, iy, iz, dx, dy, dz, rix, riy, riz, aax, aay, aaz, ytq, ysp, pvx, pvy, pvz, pwx, pwy, pwz) = (
-            self._memory[0].tolist()
-        )
-        # R_wb, homogeneous quadratic form (as quat_wxyz_to_rot)
-        ww, xx, yy, zz = qw * qw, qx * qx, qy * qy, qz * qz
-        r00 = ww + xx - yy - zz
-        r10 = 2.0 * (qx * qy + qw * qz)
-        r20 = 2.0 * (qx * qz - qw * qy)
-        r01 = 2.0 * (qx * qy - qw * qz)
-        r11 = ww - xx + yy - zz
-        r21 = 2.0 * (qy * qz + qw * qx)
-        r02 = 2.0 * (qx * qz + qw * qy)
-        r12 = 2.0 * (qy * qz - qw * qx)
-        r22 = ww - xx - yy + zz
-        yaw = math.atan2(r10, r00)
-        if self._fresh[0]:
-            pvx, pvy, pvz = vx, vy, vz
-            pwx, pwy, pwz = wx, wy, wz
-            ysp = yaw
-            self._fresh[0] = False
-
-        # 1. velocity setpoint limits
-        speed_xy = math.hypot(sx, sy)
-        if speed_xy > c.mpc_xy_vel_max:
-            f = min(c.mpc_xy_vel_max / max(speed_xy, 1e-9), 1.0)
-            sx *= f
-            sy *= f
-        sz = max(min(sz, c.mpc_z_vel_max_up), -c.mpc_z_vel_max_dn)
-        alpha = 1.0 - math.exp(-2.0 * math.pi * c.mpc_veld_lp * dt)
-        dx += alpha * ((vx - pvx) / dt - dx)
-        dy += alpha * ((vy - pvy) / dt - dy)
-        dz += alpha * ((vz - pvz) / dt - dz)
-        pvx, pvy, pvz = vx, vy, vz
-
-        # 2. velocity PID -> acceleration
-        ex, ey, ez = sx - vx, sy - vy, sz - vz
-        ax = ex * k.vel_p_xy + ix - dx * k.vel_d_xy
-        ay = ey * k.vel_p_xy + iy - dy * k.vel_d_xy
-        az = ez * k.vel_p_z + iz - dz * k.vel_d_z
-        if c.limit_acc_hor:
-            f = min(c.mpc_acc_hor / max(math.hypot(ax, ay), 1e-9), 1.0)
-            ax *= f
-            ay *= f
-        norm = math.sqrt(ax * ax + ay * ay + g * g)
-        bx, by, bz = ax / norm, ay / norm, g / norm
-        if bz < k.cos_tilt_max:
-            f = k.sin_tilt_max / math.hypot(bx, by)
-            bx *= f
-            by *= f
-            bz = k.cos_tilt_max
-        hover = self.thr_hover
-        collective = max((az + g) * (hover / g) / bz, c.mpc_thr_min)
-        tx, ty, tz = bx * collective, by * collective, bz * collective
-        thr_max = c.mpc_thr_max
-        if (tz <= c.mpc_thr_min and ez <= 0.0) or (tz >= thr_max and ez >= 0.0):
-            ez = 0.0
-        thr_xy2 = tx * tx + ty * ty
-        tz = min(tz, math.sqrt(thr_max * thr_max - min(thr_xy2, c.mpc_thr_xy_marg**2)))
-        thr_max_xy2 = thr_max * thr_max - tz * tz
-        if thr_xy2 > thr_max_xy2:
-            f = math.sqrt(max(thr_max_xy2, 0.0) / thr_xy2)
-            tx *= f
-            ty *= f
-        px, py = tx * (g / hover), ty * (g / hover)
-        if ax * ax + ay * ay > px * px + py * py:
-            ex -= (2.0 / c.mpc_xy_vel_p_acc) * (ax - px)
-            ey -= (2.0 / c.mpc_xy_vel_p_acc) * (ay - py)
-        ix += ex * k.vel_i_xy * dt
-        iy += ey * k.vel_i_xy * dt
-        iz = max(min(iz + ez * k.vel_i_z * dt, g), -g)
-
-        # 3. attitude setpoint
-        yr = max(min(yr, k.rate_max_z), -k.rate_max_z)
-        if c.integrate_yaw_sp:
-            yaw_err = wrap_pi_scalar(ysp + yr * dt - yaw)
-            yaw_err = max(min(yaw_err, c.yaw_error_max_rad), -c.yaw_error_max_rad)
-            ysp = wrap_pi_scalar(yaw + yaw_err)
-        else:
-            ysp = yaw
-        collective = math.sqrt(tx * tx + ty * ty + tz * tz)
-        z0, z1, z2 = tx / collective, ty / collective, tz / collective
-        cy, sy_ = math.cos(ysp), math.sin(ysp)
-        x2 = -(sy_ * z1 + cy * z0)
-        nx = math.sqrt(z2 * z2 + x2 * x2)
-        x0, x1, x2 = cy * z2 / nx, sy_ * z2 / nx, x2 / nx
-
-        # 4. attitude control (closed form, see _update_batch)
-        v0 = r00 * x0 + r10 * x1 + r20 * x2
-        v1 = r01 * x0 + r11 * x1 + r21 * x2
-        v2 = r02 * x0 + r12 * x1 + r22 * x2
-        zb0 = r00 * z0 + r10 * z1 + r20 * z2
-        zb1 = r01 * z0 + r11 * z1 + r21 * z2
-        zb2 = r02 * z0 + r12 * z1 + r22 * z2
-        one_c = max(1.0 + zb2, 1e-9)
-        uv = (zb1 * v0 - zb0 * v1) / one_c
-        xp0 = zb2 * v0 - zb0 * v2 + zb1 * uv
-        xp1 = zb2 * v1 - zb1 * v2 - zb0 * uv
-        half_yaw = (0.5 * c.mc_yaw_weight) * math.atan2(xp1, xp0)
-        cos_h, sin_h = math.cos(half_yaw), math.sin(half_yaw)
-        inv_norm = 2.0 / math.sqrt(2.0 * one_c)
-        rsx = (zb0 * sin_h - zb1 * cos_h) * inv_norm * k.att_p[0] + r20 * yr
-        rsy = (zb0 * cos_h + zb1 * sin_h) * inv_norm * k.att_p[1] + r21 * yr
-        rsz = one_c * sin_h * inv_norm * k.att_p[2] + r22 * yr
-        rm = k.rate_max
-        rsx = max(min(rsx, rm[0]), -rm[0])
-        rsy = max(min(rsy, rm[1]), -rm[1])
-        rsz = max(min(rsz, rm[2]), -rm[2])
-
-        # 5. rate control
-        alpha = 1.0 - math.exp(-2.0 * math.pi * c.imu_dgyro_cutoff * dt)
-        aax += alpha * ((wx - pwx) / dt - aax)
-        aay += alpha * ((wy - pwy) / dt - aay)
-        aaz += alpha * ((wz - pwz) / dt - aaz)
-        pwx, pwy, pwz = wx, wy, wz
-        p, i_gain, d, lim = k.rate_p, k.rate_i, k.rate_d, k.rate_int_lim
-        errs = (rsx - wx, rsy - wy, rsz - wz)
-        torque = [
-            errs[0] * p[0] + rix - aax * d[0],
-            errs[1] * p[1] + riy - aay * d[1],
-            errs[2] * p[2] + riz - aaz * d[2],
-        ]
-        ints = [rix, riy, riz]
-        for j in range(3):
-            fi = errs[j] * self._inv_rate_400
-            fi = max(1.0 - fi * fi, 0.0) * errs[j] * (i_gain[j] * dt)
-            ints[j] = max(min(ints[j] + fi, lim[j]), -lim[j])
-        rix, riy, riz = ints
-        if c.mc_yaw_tq_cutoff > 0.0:
-            ytq += (1.0 - math.exp(-2.0 * math.pi * c.mc_yaw_tq_cutoff * dt)) * (torque[2] - ytq)
-            torque[2] = ytq
-        t0, t1, t2 = (max(min(t, 1.0), -1.0) for t in torque)
-
-        self._memory[0] = (
-            ix,
-            iy,
-            iz,
-            dx,
-            dy,
-            dz,
-            rix,
-            riy,
-            riz,
-            aax,
-            aay,
-            aaz,
-            ytq,
-            ysp,
-            pvx,
-            pvy,
-            pvz,
-            pwx,
-            pwy,
-            pwz,
-        )
-
-        # 6. mixer (as _mix)
-        base = [collective * m for m in k.mix_thrust]
-        rp = [t0 * m0 + t1 * m1 for m0, m1 in k.mix_rp]
-        t = [b + r for b, r in zip(base, rp)]
-        if max(t) > 1.0 or min(t) < 0.0:
-            rp_max, rp_min = max(rp), min(rp)
-            span = max(rp_max - rp_min, 1.0)
-            rp = [r / span for r in rp]
-            rp_max /= span
-            rp_min /= span
-            shift = max(base[0] + rp_max - 1.0, 0.0)
-            base = [b - shift for b in base]
-            if base[0] + rp_min < 0.0:
-                k_rp = base[0] / -rp_min
-                rp = [r * k_rp for r in rp]
-            t = [b + r for b, r in zip(base, rp)]
-        y = [t2 * m for m in k.mix_yaw]
-        out = [a + b for a, b in zip(t, y)]
-        if max(out) > 1.0 or min(out) < 0.0:
-            room = min(
-                (1.0 - ti) / yi if yi > 0.0 else (ti / -yi if yi < 0.0 else math.inf) for ti, yi in zip(t, y)
-            )
-            k_y = min(max(room, 0.0), 1.0)
-            out = [ti + yi * k_y for ti, yi in zip(t, y)]
-        out = [max(min(o, 1.0), 0.0) for o in out]
-        f = c.thr_mdl_fac
-        if f > 0.0:
-            out = [(math.sqrt((1.0 - f) ** 2 + 4.0 * f * o) - (1.0 - f)) / (2.0 * f) for o in out]
-        return np.array([out])
-
-    def _make_scalar_cfg(self) -> _ScalarCfg:
-        self._scalar_cfg = _ScalarCfg(self)
-        return self._scalar_cfg
-
     def _mix(self, torque: np.ndarray, collective: np.ndarray) -> np.ndarray:
         """Normalised torque (N, 3) and collective thrust (N,) -> motor commands (N, 4) in [0, 1].
 
@@ -661,24 +509,3 @@ class CascadeController:
         if f > 0.0:  # invert rotor thrust = f u^2 + (1 - f) u
             out = (np.sqrt((1.0 - f) ** 2 + 4.0 * f * out) - (1.0 - f)) / (2.0 * f)
         return out
-
-
-class _ScalarCfg:
-    """Gains of a :class:`CascadeController` as plain floats for the single-drone path."""
-
-    def __init__(self, ctrl: CascadeController) -> None:
-        self.vel_p_xy, _, self.vel_p_z = ctrl._vel_p.tolist()
-        self.vel_i_xy, _, self.vel_i_z = ctrl._vel_i.tolist()
-        self.vel_d_xy, _, self.vel_d_z = ctrl._vel_d.tolist()
-        self.cos_tilt_max = ctrl._cos_tilt_max
-        self.sin_tilt_max = ctrl._sin_tilt_max
-        self.att_p = ctrl._att_p.tolist()
-        self.rate_max = ctrl._rate_max.tolist()
-        self.rate_max_z = self.rate_max[2]
-        self.rate_p = ctrl._rate_p.tolist()
-        self.rate_i = ctrl._rate_i.tolist()
-        self.rate_d = ctrl._rate_d.tolist()
-        self.rate_int_lim = ctrl._rate_int_lim.tolist()
-        self.mix_thrust = ctrl._mix_thrust.tolist()
-        self.mix_rp = ctrl._mix_rp.T.tolist()  # per rotor (roll, pitch)
-        self.mix_yaw = ctrl._mix_yaw.tolist()

@@ -188,8 +188,10 @@ def random_states(n: int, rng: np.random.Generator) -> DroneState:
     )
 
 
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
 @pytest.mark.parametrize("integrate_yaw_sp", [False, True])
-def test_batched_controller_equals_per_drone_loop(integrate_yaw_sp):
+def test_batched_controller_equals_per_drone_loop(integrate_yaw_sp, kernel, monkeypatch):
+    monkeypatch.setenv("FLYBY_KERNEL", kernel)
     n = 6
     rng = np.random.default_rng(7)
     airframe = MultirotorCfg()
@@ -213,6 +215,34 @@ def test_batched_controller_equals_per_drone_loop(integrate_yaw_sp):
             )
     # The mixer's saturation branches were exercised, so the comparison covers them.
     assert saturated
+
+
+@pytest.mark.parametrize("integrate_yaw_sp", [False, True])
+def test_compiled_kernel_agrees_with_the_numpy_reference(integrate_yaw_sp, monkeypatch):
+    """FLYBY_KERNEL=numba (flyby.control.cascade_kernel) against the batched numpy reference: motor
+    commands and every controller state to rounding, over saturating setpoints, one drone and six."""
+    cfg = CascadeCfg(integrate_yaw_sp=integrate_yaw_sp)
+    for n in (1, 6):
+        rng = np.random.default_rng(11)
+        ctrls = {k: CascadeController(cfg, MultirotorCfg(), n) for k in ("numpy", "numba")}
+        for step in range(200):
+            state = random_states(n, rng)
+            vel_sp, yaw_rate = rng.normal(0, 6, (n, 3)), rng.normal(0, 2, n)
+            if step == 100:
+                for c in ctrls.values():
+                    c.reset(np.array([0]))
+            u = {}
+            for kernel, ctrl in ctrls.items():
+                monkeypatch.setenv("FLYBY_KERNEL", kernel)
+                u[kernel] = ctrl.update(vel_sp, yaw_rate, state, PHYSICS_DT)
+            np.testing.assert_allclose(u["numba"], u["numpy"], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(ctrls["numba"]._memory, ctrls["numpy"]._memory, rtol=1e-12, atol=1e-12)
+    for kernel in ("numpy", "numba"):
+        monkeypatch.setenv("FLYBY_KERNEL", kernel)
+        with pytest.raises(ValueError, match=r"expected vel_sp_w \(6, 3\) and yaw_rate_sp \(6,\)"):
+            ctrls[kernel].update(np.zeros((6, 2)), np.zeros(6), state, PHYSICS_DT)
+        with pytest.raises(ValueError, match="dt must be > 0 seconds, got 0.0"):
+            ctrls[kernel].update(np.zeros((6, 3)), np.zeros(6), state, 0.0)
 
 
 def test_reset_clears_integrators_of_selected_drones():
