@@ -29,7 +29,7 @@ def test_phase3_report_embeds_a_playable_h264_video(tmp_path, output_dir, reques
             "no:cacheprovider",
             "tests/fullstack",
             "-m",
-            "phase3",
+            "phase3 and not slow",  # the gate and its video, not the -m slow scaling rows
             f"--video-dir={videos}",
             f"--html={report}",
             "-q",
