@@ -119,7 +119,7 @@ def _print_dynamics_limit(results: dict, counts: list[int], steps: int) -> None:
     from flyby.bench import measure_dynamics_limit
 
     print(
-        "\nmachine limit: the direct dynamics kernel alone (no perception, coverage, rewards, observation):"
+        "\nmachine limit: the direct dynamics kernel alone (no perception, coverage, rewards, observations):"
     )
     limits = results["dynamics_limit"] = {
         n: measure_dynamics_limit(n, steps=steps) for n in sorted({1, *counts})
