@@ -243,16 +243,6 @@ class CascadeController:
         Raises:
             ValueError: wrong shapes or ``dt`` <= 0.
         """
-        if kernel_backend() is KernelBackend.NUMBA:
-            return self._update_kernel(vel_sp_w, yaw_rate_sp, state, dt)
-        return self._update_batch(vel_sp_w, yaw_rate_sp, state, dt)
-
-    def _update_kernel(
-        self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
-    ) -> np.ndarray:
-        """:meth:`update` in the compiled kernel (:mod:`flyby.control.cascade_kernel`), any N."""
-        from flyby.control.cascade_kernel import cascade_update_into
-
         n = self.num_drones
         vel_sp = np.asarray(vel_sp_w, dtype=np.float64)
         yaw_rate = np.asarray(yaw_rate_sp, dtype=np.float64)
@@ -262,6 +252,18 @@ class CascadeController:
             )
         if not dt > 0:
             raise ValueError(f"dt must be > 0 seconds, got {dt}")
+        if kernel_backend() is KernelBackend.NUMBA:
+            return self._update_kernel(vel_sp, yaw_rate, state, dt)
+        return self._update_batch(vel_sp.copy(), yaw_rate, state, dt)  # a copy: clamped in place
+
+    def _update_kernel(
+        self, vel_sp: np.ndarray, yaw_rate: np.ndarray, state: DroneState, dt: float
+    ) -> np.ndarray:
+        """:meth:`update` in the compiled kernel (:mod:`flyby.control.cascade_kernel`), any N;
+        ``vel_sp`` (N, 3) and ``yaw_rate`` (N,) float64, checked by :meth:`update`."""
+        from flyby.control.cascade_kernel import cascade_update_into
+
+        n = self.num_drones
         if self._kernel_gains is None:
             self._kernel_gains = self._make_kernel_gains()
         out = np.empty((n, 4))
@@ -302,21 +304,14 @@ class CascadeController:
         return k
 
     def _update_batch(
-        self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, state: DroneState, dt: float
+        self, vel_sp: np.ndarray, yaw_rate: np.ndarray, state: DroneState, dt: float
     ) -> np.ndarray:
-        """Batched numpy implementation of :meth:`update`."""
+        """Batched numpy implementation of :meth:`update` (the reference): ``vel_sp`` (N, 3) float64,
+        the caller's copy (clamped in place), and ``yaw_rate`` (N,), checked by :meth:`update`."""
         # Written for few, large numpy operations: at N = 1 the cost is the number of calls.
         n = self.num_drones
         c = self.cfg
         g = STANDARD_GRAVITY
-        vel_sp = np.array(vel_sp_w, dtype=np.float64)  # a copy: clamped in place
-        yaw_rate = np.asarray(yaw_rate_sp, dtype=np.float64)
-        if vel_sp.shape != (n, 3) or yaw_rate.shape != (n,):
-            raise ValueError(
-                f"expected vel_sp_w ({n}, 3) and yaw_rate_sp ({n},); got {vel_sp.shape} and {yaw_rate.shape}"
-            )
-        if not dt > 0:
-            raise ValueError(f"dt must be > 0 seconds, got {dt}")
         vel = state.lin_vel_w
         rate = state.ang_vel_b
         rot = quat_wxyz_to_rot(state.quat_wxyz)  # (N, 3, 3) R_wb
