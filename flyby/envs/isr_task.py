@@ -539,8 +539,8 @@ class ISRTask:
         dones_rewards_into(
             self.dynamics.pos_w, k["box_lo"], k["box_hi"], k["limits"], self._airborne, self.episode_step,
             self.max_episode_length, self.newly_seen, self.new_cells, self.actions, self.prev_actions,
-            k["terms"], k["scales"], k["dts"], self._crashed, self._outside, time_out, k["values"],
-            self._term_sums, reward,
+            k["terms"], k["scales"], k["dts"], self._crashed, self._outside, time_out, self._term_sums,
+            reward,
         )  # fmt: skip
         self._time_out = time_out
         terminated = self._crashed | self._outside
@@ -562,7 +562,6 @@ class ISRTask:
             "terms": np.array([rew_mdp.REWARD_TERMS.index(t) for t in self._builtin_terms], dtype=np.int64),
             "scales": self._term_scales[:, 0].copy(),
             "dts": self._term_dts[:, 0].copy(),
-            "values": np.empty((len(self._active_terms), self.num_envs)),
         }
 
     def _user_obs_value(self, name: str, func, params: dict) -> np.ndarray:

@@ -269,7 +269,7 @@ def _clip1(x):
 @_jit
 def dones_rewards_into(
     pos, box_lo, box_hi, limits, airborne, episode_step, max_steps, newly_seen, new_cells, actions,
-    prev_actions, terms, scales, dts, crashed, outside, time_out, values, term_sums, reward,
+    prev_actions, terms, scales, dts, crashed, outside, time_out, term_sums, reward,
 ):  # fmt: skip
     """``ISRTask._get_dones`` and ``_get_rewards`` for the built-in terms, in one call.
 
@@ -287,8 +287,8 @@ def dones_rewards_into(
         newly_seen: (N, T) bool; new_cells: (N,) int64; actions, prev_actions: (N, 4) float64.
         terms: (A,) int64 index into ``rewards.REWARD_TERMS`` of each active term, in order.
         scales, dts: (A,) float64 weights and step lengths (s, or 1.0 for event terms).
-        crashed, outside, time_out: (N,) bool outputs; values: (A, N) float64 weighted values;
-        term_sums: (A, N) float64 episode sums, added to; reward: (N,) float64 output.
+        crashed, outside, time_out: (N,) bool outputs; term_sums: (A, N) float64 episode sums of
+        the weighted values, added to; reward: (N,) float64 output.
     """
     n = pos.shape[0]
     num_boxes = box_lo.shape[2]
@@ -332,7 +332,6 @@ def dones_rewards_into(
                     actions[i, 3] - prev_actions[i, 3],
                 )
             v = v * scales[a] * dts[a]
-            values[a, i] = v
             term_sums[a, i] += v
             total += v
         reward[i] = total
