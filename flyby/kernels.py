@@ -36,9 +36,39 @@ from flyby.enums import KernelBackend
 from flyby.errors import ConfigError
 from flyby.utils.cache import writable_cache_dir
 
-__all__ = ["KERNEL_ENV", "kernel_backend", "numba_cache_dir"]
+__all__ = ["KERNEL_ENV", "PARALLEL_ENV", "kernel_backend", "numba_cache_dir", "parallel_min_drones"]
 
 KERNEL_ENV = "FLYBY_KERNEL"
+PARALLEL_ENV = "FLYBY_PARALLEL_MIN_DRONES"
+_PARALLEL_MIN_DRONES = 64
+
+
+def parallel_min_drones() -> int:
+    """Drone count from which the compiled step splits its per-drone loops over numba's threads.
+
+    ``$FLYBY_PARALLEL_MIN_DRONES`` overrides the default of 64 (a very large value keeps every
+    step serial). Below it, two threads gain nothing: waking the pool costs about what the work
+    saves (``benchmarks/bench_parallel.py`` on the 2-core machine, drone-steps/s one thread ->
+    split: 32 drones 162,446 -> 166,480; 64: 195,341 -> 228,248; 1,024: 236,381 -> 323,200).
+    The threads are numba's (its OpenMP or TBB layer where installed, else its workqueue, which
+    two Python threads must not enter at once); ``$NUMBA_NUM_THREADS`` sets how many.
+
+    Raises:
+        ConfigError: the variable is set but not a positive integer.
+    """
+    value = os.environ.get(PARALLEL_ENV, "").strip()
+    if not value:
+        return _PARALLEL_MIN_DRONES
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(
+            f"{PARALLEL_ENV}={os.environ[PARALLEL_ENV]!r} is not a positive integer; set a drone count "
+            f"(e.g. 64) or unset it for the default {_PARALLEL_MIN_DRONES}"
+        )
+    return count
 
 
 def kernel_backend() -> KernelBackend:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flyby.enums import KernelBackend
+from flyby.kernels import kernel_backend
 from flyby.mdp.observations import ObsLayout
 
 
@@ -46,8 +48,11 @@ class SmoothPatrolPolicy:
         heading = self.rng.uniform(-np.pi, np.pi, num_envs)
         self._vel = speed * np.column_stack([np.cos(heading), np.sin(heading)])
         self._yaw_rate = np.zeros(num_envs)
+        self._consts: np.ndarray | None = None  # the compiled path's constants, built on first use
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if obs.dtype == np.float32 and kernel_backend() is KernelBackend.NUMBA:
+            return self._call_kernel(obs)
         n = obs.shape[0]
         theta, sigma = 0.3, 0.5 * self.speed
         sq = np.sqrt(self.dt)
@@ -65,6 +70,32 @@ class SmoothPatrolPolicy:
         actions[:, 3] = 0.5 * np.tanh(2.0 * self._yaw_rate)
         np.maximum(actions, -1.0, out=actions)
         np.minimum(actions, 1.0, out=actions)
+        return actions
+
+    def _call_kernel(self, obs: np.ndarray) -> np.ndarray:
+        """:meth:`__call__` with the same draws and the arithmetic in one compiled call
+        (:func:`flyby.mdp.kernels.patrol_into`): bit-identical actions, a tenth of the time."""
+        from flyby.mdp.kernels import patrol_into
+
+        n = obs.shape[0]
+        noise_v = self.rng.standard_normal((n, 2))
+        noise_y = self.rng.standard_normal(n)
+        if self._consts is None:
+            sq = np.sqrt(self.dt)
+            self._consts = np.array(
+                [
+                    0.3,
+                    0.5 * self.speed * sq,
+                    0.6 * sq,
+                    self.dt,
+                    self.speed,
+                    self.edge_frac,
+                    self.altitude_frac,
+                ]
+            )
+        pos = np.ascontiguousarray(obs[:, self.layout.pos], dtype=np.float32)
+        actions = np.empty((n, 4), dtype=np.float32)
+        patrol_into(self._vel, self._yaw_rate, noise_v, noise_y, pos, self._consts, actions)
         return actions
 
 

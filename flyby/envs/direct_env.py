@@ -102,8 +102,8 @@ class DirectISREnv(gym.Env):
             raise InvalidAction(f"action must have shape (4,) = [vx, vy, vz, yaw_rate], got {a.shape}")
         res = self.task.step(a[None], autoreset=False)
         info: dict[str, Any] = {
-            "targets_seen": int(self.task.seen[0].sum()),
-            "detections": int(self.task.detections.visible[0].sum()),
+            "targets_seen": int(np.count_nonzero(self.task.seen[0])),
+            "detections": int(np.count_nonzero(self.task.detections.visible[0])),
         }
         if res.log:
             info["log"] = res.log

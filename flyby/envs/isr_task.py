@@ -44,7 +44,7 @@ from flyby.dynamics.direct import DirectDynamics
 from flyby.dynamics.motion import MotionModel
 from flyby.enums import KernelBackend, TargetClass
 from flyby.errors import ResetNeeded
-from flyby.kernels import kernel_backend
+from flyby.kernels import kernel_backend, parallel_min_drones
 from flyby.mdp import coverage as cov_mdp
 from flyby.mdp import observations as obs_mdp
 from flyby.mdp import rewards as rew_mdp
@@ -189,6 +189,8 @@ class ISRTask:
         self._airborne = np.ones(n, dtype=bool)
         self._outside = np.zeros(n, dtype=bool)
         self._obs = np.zeros((n, self.layout.dim), dtype=np.float32)
+        # Whether the compiled kernels run ($FLYBY_KERNEL): read once per step() and reset.
+        self._compiled = kernel_backend() is KernelBackend.NUMBA
         self._obs_kernel_args: dict | None = None  # built on the first compiled observation
         self._dones_kernel_args: dict | None = None  # built on the first compiled dones and rewards
         self._perceive_kernel_args: dict | None = None  # built on the first compiled perception step
@@ -236,6 +238,7 @@ class ISRTask:
         n = self.num_envs
         start_pos, start_yaw = check_start_poses(pos_w, yaw_rad, n, self.world, self.cfg.terminations)
         self._reset_needed = "after a reset() that failed"  # until this reset completes
+        self._compiled = kernel_backend() is KernelBackend.NUMBA
         self.world_time_s = 0.0
         self.global_step = 0
         self.target_pos_w, self.target_yaw_rad = self.world.target_poses(0.0)
@@ -306,6 +309,7 @@ class ISRTask:
         start_pos, start_yaw = check_start_poses(
             pos_w, yaw_rad, n, self.world, self.cfg.terminations, ids=ids
         )
+        self._compiled = kernel_backend() is KernelBackend.NUMBA
         self._reset_idx(
             ids, None if start_pos is None else start_pos[ids], None if start_yaw is None else start_yaw[ids]
         )
@@ -333,13 +337,14 @@ class ISRTask:
         """
         if self._reset_needed is not None:
             raise ResetNeeded(f"step() was called {self._reset_needed}; call reset() first")
+        self._compiled = kernel_backend() is KernelBackend.NUMBA  # read once per step
         self._pre_physics_step(actions)
         self._apply_action()
         self.world_time_s += self.step_dt
         self.global_step += 1
         self.episode_step += 1
         self._update_perception()
-        if not (self._user_dones or self._user_terms) and kernel_backend() is KernelBackend.NUMBA:
+        if self._compiled and not (self._user_dones or self._user_terms):
             terminated, truncated, reward = self._get_dones_rewards_kernel()
         else:
             terminated, truncated = self._get_dones()
@@ -374,7 +379,10 @@ class ISRTask:
 
     def _pre_physics_step(self, actions: np.ndarray) -> None:
         # validate_actions returns a new array: keep it, no copies.
-        self.prev_actions, self.actions = self.actions, validate_actions(actions, self.num_envs)
+        self.prev_actions, self.actions = (
+            self.actions,
+            validate_actions(actions, self.num_envs, compiled=self._compiled),
+        )
 
     def _apply_action(self) -> None:
         self.dynamics.step(self.actions, self.step_dt)
@@ -385,11 +393,11 @@ class ISRTask:
             self.newly_seen[:] = False
             self.new_cells[:] = 0
             return  # reuse the last detections between perception steps
-        self.target_pos_w, self.target_yaw_rad = self.world.target_poses(self.world_time_s)
         dyn = self.dynamics
-        if ids is None and isinstance(dyn, DirectDynamics) and kernel_backend() is KernelBackend.NUMBA:
+        if ids is None and self._compiled and isinstance(dyn, DirectDynamics):
             self._update_perception_kernel()
             return
+        self.target_pos_w, self.target_yaw_rad = self.world.target_poses(self.world_time_s)
         if ids is None:
             cam_pos, rot_wc = camera_poses_w(dyn.pos_w, dyn.rot_wb, self.cfg.camera)
         else:
@@ -400,48 +408,75 @@ class ISRTask:
         self._record_detections(ids, det, cam_pos, rot_wc)
 
     def _update_perception_kernel(self) -> None:
-        """A perception step of every drone in one compiled call (:func:`flyby.mdp.kernels.perceive_into`):
-        the direct model flies level, so the camera poses come from the yaw alone."""
-        from flyby.mdp.kernels import perceive_into
+        """A perception step of every drone in two compiled calls: the target poses
+        (:func:`flyby.mdp.kernels.target_poses_into`) and :func:`flyby.mdp.kernels.perceive_into`.
+        The direct model flies level, so the camera poses come from the yaw alone.
+
+        The target poses and detections are written in place, into arrays this path owns: a
+        caller that keeps ``detections`` or ``target_pos_w`` past the next step keeps a copy.
+        """
+        from flyby.mdp.kernels import perceive_into, perceive_into_parallel, target_poses_into
 
         k = self._perceive_kernel_args
         if k is None:
             k = self._perceive_kernel_args = self._make_perceive_kernel_args()
-        n, t = self.num_envs, self.world.num_targets
-        det = Detections(
-            boxes_px=np.zeros((n, t, 4), dtype=np.float32),
-            visible=np.zeros((n, t), dtype=bool),
-            depth_m=np.full((n, t), np.inf, dtype=np.float32),
-            in_frustum=np.zeros((n, t), dtype=bool),
-            occluded=np.zeros((n, t), dtype=bool),
-        )
-        dyn, grid = self.dynamics, self.coverage_grid
-        perceive_into(
-            dyn.pos_w, dyn.yaw_rad, k["offset_b"], k["rot_bc"], self.target_pos_w, self.target_yaw_rad,
-            k["size"], *self.detector._kernel_consts, *det, self.seen, self.newly_seen, grid.tan_half_fov,
-            grid.far_m, grid.max_radius_m, grid.clip_t, self.covered, k["rows"], grid.cell_m,
-            k["half"][0], k["half"][1], k["gx"], k["gy"], grid.r_cells, k["cam_pos"], k["rot_wc"],
-            k["ground"], k["radius_sq"], self.new_cells,
+        pos_w, yaw = k["target_pos_w"], k["target_yaw_rad"]
+        target_poses_into(self.world_time_s, *k["motion"], pos_w, yaw)
+        self.target_pos_w, self.target_yaw_rad = pos_w, yaw
+        dyn, det = self.dynamics, k["detections"]
+        perceive = perceive_into_parallel if self.num_envs >= parallel_min_drones() else perceive_into
+        perceive(
+            dyn.pos_w, dyn.yaw_rad, *k["camera"], pos_w, yaw, *k["detector"], *det, self.seen,
+            self.newly_seen, *k["grid"], self.covered, *k["cover"], self.new_cells,
         )  # fmt: skip
         self.detections = det
         self._num_covered += self.new_cells
 
     def _make_perceive_kernel_args(self) -> dict:
-        """The constants and scratch of :meth:`_update_perception_kernel`, built once."""
-        n, cam = self.num_envs, self.cfg.camera
+        """The constants and buffers of :meth:`_update_perception_kernel`, built once, grouped in
+        the order :func:`~flyby.mdp.kernels.perceive_into` takes them."""
+        n, t, cam, world, grid = (
+            self.num_envs,
+            self.world.num_targets,
+            self.cfg.camera,
+            self.world,
+            self.coverage_grid,
+        )
         gx, gy = self._grid_shape_xy
+        half = grid.half_extent
         return {
-            "offset_b": np.asarray(cam.offset_b, dtype=np.float64),
-            "rot_bc": np.ascontiguousarray(camera_mount_rotation(cam.pitch_deg), dtype=np.float64),
-            "size": np.ascontiguousarray(self.world.target_size_m, dtype=np.float64),
-            "rows": np.arange(n, dtype=np.intp),
-            "half": (float(self.coverage_grid.half_extent[0]), float(self.coverage_grid.half_extent[1])),
-            "gx": gx,
-            "gy": gy,
-            "cam_pos": np.empty((n, 3)),
-            "rot_wc": np.empty((n, 3, 3)),
-            "ground": np.empty((n, 2)),
-            "radius_sq": np.empty(n),
+            "motion": (world.target_pos0_w, world.target_yaw0_rad, *world.target_motion),
+            "target_pos_w": np.empty((t, 3)),
+            "target_yaw_rad": np.empty(t),
+            "camera": (
+                np.asarray(cam.offset_b, dtype=np.float64),
+                np.ascontiguousarray(camera_mount_rotation(cam.pitch_deg), dtype=np.float64),
+            ),
+            "detector": (
+                np.ascontiguousarray(world.target_size_m, dtype=np.float64),
+                *self.detector.kernel_consts,
+            ),
+            "detections": Detections(
+                boxes_px=np.zeros((n, t, 4), dtype=np.float32),
+                visible=np.zeros((n, t), dtype=bool),
+                depth_m=np.full((n, t), np.inf, dtype=np.float32),
+                in_frustum=np.zeros((n, t), dtype=bool),
+                occluded=np.zeros((n, t), dtype=bool),
+            ),
+            "grid": (grid.tan_half_fov, grid.far_m, grid.max_radius_m, grid.clip_t),
+            "cover": (
+                np.arange(n, dtype=np.intp),
+                grid.cell_m,
+                float(half[0]),
+                float(half[1]),
+                gx,
+                gy,
+                grid.r_cells,
+                np.empty((n, 3)),
+                np.empty((n, 3, 3)),
+                np.empty((n, 2)),
+                np.empty(n),
+            ),  # fmt: skip
         }
 
     def _record_detections(
@@ -534,17 +569,16 @@ class ISRTask:
         k = self._dones_kernel_args
         if k is None:
             k = self._dones_kernel_args = self._make_dones_kernel_args()
-        reward = np.empty(self.num_envs)
-        time_out = np.empty(self.num_envs, dtype=bool)
+        n = self.num_envs
+        reward, time_out = np.empty(n), np.empty(n, dtype=bool)
+        terminated, truncated = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
         dones_rewards_into(
-            self.dynamics.pos_w, k["box_lo"], k["box_hi"], k["limits"], self._airborne, self.episode_step,
-            self.max_episode_length, self.newly_seen, self.new_cells, self.actions, self.prev_actions,
-            k["terms"], k["scales"], k["dts"], self._crashed, self._outside, time_out, self._term_sums,
-            reward,
+            self.dynamics.pos_w, *k["world"], self._airborne, self.episode_step, self.max_episode_length,
+            self.newly_seen, self.new_cells, self.actions, self.prev_actions, *k["terms"], self._crashed,
+            self._outside, time_out, self._term_sums, reward, terminated, truncated,
         )  # fmt: skip
         self._time_out = time_out
-        terminated = self._crashed | self._outside
-        return terminated, time_out > terminated, reward
+        return terminated, truncated, reward
 
     def _make_dones_kernel_args(self) -> dict:
         """The constants and scratch of :meth:`_get_dones_rewards_kernel`, built once."""
@@ -556,12 +590,12 @@ class ISRTask:
         else:
             box_lo = box_hi = np.zeros((3, 1, 0))
         return {
-            "box_lo": box_lo,
-            "box_hi": box_hi,
-            "limits": np.array([lim[0], lim[1], tcfg.max_altitude_m, tcfg.min_altitude_m]),
-            "terms": np.array([rew_mdp.REWARD_TERMS.index(t) for t in self._builtin_terms], dtype=np.int64),
-            "scales": self._term_scales[:, 0].copy(),
-            "dts": self._term_dts[:, 0].copy(),
+            "world": (box_lo, box_hi, np.array([lim[0], lim[1], tcfg.max_altitude_m, tcfg.min_altitude_m])),
+            "terms": (
+                np.array([rew_mdp.REWARD_TERMS.index(t) for t in self._builtin_terms], dtype=np.int64),
+                self._term_scales[:, 0].copy(),
+                self._term_dts[:, 0].copy(),
+            ),
         }
 
     def _user_obs_value(self, name: str, func, params: dict) -> np.ndarray:
@@ -625,7 +659,7 @@ class ISRTask:
         return self.world.height_at(xy[:, None, :] + offsets).max(axis=1)
 
     def _get_observations(self) -> np.ndarray:
-        if kernel_backend() is KernelBackend.NUMBA:
+        if self._compiled:
             return self._get_observations_kernel()
         d = self.detections
         idx, valid = obs_mdp.select_top_k(d.visible, d.boxes_px, self.newly_seen, self.layout.top_k)
@@ -668,13 +702,15 @@ class ISRTask:
         if k is None:
             k = self._obs_kernel_args = self._make_obs_kernel_args()
         d, dyn = self.detections, self.dynamics
+        image = k["image"].get(d.boxes_px.dtype)
+        if image is None:  # the divisors in the dtype the reference divides these boxes in
+            image = k["image"][d.boxes_px.dtype] = obs_mdp.image_divisors(
+                d.boxes_px.dtype, self.cfg.camera.width, self.cfg.camera.height
+            )
         observe_into(
-            d.visible, d.boxes_px, self.newly_seen, self.world.target_class, k["classes"],
-            obs_mdp.image_divisors(d.boxes_px.dtype, self.cfg.camera.width, self.cfg.camera.height),
-            dyn.pos_w, dyn.lin_vel_w, dyn.yaw_rad, self.actions, self.seen, self._counters,
-            self._progress_den, self.covered, k["cov_grid"], k["gx"], k["gy"], k["block"], k["heights"],
-            k["height_grid"], k["clear_cell_m"], k["scales"], k["starts"], k["idx"], k["valid"], k["det"],
-            k["cell_xy"], k["cov"], self._progress, self._obs,
+            d.visible, d.boxes_px, self.newly_seen, *k["classes"], image, dyn.pos_w, dyn.lin_vel_w,
+            dyn.yaw_rad, self.actions, self.seen, self._counters, self._progress_den, self.covered,
+            *k["grids"], *k["scratch"], self._progress, self._obs,
         )  # fmt: skip
         if self._user_obs:
             layout, obs = self.layout, self._obs
@@ -683,28 +719,32 @@ class ISRTask:
         return self._obs
 
     def _make_obs_kernel_args(self) -> dict:
-        """The constants and scratch buffers of :meth:`_get_observations_kernel`, built once."""
+        """The constants and scratch buffers of :meth:`_get_observations_kernel`, built once,
+        grouped in the order :func:`~flyby.mdp.kernels.observe_into` takes them."""
         n, lay, grid, world = self.num_envs, self.layout, self.coverage_grid, self.world
         k, gx, gy = lay.top_k, *self._grid_shape_xy
         slices = (lay.pos, lay.vel, lay.yaw, lay.clearance, lay.detections, lay.progress, lay.last_action)
         return {
-            "classes": np.array([int(TargetClass.VEHICLE), int(TargetClass.PERSON)]),
-            "cov_grid": np.array([grid.half_extent[0], grid.half_extent[1], grid.cell_m]),
-            "gx": gx,
-            "gy": gy,
-            "block": int(self.cfg.observations.coverage_block_cells),
-            "heights": world.padded_height_map,
-            "height_grid": np.array([world.half_extent[0], world.half_extent[1], world.height_map_cell_m]),
-            "clear_cell_m": float(self.cfg.observations.clearance_cell_m),
-            "scales": np.concatenate(
-                [self._pos_scale, self._vel_scale, [self.cfg.terminations.max_altitude_m]]
+            "classes": (world.target_class, np.array([int(TargetClass.VEHICLE), int(TargetClass.PERSON)])),
+            "image": {},  # boxes dtype -> (3,) divisors
+            "grids": (
+                np.array([grid.half_extent[0], grid.half_extent[1], grid.cell_m]),
+                gx,
+                gy,
+                int(self.cfg.observations.coverage_block_cells),
+                world.padded_height_map,
+                np.array([world.half_extent[0], world.half_extent[1], world.height_map_cell_m]),
+                float(self.cfg.observations.clearance_cell_m),
+                np.concatenate([self._pos_scale, self._vel_scale, [self.cfg.terminations.max_altitude_m]]),
+                np.array([s.start for s in (*slices, lay.coverage)], dtype=np.int64),
             ),
-            "starts": np.array([s.start for s in (*slices, lay.coverage)], dtype=np.int64),
-            "idx": np.empty((n, k), dtype=np.intp),
-            "valid": np.empty((n, k), dtype=bool),
-            "det": np.empty((n, k, obs_mdp.DET_FIELDS)),
-            "cell_xy": np.empty((n, 2), dtype=np.intp),
-            "cov": np.empty((n, 9)),
+            "scratch": (
+                np.empty((n, k), dtype=np.intp),
+                np.empty((n, k), dtype=bool),
+                np.empty((n, k, obs_mdp.DET_FIELDS)),
+                np.empty((n, 2), dtype=np.intp),
+                np.empty((n, 9)),
+            ),
         }
 
     def _episode_log(

@@ -30,18 +30,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from flyby.config.core import cfg_field
+from flyby.enums import KernelBackend
 from flyby.errors import InvalidAction
+from flyby.kernels import kernel_backend
 
 ACTION_DIM = 4
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 ACT_VEL = slice(0, 3)
 ACT_YAW_RATE = 3
 
 
-def validate_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
+def validate_actions(actions: np.ndarray, num_envs: int, *, compiled: bool | None = None) -> np.ndarray:
     """Check and clip a batch of normalised actions.
 
     Args:
         actions: (num_envs, 4) array-like of floats.
+        compiled: take the compiled path for float arrays of the right shape (the same result
+            and errors); None: as ``$FLYBY_KERNEL`` selects (:func:`flyby.kernels.kernel_backend`).
 
     Returns:
         (num_envs, 4) float64 actions clipped to [-1, 1] (a new array).
@@ -49,6 +54,17 @@ def validate_actions(actions: np.ndarray, num_envs: int) -> np.ndarray:
     Raises:
         InvalidAction: wrong shape, non-numeric, complex, or NaN/inf values.
     """
+    if (
+        type(actions) is np.ndarray
+        and actions.shape == (num_envs, ACTION_DIM)
+        and actions.dtype in _FLOAT_DTYPES
+        and (kernel_backend() is KernelBackend.NUMBA if compiled is None else compiled)
+    ):
+        from flyby.mdp.kernels import clip_actions_into
+
+        out = np.empty((num_envs, ACTION_DIM))
+        if clip_actions_into(actions, out):
+            return out  # finite: the reference's result; otherwise its checks below name the fault
     try:
         raw = np.asarray(actions)
         if raw.dtype.kind == "c":  # a float conversion would drop the imaginary part with only a warning

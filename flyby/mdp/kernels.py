@@ -22,16 +22,21 @@ configure_numba_cache()
 
 import numba  # noqa: E402  (the cache folder must be set first)
 
-from flyby.perception.gt_kernel import _detect  # noqa: E402
+from flyby.perception.gt_kernel import detect_camera, target_constants  # noqa: E402
 
 __all__ = [
+    "clip_actions_into",
     "coverage_patch_into",
     "dones_rewards_into",
     "encode_detections_into",
     "footprints_into",
     "mark_covered_rows",
     "observe_into",
+    "patrol_into",
+    "perceive_drone",
     "perceive_into",
+    "perceive_into_parallel",
+    "target_poses_into",
     "top_k_into",
 ]
 
@@ -269,7 +274,7 @@ def _clip1(x):
 @_jit
 def dones_rewards_into(
     pos, box_lo, box_hi, limits, airborne, episode_step, max_steps, newly_seen, new_cells, actions,
-    prev_actions, terms, scales, dts, crashed, outside, time_out, term_sums, reward,
+    prev_actions, terms, scales, dts, crashed, outside, time_out, term_sums, reward, terminated, truncated,
 ):  # fmt: skip
     """``ISRTask._get_dones`` and ``_get_rewards`` for the built-in terms, in one call.
 
@@ -289,6 +294,7 @@ def dones_rewards_into(
         scales, dts: (A,) float64 weights and step lengths (s, or 1.0 for event terms).
         crashed, outside, time_out: (N,) bool outputs; term_sums: (A, N) float64 episode sums of
         the weighted values, added to; reward: (N,) float64 output.
+        terminated, truncated: (N,) bool outputs, crashed or outside, and timed out but not terminated.
     """
     n = pos.shape[0]
     num_boxes = box_lo.shape[2]
@@ -308,6 +314,8 @@ def dones_rewards_into(
         out = abs(x) > limits[0] or abs(y) > limits[1] or z > limits[2]
         outside[i] = out and not crashed[i]
         time_out[i] = episode_step[i] >= max_steps
+        terminated[i] = crashed[i] or outside[i]
+        truncated[i] = time_out[i] and not terminated[i]
         total = 0.0
         for a in range(terms.shape[0]):
             term = terms[a]
@@ -344,6 +352,50 @@ def _dot4(a, b, c, d):
 
 
 @_jit
+def perceive_drone(
+    i,
+    pos, yaw, offset_b, rot_bc, tpos, radius, corners, dirs_c, q_offset, q_radius, near, min_box, fxy,
+    cxy, wh, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded, seen, newly_seen,
+    tan_half_fov, far_m, max_radius_m, clip_t, covered, rows, cell_m, half_x, half_y, gx, gy, r_cells,
+    cam_pos, rot_wc, ground, radius_sq, fresh,
+):  # fmt: skip
+    """Drone ``i``'s part of :func:`perceive_into` (``radius``, ``corners``: the targets' constants
+    from :func:`flyby.perception.gt_kernel.target_constants`)."""
+    t = tpos.shape[0]
+    for j in range(t):
+        for a in range(4):
+            boxes[i, j, a] = 0.0
+        visible[i, j] = False
+        depth[i, j] = np.inf
+        in_frustum[i, j] = False
+        occluded[i, j] = False
+    c = math.cos(yaw[i])
+    s = math.sin(yaw[i])
+    r0 = (c, -s, 0.0)  # rows of R_wb, a rotation about world z
+    r1 = (s, c, 0.0)
+    r2 = (0.0, 0.0, 1.0)
+    for a in range(3):
+        r = r0 if a == 0 else (r1 if a == 1 else r2)
+        cam_pos[i, a] = pos[i, a] + (r[0] * offset_b[0] + r[1] * offset_b[1] + r[2] * offset_b[2])
+        for b in range(3):
+            rot_wc[i, a, b] = r[0] * rot_bc[0, b] + r[1] * rot_bc[1, b] + r[2] * rot_bc[2, b]
+    detect_camera(
+        i, cam_pos, rot_wc, tpos, radius, corners, dirs_c, q_offset, q_radius, near, min_box, fxy, cxy,
+        wh, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded,
+    )  # fmt: skip
+    for j in range(t):
+        newly_seen[i, j] = visible[i, j] and not seen[i, j]
+        seen[i, j] = seen[i, j] or visible[i, j]
+    one = slice(i, i + 1)
+    footprints_into(
+        cam_pos[one], rot_wc[one], tan_half_fov, far_m, max_radius_m, clip_t, ground[one], radius_sq[one]
+    )
+    mark_covered_rows(
+        covered, rows[one], ground[one], radius_sq[one], cell_m, half_x, half_y, gx, gy, r_cells, fresh[one]
+    )
+
+
+@_jit
 def perceive_into(
     pos, yaw, offset_b, rot_bc, tpos, tyaw, tsize, dirs_c, q_offset, q_radius, near, min_box, fxy, cxy,
     wh, sphere_slack, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded, seen, newly_seen,
@@ -352,18 +404,20 @@ def perceive_into(
 ):  # fmt: skip
     """A perception step of ``ISRTask._update_perception`` for level-flying drones, in one call.
 
-    The reference's stages in its order: camera poses (``camera_poses_w`` with the yaw-only
-    rotation of :func:`flyby.geometry.yaw_rotation`), ground-truth detection (the compiled
-    ``flyby.perception.gt_kernel`` loop), seen and newly seen targets, camera footprints
-    (:func:`footprints_into`) and coverage (:func:`mark_covered_rows`).
+    The reference's stages, drone by drone (:func:`perceive_drone`; drones are independent, so
+    the order across them changes nothing): camera pose (``camera_poses_w`` with the yaw-only
+    rotation of :func:`flyby.geometry.yaw_rotation`), ground-truth detection
+    (:func:`flyby.perception.gt_kernel.detect_camera`), seen and newly seen targets, camera
+    footprint (:func:`footprints_into`) and coverage (:func:`mark_covered_rows`).
 
     Args:
         pos: (N, 3) float64 m, world ENU; yaw: (N,) float64 rad.
         offset_b: (3,) float64 camera position in the body frame (FLU), m; rot_bc: (3, 3) float64
             camera optical frame to body.
         tpos, tyaw, tsize: the targets, (T, 3) m, (T,) rad, (T, 3) m.
-        dirs_c ... bmax: the detector's constants (``GroundTruthDetector._kernel_consts``).
-        boxes ... occluded: the (N, T) detection outputs, zeroed (depth at +inf).
+        dirs_c ... bmax: the detector's constants (``GroundTruthDetector.kernel_consts``).
+        boxes ... occluded: the (N, T) detection outputs, cleared here first (depth at +inf), so
+            the same buffers serve every step.
         seen, newly_seen: (N, T) bool, updated.
         tan_half_fov ... r_cells: the coverage grid's constants (:class:`~flyby.mdp.coverage.CoverageGrid`).
         covered: (N, gx * gy) bool, updated; rows: (N,) intp, 0..N-1.
@@ -371,24 +425,121 @@ def perceive_into(
         fresh: (N,) int64, newly covered cells.
     """
     n = pos.shape[0]
+    radius = np.empty(tpos.shape[0])
+    corners = np.empty((tpos.shape[0], 8, 3))
+    target_constants(tpos, tyaw, tsize, sphere_slack, radius, corners)
     for i in range(n):
-        c = math.cos(yaw[i])
-        s = math.sin(yaw[i])
-        r0 = (c, -s, 0.0)  # rows of R_wb, a rotation about world z
-        r1 = (s, c, 0.0)
-        r2 = (0.0, 0.0, 1.0)
-        for a in range(3):
-            r = r0 if a == 0 else (r1 if a == 1 else r2)
-            cam_pos[i, a] = pos[i, a] + (r[0] * offset_b[0] + r[1] * offset_b[1] + r[2] * offset_b[2])
-            for b in range(3):
-                rot_wc[i, a, b] = r[0] * rot_bc[0, b] + r[1] * rot_bc[1, b] + r[2] * rot_bc[2, b]
-    _detect(
-        cam_pos, rot_wc, tpos, tyaw, tsize, dirs_c, q_offset, q_radius, near, min_box, fxy, cxy, wh,
-        sphere_slack, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded,
+        perceive_drone(
+            i,
+            pos, yaw, offset_b, rot_bc, tpos, radius, corners, dirs_c, q_offset, q_radius, near, min_box,
+            fxy, cxy, wh, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded, seen, newly_seen,
+            tan_half_fov, far_m, max_radius_m, clip_t, covered, rows, cell_m, half_x, half_y, gx, gy,
+            r_cells, cam_pos, rot_wc, ground, radius_sq, fresh,
+        )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def perceive_into_parallel(
+    pos, yaw, offset_b, rot_bc, tpos, tyaw, tsize, dirs_c, q_offset, q_radius, near, min_box, fxy, cxy,
+    wh, sphere_slack, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded, seen, newly_seen,
+    tan_half_fov, far_m, max_radius_m, clip_t, covered, rows, cell_m, half_x, half_y, gx, gy, r_cells,
+    cam_pos, rot_wc, ground, radius_sq, fresh,
+):  # fmt: skip
+    """:func:`perceive_into` with the drones split over numba's threads (``prange``): the same
+    results (drones are independent). A function of its own: numba's cache keys entries by function
+    and signature, not by the ``parallel`` flag."""
+    n = pos.shape[0]
+    radius = np.empty(tpos.shape[0])
+    corners = np.empty((tpos.shape[0], 8, 3))
+    target_constants(tpos, tyaw, tsize, sphere_slack, radius, corners)
+    for i in numba.prange(n):
+        perceive_drone(
+            i,
+            pos, yaw, offset_b, rot_bc, tpos, radius, corners, dirs_c, q_offset, q_radius, near, min_box,
+            fxy, cxy, wh, tiny, bmin, bmax, boxes, visible, depth, in_frustum, occluded, seen, newly_seen,
+            tan_half_fov, far_m, max_radius_m, clip_t, covered, rows, cell_m, half_x, half_y, gx, gy,
+            r_cells, cam_pos, rot_wc, ground, radius_sq, fresh,
+        )  # fmt: skip
+
+
+@_jit
+def patrol_into(vel, yaw_rate, noise_v, noise_y, pos, consts, actions):
+    """:class:`flyby.policies.SmoothPatrolPolicy`'s arithmetic after its two noise draws, into ``actions``.
+
+    The policy's numpy operations in its order and dtypes (numpy 2 casts a Python float to the
+    array's float32 where the reference mixes them), so the actions are bit-identical
+    (``tests/test_policies.py``).
+
+    Args:
+        vel: (N, 2) float64 OU horizontal command, updated; yaw_rate: (N,) float64, updated.
+        noise_v, noise_y: (N, 2) and (N,) float64 standard normal draws.
+        pos: (N, 3) float32 normalised positions from the observation.
+        consts: (7,) float64 theta, sigma * sqrt(dt), 0.6 * sqrt(dt), dt, speed, edge fraction,
+            altitude fraction.
+        actions: (N, 4) float32 output in [-1, 1].
+    """
+    theta, sig_v, sig_y, dt, speed, edge, alt = (
+        consts[0], consts[1], consts[2], consts[3], consts[4], consts[5], consts[6]
     )  # fmt: skip
-    for i in range(n):
-        for j in range(seen.shape[1]):
-            newly_seen[i, j] = visible[i, j] and not seen[i, j]
-            seen[i, j] = seen[i, j] or visible[i, j]
-    footprints_into(cam_pos, rot_wc, tan_half_fov, far_m, max_radius_m, clip_t, ground, radius_sq)
-    mark_covered_rows(covered, rows, ground, radius_sq, cell_m, half_x, half_y, gx, gy, r_cells, fresh)
+    alt32 = np.float32(alt)
+    speed32 = np.float32(speed)
+    for i in range(vel.shape[0]):
+        for a in range(2):
+            v = vel[i, a]
+            vel[i, a] = v + ((-theta * v) * dt + sig_v * noise_v[i, a])
+        norm = math.sqrt(vel[i, 0] * vel[i, 0] + vel[i, 1] * vel[i, 1])
+        gain = min(max(speed / max(norm, 1e-6), 0.5), 1.5)
+        for a in range(2):
+            vel[i, a] *= gain
+            p = pos[i, a]
+            if abs(p) > edge:
+                sign = np.float32(1.0) if p > 0 else (np.float32(-1.0) if p < 0 else np.float32(0.0))
+                vel[i, a] = np.float64(-sign * speed32)
+            actions[i, a] = _clip1(vel[i, a])
+        y = yaw_rate[i]
+        yaw_rate[i] = y + ((-theta * y) * dt + sig_y * noise_y[i])
+        actions[i, 2] = _clip1(np.float32(4.0) * (alt32 - pos[i, 2]))
+        actions[i, 3] = _clip1(0.5 * math.tanh(2.0 * yaw_rate[i]))
+
+
+@_jit
+def target_poses_into(
+    t_s, pos0, yaw0, mov, along, across, half, length, loop, u0, speed, going, back, pos, yaw
+):
+    """:meth:`flyby.world.world.ISRWorld.target_poses` at ``t_s`` seconds, into ``pos`` (T, 3), ``yaw`` (T,).
+
+    The reference's arithmetic in its order (the same IEEE operations, so bit-identical): each
+    moving target's place on its loop of length ``loop``, the triangle wave along its road, and
+    the lane and heading of its direction of travel. ``pos0``, ``yaw0`` are the poses at time 0;
+    ``mov`` ... ``back`` are the fields of :class:`flyby.world.world.TargetMotion`.
+    """
+    t = pos0.shape[0]
+    for j in range(t):
+        for a in range(3):
+            pos[j, a] = pos0[j, a]
+        yaw[j] = yaw0[j]
+    for m in range(mov.shape[0]):
+        u = np.mod(u0[m] + speed[m] * t_s, loop[m])
+        if u < length[m]:
+            along_m = u - half[m]
+            lane, heading = going[0, m], going[1, m]
+        else:
+            along_m = (loop[m] - u) - half[m]
+            lane, heading = back[0, m], back[1, m]
+        pos[along[m] // 3, along[m] % 3] = along_m
+        pos[across[m] // 3, across[m] % 3] = lane
+        yaw[mov[m]] = heading
+
+
+@_jit
+def clip_actions_into(actions, out):
+    """:func:`flyby.mdp.actions.validate_actions` for a float array of the right shape: ``actions``
+    (N, 4) float32 or float64 as float64 clipped to [-1, 1] into ``out``; False (``out`` partly
+    written) when a value is NaN or infinite, for the reference to raise its error."""
+    for i in range(actions.shape[0]):
+        for a in range(actions.shape[1]):
+            x = np.float64(actions[i, a])
+            if not math.isfinite(x):
+                return False
+            out[i, a] = min(max(x, -1.0), 1.0)
+    return True

@@ -203,7 +203,7 @@ class GroundTruthDetector:
         self.dense_corner_limit = 2**21
         self._scratch: dict[tuple[int, int], _Scratch] = {}
         # The same constants for the compiled path (flyby.perception.gt_kernel.detect_into).
-        self._kernel_consts = (
+        self.kernel_consts = (
             np.ascontiguousarray(self._dirs_c),
             self._q_offset,
             self._q_radius,
@@ -321,7 +321,7 @@ class GroundTruthDetector:
         if kernel_backend() is KernelBackend.NUMBA:
             from flyby.perception.gt_kernel import detect_into
 
-            detect_into(cam, rot, tpos, yaw, size, self._kernel_consts, out)
+            detect_into(cam, rot, tpos, yaw, size, self.kernel_consts, out)
             return out
         sc = self._prepare(n, t, size, yaw)
 

@@ -131,7 +131,7 @@ class ISRWorld:
         """
         pos = self.target_pos0_w.copy()
         yaw = self.target_yaw0_rad.copy()
-        m = self._motion
+        m = self.target_motion
         if m.mov.size == 0:
             return pos, yaw
         u = np.mod(m.u0 + m.speed * t_s, m.loop)
@@ -145,8 +145,9 @@ class ISRWorld:
         return pos, yaw
 
     @cached_property
-    def _motion(self) -> _TargetMotion:
-        """Constants of the moving targets' triangle-wave motion, computed once."""
+    def target_motion(self) -> TargetMotion:
+        """Constants of the moving targets' triangle-wave motion, computed once (the compiled
+        :func:`flyby.mdp.kernels.target_poses_into` reads them too)."""
         mov = np.flatnonzero(self.target_road >= 0)
         axis = self.road_axis[self.target_road[mov]].astype(np.intp)
         half = self.half_extent[axis] - 0.5 * self.target_size_m[mov, 0]
@@ -161,7 +162,7 @@ class ISRWorld:
         # Lane and heading in each direction. Keep right: heading +x the right-hand lane is at -y;
         # heading +y it is at +x (and the other way round coming back).
         right = np.where(axis == 0, -1.0, 1.0)
-        return _TargetMotion(
+        return TargetMotion(
             mov=mov,
             along=mov * 3 + axis,
             across=mov * 3 + (1 - axis),
@@ -222,7 +223,7 @@ class ISRWorld:
         return cache[margin_m]
 
 
-class _TargetMotion(NamedTuple):
+class TargetMotion(NamedTuple):
     """Constants of :meth:`ISRWorld.target_poses` for the M moving targets, (M,) unless stated."""
 
     mov: np.ndarray  # target indices

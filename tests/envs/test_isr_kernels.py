@@ -90,6 +90,43 @@ def test_rollouts_on_the_kernels_equal_the_numpy_reference(monkeypatch, env, n, 
     assert ends > 0 and resets > 0  # the rollouts reached crashes and autoresets
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+def test_parallel_step_equals_the_serial_step_bit_for_bit(monkeypatch, seed):
+    """From FLYBY_PARALLEL_MIN_DRONES drones on, perception splits the drones over numba's threads:
+    every output, detections and observations included, stays bit for bit the serial one's."""
+    cfg = load_training_cfg().multi_drone_env
+    runs = []
+    for threshold in ("100000", "1"):
+        monkeypatch.setenv("FLYBY_PARALLEL_MIN_DRONES", threshold)
+        task, out = rollout("numba", monkeypatch, cfg, 48, 200, seed)
+        runs.append((out, task.detections))
+    (serial, det_s), (parallel, det_p) = runs
+    for (a, pos_a, yaw_a, cov_a), (b, pos_b, yaw_b, cov_b) in zip(serial, parallel, strict=True):
+        assert pos_a.tobytes() == pos_b.tobytes() and yaw_a.tobytes() == yaw_b.tobytes()
+        assert cov_a.tobytes() == cov_b.tobytes()
+        assert a.obs.tobytes() == b.obs.tobytes() and a.reward.tobytes() == b.reward.tobytes()
+        assert (a.terminated == b.terminated).all() and a.log == b.log
+    for x, y in zip(det_s, det_p, strict=True):
+        assert x.tobytes() == y.tobytes()
+    assert det_s.visible.any()
+
+
+def test_parallel_threshold_rejects_a_bad_value(monkeypatch):
+    from flyby.errors import ConfigError
+    from flyby.kernels import parallel_min_drones
+
+    monkeypatch.delenv("FLYBY_PARALLEL_MIN_DRONES", raising=False)
+    assert parallel_min_drones() == 64
+    monkeypatch.setenv("FLYBY_PARALLEL_MIN_DRONES", " 300 ")
+    assert parallel_min_drones() == 300
+    for bad in ("0", "-3", "many", "2.5"):
+        monkeypatch.setenv("FLYBY_PARALLEL_MIN_DRONES", bad)
+        with pytest.raises(
+            ConfigError, match=rf"FLYBY_PARALLEL_MIN_DRONES='{bad}' is not a positive integer"
+        ):
+            parallel_min_drones()
+
+
 def test_observation_kernel_equals_the_reference_on_the_same_state(monkeypatch):
     """The compiled observation of the reference's own state: equal, ties aside (bit for bit
     outside the detection slots)."""

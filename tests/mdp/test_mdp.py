@@ -158,7 +158,9 @@ def test_geofence_margin_shrinks_the_area():
     assert tm.outside_geofence(pos, np.array([100.0, 100.0]), cfg).tolist() == [True, False, False]
 
 
-def test_validate_actions_clips_huge_values_and_rejects_nan_and_inf():
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+def test_validate_actions_clips_huge_values_and_rejects_nan_and_inf(monkeypatch, kernel):
+    monkeypatch.setenv("FLYBY_KERNEL", kernel)
     huge = np.array([[1e308, 1e308, -0.5, 2.0]])  # finite (their sum is not)
     np.testing.assert_array_equal(validate_actions(huge, 1), [[1.0, 1.0, -0.5, 1.0]])
     for bad in (np.inf, -np.inf, np.nan):
@@ -166,3 +168,26 @@ def test_validate_actions_clips_huge_values_and_rejects_nan_and_inf():
         a[1, 2] = bad
         with pytest.raises(InvalidAction, match=r"NaN/inf at \(env, channel\) \[\[1, 2\]\]"):
             validate_actions(a, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_validate_actions_compiled_path_equals_the_reference(monkeypatch, dtype):
+    """The numba fast path (float arrays of the right shape) returns the reference's bits, a new
+    float64 array each call, and leaves bad values to the reference's checks and messages."""
+    rng = np.random.default_rng(5)
+    a = rng.uniform(-3, 3, (64, 4)).astype(dtype)
+    a[0] = [-0.0, 0.0, 1.0, -1.0]
+    a[1] = [np.finfo(dtype).max, -np.finfo(dtype).max, 1.0000001, -0.9999999]
+    results, errors = [], []
+    for kernel in ("numpy", "numba"):
+        monkeypatch.setenv("FLYBY_KERNEL", kernel)
+        out = validate_actions(a, 64)
+        assert out.dtype == np.float64 and out is not validate_actions(a, 64)
+        results.append(out)
+        bad = a.copy()
+        bad[3, 1], bad[9, 0] = np.nan, np.inf
+        with pytest.raises(InvalidAction) as exc:
+            validate_actions(bad, 64)
+        errors.append(str(exc.value))
+    np.testing.assert_array_equal(results[0].view(np.int64), results[1].view(np.int64))
+    assert errors[0] == errors[1] and "[[3, 1], [9, 0]]" in errors[0]

@@ -91,6 +91,21 @@ def test_many_cameras_equal_reference(monkeypatch, dense_corners):
     assert got.visible.sum() > 50
 
 
+def test_parallel_kernel_equals_the_serial_kernel_bit_for_bit(monkeypatch):
+    """Cameras split over numba's threads (FLYBY_PARALLEL_MIN_DRONES at or below N): the same bits."""
+    cfg = CameraCfg(preset=ResolutionPreset.MULTI)
+    cam, rot, tpos, tyaw, size, lo, hi = scene(np.random.default_rng(11), 300, 40, 40, True, cfg)
+    detector = GroundTruthDetector(cfg, lo, hi)
+    monkeypatch.setenv("FLYBY_KERNEL", "numba")
+    runs = []
+    for threshold in ("100000", "300"):
+        monkeypatch.setenv("FLYBY_PARALLEL_MIN_DRONES", threshold)
+        runs.append(detector.detect(cam, rot, tpos, tyaw, size))
+    for serial, parallel in zip(*runs, strict=True):
+        assert serial.tobytes() == parallel.tobytes()
+    assert runs[0].visible.sum() > 20 and runs[0].occluded.any()
+
+
 def test_packaged_world_along_a_flight(monkeypatch):
     """The packaged world's buildings and moving targets, 16 drones over 50 control steps."""
     world = generate_world(seed=0)

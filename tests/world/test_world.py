@@ -148,3 +148,21 @@ def test_fast_world_queries_match_plain_formulas_bit_for_bit(world):
         expected = ((p >= lo) & (p <= hi)).all(axis=2).any(axis=1)
         np.testing.assert_array_equal(world.points_in_buildings(points, margin), expected)
     assert world.points_in_buildings(points[:40]).all()
+
+
+@pytest.mark.parametrize("seed", [0, 3, 11])
+def test_compiled_target_poses_equal_the_reference_bit_for_bit(seed):
+    """flyby.mdp.kernels.target_poses_into (the compiled step's) against ISRWorld.target_poses."""
+    from flyby.mdp.kernels import target_poses_into
+
+    world = generate_world(WorldCfg(), seed)
+    assert world.moving.any()
+    pos, yaw = np.empty((world.num_targets, 3)), np.empty(world.num_targets)
+    times = np.concatenate([np.linspace(0.0, 3000.0, 6001), [0.05 * 1201, 1e6, 123.456789]])
+    for t_s in times:
+        target_poses_into(
+            float(t_s), world.target_pos0_w, world.target_yaw0_rad, *world.target_motion, pos, yaw
+        )
+        ref_pos, ref_yaw = world.target_poses(float(t_s))
+        np.testing.assert_array_equal(pos.view(np.int64), ref_pos.view(np.int64), err_msg=f"t = {t_s} s")
+        np.testing.assert_array_equal(yaw.view(np.int64), ref_yaw.view(np.int64), err_msg=f"t = {t_s} s")
