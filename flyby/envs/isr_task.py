@@ -696,7 +696,7 @@ class ISRTask:
 
     def _get_observations_kernel(self) -> np.ndarray:
         """:meth:`_get_observations` in one compiled call (:func:`flyby.mdp.kernels.observe_into`)."""
-        from flyby.mdp.kernels import observe_into
+        from flyby.mdp.kernels import observe_into, observe_into_parallel
 
         k = self._obs_kernel_args
         if k is None:
@@ -707,7 +707,8 @@ class ISRTask:
             image = k["image"][d.boxes_px.dtype] = obs_mdp.image_divisors(
                 d.boxes_px.dtype, self.cfg.camera.width, self.cfg.camera.height
             )
-        observe_into(
+        observe = observe_into_parallel if self.num_envs >= parallel_min_drones() else observe_into
+        observe(
             d.visible, d.boxes_px, self.newly_seen, *k["classes"], image, dyn.pos_w, dyn.lin_vel_w,
             dyn.yaw_rad, self.actions, self.seen, self._counters, self._progress_den, self.covered,
             *k["grids"], *k["scratch"], self._progress, self._obs,

@@ -27,17 +27,22 @@ from flyby.perception.gt_kernel import detect_camera, target_constants  # noqa: 
 __all__ = [
     "clip_actions_into",
     "coverage_patch_into",
+    "coverage_patch_row",
     "dones_rewards_into",
     "encode_detections_into",
+    "encode_detections_row",
     "footprints_into",
     "mark_covered_rows",
+    "observe_drone",
     "observe_into",
+    "observe_into_parallel",
     "patrol_into",
     "perceive_drone",
     "perceive_into",
     "perceive_into_parallel",
     "target_poses_into",
     "top_k_into",
+    "top_k_row",
 ]
 
 _jit = numba.njit(cache=True, nogil=True)
@@ -95,28 +100,34 @@ def mark_covered_rows(covered, rows, ground, radius_sq, cell_m, half_x, half_y, 
 @_jit
 def coverage_patch_into(covered, gx, gy, cell_xy, block, out):
     """:func:`flyby.mdp.observations.coverage_patch` into ``out`` (N, 9): uncovered share of 3x3 blocks."""
+    for n in range(covered.shape[0]):
+        coverage_patch_row(n, covered, gx, gy, cell_xy, block, out)
+
+
+@_jit
+def coverage_patch_row(n, covered, gx, gy, cell_xy, block, out):
+    """Row ``n`` of :func:`coverage_patch_into`."""
     half = block // 2
     area = block * block
-    for n in range(covered.shape[0]):
-        cx = min(max(cell_xy[n, 0], -block), gx + block - 1)
-        cy = min(max(cell_xy[n, 1], -block), gy + block - 1)
-        p = 0
-        for bx in range(-1, 2):
-            x_lo = cx - half + bx * block
-            x_hi = min(max(x_lo + block, 0), gx)
-            x_lo = min(max(x_lo, 0), gx)
-            for by in range(-1, 2):
-                y_lo = cy - half + by * block
-                y_hi = min(max(y_lo + block, 0), gy)
-                y_lo = min(max(y_lo, 0), gy)
-                count = 0
-                for ix in range(x_lo, x_hi):
-                    base = ix * gy
-                    for iy in range(y_lo, y_hi):
-                        if not covered[n, base + iy]:
-                            count += 1
-                out[n, p] = count / area
-                p += 1
+    cx = min(max(cell_xy[n, 0], -block), gx + block - 1)
+    cy = min(max(cell_xy[n, 1], -block), gy + block - 1)
+    p = 0
+    for bx in range(-1, 2):
+        x_lo = cx - half + bx * block
+        x_hi = min(max(x_lo + block, 0), gx)
+        x_lo = min(max(x_lo, 0), gx)
+        for by in range(-1, 2):
+            y_lo = cy - half + by * block
+            y_hi = min(max(y_lo + block, 0), gy)
+            y_lo = min(max(y_lo, 0), gy)
+            count = 0
+            for ix in range(x_lo, x_hi):
+                base = ix * gy
+                for iy in range(y_lo, y_hi):
+                    if not covered[n, base + iy]:
+                        count += 1
+            out[n, p] = count / area
+            p += 1
 
 
 @_jit
@@ -126,33 +137,39 @@ def top_k_into(visible, boxes_px, new, k, idx, valid):
     The score of a visible target is its box area plus 1e7 when new; the best ``k`` are kept,
     equal scores by the lower target index (the numpy reference keeps argpartition's order there).
     """
-    n, t = visible.shape
     score = np.empty(k)
-    for i in range(n):
-        m = 0  # entries kept so far, sorted best first
-        for j in range(t):
-            if not visible[i, j]:
-                continue
-            s = (boxes_px[i, j, 2] - boxes_px[i, j, 0]) * (boxes_px[i, j, 3] - boxes_px[i, j, 1])
-            s = s + (1e7 if new[i, j] else 0.0)
-            # Insertion: after every kept entry that scores at least as high (stable).
-            pos = m
-            while pos > 0 and score[pos - 1] < s:
-                pos -= 1
-            if pos >= k:
-                continue
-            last = min(m, k - 1)
-            for q in range(last, pos, -1):
-                score[q] = score[q - 1]
-                idx[i, q] = idx[i, q - 1]
-            score[pos] = s
-            idx[i, pos] = j
-            if m < k:
-                m += 1
-        for q in range(k):
-            valid[i, q] = q < m
-            if q >= m:
-                idx[i, q] = 0
+    for i in range(visible.shape[0]):
+        top_k_row(i, visible, boxes_px, new, k, idx, valid, score)
+
+
+@_jit
+def top_k_row(i, visible, boxes_px, new, k, idx, valid, score):
+    """Row ``i`` of :func:`top_k_into`; ``score``: (k,) float64 scratch."""
+    t = visible.shape[1]
+    m = 0  # entries kept so far, sorted best first
+    for j in range(t):
+        if not visible[i, j]:
+            continue
+        s = (boxes_px[i, j, 2] - boxes_px[i, j, 0]) * (boxes_px[i, j, 3] - boxes_px[i, j, 1])
+        s = s + (1e7 if new[i, j] else 0.0)
+        # Insertion: after every kept entry that scores at least as high (stable).
+        pos = m
+        while pos > 0 and score[pos - 1] < s:
+            pos -= 1
+        if pos >= k:
+            continue
+        last = min(m, k - 1)
+        for q in range(last, pos, -1):
+            score[q] = score[q - 1]
+            idx[i, q] = idx[i, q - 1]
+        score[pos] = s
+        idx[i, pos] = j
+        if m < k:
+            m += 1
+    for q in range(k):
+        valid[i, q] = q < m
+        if q >= m:
+            idx[i, q] = 0
 
 
 @_jit
@@ -164,29 +181,85 @@ def encode_detections_into(idx, valid, boxes_px, new, target_class, vehicle, per
     ``image`` is (width, height, 1) in the dtype the reference divides in (float32 for float32
     boxes), so each value is rounded as the reference rounds it.
     """
+    for i in range(idx.shape[0]):
+        encode_detections_row(i, idx, valid, boxes_px, new, target_class, vehicle, person, image, out)
+
+
+@_jit
+def encode_detections_row(i, idx, valid, boxes_px, new, target_class, vehicle, person, image, out):
+    """Row ``i`` of :func:`encode_detections_into`."""
     width = image[0]
     height = image[1]
     one = image[2]
-    n, k = idx.shape
-    for i in range(n):
-        for q in range(k):
-            # Every slot is computed and then multiplied by 1 or 0, as the reference does (a slot
-            # without a detection reads target 0 and becomes 0.0 or -0.0, bit for bit).
-            m = 1.0 if valid[i, q] else 0.0
-            j = idx[i, q]
-            x1 = boxes_px[i, j, 0]
-            y1 = boxes_px[i, j, 1]
-            x2 = boxes_px[i, j, 2]
-            y2 = boxes_px[i, j, 3]
-            cls = target_class[j]
-            out[i, q, 0] = 1.0 * m
-            out[i, q, 1] = (1.0 if cls == vehicle else 0.0) * m
-            out[i, q, 2] = (1.0 if cls == person else 0.0) * m
-            out[i, q, 3] = (1.0 if new[i, j] else 0.0) * m
-            out[i, q, 4] = np.float64((x1 + x2) / width - one) * m
-            out[i, q, 5] = np.float64((y1 + y2) / height - one) * m
-            out[i, q, 6] = np.float64((x2 - x1) / width) * m
-            out[i, q, 7] = np.float64((y2 - y1) / height) * m
+    for q in range(idx.shape[1]):
+        # Every slot is computed and then multiplied by 1 or 0, as the reference does (a slot
+        # without a detection reads target 0 and becomes 0.0 or -0.0, bit for bit).
+        m = 1.0 if valid[i, q] else 0.0
+        j = idx[i, q]
+        x1 = boxes_px[i, j, 0]
+        y1 = boxes_px[i, j, 1]
+        x2 = boxes_px[i, j, 2]
+        y2 = boxes_px[i, j, 3]
+        cls = target_class[j]
+        out[i, q, 0] = 1.0 * m
+        out[i, q, 1] = (1.0 if cls == vehicle else 0.0) * m
+        out[i, q, 2] = (1.0 if cls == person else 0.0) * m
+        out[i, q, 3] = (1.0 if new[i, j] else 0.0) * m
+        out[i, q, 4] = np.float64((x1 + x2) / width - one) * m
+        out[i, q, 5] = np.float64((y1 + y2) / height - one) * m
+        out[i, q, 6] = np.float64((x2 - x1) / width) * m
+        out[i, q, 7] = np.float64((y2 - y1) / height) * m
+
+
+@_jit
+def observe_drone(
+    i,
+    visible, boxes_px, new, target_class, classes, image, pos, vel, yaw, actions, seen, counters, den,
+    covered, cov_grid, gx, gy, block, heights, height_grid, clear_cell_m, scales, starts,
+    idx, valid, det, cell_xy, cov, progress, obs,
+    encode,
+):  # fmt: skip
+    """Drone ``i``'s part of :func:`observe_into` after the top-k; ``encode``: whether any drone
+    kept a detection (the reference encodes all rows then, and none otherwise)."""
+    t = visible.shape[1]
+    for q in range(det.shape[1]):
+        for f in range(det.shape[2]):
+            det[i, q, f] = 0.0
+    if t > 0 and encode:
+        encode_detections_row(i, idx, valid, boxes_px, new, target_class, classes[0], classes[1], image, det)
+    cell_xy[i, 0] = int(math.floor((pos[i, 0] + cov_grid[0]) / cov_grid[2]))
+    cell_xy[i, 1] = int(math.floor((pos[i, 1] + cov_grid[1]) / cov_grid[2]))
+    coverage_patch_row(i, covered, gx, gy, cell_xy, block, cov)
+    px_max = heights.shape[0] - 1
+    py_max = heights.shape[1] - 1
+    fields = det.shape[1] * det.shape[2]
+    counters[i, 1] = 0
+    for j in range(t):
+        if seen[i, j]:
+            counters[i, 1] += 1
+    row = obs[i]
+    for a in range(3):
+        row[starts[0] + a] = _clip1(pos[i, a] / scales[a])
+        row[starts[1] + a] = _clip1(vel[i, a] / scales[3 + a])
+        progress[i, a] = counters[i, a] / den[a]
+        row[starts[5] + a] = _clip1(progress[i, a])
+    row[starts[2]] = _clip1(math.cos(yaw[i]))
+    row[starts[2] + 1] = _clip1(math.sin(yaw[i]))
+    p = 0
+    for dx in range(-1, 2):
+        x = pos[i, 0] + dx * clear_cell_m
+        hx = min(max(int(math.floor((x + height_grid[0]) / height_grid[2])) + 1, 0), px_max)
+        for dy in range(-1, 2):
+            y = pos[i, 1] + dy * clear_cell_m
+            hy = min(max(int(math.floor((y + height_grid[1]) / height_grid[2])) + 1, 0), py_max)
+            clearance = pos[i, 2] - np.float64(heights[hx, hy])
+            row[starts[3] + p] = _clip1(clearance / scales[6])
+            row[starts[7] + p] = _clip1(cov[i, p])
+            p += 1
+    for q in range(fields):
+        row[starts[4] + q] = _clip1(det[i, q // det.shape[2], q % det.shape[2]])
+    for a in range(4):
+        row[starts[6] + a] = _clip1(actions[i, a])
 
 
 @_jit
@@ -197,11 +270,11 @@ def observe_into(
 ):  # fmt: skip
     """The built-in observation groups of ``ISRTask._get_observations`` in one call, into ``obs``.
 
-    The reference's stages in its order: :func:`top_k_into` (``select_top_k``),
-    :func:`encode_detections_into`, the progress counters, :func:`coverage_patch_into` at each
-    drone's cell, the clearance patch (the height map read as ``ISRWorld.height_at`` reads it)
-    and ``build_observation``'s scaling, float32 cast and clip to [-1, 1]. User terms are written
-    by the caller after this.
+    The reference's stages, the top-k of every drone first (:func:`top_k_row`, ``select_top_k``),
+    then drone by drone (:func:`observe_drone`): :func:`encode_detections_row`, the progress
+    counters, :func:`coverage_patch_row` at the drone's cell, the clearance patch (the height
+    map read as ``ISRWorld.height_at`` reads it) and ``build_observation``'s scaling, float32
+    cast and clip to [-1, 1]. User terms are written by the caller after this.
 
     Args:
         classes: (2,) int64 class ids of the vehicle and person slots.
@@ -217,47 +290,43 @@ def observe_into(
             (N, k, 8) float64, (N, 2) intp, (N, 9) float64, (N, 3) float64.
         obs: (N, dim) float32 observation, the built-in columns written.
     """
-    n, t = visible.shape
+    n = visible.shape[0]
     k = idx.shape[1]
-    top_k_into(visible, boxes_px, new, k, idx, valid)
-    det[:] = 0.0
-    if t > 0 and valid.any():
-        encode_detections_into(idx, valid, boxes_px, new, target_class, classes[0], classes[1], image, det)
+    score = np.empty(k)
     for i in range(n):
-        cell_xy[i, 0] = int(math.floor((pos[i, 0] + cov_grid[0]) / cov_grid[2]))
-        cell_xy[i, 1] = int(math.floor((pos[i, 1] + cov_grid[1]) / cov_grid[2]))
-    coverage_patch_into(covered, gx, gy, cell_xy, block, cov)
-    px_max = heights.shape[0] - 1
-    py_max = heights.shape[1] - 1
-    fields = det.shape[1] * det.shape[2]
+        top_k_row(i, visible, boxes_px, new, k, idx, valid, score)
+    encode = valid.any()
     for i in range(n):
-        counters[i, 1] = 0
-        for j in range(t):
-            if seen[i, j]:
-                counters[i, 1] += 1
-        row = obs[i]
-        for a in range(3):
-            row[starts[0] + a] = _clip1(pos[i, a] / scales[a])
-            row[starts[1] + a] = _clip1(vel[i, a] / scales[3 + a])
-            progress[i, a] = counters[i, a] / den[a]
-            row[starts[5] + a] = _clip1(progress[i, a])
-        row[starts[2]] = _clip1(math.cos(yaw[i]))
-        row[starts[2] + 1] = _clip1(math.sin(yaw[i]))
-        p = 0
-        for dx in range(-1, 2):
-            x = pos[i, 0] + dx * clear_cell_m
-            hx = min(max(int(math.floor((x + height_grid[0]) / height_grid[2])) + 1, 0), px_max)
-            for dy in range(-1, 2):
-                y = pos[i, 1] + dy * clear_cell_m
-                hy = min(max(int(math.floor((y + height_grid[1]) / height_grid[2])) + 1, 0), py_max)
-                clearance = pos[i, 2] - np.float64(heights[hx, hy])
-                row[starts[3] + p] = _clip1(clearance / scales[6])
-                row[starts[7] + p] = _clip1(cov[i, p])
-                p += 1
-        for q in range(fields):
-            row[starts[4] + q] = _clip1(det[i, q // det.shape[2], q % det.shape[2]])
-        for a in range(4):
-            row[starts[6] + a] = _clip1(actions[i, a])
+        observe_drone(
+            i,
+            visible, boxes_px, new, target_class, classes, image, pos, vel, yaw, actions, seen, counters,
+            den, covered, cov_grid, gx, gy, block, heights, height_grid, clear_cell_m, scales, starts,
+            idx, valid, det, cell_xy, cov, progress, obs, encode,
+        )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def observe_into_parallel(
+    visible, boxes_px, new, target_class, classes, image, pos, vel, yaw, actions, seen, counters, den,
+    covered, cov_grid, gx, gy, block, heights, height_grid, clear_cell_m, scales, starts,
+    idx, valid, det, cell_xy, cov, progress, obs,
+):  # fmt: skip
+    """:func:`observe_into` with the drones split over numba's threads (``prange``): the same
+    results. A function of its own: numba's cache keys entries by function and signature, not
+    by the ``parallel`` flag."""
+    n = visible.shape[0]
+    k = idx.shape[1]
+    for i in numba.prange(n):
+        score = np.empty(k)
+        top_k_row(i, visible, boxes_px, new, k, idx, valid, score)
+    encode = valid.any()
+    for i in numba.prange(n):
+        observe_drone(
+            i,
+            visible, boxes_px, new, target_class, classes, image, pos, vel, yaw, actions, seen, counters,
+            den, covered, cov_grid, gx, gy, block, heights, height_grid, clear_cell_m, scales, starts,
+            idx, valid, det, cell_xy, cov, progress, obs, encode,
+        )  # fmt: skip
 
 
 @_jit
