@@ -905,6 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flyby.training.export import add_export_parser
 
     add_export_parser(sub)
+    from flyby.training.compare import add_compare_parser
+
+    add_compare_parser(sub)
     from flyby.perception.yolo_cli import add_yolo_parsers  # yolo-dataset, yolo-train, yolo-eval
 
     add_yolo_parsers(sub)
@@ -935,6 +938,7 @@ _OUTPUTS: dict[str, dict[str, str]] = {
     "pipeline": {"output_dir": "dir"},
     "report": {"out": "file"},
     "export": {"out": "dir"},
+    "compare": {"out": "file"},
     "yolo-dataset": {"out": "dir"},
     "yolo-train": {"out": "file", "run_dir": "dir"},
     "yolo-eval": {"json": "file"},

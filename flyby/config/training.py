@@ -84,7 +84,12 @@ class TrainerCfg:
     eval_episodes: int = cfg_field(16, ge=1)
     checkpoint_freq_steps: int = cfg_field(250_000, ge=1)  # env steps between checkpoints (resume points)
     keep_checkpoints: int = cfg_field(2, ge=1)  # newest checkpoints kept on disk (older ones are replaced)
-    torch_threads: int = cfg_field(1, ge=1)  # torch intra-op threads (these MLPs do not gain from more)
+    # torch intra-op threads while collecting rollouts (policy inference on one batch of drones
+    # per step: a second thread costs more in hand-over than it saves)
+    torch_threads: int = cfg_field(1, ge=1)
+    # torch threads during the learner's update (PPO's minibatch epochs, SAC's gradient steps);
+    # null: torch_threads. benchmarks/bench_learner.py: 2 threads update ~1.2x faster on 2 cores.
+    update_torch_threads: int | None = cfg_field(None, ge=1)
     match_eval_env: bool = (
         True  # train with PX4ISR-v0's perception camera and control rate (evaluation_config.yaml)
     )

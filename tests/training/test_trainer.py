@@ -267,3 +267,42 @@ def test_action_gain_randomization_scales_horizontal_commands_per_episode(env_cf
     assert np.allclose(sent[-1][:, :2], 0.4) and np.allclose(sent[-1][:, 2:], 0.8)
     evaluation = make_vec_env(cfg, short, seed=0, training=False)
     assert not hasattr(evaluation.venv, "gain")  # never at evaluation
+
+
+def test_update_runs_on_update_torch_threads_and_collection_on_torch_threads(tmp_path, env_cfg, monkeypatch):
+    """The learner's update gets its own torch thread count; collection (the policy's forward
+    pass on each step's observations) and the caller after training keep theirs."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    seen = {"update": set(), "collect": set()}
+    train_update, forward = PPO.train, ActorCriticPolicy.forward
+
+    def spy_train(self, *a, **k):
+        seen["update"].add(torch.get_num_threads())
+        return train_update(self, *a, **k)
+
+    def spy_forward(self, *a, **k):
+        seen["collect"].add(torch.get_num_threads())
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(PPO, "train", spy_train)
+    monkeypatch.setattr(ActorCriticPolicy, "forward", spy_forward)
+    torch.set_num_threads(3)
+    try:
+        run = train(
+            replace(tiny(512), update_torch_threads=2), tmp_path / "run", env_cfg=env_cfg, progress=False
+        )
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(1)
+    assert run.env_steps == 512
+    assert seen == {"update": {2}, "collect": {1}}
+
+
+def test_update_torch_threads_below_one_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  update_torch_threads: 0\n")
+    with pytest.raises(ConfigError, match=r"training.update_torch_threads: 0 is out of range"):
+        load_training_cfg(path)
