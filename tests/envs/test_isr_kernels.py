@@ -111,6 +111,33 @@ def test_parallel_step_equals_the_serial_step_bit_for_bit(monkeypatch, seed):
     assert det_s.visible.any()
 
 
+def test_parallel_kernels_have_cache_entries_of_their_own():
+    """numba's on-disk cache names its entries by function, not by the ``parallel`` flag: an
+    ``njit(parallel=True)`` of the serial kernel's own function would load the serial machine
+    code (the same results, no threads; the bit-for-bit tests above cannot see it). Each parallel
+    kernel must therefore be a function of its own, with its own cache index file (numba's
+    ``FunctionCache``, read through its private attributes)."""
+    import numba
+
+    from flyby.mdp import kernels
+    from flyby.perception import gt_kernel
+
+    def index_file(dispatcher) -> str:
+        return dispatcher._cache._cache_file._index_name
+
+    pairs = [
+        (kernels.perceive_into, kernels.perceive_into_parallel),
+        (kernels.observe_into, kernels.observe_into_parallel),
+        (gt_kernel.detect_kernel, gt_kernel.detect_kernel_parallel),
+    ]
+    for serial, parallel in pairs:
+        assert parallel.targetoptions.get("parallel") is True and not serial.targetoptions.get("parallel")
+        assert index_file(parallel) != index_file(serial), parallel.__name__
+    # The trap itself: if numba ever keys on the flag, this fails and the separate functions can go.
+    twin = numba.njit(cache=True, parallel=True)(kernels.perceive_into.py_func)
+    assert index_file(twin) == index_file(kernels.perceive_into)
+
+
 def test_parallel_threshold_rejects_a_bad_value(monkeypatch):
     from flyby.errors import ConfigError
     from flyby.kernels import parallel_min_drones
