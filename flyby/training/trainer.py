@@ -354,6 +354,11 @@ def _make_callback(run: _RunState):
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
 
+    def use_threads(count: int) -> None:
+        # SAC calls the rollout hooks every env step: set only on a change.
+        if torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+
     class FlybyTrainingCallback(BaseCallback):
         """Budget, timing, per-term logging, CSV/TensorBoard rows, evaluation and checkpoints."""
 
@@ -375,7 +380,7 @@ def _make_callback(run: _RunState):
                 )
 
         def _on_rollout_start(self) -> None:
-            torch.set_num_threads(run.cfg.torch_threads)  # collection: env + inference on small batches
+            use_threads(run.cfg.torch_threads)  # collection: env + inference on small batches
             now = time.perf_counter()
             if run.rollout_end is not None:
                 run.learner_s += now - run.rollout_end
@@ -443,7 +448,7 @@ def _make_callback(run: _RunState):
                 ret = row["ep_rew_mean"]
                 run.bar.set_postfix_str(f"return {ret:+.1f}" if ret is not None else "", refresh=False)
                 run.bar.update(min(steps, run.bar.total) - run.bar.n)
-            torch.set_num_threads(run.cfg.update_torch_threads or run.cfg.torch_threads)  # the update next
+            use_threads(run.cfg.update_torch_threads or run.cfg.torch_threads)  # the update next
 
         def _on_training_end(self) -> None:
             if run.bar is not None:
