@@ -41,6 +41,7 @@ __all__ = ["KERNEL_ENV", "PARALLEL_ENV", "kernel_backend", "numba_cache_dir", "p
 KERNEL_ENV = "FLYBY_KERNEL"
 PARALLEL_ENV = "FLYBY_PARALLEL_MIN_DRONES"
 _PARALLEL_MIN_DRONES = 64
+_BACKENDS: dict[str | None, KernelBackend] = {}  # $FLYBY_KERNEL values seen -> their backend
 
 
 def parallel_min_drones() -> int:
@@ -78,11 +79,15 @@ def kernel_backend() -> KernelBackend:
         ConfigError: ``$FLYBY_KERNEL`` is set to something else; the message names the value and
             the accepted ones.
     """
-    value = os.environ.get(KERNEL_ENV, "").strip().lower()
+    raw = os.environ.get(KERNEL_ENV)
+    known = _BACKENDS.get(raw)  # read once per step: skip the parsing of a value seen before
+    if known is not None:
+        return known
+    value = (raw or "").strip().lower()
     if not value:
-        return KernelBackend.NUMBA
+        return _BACKENDS.setdefault(raw, KernelBackend.NUMBA)
     try:
-        return KernelBackend(value)
+        return _BACKENDS.setdefault(raw, KernelBackend(value))
     except ValueError:
         accepted = ", ".join(k.value for k in KernelBackend)
         raise ConfigError(

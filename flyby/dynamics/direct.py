@@ -261,19 +261,28 @@ class DirectDynamics:
         """:meth:`step` in the compiled kernel (:mod:`flyby.dynamics.direct_kernel`), bit-identical."""
         from flyby.dynamics.direct_kernel import direct_step_into
 
+        direct_step_into(
+            a, dt, self.kernel_params(dt), self.kernel_noise(), self.pos_w, self.lin_vel_w, self.yaw_rad,
+            self.yaw_rate, self.lin_acc_w, self.vel_int_w,
+        )  # fmt: skip
+        return self.pos_w, self.yaw_rad
+
+    def kernel_params(self, dt: float) -> np.ndarray:
+        """The (NUM_PARAMS,) float64 constants of :func:`~flyby.dynamics.direct_kernel.direct_step_into`
+        for steps of ``dt`` seconds (> 0, the caller's to check); cached for the last ``dt``."""
         if dt != self._kernel_dt:
             self._kernel_p = self._kernel_params(dt)
             self._kernel_dt = dt
+        return self._kernel_p
+
+    def kernel_noise(self) -> np.ndarray:
+        """One step's noise for :func:`~flyby.dynamics.direct_kernel.direct_step_into`: (N, 6)
+        float64 standard normal draws (the reference's, in its order), or (0, 6) without noise.
+        Each call draws: call it once per step."""
         cfg = self.cfg
         if cfg.velocity_noise_std > 0 or cfg.position_noise_std > 0:
-            noise = self.rng.standard_normal((self.num_drones, 6))  # the reference's draws
-        else:
-            noise = _NO_NOISE
-        direct_step_into(
-            a, dt, self._kernel_p, noise, self.pos_w, self.lin_vel_w, self.yaw_rad, self.yaw_rate,
-            self.lin_acc_w, self.vel_int_w,
-        )  # fmt: skip
-        return self.pos_w, self.yaw_rad
+            return self.rng.standard_normal((self.num_drones, 6))
+        return _NO_NOISE
 
     def _kernel_params(self, dt: float) -> np.ndarray:
         """The kernel's (NUM_PARAMS,) float64 constants for steps of ``dt`` seconds (NaN: no limit)."""

@@ -194,6 +194,12 @@ class ISRTask:
         self._obs_kernel_args: dict | None = None  # built on the first compiled observation
         self._dones_kernel_args: dict | None = None  # built on the first compiled dones and rewards
         self._perceive_kernel_args: dict | None = None  # built on the first compiled perception step
+        # Whether a compiled step may run as one call (step_into): the direct model, built-in
+        # reward and done terms only (checked again per step: compiled, below the thread split).
+        self._one_call: tuple | None = None  # (arrays it was built on, StepState), see _one_call_state
+        self._one_call_ok = isinstance(self.dynamics, DirectDynamics) and not (
+            self._user_dones or self._user_terms
+        )
         self._progress = np.zeros((n, 3))
         self._progress_den = np.array([gx * gy, max(t, 1), self.max_episode_length], dtype=np.int64)
         self._pos_scale = np.array([half[0], half[1], cfg.terminations.max_altitude_m])
@@ -339,27 +345,116 @@ class ISRTask:
             raise ResetNeeded(f"step() was called {self._reset_needed}; call reset() first")
         self._compiled = kernel_backend() is KernelBackend.NUMBA  # read once per step
         self._pre_physics_step(actions)
-        self._apply_action()
-        self.world_time_s += self.step_dt
-        self.global_step += 1
-        self.episode_step += 1
-        self._update_perception()
-        if self._compiled and not (self._user_dones or self._user_terms):
-            terminated, truncated, reward = self._get_dones_rewards_kernel()
+        one_call = self._compiled and self._one_call_ok and self.num_envs < parallel_min_drones()
+        if one_call:
+            self.world_time_s += self.step_dt
+            self.global_step += 1
+            terminated, truncated, reward, num_done = self._step_one_call()
         else:
-            terminated, truncated = self._get_dones()
-            reward = self._get_rewards()
-        done = terminated | truncated
-        done_ids = done.nonzero()[0]
+            self._apply_action()
+            self.world_time_s += self.step_dt
+            self.global_step += 1
+            self.episode_step += 1
+            self._update_perception()
+            if self._compiled and not (self._user_dones or self._user_terms):
+                terminated, truncated, reward = self._get_dones_rewards_kernel()
+            else:
+                terminated, truncated = self._get_dones()
+                reward = self._get_rewards()
+            num_done = 1  # unknown: look
+        done_ids = (terminated | truncated).nonzero()[0] if num_done else np.empty(0, dtype=np.intp)
         final_obs = None
         log: dict[str, float] = {}
+        obs = self._obs if one_call else None  # this step's observations, if already computed
         if done_ids.size:
             log = self._episode_log(done_ids, terminated, truncated)
             if autoreset:
-                final_obs = self._get_observations()[done_ids].copy()
+                final_obs = (self._get_observations() if obs is None else obs)[done_ids].copy()
                 self._reset_idx(done_ids)
-        obs = self._get_observations().copy()
+                obs = None
+        obs = (self._get_observations() if obs is None else obs).copy()
         return StepResult(obs, reward, terminated, truncated, done_ids, final_obs, log)
+
+    def _step_one_call(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The rest of :meth:`step` after the action check, in one compiled call
+        (:func:`flyby.envs.step_kernel.step_into`): the multi-call path's stages and results.
+
+        Taken for the direct model on the compiled path below
+        :func:`flyby.kernels.parallel_min_drones` drones, without user reward or done terms
+        (user observation terms are written after it, as on the multi-call path).
+
+        Returns:
+            (terminated, truncated, reward, number of envs that ended).
+        """
+        from flyby.envs.step_kernel import step_into
+
+        n = self.num_envs
+        reward, time_out = np.empty(n), np.empty(n, dtype=bool)
+        terminated, truncated = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+        perceive = self.global_step % self.cfg.perception_interval == 0
+        if perceive:  # as _update_perception_kernel: the poses and detections of this path's buffers
+            k = self._perceive_kernel_args
+            if k is None:
+                k = self._perceive_kernel_args = self._make_perceive_kernel_args()
+            self.target_pos_w, self.target_yaw_rad = k["target_pos_w"], k["target_yaw_rad"]
+            self.detections = k["detections"]
+        num_done = step_into(
+            self._one_call_state(), self.actions, self.prev_actions, self.dynamics.kernel_noise(), perceive,
+            self.world_time_s, reward, terminated, truncated, time_out,
+        )  # fmt: skip
+        self._time_out = time_out
+        if self._user_obs:
+            self._write_user_obs()
+        return terminated, truncated, reward, num_done
+
+    def _one_call_state(self):
+        """The :class:`~flyby.envs.step_kernel.StepState` of this task, rebuilt when an array it
+        refers to was rebound (the numpy reference path rebinds the ones checked here; the
+        others are only ever written in place)."""
+        dyn = self.dynamics
+        key = (dyn.yaw_rad, dyn.yaw_rate, self.detections, self._crashed, self._outside)
+        cached = self._one_call
+        if cached is not None:
+            old = cached[0]
+            if (
+                old[0] is key[0]
+                and old[1] is key[1]
+                and old[2] is key[2]
+                and old[3] is key[3]
+                and old[4] is key[4]
+            ):
+                return cached[1]
+        from flyby.envs.step_kernel import make_step_state
+
+        k = self._perceive_kernel_args
+        if k is None:
+            k = self._perceive_kernel_args = self._make_perceive_kernel_args()
+        o = self._obs_kernel_args
+        if o is None:
+            o = self._obs_kernel_args = self._make_obs_kernel_args()
+        d = self._dones_kernel_args
+        if d is None:
+            d = self._dones_kernel_args = self._make_dones_kernel_args()
+        det = self.detections
+        image = o["image"].get(det.boxes_px.dtype)
+        if image is None:
+            image = self._image_divisors(det.boxes_px.dtype)
+        dt = float(self.step_dt)
+        motion, camera, detector, grid, cover = k["motion"], k["camera"], k["detector"], k["grid"], k["cover"]
+        values = (
+            dt, dyn.kernel_params(dt), dyn.pos_w, dyn.lin_vel_w, dyn.yaw_rad, dyn.yaw_rate, dyn.lin_acc_w,
+            dyn.vel_int_w,
+            self._counters, self.episode_step, int(self.max_episode_length),
+            *motion, k["target_pos_w"], k["target_yaw_rad"],
+            *camera, *detector, *det, self.seen, self.newly_seen,
+            *grid, self.covered, *cover, self.new_cells, self._num_covered,
+            *d["world"][:3], self._airborne, *d["terms"], self._crashed, self._outside, self._term_sums,
+            *o["classes"], image, self._progress_den, *o["grids"][:1], o["grids"][3], *o["grids"][4:],
+            *o["scratch"], self._progress, self._obs,
+        )  # fmt: skip
+        state = make_step_state(*values)
+        self._one_call = (key, state)
+        return state
 
     @property
     def pos_w(self) -> np.ndarray:
@@ -703,10 +798,8 @@ class ISRTask:
             k = self._obs_kernel_args = self._make_obs_kernel_args()
         d, dyn = self.detections, self.dynamics
         image = k["image"].get(d.boxes_px.dtype)
-        if image is None:  # the divisors in the dtype the reference divides these boxes in
-            image = k["image"][d.boxes_px.dtype] = obs_mdp.image_divisors(
-                d.boxes_px.dtype, self.cfg.camera.width, self.cfg.camera.height
-            )
+        if image is None:
+            image = self._image_divisors(d.boxes_px.dtype)
         observe = observe_into_parallel if self.num_envs >= parallel_min_drones() else observe_into
         observe(
             d.visible, d.boxes_px, self.newly_seen, *k["classes"], image, dyn.pos_w, dyn.lin_vel_w,
@@ -714,10 +807,21 @@ class ISRTask:
             *k["grids"], *k["scratch"], self._progress, self._obs,
         )  # fmt: skip
         if self._user_obs:
-            layout, obs = self.layout, self._obs
-            for sl, (name, func, params) in zip(layout.extra_slices, self._user_obs, strict=True):
-                obs[:, sl] = np.clip(self._user_obs_value(name, func, params), -1.0, 1.0)
+            self._write_user_obs()
         return self._obs
+
+    def _image_divisors(self, dtype: np.dtype) -> np.ndarray:
+        """The (3,) divisors of boxes of ``dtype`` in the dtype the reference divides them in (cached)."""
+        image = self._obs_kernel_args["image"][dtype] = obs_mdp.image_divisors(
+            dtype, self.cfg.camera.width, self.cfg.camera.height
+        )
+        return image
+
+    def _write_user_obs(self) -> None:
+        """Write the user observation terms into their columns of ``self._obs``, clipped to [-1, 1]."""
+        layout, obs = self.layout, self._obs
+        for sl, (name, func, params) in zip(layout.extra_slices, self._user_obs, strict=True):
+            obs[:, sl] = np.clip(self._user_obs_value(name, func, params), -1.0, 1.0)
 
     def _make_obs_kernel_args(self) -> dict:
         """The constants and scratch buffers of :meth:`_get_observations_kernel`, built once,

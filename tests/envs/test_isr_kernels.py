@@ -63,12 +63,17 @@ def tied_rows(task: ISRTask) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("env", "n", "user_obs"),
-    [("direct_env", 1, False), ("multi_drone_env", 16, False), ("multi_drone_env", 5, True)],
+    ("env", "n", "user_obs", "interval"),
+    [
+        ("direct_env", 1, False, 1),
+        ("multi_drone_env", 16, False, 1),
+        ("multi_drone_env", 5, True, 1),
+        ("multi_drone_env", 3, False, 3),  # perception every third step: detections carried over
+    ],
 )
 @pytest.mark.parametrize("seed", [0, 7])
-def test_rollouts_on_the_kernels_equal_the_numpy_reference(monkeypatch, env, n, user_obs, seed):
-    cfg = dataclasses.replace(getattr(load_training_cfg(), env))
+def test_rollouts_on_the_kernels_equal_the_numpy_reference(monkeypatch, env, n, user_obs, interval, seed):
+    cfg = dataclasses.replace(getattr(load_training_cfg(), env), perception_interval=interval)
     if user_obs:
         cfg.observations.terms = {**cfg.observations.terms, "alt_speed": ObsTerm(func=altitude_and_speed)}
     _, ref = rollout("numpy", monkeypatch, cfg, n, 300, seed)
@@ -85,6 +90,10 @@ def test_rollouts_on_the_kernels_equal_the_numpy_reference(monkeypatch, env, n, 
         other[det] = False
         assert a.obs[:, other].tobytes() == b.obs[:, other].tobytes()
         np.testing.assert_allclose(b.obs[:, det], a.obs[:, det], rtol=0, atol=DET_ATOL)
+        assert a.done_ids.tolist() == b.done_ids.tolist()
+        if a.done_ids.size:
+            assert a.final_obs[:, other].tobytes() == b.final_obs[:, other].tobytes()
+            np.testing.assert_allclose(b.final_obs[:, det], a.final_obs[:, det], rtol=0, atol=DET_ATOL)
         ends += int(a.terminated.sum())
         resets += a.done_ids.size
     assert ends > 0 and resets > 0  # the rollouts reached crashes and autoresets
@@ -109,6 +118,80 @@ def test_parallel_step_equals_the_serial_step_bit_for_bit(monkeypatch, seed):
     for x, y in zip(det_s, det_p, strict=True):
         assert x.tobytes() == y.tobytes()
     assert det_s.visible.any()
+
+
+def switching_rollout(monkeypatch, cfg, n: int, one_call: bool, seed: int = 5):
+    """A rollout that leaves the compiled path for a while (the numpy path rebinds some of the
+    task's arrays) and comes back; ``one_call`` False keeps the compiled steps on the
+    multi-call path."""
+    monkeypatch.setenv("FLYBY_KERNEL", "numba")
+    task = ISRTask(cfg, num_envs=n)
+    task._one_call_ok = task._one_call_ok and one_call
+    task.seed(seed)
+    task.reset_all(pos_w=np.tile([80.0, 0.0, 30.0], (n, 1)))  # near the geofence (100 m)
+    rng = np.random.default_rng(seed)
+    out = []
+    for step in range(300):
+        monkeypatch.setenv("FLYBY_KERNEL", "numpy" if 100 <= step < 130 else "numba")
+        if step % 60 == 0:  # held headings: out of the geofence first, then anywhere
+            heading = rng.uniform(-1, 1, (n, 4))
+            heading[:, :2] /= np.abs(heading[:, :2]).max(axis=1, keepdims=True)
+            heading[: (n + 1) // 2, 2] = -1.0
+            if step == 0:
+                heading[:, 0] = 1.0
+        r = task.step(heading + rng.normal(0, 0.2, (n, 4)))
+        d = task.detections
+        out.append((r, task.pos_w.copy(), task.covered.copy(), d.boxes_px.copy(), d.visible.copy()))
+    return task, out
+
+
+@pytest.mark.parametrize(("n", "interval"), [(1, 1), (7, 1), (4, 2)])
+def test_one_call_step_equals_the_multi_call_step_bit_for_bit(monkeypatch, n, interval):
+    """Below the thread split the compiled step is one call (flyby.envs.step_kernel): every output
+    equals the multi-call path's bit for bit, also after the numpy path rebound the arrays the
+    one-call state refers to."""
+    cfg = dataclasses.replace(load_training_cfg().multi_drone_env, perception_interval=interval)
+    task, one = switching_rollout(monkeypatch, cfg, n, one_call=True)
+    assert task._one_call is not None  # the one-call path ran
+    _, multi = switching_rollout(monkeypatch, cfg, n, one_call=False)
+    resets = 0
+    for (a, *arrays_a), (b, *arrays_b) in zip(one, multi, strict=True):
+        assert a.obs.tobytes() == b.obs.tobytes() and a.reward.tobytes() == b.reward.tobytes()
+        assert a.terminated.tobytes() == b.terminated.tobytes()
+        assert a.truncated.tobytes() == b.truncated.tobytes()
+        assert a.done_ids.tolist() == b.done_ids.tolist() and a.log == b.log
+        assert (a.final_obs is None) == (b.final_obs is None)
+        if a.final_obs is not None:
+            assert a.final_obs.tobytes() == b.final_obs.tobytes()
+        for x, y in zip(arrays_a, arrays_b, strict=True):
+            assert x.tobytes() == y.tobytes()
+        resets += a.done_ids.size
+    assert resets > 0
+
+
+def test_one_call_step_leaves_no_trace_of_a_rejected_action(monkeypatch):
+    """A NaN action raises before anything moves or any noise is drawn: the run goes on as if
+    the bad step had never been asked."""
+    from flyby.errors import InvalidAction
+
+    monkeypatch.setenv("FLYBY_KERNEL", "numba")
+    cfg = load_training_cfg().multi_drone_env
+    runs = []
+    for reject in (False, True):
+        task = ISRTask(cfg, num_envs=3)
+        task.seed(2)
+        task.reset_all()
+        rng = np.random.default_rng(2)
+        obs = []
+        for step in range(30):
+            if reject and step == 10:
+                bad = np.zeros((3, 4))
+                bad[1, 2] = np.nan
+                with pytest.raises(InvalidAction, match=r"NaN/inf at \(env, channel\) \[\[1, 2\]\]"):
+                    task.step(bad)
+            obs.append(task.step(rng.uniform(-1, 1, (3, 4))).obs)
+        runs.append(np.stack(obs))
+    assert runs[0].tobytes() == runs[1].tobytes()
 
 
 def test_parallel_kernels_have_cache_entries_of_their_own():
