@@ -232,7 +232,6 @@ def observe_drone(
     coverage_patch_row(i, covered, gx, gy, cell_xy, block, cov)
     px_max = heights.shape[0] - 1
     py_max = heights.shape[1] - 1
-    fields = det.shape[1] * det.shape[2]
     counters[i, 1] = 0
     for j in range(t):
         if seen[i, j]:
@@ -256,8 +255,11 @@ def observe_drone(
             row[starts[3] + p] = _clip1(clearance / scales[6])
             row[starts[7] + p] = _clip1(cov[i, p])
             p += 1
-    for q in range(fields):
-        row[starts[4] + q] = _clip1(det[i, q // det.shape[2], q % det.shape[2]])
+    c = starts[4]
+    for q in range(det.shape[1]):
+        for f in range(det.shape[2]):
+            row[c] = _clip1(det[i, q, f])
+            c += 1
     for a in range(4):
         row[starts[6] + a] = _clip1(actions[i, a])
 
