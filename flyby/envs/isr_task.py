@@ -194,10 +194,11 @@ class ISRTask:
         self._obs_kernel_args: dict | None = None  # built on the first compiled observation
         self._dones_kernel_args: dict | None = None  # built on the first compiled dones and rewards
         self._perceive_kernel_args: dict | None = None  # built on the first compiled perception step
-        # Whether a compiled step may run as one call (step_into): the direct model, built-in
-        # reward and done terms only (checked again per step: compiled, below the thread split).
         self._one_call: tuple | None = None  # (arrays it was built on, StepState), see _one_call_state
-        self._one_call_ok = isinstance(self.dynamics, DirectDynamics) and not (
+        # Whether a compiled step may run as one call (step_into): the direct model itself (a
+        # subclass may override step(), which that call would skip), built-in reward and done
+        # terms only (checked again per step: compiled, below the thread split).
+        self._one_call_ok = type(self.dynamics) is DirectDynamics and not (
             self._user_dones or self._user_terms
         )
         self._progress = np.zeros((n, 3))

@@ -284,3 +284,22 @@ def test_full_fidelity_env_on_the_kernels_equals_the_reference(monkeypatch):
     for a, b in zip(runs["numpy"][1:], runs["numba"][1:], strict=True):
         assert a[4].tobytes() == b[4].tobytes() and a[1:4] == b[1:4]
         np.testing.assert_allclose(b[0], a[0], rtol=0, atol=DET_ATOL)
+
+
+def test_a_subclass_of_the_direct_model_keeps_its_own_step(monkeypatch):
+    """The one-call step skips DynamicsModel.step; a subclass that overrides it is honoured."""
+    from flyby.dynamics.direct import DirectDynamics
+
+    class Frozen(DirectDynamics):
+        def step(self, actions, dt):
+            return self.pos_w, self.yaw_rad  # hovers in place whatever the actions
+
+    monkeypatch.setenv("FLYBY_KERNEL", "numba")
+    cfg = load_training_cfg().multi_drone_env
+    task = ISRTask(cfg, num_envs=2, motion=Frozen(cfg.dynamics, 2, cfg.actions))
+    task.seed(0)
+    task.reset_all()
+    start = task.pos_w.copy()
+    for _ in range(5):
+        task.step(np.ones((2, 4)))
+    assert task._one_call is None and task.pos_w.tobytes() == start.tobytes()
