@@ -362,8 +362,11 @@ class ISRTask:
             else:
                 terminated, truncated = self._get_dones()
                 reward = self._get_rewards()
-            num_done = 1  # unknown: look
-        done_ids = (terminated | truncated).nonzero()[0] if num_done else np.empty(0, dtype=np.intp)
+            num_done = None  # not counted on this path
+        if num_done == 0:
+            done_ids = np.empty(0, dtype=np.intp)
+        else:
+            done_ids = (terminated | truncated).nonzero()[0]
         final_obs = None
         log: dict[str, float] = {}
         obs = self._obs if one_call else None  # this step's observations, if already computed
