@@ -19,8 +19,9 @@ difference in one detection box is enough). The Phase 4 gate is validated on ``n
 quick configuration (4M env steps) trained a policy at +63.9 [+61.1, +66.6] return and 33.1
 targets per episode against patrol's +54.0 [+47.6, +60.4] and 30.8 (2026-12-07).
 
-Compiled code is cached on disk (``cache=True``) in ``$NUMBA_CACHE_DIR`` when set, else in the
-checkout's ``.cache/numba`` (where the repository's ``.cache/`` already holds PX4), else in
+Compiled code is cached on disk (``cache=True``) in ``$NUMBA_CACHE_DIR`` when set, else in a
+``kernels-<digest>`` folder (:func:`kernel_source_digest`: one per version of the kernels' source)
+in the checkout's ``.cache/numba`` (where the repository's ``.cache/`` already holds PX4), else in
 ``$XDG_CACHE_HOME/flyby/numba`` (``~/.cache/...``), else under the system temp dir
 (:func:`flyby.utils.cache.writable_cache_dir`, the rule ultralytics' settings folder follows too). The first
 call of a kernel in a fresh cache compiles it (seconds; ``flyby bench`` prints the cold start),
@@ -36,12 +37,21 @@ from flyby.enums import KernelBackend
 from flyby.errors import ConfigError
 from flyby.utils.cache import writable_cache_dir
 
-__all__ = ["KERNEL_ENV", "PARALLEL_ENV", "kernel_backend", "numba_cache_dir", "parallel_min_drones"]
+__all__ = [
+    "KERNEL_ENV",
+    "PARALLEL_ENV",
+    "configure_numba_cache",
+    "kernel_backend",
+    "kernel_source_digest",
+    "numba_cache_dir",
+    "parallel_min_drones",
+]
 
 KERNEL_ENV = "FLYBY_KERNEL"
 PARALLEL_ENV = "FLYBY_PARALLEL_MIN_DRONES"
 _PARALLEL_MIN_DRONES = 64
 _BACKENDS: dict[str | None, KernelBackend] = {}  # $FLYBY_KERNEL values seen -> their backend
+_DIGEST: str | None = None  # kernel_source_digest(), computed once per process
 
 
 def parallel_min_drones() -> int:
@@ -105,6 +115,38 @@ def numba_cache_dir() -> Path:
     return writable_cache_dir("numba", "NUMBA_CACHE_DIR")
 
 
+def kernel_source_digest() -> str:
+    """12 hex digits of SHA-256 over the source of every flyby module the compiled kernels depend on.
+
+    numba's cache checks only the timestamp of the file that defines a cached function, not of the
+    functions and constants it calls from other files (numba's documented limitation): after a
+    change to ``flyby/dynamics/multirotor_kernel.py`` alone, ``cascade_rotors_into`` in
+    ``flyby/control/cascade_kernel.py`` would load its old machine code. So the default cache folder
+    is named by this digest, over every module of the package that mentions numba plus
+    :mod:`flyby.geometry` (whose functions and constants the kernels compile in); a new flyby
+    compiles afresh in a new folder (numba's own index already checks its version).
+    """
+    global _DIGEST
+    if _DIGEST is None:
+        _DIGEST = _source_digest(Path(__file__).resolve().parent)
+    return _DIGEST
+
+
+def _source_digest(package: Path) -> str:
+    """:func:`kernel_source_digest` of the package folder ``package``."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_bytes()
+        if b"numba" in text or path.relative_to(package).as_posix() == "geometry.py":
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + text)
+    return digest.hexdigest()[:12]
+
+
 def configure_numba_cache() -> None:
-    """Point numba's cache at :func:`numba_cache_dir` (must run before numba is first imported)."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
+    """Point numba's cache at ``numba_cache_dir() / "kernels-<digest>"`` (:func:`kernel_source_digest`),
+    unless ``$NUMBA_CACHE_DIR`` is set (then that folder, as it is: clear it after changing flyby's
+    kernels). Must run before numba is first imported."""
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir() / f"kernels-{kernel_source_digest()}")
