@@ -263,16 +263,25 @@ class CascadeController:
         ``vel_sp`` (N, 3) and ``yaw_rate`` (N,) float64, checked by :meth:`update`."""
         from flyby.control.cascade_kernel import cascade_update_into
 
-        n = self.num_drones
-        if self._kernel_gains is None:
-            self._kernel_gains = self._make_kernel_gains()
-        out = np.empty((n, 4))
+        out = np.empty((self.num_drones, 4))
         cascade_update_into(
             vel_sp, yaw_rate, np.asarray(state.quat_wxyz, dtype=np.float64),
             np.asarray(state.lin_vel_w, dtype=np.float64), np.asarray(state.ang_vel_b, dtype=np.float64),
-            self._kernel_gains, self._mix_matrix, self._memory, self._fresh, float(dt), out,
+            *self.kernel_args(), float(dt), out,
         )  # fmt: skip
         return out
+
+    def kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The compiled cascade's arguments (:func:`flyby.control.cascade_kernel.cascade_update_into`).
+
+        Returns:
+            ``(gains, mix, memory, fresh)``: (NUM_GAINS,) float64 gains and limits, (4, 4) float64
+            mixer, and this controller's own (N, 20) float64 memory and (N,) bool reset flags (the
+            arrays themselves: the kernel updates them in place, :meth:`reset` clears them).
+        """
+        if self._kernel_gains is None:
+            self._kernel_gains = self._make_kernel_gains()
+        return self._kernel_gains, self._mix_matrix, self._memory, self._fresh
 
     def _make_kernel_gains(self) -> np.ndarray:
         """The kernel's (NUM_GAINS,) float64 gains and limits (see :mod:`flyby.control.cascade_kernel`)."""

@@ -23,9 +23,10 @@ configure_numba_cache()
 import numba  # noqa: E402  (the cache folder must be set first)
 import numpy as np  # noqa: E402
 
+from flyby.dynamics.multirotor_kernel import rotors_into  # noqa: E402
 from flyby.geometry import STANDARD_GRAVITY, wrap_pi_scalar  # noqa: E402
 
-__all__ = ["NUM_GAINS", "cascade_update_into"]
+__all__ = ["NUM_GAINS", "cascade_rotors_into", "cascade_update_into"]
 
 _wrap = numba.njit(cache=True, nogil=True)(wrap_pi_scalar)
 
@@ -241,3 +242,32 @@ def cascade_update_into(
             if fac > 0.0:  # invert rotor thrust = f u^2 + (1 - f) u
                 o = (math.sqrt((1.0 - fac) ** 2 + 4.0 * fac * o) - (1.0 - fac)) / (2.0 * fac)
             out[n, r] = o
+
+
+@numba.njit(cache=True, nogil=True)
+def cascade_rotors_into(
+    vel_sp_w, yaw_rate_sp, qpos, qvel, k, mix, memory, fresh, dt,
+    u, armed, omega, rotor, torque_per_thrust, ctrl,
+):  # fmt: skip
+    """One physics step's control of every drone in one call: state -> cascade -> rotors -> wrench.
+
+    Reads the drones' state straight from the simulator's free-joint arrays, runs
+    :func:`cascade_update_into`, then :func:`flyby.dynamics.multirotor_kernel.rotors_into`, and
+    writes the body wrench into the simulator's actuator inputs: what
+    :meth:`flyby.dynamics.flight_stack_motion.FlightStackMotion` does with the cascade in one
+    physics substep, before ``mj_step``.
+
+    Args:
+        vel_sp_w, yaw_rate_sp, k, mix, memory, fresh, dt: as :func:`cascade_update_into`.
+        qpos: (N, 7) float64 free-joint positions [pos_w m ENU, quat_wxyz body FLU -> world].
+        qvel: (N, 6) float64 free-joint velocities [lin_vel_w m/s ENU, ang_vel_b rad/s FLU].
+        u: (N, 4) float64 out: the motor commands in [0, 1].
+        armed, omega, rotor, torque_per_thrust, ctrl: as :func:`rotors_into`.
+
+    Returns:
+        float: the largest ``|ctrl|`` written (inf for NaN).
+    """
+    cascade_update_into(
+        vel_sp_w, yaw_rate_sp, qpos[:, 3:7], qvel[:, 0:3], qvel[:, 3:6], k, mix, memory, fresh, dt, u
+    )
+    return rotors_into(u, armed, omega, rotor, torque_per_thrust, qpos, qvel, ctrl)

@@ -28,8 +28,14 @@ import math
 
 import numpy as np
 
+from flyby.control.cascade import CascadeController
+from flyby.dynamics.multirotor import RotorModel
+from flyby.enums import KernelBackend
 from flyby.geometry import quat_wxyz_to_rot, rotate_inverse, yaw_from_quat_wxyz, yaw_quat_wxyz
+from flyby.kernels import kernel_backend
 from flyby.mdp.actions import ActionCfg
+
+_ARG_OMEGA = 9  # index of the rotor speeds in FlightStackMotion._compiled_substep_args()
 
 
 class FlightStackMotion:
@@ -82,6 +88,8 @@ class FlightStackMotion:
         self.rest_height_m = float(rest_height_m)
         self.last_takeoff_s = 0.0  # s of sim time the last reset's take-off phase took (0: none)
         self._state = backend.drone_state()
+        self._compiled_args: tuple | None = None  # built on the first compiled control step
+        self._wrench_limit = math.inf
 
     @property
     def state(self):
@@ -216,6 +224,10 @@ class FlightStackMotion:
 
     def _control_step(self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray) -> None:
         """``decimation`` physics steps holding one velocity (N, 3) m/s ENU + yaw-rate (N,) rad/s setpoint."""
+        compiled = self._compiled_substep_args()
+        if compiled is not None:
+            self._control_step_compiled(vel_sp_w, yaw_rate_sp, compiled)
+            return
         for _ in range(self.decimation):
             u = self.flight_stack.update(vel_sp_w, yaw_rate_sp, self._state, self.physics_dt)
             armed = getattr(self.flight_stack, "armed", None)
@@ -227,3 +239,52 @@ class FlightStackMotion:
             self.backend.apply_body_wrench(force_b, torque_b)
             self.backend.step_physics(1)
             self._state = self.backend.drone_state()
+
+    def _compiled_substep_args(self) -> tuple | None:
+        """The arguments of :func:`flyby.control.cascade_kernel.cascade_rotors_into` after the
+        setpoints, or None where the compiled substep does not apply.
+
+        It applies with ``FLYBY_KERNEL=numba`` to the built-in cascade and rotor model
+        themselves (a subclass may override ``update`` or ``step``, which the kernel would skip)
+        on a backend with :meth:`~flyby.sim.mujoco_backend.MujocoBackend.free_body_views`.
+        """
+        if kernel_backend() is not KernelBackend.NUMBA:
+            return None
+        args = self._compiled_args
+        if args is not None and args[_ARG_OMEGA] is self.rotors.omega:  # the rotors' own array
+            return args
+        if (
+            type(self.flight_stack) is not CascadeController
+            or type(self.rotors) is not RotorModel
+            or not callable(getattr(self.backend, "free_body_views", None))
+        ):
+            return None
+        views = self.backend.free_body_views()
+        self._wrench_limit = views.max_value
+        n = self.num_drones
+        self._compiled_args = (
+            views.qpos, views.qvel, *self.flight_stack.kernel_args(), self.physics_dt,
+            np.empty((n, 4)), np.ones(n, dtype=bool), *self.rotors.kernel_params(self.physics_dt), views.ctrl,
+        )  # fmt: skip
+        return self._compiled_args
+
+    def _control_step_compiled(self, vel_sp_w: np.ndarray, yaw_rate_sp: np.ndarray, args: tuple) -> None:
+        """:meth:`_control_step` with the cascade and the rotors in one compiled call per physics
+        step (the numpy reference's numbers to rounding: tests/dynamics/test_flight_stack_motion.py)."""
+        from flyby.control.cascade_kernel import cascade_rotors_into
+
+        n = self.num_drones
+        vel_sp = np.asarray(vel_sp_w, dtype=np.float64)
+        yaw_rate = np.asarray(yaw_rate_sp, dtype=np.float64)
+        if vel_sp.shape != (n, 3) or yaw_rate.shape != (n,):  # the cascade's own check
+            raise ValueError(
+                f"expected vel_sp_w ({n}, 3) and yaw_rate_sp ({n},); got {vel_sp.shape} and {yaw_rate.shape}"
+            )
+        backend = self.backend
+        for _ in range(self.decimation):
+            worst = cascade_rotors_into(vel_sp, yaw_rate, *args)
+            if not worst < self._wrench_limit:  # the backend's own check raises, and clears the wrench
+                ctrl = args[-1]
+                backend.apply_body_wrench(ctrl[:, :3].copy(), ctrl[:, 3:].copy())
+            backend.step_physics(1)
+        self._state = backend.drone_state()

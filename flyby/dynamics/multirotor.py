@@ -214,6 +214,32 @@ class RotorModel:
         self.omega += ref
         return self.omega.copy()
 
+    def kernel_params(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The compiled rotors' arguments (:func:`flyby.dynamics.multirotor_kernel.rotors_into`).
+
+        Args:
+            dt: the step, seconds, > 0 (the lag factors are those of :meth:`step`).
+
+        Returns:
+            ``(omega, params, torque_per_thrust)``: this model's (N, 4) float64 rotor speeds
+            (rad/s, the array itself: the kernel advances it in place), the
+            (``NUM_ROTOR_PARAMS``,) float64 constants and the (4, 3) float64 N m per N of thrust.
+
+        Raises:
+            ValueError: ``dt`` <= 0.
+        """
+        from flyby.dynamics import multirotor_kernel as kk
+
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 seconds, got {dt}")
+        cfg = self.cfg
+        p = np.zeros(kk.NUM_ROTOR_PARAMS)
+        p[kk.R_OMEGA_PER_U], p[kk.R_OMEGA_IDLE], p[kk.R_K_F] = cfg.omega_per_u, cfg.omega_idle, cfg.k_f
+        p[kk.R_ALPHA_UP] = 1.0 - math.exp(-dt / cfg.motor_tau_up_s)  # as step()
+        p[kk.R_ALPHA_DOWN] = 1.0 - math.exp(-dt / cfg.motor_tau_down_s)
+        p[kk.R_DRAG : kk.R_DRAG + 3] = self._drag
+        return self.omega, p, np.ascontiguousarray(self._torque_per_thrust)
+
     def thrust(self, omega: np.ndarray) -> np.ndarray:
         """(N, 4) rotor thrusts, N, from rotor speeds (N, 4) rad/s."""
         omega = np.asarray(omega, dtype=np.float64)

@@ -42,6 +42,7 @@ from flyby.sim.mujoco_cameras import (
 )
 from flyby.sim.mujoco_dynamics import (
     FreeBodyDrones,
+    FreeBodyViews,
     MocapDrones,
     MocapTargets,
     check_drone_ids,
@@ -292,6 +293,23 @@ class MujocoBackend:
         """
         self._require_dynamic("apply_body_wrench")
         self._drones.apply_body_wrench(force_b, torque_b)
+
+    def free_body_views(self) -> FreeBodyViews:
+        """Views into MjData of the drones' free joints and wrench inputs (dynamic mode).
+
+        For compiled controllers that read the state and write the wrench in place, between
+        :meth:`step_physics` calls, without the copies of :meth:`drone_state` and
+        :meth:`apply_body_wrench` (:mod:`flyby.dynamics.flight_stack_motion`). The views stay
+        valid until :meth:`close`.
+
+        Returns:
+            A :class:`~flyby.sim.mujoco_dynamics.FreeBodyViews`.
+
+        Raises:
+            RuntimeError: kinematic mode.
+        """
+        self._require_dynamic("free_body_views")
+        return self._drones.views()
 
     def step_physics(self, n: int = 1) -> None:
         """Advance the physics by ``n`` steps of ``physics_dt`` (``mj_step``, no rendering).

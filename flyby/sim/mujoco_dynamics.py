@@ -22,6 +22,8 @@ velocity is body FLU (MuJoCo's free-joint ``qvel[3:6]``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from flyby.dynamics.multirotor import DroneState
@@ -29,7 +31,14 @@ from flyby.errors import PhysicsUnstable
 from flyby.geometry import STANDARD_GRAVITY, rotate_inverse, yaw_quat_wxyz
 from flyby.sim.mujoco_import import mujoco
 
-__all__ = ["FreeBodyDrones", "MocapDrones", "MocapTargets", "check_drone_ids", "check_drone_poses"]
+__all__ = [
+    "FreeBodyDrones",
+    "FreeBodyViews",
+    "MocapDrones",
+    "MocapTargets",
+    "check_drone_ids",
+    "check_drone_poses",
+]
 
 
 def check_drone_ids(ids: np.ndarray | None, num_drones: int) -> np.ndarray:
@@ -127,6 +136,24 @@ class MocapTargets:
         if t:
             self._data.mocap_pos[self._mocap] = pos
             self._data.mocap_quat[self._mocap] = yaw_quat_wxyz(yaw)
+
+
+class FreeBodyViews(NamedTuple):
+    """Views into MjData of N free-body drones, for compiled controllers (no copies).
+
+    Attributes:
+        qpos: (N, 7) float64 [pos_w m ENU, quat_wxyz body FLU -> world]; read only.
+        qvel: (N, 6) float64 [lin_vel_w m/s ENU, ang_vel_b rad/s FLU]; read only.
+        ctrl: (N, 6) float64 body wrench [force_b N, torque_b N m], FLU, at the centre of mass,
+            held through the next physics steps; written by the caller, who keeps every
+            ``|value|`` below ``max_value`` (``MujocoBackend.apply_body_wrench`` checks it).
+        max_value: MuJoCo's ``mjMAXVAL`` (1e10).
+    """
+
+    qpos: np.ndarray
+    qvel: np.ndarray
+    ctrl: np.ndarray
+    max_value: float
 
 
 class FreeBodyDrones:
@@ -250,6 +277,10 @@ class FreeBodyDrones:
     def poses(self) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) float64 pos_w (metres, ENU, centre of mass) and (N, 4) float64 quat_wxyz, copies."""
         return self._qpos[:, :3].copy(), self._qpos[:, 3:].copy()
+
+    def views(self) -> FreeBodyViews:
+        """The drones' state and wrench input in MjData, as views (see :class:`FreeBodyViews`)."""
+        return FreeBodyViews(self._qpos, self._qvel, self._ctrl, float(mujoco.mjMAXVAL))
 
     def state(self) -> DroneState:
         """The rigid-body state after the last step; see ``MujocoBackend.drone_state``.

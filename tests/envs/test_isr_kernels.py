@@ -263,8 +263,11 @@ def test_observation_kernel_equals_the_reference_on_the_same_state(monkeypatch):
 
 
 def test_full_fidelity_env_on_the_kernels_equals_the_reference(monkeypatch):
-    """PX4ISR-v0 on the cascade: the flight stack keeps its own physics (the perception step takes
-    the reference path for tilted cameras); dones, rewards and observations run compiled."""
+    """PX4ISR-v0 on the cascade: the cascade and the rotors run in one compiled call per physics step
+    (tests/dynamics/test_flight_stack_motion.py), the perception step takes the reference path for
+    tilted cameras, dones, rewards and observations run compiled. The physics sums in another order
+    than numpy's BLAS, so positions agree within 1e-9 m (measured: 4e-15 m after 300 steps),
+    rewards within 1e-9, dones exactly."""
     from flyby.config.evaluation import load_evaluation_cfg
     from flyby.envs.px4_env import PX4ISREnv
 
@@ -276,13 +279,15 @@ def test_full_fidelity_env_on_the_kernels_equals_the_reference(monkeypatch):
         obs, _ = env.reset(seed=4)
         rng = np.random.default_rng(4)
         steps = [obs]
-        for _ in range(60):
+        for _ in range(150):
             obs, reward, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 4))
             steps.append((obs, reward, terminated, truncated, env.unwrapped.task.pos_w.copy()))
+        assert (env.unwrapped.task.dynamics._compiled_args is not None) == (kernel == "numba")
         env.close()
         runs[kernel] = steps
     for a, b in zip(runs["numpy"][1:], runs["numba"][1:], strict=True):
-        assert a[4].tobytes() == b[4].tobytes() and a[1:4] == b[1:4]
+        np.testing.assert_allclose(b[4], a[4], rtol=0, atol=1e-9)
+        assert b[1] == pytest.approx(a[1], rel=1e-9, abs=1e-9) and a[2:4] == b[2:4]
         np.testing.assert_allclose(b[0], a[0], rtol=0, atol=DET_ATOL)
 
 
