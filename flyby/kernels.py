@@ -8,7 +8,10 @@ switch it for one process without reimporting anything):
   (:mod:`flyby.perception.gt_kernel`, within float64 rounding), and the ISR task's step in three
   calls (:mod:`flyby.mdp.kernels`: ``perceive_into`` for camera poses, detection and coverage;
   ``dones_rewards_into``; ``observe_into``), states, rewards and dones bit for bit,
-  observations within the float32 rounding of a detection box (``tests/envs/test_isr_kernels.py``).
+  observations within the float32 rounding of a detection box (``tests/envs/test_isr_kernels.py``);
+  and the full-fidelity env's cascade and rotors, one call per physics step
+  (:func:`flyby.control.cascade_kernel.cascade_rotors_into`, within rounding of the reference:
+  ``tests/dynamics/test_flight_stack_motion.py``).
   A user's own reward or termination term runs the reference's dones and rewards; a user's
   observation term runs beside the compiled observation; the full-fidelity env's tilted cameras
   take the reference's perception step.
