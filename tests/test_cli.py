@@ -48,6 +48,8 @@ def test_bench_prints_and_saves_every_figure(tmp_path, capsys):
     assert data["render"]["grid_16x80x80_ms"] > 0 and data["render"]["encode_640x480_fps"] > 0
     assert [r["case"][:6] for r in data["full_fidelity"]] == ["render"] * 4
     assert {r["flight_stack"] for r in data["full_fidelity"]} == {"cascade"}
+    assert {r["repeats"] for r in data["full_fidelity"]} == {2}  # medians, as every env figure
+    assert "PX4 SITL: not measured (--full-fidelity-stacks cascade)" in text
 
 
 @pytest.mark.px4
