@@ -1,6 +1,6 @@
 """The ``flyby`` command line: ``flyby info``, ``flyby bench``, ``flyby record``, ``flyby px4-log``,
-``flyby tune``, ``flyby train``, ``flyby evaluate``, ``flyby pipeline``, ``flyby report``, ``flyby export``
-and the YOLO commands."""
+``flyby tune``, ``flyby train``, ``flyby evaluate``, ``flyby pipeline``, ``flyby report``, ``flyby export``,
+``flyby usd`` and the YOLO commands."""
 
 from __future__ import annotations
 
@@ -396,6 +396,35 @@ def _cmd_px4_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_usd(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from flyby.config.evaluation import load_evaluation_cfg
+    from flyby.enums import ResolutionPreset
+    from flyby.sim.usd_stage import build_usd_stage, save_usd_stage
+    from flyby.world import generate_world
+
+    if args.drones < 1:
+        print(f"flyby usd: --drones must be >= 1, got {args.drones}", file=sys.stderr)
+        return 2
+    if Path(args.out).suffix not in (".usd", ".usda", ".usdc"):
+        print(f"flyby usd: {args.out!r} must end in .usda (text), .usdc or .usd", file=sys.stderr)
+        return 2
+    cfg = load_evaluation_cfg().px4_env
+    seed = cfg.world_seed if args.world_seed is None else args.world_seed
+    preset = cfg.render.preset if args.preset is None else ResolutionPreset(args.preset)
+    camera = replace(cfg.camera, preset=preset)
+    world = generate_world(cfg.world, seed)
+    stage = build_usd_stage(world, args.drones, camera, dynamic=cfg.multirotor if args.dynamic else None)
+    path = save_usd_stage(stage, args.out)
+    print(
+        f"wrote {path}: world seed {seed}, {world.num_buildings} buildings, {world.num_targets} targets, "
+        f"{args.drones} drone(s) with {camera.width}x{camera.height} cameras"
+        + (", rigid bodies" if args.dynamic else "")
+    )
+    return 0
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from flyby.training.tune_dynamics import run_tuning
 
@@ -633,6 +662,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flyby", description=__doc__)
+    from flyby.enums import ResolutionPreset
+
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print the backend, GL platform and GPU flyby would use")
     info.add_argument("--backend", default=None, help="mujoco or isaac (default: automatic)")
@@ -715,6 +746,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", default=None, help="write the estimator-error / velocity / motor plot to this PNG"
     )
     px4_log.set_defaults(func=_cmd_px4_log)
+    usd = sub.add_parser(
+        "usd",
+        help="write the ISR world, drones and cameras as a USD stage (what the Isaac Sim backend loads)",
+        description="Write the evaluation config's world as a USD stage (metres, Z up, class labels, "
+        "one camera per drone matching flyby's pinhole model); needs usd-core (pip install 'flyby[usd]').",
+    )
+    usd.add_argument("out", help="output file: .usda (text), .usdc or .usd")
+    usd.add_argument("--drones", type=int, default=1, help="camera drones, in a row at 30 m (default 1)")
+    usd.add_argument("--world-seed", type=int, default=None, help="world seed (default: evaluation config's)")
+    usd.add_argument(
+        "--preset",
+        default=None,
+        choices=[p.value for p in ResolutionPreset],
+        help="drone camera resolution preset (default: evaluation config's render preset)",
+    )
+    usd.add_argument(
+        "--dynamic", action="store_true", help="rigid-body drones with the Iris mass and inertia (physics)"
+    )
+    usd.set_defaults(func=_cmd_usd)
     tune = sub.add_parser("tune", help="fit the direct dynamics to recorded logs; write dynamics_config.yaml")
     tune.add_argument("logs", nargs="+", help="training logs (.npz from `flyby record`)")
     tune.add_argument("--held-out", required=True, help="log kept out of the fit, for the reported errors")
