@@ -52,6 +52,7 @@ slow: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint podman/Containerfile
 
 bench: $(STAMP)
 	$(VENV)/bin/flyby bench --json output/metrics/bench.json
