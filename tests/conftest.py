@@ -22,6 +22,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(PX4_DIR or px4 on PATH), else the built-in cascade",
     )
     parser.addoption(
+        "--backend",
+        choices=("auto", "mujoco", "isaac"),
+        default="auto",
+        help="simulator backend of every test that renders or simulates (sets FLYBY_BACKEND for the "
+        "session): auto = FLYBY_BACKEND when set, else Isaac Sim where it runs, else MuJoCo",
+    )
+    parser.addoption(
         "--flight-profile",
         choices=(*FLIGHT_PROFILES, "all"),
         default="all",
@@ -45,12 +52,37 @@ def _is_serial(item: pytest.Item) -> bool:
     return item.path.parent.name in _SERIAL_FOLDERS
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """``--backend mujoco|isaac`` becomes ``FLYBY_BACKEND`` for this session (and its xdist workers,
+    which configure with the same options), so envs, gates and fixtures all build that backend."""
+    choice = config.getoption("--backend")
+    if choice != "auto":
+        os.environ["FLYBY_BACKEND"] = choice
+
+
+ISAAC_SKIP_REASON = "Isaac Sim not importable: run inside the container (podman/README.md)"
+
+
+def isaac_sim_importable() -> bool:
+    """Whether Isaac Sim's Python package is importable here (inside the container it is)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("isaacsim") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that must run alone ``serial``; deselect functions-check profiles other than
+    """Mark the tests that must run alone ``serial``; skip ``isaac`` tests where Isaac Sim is not
+    importable (they run in the container); deselect functions-check profiles other than
     --flight-profile."""
+    no_isaac = None if isaac_sim_importable() else pytest.mark.skip(reason=ISAAC_SKIP_REASON)
     for item in items:
         if _is_serial(item):
             item.add_marker(pytest.mark.serial)
+        if no_isaac is not None and item.get_closest_marker("isaac"):
+            item.add_marker(no_isaac)
     chosen = config.getoption("--flight-profile")
     if chosen == "all":
         return
@@ -121,7 +153,7 @@ def world():
 
 @pytest.fixture(scope="session")
 def backend_kind() -> str:
-    """The simulator backend the tests render with (``FLYBY_BACKEND`` or automatic)."""
+    """The simulator backend the tests render with (``--backend``, ``FLYBY_BACKEND`` or automatic)."""
     from flyby.sim.base import select_backend_kind
 
     return select_backend_kind(os.environ.get("FLYBY_BACKEND") or None).value

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from flyby.config.envs import PX4Cfg, PX4EnvCfg
-from flyby.enums import FlightStack, PerceptionMode
+from flyby.enums import BackendKind, FlightStack, PerceptionMode
 from flyby.envs.isr_task import ISRTask
 from flyby.errors import InvalidAction, PX4Unavailable
 from flyby.mdp.actions import ACTION_DIM
@@ -88,6 +88,9 @@ class PX4ISREnv(gym.Env):
         px4_kwargs: extra keyword arguments for :class:`flyby.px4.flight_stack.PX4FlightStack`
             (e.g. ``launcher_factory`` and ``ephemeral_ports`` to fly against a MAVLink test
             double instead of a PX4 binary; then ``flight_stack="px4"`` needs no PX4 build).
+        backend: the simulator backend for physics and cameras, ``"mujoco"`` or ``"isaac"``;
+            None chooses as :func:`flyby.sim.base.select_backend_kind` (``FLYBY_BACKEND``, then
+            Isaac Sim where it runs, else MuJoCo).
 
     With PX4, every reset restarts PX4 (its estimator cannot follow a teleported
     drone) with the drone at rest on the surface below the start pose; PX4 boots
@@ -107,7 +110,8 @@ class PX4ISREnv(gym.Env):
 
     Raises:
         PX4Unavailable: PX4 requested but not found or not starting.
-        ConfigError: invalid config.
+        BackendUnavailable: the chosen backend cannot run here (Isaac Sim outside its container).
+        ConfigError: invalid config, or ``backend`` not a backend name.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
@@ -118,6 +122,7 @@ class PX4ISREnv(gym.Env):
         flight_stack: FlightStack | str = FlightStack.AUTO,
         render_mode: str | None = None,
         px4_kwargs: dict[str, Any] | None = None,
+        backend: BackendKind | str | None = None,
     ) -> None:
         if cfg is None:
             from flyby.config.evaluation import load_evaluation_cfg
@@ -148,7 +153,7 @@ class PX4ISREnv(gym.Env):
         world = generate_world(cfg.world, cfg.world_seed)
         render_camera = replace(cfg.camera, preset=cfg.render.preset)
         self.backend = make_backend(
-            "mujoco",
+            backend,  # None: FLYBY_BACKEND, else Isaac Sim where it runs, else MuJoCo
             world,
             1,
             render_camera,

@@ -282,8 +282,9 @@ def make_backend(
     if resolved is BackendKind.ISAAC and not _module_exists(module_name):
         raise BackendUnavailable(
             "The Isaac Sim backend is not part of this build of flyby yet "
-            f"(no module {module_name}); use FLYBY_BACKEND=mujoco (or backend='mujoco') "
-            "for the embedded MuJoCo backend."
+            f"(no module {module_name}). Isaac Sim 5.1 runs in flyby's container: build and run it "
+            "as podman/README.md says (podman/run.sh). Here, use FLYBY_BACKEND=mujoco (or "
+            "backend='mujoco') for the embedded MuJoCo backend."
         )
     module = importlib.import_module(module_name)
     backend_cls = getattr(module, class_name)

@@ -74,6 +74,22 @@ def test_make_backend_isaac_is_unavailable(world):
     with pytest.raises(BackendUnavailable, match="FLYBY_BACKEND=mujoco") as info:
         make_backend("isaac", world, 1, CameraCfg())
     assert "Isaac Sim backend is not part of this build" in str(info.value)
+    assert "podman/README.md" in str(info.value)  # where Isaac Sim runs
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_px4_env_honours_the_backend_choice(how, monkeypatch):
+    """PX4ISR-v0 builds the chosen backend (it built MuJoCo whatever the choice until issue 14)."""
+    from flyby.envs.px4_env import PX4ISREnv
+
+    kwargs = {"backend": "isaac"} if how == "argument" else {}
+    if how == "environment":
+        monkeypatch.setenv("FLYBY_BACKEND", "isaac")
+    with pytest.raises(BackendUnavailable, match="podman/README.md"):
+        PX4ISREnv(flight_stack="cascade", **kwargs)
+    monkeypatch.setenv("FLYBY_BACKEND", "physx")
+    with pytest.raises(ConfigError, match="'physx' is not a simulator backend; allowed: mujoco, isaac"):
+        PX4ISREnv(flight_stack="cascade")
 
 
 def test_make_backend_rejects_bad_kind(world):
