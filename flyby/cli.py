@@ -18,16 +18,14 @@ from flyby.errors import FlybyError
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from flyby.sim.base import select_backend_kind
-    from flyby.utils.gpu import gpu_summary
+    from flyby.utils.stack_info import stack_summary
 
     kind = select_backend_kind(args.backend)
-    print(f"backend      : {kind.value} (explicit > FLYBY_BACKEND > isaac if present with a GPU > mujoco)")
-    if kind.value == "mujoco":
-        from flyby.sim.gl import ensure_gl_platform
-
-        print(f"MuJoCo GL    : {ensure_gl_platform()}")
-    print("flight stack : direct dynamics in the training envs (no PX4 in the loop)")
-    print(f"GPU          : {gpu_summary()}")
+    print(f"backend choice: {kind.value} (explicit > FLYBY_BACKEND > isaac if present with a GPU > mujoco)")
+    lines = stack_summary(args.backend, args.flight_stack)
+    width = max(map(len, lines))
+    for name, line in lines.items():
+        print(f"{name:<{width}} : {line}")
     return 0
 
 
@@ -667,6 +665,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print the backend, GL platform and GPU flyby would use")
     info.add_argument("--backend", default=None, help="mujoco or isaac (default: automatic)")
+    info.add_argument(
+        "--flight-stack",
+        default="auto",
+        choices=("auto", "px4", "cascade"),
+        help="flight stack of PX4ISR-v0 to report (default auto: PX4 SITL when found, else the cascade)",
+    )
     info.set_defaults(func=_cmd_info)
     bench = sub.add_parser("bench", help="measure env throughput, render time and encode speed")
     bench.add_argument(

@@ -60,6 +60,22 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["FLYBY_BACKEND"] = choice
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_metadata(metadata: dict, config: pytest.Config) -> None:
+    """The report's Environment table (pytest-html via pytest-metadata) names what the tests ran on:
+    simulator backend, GPU, the full-fidelity flight stack, the training envs' motion, the kernel."""
+    from flyby.utils.stack_info import stack_summary
+
+    metadata.update(stack_summary(None, config.getoption("--flight-stack")))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The same lines at the top of the terminal report."""
+    from flyby.utils.stack_info import stack_summary
+
+    return [f"{k}: {v}" for k, v in stack_summary(None, config.getoption("--flight-stack")).items()]
+
+
 ISAAC_SKIP_REASON = "Isaac Sim not importable: run inside the container (podman/README.md)"
 
 

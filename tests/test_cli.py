@@ -108,10 +108,12 @@ def test_bench_both_stacks_without_px4_names_the_fix(monkeypatch, capsys):
     assert "PX4_DIR" in capsys.readouterr().err
 
 
-def test_info_names_the_backend(capsys):
-    assert main(["info"]) == 0
+def test_info_names_the_backend(capsys, monkeypatch):
+    monkeypatch.delenv("FLYBY_BACKEND", raising=False)
+    assert main(["info", "--flight-stack", "cascade"]) == 0
     text = capsys.readouterr().out
-    assert "backend      : mujoco" in text and "GPU" in text
+    assert "backend choice: mujoco" in text and "Simulator backend" in text and "MuJoCo" in text
+    assert "GPU" in text and "built-in cascade (PX4 default gains), no PX4 (--flight-stack cascade)" in text
 
 
 def test_bad_arguments(capsys):
