@@ -46,7 +46,7 @@ __all__ = [
 #: Environment variable that picks the backend when no explicit choice is given.
 BACKEND_ENV_VAR = "FLYBY_BACKEND"
 
-# Module implementing each backend; the Isaac one is not part of this build yet.
+# Module implementing each backend (the Isaac one imports Isaac Sim only when a backend is built).
 _BACKEND_MODULES = {
     BackendKind.MUJOCO: ("flyby.sim.mujoco_backend", "MujocoBackend"),
     BackendKind.ISAAC: ("flyby.sim.isaac_backend", "IsaacBackend"),
@@ -275,7 +275,8 @@ def make_backend(
 
     Raises:
         ConfigError: ``kind`` is not a backend name.
-        BackendUnavailable: the backend cannot run here (for Isaac: not part of this build).
+        BackendUnavailable: the backend cannot run here (Isaac Sim outside its container: the
+            message names podman/README.md).
     """
     resolved = select_backend_kind(kind)
     module_name, class_name = _BACKEND_MODULES[resolved]

@@ -2,7 +2,7 @@
 
 Built with Pixar's ``pxr`` bindings (PyPI ``usd-core``, no GPU, ``pip install flyby[usd]``), so the
 stage can be written and checked on any machine (``flyby usd``). It is the scene the Isaac Sim
-backend is to open (not in this build yet), so that MuJoCo and Isaac Sim render one world by
+backend (:mod:`flyby.sim.isaac_backend`) opens, so that MuJoCo and Isaac Sim render one world by
 construction. Nothing here imports Isaac Sim or Kit.
 
 Conventions (written into the stage, checked by ``tests/sim/test_usd_stage.py``):
@@ -50,21 +50,25 @@ from flyby.sim.mujoco_scene import DRONE_RGB, target_rgba
 
 if TYPE_CHECKING:
     from flyby.dynamics.multirotor import MultirotorCfg
+    from flyby.sim.overview import OverviewCamera
     from flyby.world.world import ISRWorld
 
 __all__ = [
     "CLASS_TAXONOMY",
     "FOCAL_LENGTH",
+    "OVERVIEW_PATH",
     "UsdCameraParams",
     "build_usd_stage",
     "class_label",
     "drone_path",
     "import_pxr",
+    "lens_for",
     "save_usd_stage",
     "target_path",
     "usd_camera_params",
 ]
 
+OVERVIEW_PATH = "/World/Overview"  # the fixed overview camera, when the stage has one
 CLASS_TAXONOMY = "class"  # UsdSemantics.LabelsAPI instance: attribute semantics:labels:class
 # Focal length of every drone camera, in USD's lens unit (a tenth of a scene unit); only the ratio to
 # the apertures sets the projection. 24 is Omniverse Replicator's and Isaac Lab's default.
@@ -123,12 +127,17 @@ def usd_camera_params(camera: CameraCfg) -> UsdCameraParams:
     ``u = (x / z) * focal_length / horizontal_aperture * width + width / 2``; with the apertures
     here that is ``fx * x / z + cx`` (the principal point is the image centre, no aperture offset).
     """
-    k = PinholeIntrinsics.from_cfg(camera)
+    return lens_for(PinholeIntrinsics.from_cfg(camera), camera.near_m, camera.far_m)
+
+
+def lens_for(k: PinholeIntrinsics, near_m: float, far_m: float) -> UsdCameraParams:
+    """The USD lens of pinhole intrinsics ``k`` (centred principal point), clipping at ``near_m``,
+    ``far_m`` metres (see :func:`usd_camera_params`)."""
     return UsdCameraParams(
         focal_length=FOCAL_LENGTH,
         horizontal_aperture=k.width * FOCAL_LENGTH / k.fx,
         vertical_aperture=k.height * FOCAL_LENGTH / k.fy,
-        clipping_range=(float(camera.near_m), float(camera.far_m)),
+        clipping_range=(float(near_m), float(far_m)),
     )
 
 
@@ -155,6 +164,7 @@ def build_usd_stage(
     drone_pos_w: np.ndarray | None = None,
     drone_yaw_rad: np.ndarray | None = None,
     dynamic: MultirotorCfg | None = None,
+    overview: OverviewCamera | None = None,
 ):
     """An in-memory USD stage of ``world`` with ``num_drones`` camera drones (see the module docstring).
 
@@ -167,6 +177,8 @@ def build_usd_stage(
         drone_yaw_rad: (N,) float radians; default 0.
         dynamic: None for kinematic drones; else rigid-body drones with this airframe's mass,
             inertia and collision box.
+        overview: also write this fixed overview camera as ``/World/Overview``
+            (:func:`flyby.sim.overview.overview_camera_for`), its lens from its intrinsics.
 
     Returns:
         A ``pxr.Usd.Stage`` (save it with :func:`save_usd_stage`).
@@ -239,7 +251,7 @@ def build_usd_stage(
 
     UsdGeom.Scope.Define(stage, "/World/Drones")
     lens = usd_camera_params(camera)
-    mount = rotation_to_quat_wxyz(camera_mount_rotation(camera.pitch_deg) @ _CV_TO_USD)
+    mount_rot = camera_mount_rotation(camera.pitch_deg)
     drone_quats = yaw_quat_wxyz(yaw)
     body_size = [0.18, 0.12, 0.07] if dynamic is None else [2.0 * h for h in dynamic.collision_half_extent_m]
     for i in range(n):
@@ -254,13 +266,7 @@ def build_usd_stage(
             DRONE_RGB[i % len(DRONE_RGB)],
             "drone",
         )
-        cam = UsdGeom.Camera.Define(stage, f"{drone_path(i)}/camera")
-        cam.CreateProjectionAttr(UsdGeom.Tokens.perspective)
-        cam.CreateFocalLengthAttr(lens.focal_length)
-        cam.CreateHorizontalApertureAttr(lens.horizontal_aperture)
-        cam.CreateVerticalApertureAttr(lens.vertical_aperture)
-        cam.CreateClippingRangeAttr(Gf.Vec2f(*lens.clipping_range))
-        _pose_ops(pxr, cam, camera.offset_b, mount)
+        _camera(pxr, stage, f"{drone_path(i)}/camera", lens, camera.offset_b, mount_rot)
         if dynamic is not None:
             prim = xform.GetPrim()
             UsdPhysics.RigidBodyAPI.Apply(prim)
@@ -269,6 +275,11 @@ def build_usd_stage(
             mass.CreateDiagonalInertiaAttr(Gf.Vec3f(*(float(v) for v in dynamic.inertia_kgm2)))
             mass.CreateCenterOfMassAttr(Gf.Vec3f(0.0, 0.0, 0.0))
             UsdPhysics.CollisionAPI.Apply(body)
+
+    if overview is not None:
+        k = overview.intrinsics
+        far = 4.0 * float(np.linalg.norm(overview.pos_w)) + 2.0 * math.hypot(hx, hy)
+        _camera(pxr, stage, OVERVIEW_PATH, lens_for(k, 0.5, far), overview.pos_w, overview.rot_wc)
 
     scene = UsdPhysics.Scene.Define(stage, "/World/PhysicsScene")
     scene.CreateGravityDirectionAttr(Gf.Vec3f(0.0, 0.0, -1.0))
@@ -302,6 +313,18 @@ def save_usd_stage(stage, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _camera(pxr, stage, path: str, lens: UsdCameraParams, pos, rot_optical) -> None:
+    """A ``UsdGeom.Camera`` at ``pos`` (3,) m in its parent, optical frame ``rot_optical`` (3, 3)
+    (OpenCV: x right, y down, z forward) in its parent's frame."""
+    cam = pxr.UsdGeom.Camera.Define(stage, path)
+    cam.CreateProjectionAttr(pxr.UsdGeom.Tokens.perspective)
+    cam.CreateFocalLengthAttr(lens.focal_length)
+    cam.CreateHorizontalApertureAttr(lens.horizontal_aperture)
+    cam.CreateVerticalApertureAttr(lens.vertical_aperture)
+    cam.CreateClippingRangeAttr(pxr.Gf.Vec2f(*lens.clipping_range))
+    _pose_ops(pxr, cam, pos, rotation_to_quat_wxyz(np.asarray(rot_optical) @ _CV_TO_USD))
 
 
 def _pose_ops(pxr, xformable, translate, quat_wxyz, scale=None) -> None:

@@ -141,6 +141,24 @@ def test_cameras_project_as_flyby_s_pinhole(world, preset):
     assert tuple(cam.GetClippingRangeAttr().Get()) == pytest.approx((camera.near_m, camera.far_m))
 
 
+def test_overview_camera_projects_as_the_mujoco_one(world):
+    from flyby.sim.overview import overview_camera_for
+
+    overview = overview_camera_for(world, 640, 480)
+    stage = us.build_usd_stage(world, 1, CameraCfg(), overview=overview)
+    hx, hy = world.half_extent
+    points = np.array(
+        [[sx * hx, sy * hy, z] for sx in (-1, 0.3, 1) for sy in (-1, 0.5, 1) for z in (0.0, 20.0)]
+    )
+    cam = UsdGeom.Camera(stage.GetPrimAtPath(us.OVERVIEW_PATH)).GetCamera(Usd.TimeCode.Default())
+    to_ndc = cam.frustum.ComputeViewMatrix() * cam.frustum.ComputeProjectionMatrix()
+    usd = np.array(
+        [[(n[0] + 1) * 320, (1 - n[1]) * 240] for n in (to_ndc.Transform(Gf.Vec3d(*p)) for p in points)]
+    )
+    assert np.abs(usd - overview.project(points)).max() < 0.5
+    assert not us.build_usd_stage(world, 1, CameraCfg()).GetPrimAtPath(us.OVERVIEW_PATH).IsValid()
+
+
 def test_dynamic_drones_are_rigid_bodies_with_the_airframe_s_mass(world):
     airframe = MultirotorCfg()
     stage = us.build_usd_stage(world, 2, CameraCfg(), dynamic=airframe)
