@@ -22,12 +22,11 @@ def stack_strings(backend_kind) -> dict[str, str]:
 
     Never claims PX4 when PX4 is not running.
     """
-    if backend_kind == "mujoco":
-        from importlib.metadata import version
+    from flyby.utils.stack_info import backend_summary
 
-        from flyby.sim.gl import ensure_gl_platform
-
-        backend = f"MuJoCo {version('mujoco')} ({ensure_gl_platform().upper()} offscreen)"
-    else:
-        backend = "Isaac Sim"
-    return {"backend": backend, "flight_stack": "none: direct dynamics (no PX4 in the loop)"}
+    # "MuJoCo 4.0.0 (EGL offscreen)" or "Isaac Sim 5.1.0 (RTX renderer)": the same line as the report's
+    # Environment table (flyby.utils.stack_info).
+    return {
+        "backend": backend_summary(backend_kind),
+        "flight_stack": "none: direct dynamics (no PX4 in the loop)",
+    }
