@@ -51,7 +51,7 @@ from flyby.errors import BackendUnavailable, PhysicsUnstable
 from flyby.geometry import STANDARD_GRAVITY, rotate_inverse, yaw_quat_wxyz
 from flyby.perception.camera import CameraCfg
 from flyby.sim.overview import overview_camera_for
-from flyby.sim.poses import check_drone_ids, check_drone_poses
+from flyby.sim.poses import check_drone_ids, check_drone_poses, check_target_poses
 from flyby.sim.tiling import tile_images
 from flyby.world.world import ISRWorld
 
@@ -307,14 +307,8 @@ class IsaacBackend:
 
     def set_target_poses(self, pos_w: np.ndarray, yaw_rad: np.ndarray) -> None:
         """Place all T targets: (T, 3) m ENU box centres, (T,) rad yaw."""
-        t = self._world_model.num_targets
-        pos = np.asarray(pos_w, dtype=np.float64)
-        yaw = np.asarray(yaw_rad, dtype=np.float64)
-        if pos.shape != (t, 3) or yaw.shape != (t,):
-            raise ValueError(f"expected pos_w ({t}, 3) and yaw_rad ({t},); got {pos.shape} and {yaw.shape}")
-        if not (np.isfinite(pos).all() and np.isfinite(yaw).all()):
-            raise ValueError("target poses must be finite")
-        if t:
+        pos, yaw = check_target_poses(pos_w, yaw_rad, self._world_model.num_targets)
+        if len(pos):
             self._targets.set_world_poses(positions=pos, orientations=yaw_quat_wxyz(yaw))
 
     # ------------------------------------------------------------------ dynamic mode
@@ -444,10 +438,7 @@ class IsaacBackend:
 
     def overview_project(self, points_w: np.ndarray) -> np.ndarray:
         """(K, 3) world points -> (K, 2) float64 overview pixels; NaN behind the camera."""
-        pts = np.asarray(points_w, dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(f"points_w must be (K, 3); got {pts.shape}")
-        return self._overview.project(pts)
+        return self._overview.project(points_w)
 
     def annotator_boxes(self, drone: int) -> dict[str, np.ndarray]:
         """Replicator's ``bounding_box_2d_tight`` for drone ``drone``'s camera: a second ground truth.

@@ -406,10 +406,7 @@ class MujocoBackend:
         Returns:
             (K, 2) float64 pixel coordinates (u right, v down); NaN behind the camera.
         """
-        pts = np.asarray(points_w, dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(f"points_w must be (K, 3); got {pts.shape}")
-        return self._overview.project(pts)
+        return self._overview.project(points_w)
 
     # ------------------------------------------------------------------ lifetime
 

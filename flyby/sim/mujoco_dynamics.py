@@ -30,7 +30,7 @@ from flyby.dynamics.multirotor import DroneState
 from flyby.errors import PhysicsUnstable
 from flyby.geometry import STANDARD_GRAVITY, rotate_inverse, yaw_quat_wxyz
 from flyby.sim.mujoco_import import mujoco
-from flyby.sim.poses import check_drone_ids, check_drone_poses
+from flyby.sim.poses import check_drone_ids, check_drone_poses, check_target_poses
 
 __all__ = [
     "FreeBodyDrones",
@@ -90,14 +90,8 @@ class MocapTargets:
         Raises:
             ValueError: wrong shapes or non-finite values.
         """
-        t = self._num_targets
-        pos = np.asarray(pos_w, dtype=np.float64)
-        yaw = np.asarray(yaw_rad, dtype=np.float64)
-        if pos.shape != (t, 3) or yaw.shape != (t,):
-            raise ValueError(f"expected pos_w ({t}, 3) and yaw_rad ({t},); got {pos.shape} and {yaw.shape}")
-        if not (np.isfinite(pos).all() and np.isfinite(yaw).all()):
-            raise ValueError("target poses must be finite")
-        if t:
+        pos, yaw = check_target_poses(pos_w, yaw_rad, self._num_targets)
+        if self._num_targets:
             self._data.mocap_pos[self._mocap] = pos
             self._data.mocap_quat[self._mocap] = yaw_quat_wxyz(yaw)
 

@@ -34,8 +34,15 @@ class OverviewCamera:
     rot_wc: np.ndarray
 
     def project(self, points_w: np.ndarray) -> np.ndarray:
-        """(K, 3) world points -> (K, 2) float64 pixels (u, v); NaN where behind the camera."""
-        p_c = (np.asarray(points_w, dtype=np.float64) - self.pos_w) @ self.rot_wc
+        """(K, 3) world points -> (K, 2) float64 pixels (u, v); NaN where behind the camera.
+
+        Raises:
+            ValueError: ``points_w`` is not (K, 3).
+        """
+        pts = np.asarray(points_w, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(f"points_w must be (K, 3); got {pts.shape}")
+        p_c = (pts - self.pos_w) @ self.rot_wc
         k = self.intrinsics
         z = p_c[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):

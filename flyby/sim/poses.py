@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_drone_ids", "check_drone_poses"]
+__all__ = ["check_drone_ids", "check_drone_poses", "check_target_poses"]
 
 
 def check_drone_ids(ids: np.ndarray | None, num_drones: int) -> np.ndarray:
@@ -42,3 +42,21 @@ def check_drone_poses(
     if not (np.isfinite(pos).all() and np.isfinite(quat).all() and (norm > 1e-9).all()):
         raise ValueError("drone poses must be finite and quaternions non-zero")
     return ids, pos, quat / norm
+
+
+def check_target_poses(
+    pos_w: np.ndarray, yaw_rad: np.ndarray, num_targets: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (pos (T, 3) float64 m ENU, yaw (T,) float64 rad) for ``set_target_poses``.
+
+    Raises:
+        ValueError: wrong shapes (both named) or non-finite values.
+    """
+    t = num_targets
+    pos = np.asarray(pos_w, dtype=np.float64)
+    yaw = np.asarray(yaw_rad, dtype=np.float64)
+    if pos.shape != (t, 3) or yaw.shape != (t,):
+        raise ValueError(f"expected pos_w ({t}, 3) and yaw_rad ({t},); got {pos.shape} and {yaw.shape}")
+    if not (np.isfinite(pos).all() and np.isfinite(yaw).all()):
+        raise ValueError("target poses must be finite")
+    return pos, yaw
