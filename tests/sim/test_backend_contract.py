@@ -134,3 +134,30 @@ def test_bad_poses_are_refused_with_the_shapes(backend, world):
     t = world.num_targets
     with pytest.raises(ValueError, match=rf"\({t}, 3\)"):
         backend.set_target_poses(np.zeros((t - 1, 3)), np.zeros(t - 1))
+
+
+@pytest.mark.isaac
+def test_isaac_annotator_boxes_agree_with_the_analytic_ones(world):
+    """Isaac Sim only: Replicator's bounding_box_2d_tight, a second ground truth, against the analytic
+    detector on the same poses (unoccluded targets; same IoU floor as the pixel check)."""
+    be = make_backend("isaac", world, 1, CAMERA)
+    try:
+        detector = GroundTruthDetector.from_world(CAMERA, world)
+        tpos, tyaw = world.target_poses(0.0)
+        be.set_target_poses(tpos, tyaw)
+        scores = []
+        for (x, y, z), yaw in POSES:
+            pos, yaws = np.array([[x, y, z]]), np.array([yaw])
+            be.set_drone_poses(pos, yaw_quat_wxyz(yaws))
+            cam_pos, rot_wc = camera_poses_w(pos, yaw_rotation(yaws), CAMERA)
+            det = detector.detect(cam_pos, rot_wc, tpos, tyaw, world.target_size_m)
+            found = be.annotator_boxes(0)
+            targets = found["boxes"][
+                np.isin(found["labels"], ["vehicle", "person"]) & (found["occlusion"] < 0.05)
+            ]
+            for box in det.boxes_px[0][det.visible[0]]:
+                if len(targets):
+                    scores.append(max(iou(box, other) for other in targets))
+        assert len(scores) >= 5 and np.median(scores) >= IOU_MIN, np.round(scores, 3).tolist()
+    finally:
+        be.close()
