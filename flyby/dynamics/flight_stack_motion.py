@@ -9,6 +9,12 @@ substep (250 Hz by default, PX4 SITL's lockstep rate)::
     backend.apply_body_wrench(force_b, torque_b); backend.step_physics(1)   # MuJoCo: contacts, integration
     state = backend.drone_state()
 
+With ``FLYBY_KERNEL=numba`` (the default), the built-in cascade and rotor model on MuJoCo run
+the first three lines as one compiled call per physics step
+(:func:`flyby.control.cascade_kernel.cascade_rotors_into`, reading the state from MjData and
+writing the wrench into it), the reference's numbers to rounding; the state is copied out once
+per control step.
+
 The flight stack is the built-in cascade (:class:`flyby.control.cascade.CascadeController`)
 or PX4 SITL over MAVLink lockstep (:class:`flyby.px4.flight_stack.PX4FlightStack`);
 both take the same velocity + yaw-rate setpoint the direct model takes, so a
