@@ -28,6 +28,15 @@ def test_isaac_line_says_where_it_runs(monkeypatch):
         stack_info.backend_summary("physx")
 
 
+def test_isaac_line_reads_the_version_file_and_renderer(monkeypatch, tmp_path):
+    """Inside the container Isaac Sim's version is in $ISAAC_PATH/VERSION (no pip metadata)."""
+    (tmp_path / "VERSION").write_text("5.1.0-rc.19\n")
+    monkeypatch.setenv("ISAAC_PATH", str(tmp_path))
+    monkeypatch.setenv("FLYBY_ISAAC_RENDERER", "PathTracing")
+    line = stack_info.backend_summary("isaac")
+    assert line == "Isaac Sim 5.1.0-rc.19 (PathTracing, RTX)"
+
+
 def test_flight_stack_line_follows_px4(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("PX4_DIR", raising=False)

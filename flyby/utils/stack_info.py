@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 __all__ = ["backend_summary", "flight_stack_summary", "stack_summary"]
 
@@ -42,14 +43,29 @@ def backend_summary(backend: str | None = None) -> str:
         except BackendUnavailable as exc:
             platform = f"no GL platform: {exc}"
         return f"MuJoCo {_version('mujoco') or '(not installed)'} ({platform})"
-    isaac = _version("isaacsim")
     from flyby.sim.base import _BACKEND_MODULES, _module_exists
+    from flyby.sim.isaac_backend import isaac_launch_config
 
     built = _module_exists(_BACKEND_MODULES[BackendKind.ISAAC][0])
     where = "" if built else "; the flyby Isaac Sim backend is not in this build"
+    isaac = _version("isaacsim") or _isaac_version_file()
     if isaac is None and not _module_exists("isaacsim"):
         return f"Isaac Sim (not importable here: run inside the container, podman/README.md{where})"
-    return f"Isaac Sim {isaac or '(version not recorded in pip metadata)'} (RTX renderer{where})"
+    renderer = isaac_launch_config()["renderer"]
+    return f"Isaac Sim {isaac or '(version unknown)'} ({renderer}, RTX{where})"
+
+
+def _isaac_version_file() -> str | None:
+    """The first line of Isaac Sim's ``VERSION`` file (``$ISAAC_PATH/VERSION``, else the container's
+    ``/isaac-sim/VERSION``), e.g. ``5.1.0-rc.19``; None where there is none. It is the file
+    ``isaacsim.core.version.get_version`` reads, without starting Isaac Sim."""
+    for root in (os.environ.get("ISAAC_PATH"), "/isaac-sim"):
+        if root:
+            path = Path(root) / "VERSION"
+            if path.is_file():
+                line = path.read_text(errors="replace").strip().splitlines()
+                return line[0].strip() if line else None
+    return None
 
 
 def flight_stack_summary(flight_stack: str = "auto") -> str:
