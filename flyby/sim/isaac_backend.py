@@ -365,7 +365,6 @@ class IsaacBackend:
         bodies = self._bodies
         self._contact[:] = False
         for _ in range(n):
-            vel_before = np.asarray(bodies.get_linear_velocities(), dtype=np.float64)
             bodies.apply_forces_and_torques_at_pos(
                 forces=self._wrench_f, torques=self._wrench_t, positions=self._zero_pos, is_global=False
             )
@@ -376,7 +375,8 @@ class IsaacBackend:
                     "Isaac Sim's physics produced non-finite drone velocities; check the body wrench "
                     "(within the airframe's thrust) and place the drones again with reset_drone_states"
                 )
-            self._acc_w = (vel - vel_before) / self._physics_dt
+            # _vel_prev is the last step's velocity (0 after a reset: the drones start at rest).
+            self._acc_w = (vel - self._vel_prev) / self._physics_dt
             self._vel_prev = vel
             forces = np.asarray(bodies.get_net_contact_forces(), dtype=np.float64).reshape(self._n, 3)
             self._contact |= np.linalg.norm(forces, axis=1) > 0.0
