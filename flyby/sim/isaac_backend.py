@@ -24,7 +24,8 @@ tag ``v5.1.0`` (``isaac-sim/IsaacSim``, ``source/extensions/...``) and is listed
   frame (MuJoCo's backend reads ``qacc`` instead). Contact comes from the net contact force
   (``track_contact_forces=True``, ``get_net_contact_forces``).
 - cameras: one Replicator render product per drone (``omni.replicator.core.create.render_product(
-  camera_path, (W, H))``) with an ``rgb`` annotator (RGBA uint8, H x W x 4), and one for the
+  camera_path, (W, H))``) with an ``rgb`` annotator on the CPU (``device="cpu"``, as Isaac Lab's
+  recorders ask for it: RGBA uint8 numpy, H x W x 4), and one for the
   overview; ``rep.orchestrator.step(delta_time=0.0)`` renders them without advancing physics.
   Tiled cameras (``CameraView``) would render faster but support no 2-D box annotator; per-drone
   render products keep ``bounding_box_2d_tight`` available (:meth:`IsaacBackend.annotator_boxes`),
@@ -233,12 +234,12 @@ class IsaacBackend:
         self._products, self._rgb = [], []
         for path in [f"{d}/camera" for d in drones]:
             product = rep.create.render_product(path, size)
-            annotator = rep.AnnotatorRegistry.get_annotator("rgb")
+            annotator = rep.AnnotatorRegistry.get_annotator("rgb", device="cpu")
             annotator.attach([product])
             self._products.append(product)
             self._rgb.append(annotator)
         self._overview_product = rep.create.render_product(OVERVIEW_PATH, overview_size)
-        self._overview_rgb = rep.AnnotatorRegistry.get_annotator("rgb")
+        self._overview_rgb = rep.AnnotatorRegistry.get_annotator("rgb", device="cpu")
         self._overview_rgb.attach([self._overview_product])
         self._boxes: dict[int, Any] = {}  # drone -> bounding_box_2d_tight annotator, made on first use
 

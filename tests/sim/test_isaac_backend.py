@@ -138,8 +138,9 @@ class FakeIsaac:
                 return forces
 
         class Annotator:
-            def __init__(self, name, init_params=None):
+            def __init__(self, name, init_params=None, device=None):
                 self.name, self.products = name, []
+                assert name != "rgb" or device == "cpu"  # numpy frames, not GPU buffers
 
             def attach(self, products):
                 self.products = list(products)
@@ -179,7 +180,7 @@ class FakeIsaac:
         rep = types.ModuleType("omni.replicator.core")
         rep.create = types.SimpleNamespace(render_product=render_product)
         rep.AnnotatorRegistry = types.SimpleNamespace(
-            get_annotator=lambda name, init_params=None: Annotator(name, init_params)
+            get_annotator=lambda name, init_params=None, device=None: Annotator(name, init_params, device)
         )
         rep.orchestrator = types.SimpleNamespace(step=lambda **kw: calls.append(("render", kw)))
         settings = {}
